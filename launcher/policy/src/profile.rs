@@ -1,0 +1,272 @@
+//! The profile file format (`profiles/*.yaml`) and its parser.
+//!
+//! Every field is optional so that a profile can `extends:` another and
+//! change only what it names. Unknown fields are errors: a typo in a
+//! security setting must never be silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProfileError;
+use crate::types::{AccessMode, ByteSize, Cpus, EnvPattern, NetworkMode, ProfilePath, UserSpec};
+
+/// One profile file as written, before inheritance is applied.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    /// One line shown by `agentctl profiles`.
+    pub description: Option<String>,
+    /// Name of a built-in or user profile, or a path to a profile file.
+    pub extends: Option<String>,
+    /// How the workspace is mounted: `rw` (default) or `ro`.
+    pub workspace: Option<AccessMode>,
+    /// Extra host paths, read-only unless `mode: rw`.
+    #[serde(default)]
+    pub mounts: Vec<MountEntry>,
+    /// Host dotfiles that come into the sandbox's fresh home.
+    #[serde(default)]
+    pub home: Vec<HomeEntry>,
+    /// Extra secret globs to mask, and exceptions.
+    #[serde(default)]
+    pub secrets: SecretsEntry,
+    /// Names of host variables to pass through (exact names, or `PREFIX_*`).
+    #[serde(default)]
+    pub env: Vec<EnvPattern>,
+    /// Variables set to fixed values. `~/` at the start of a value is
+    /// replaced with the home directory.
+    #[serde(default)]
+    pub env_set: BTreeMap<String, String>,
+    /// `none` (default), `bridge` or `host`.
+    pub network: Option<NetworkMode>,
+    /// Why the profile needs a network; shown by `explain`.
+    pub network_reason: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsEntry,
+    /// `host` (default) or `UID:GID`.
+    pub user: Option<UserSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountEntry {
+    /// The host path.
+    pub path: ProfilePath,
+    /// Where it appears in the sandbox; the same path when omitted.
+    pub target: Option<ProfilePath>,
+    #[serde(default)]
+    pub mode: AccessMode,
+    /// Skip the mount when the host path does not exist, instead of refusing
+    /// to start.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeEntry {
+    /// A path under the home directory, written `~/...`.
+    pub path: ProfilePath,
+    #[serde(default)]
+    pub mode: AccessMode,
+    /// Create the directory on the host when it is missing, so that state the
+    /// agent writes (a login, say) survives the session.
+    #[serde(default)]
+    pub create: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsEntry {
+    /// Globs of extra files or directories to mask.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Globs that are never masked by the name rules, e.g. a `*.key` file
+    /// that holds no key. Hard-link aliases of secrets stay masked.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsEntry {
+    pub pids: Option<u32>,
+    pub memory: Option<ByteSize>,
+    pub cpus: Option<Cpus>,
+}
+
+impl ProfileFile {
+    /// Parses a profile. `source` names the file in error messages.
+    pub fn parse(source: &str, text: &str) -> Result<ProfileFile, ProfileError> {
+        let file: ProfileFile = if text.trim().is_empty() {
+            ProfileFile::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ProfileError::from_yaml(source, text, &e))?
+        };
+        file.validate(source, text)?;
+        Ok(file)
+    }
+
+    /// Checks that serde cannot express: names and values that must be
+    /// well formed. Errors point at the line of the offending field.
+    fn validate(&self, source: &str, text: &str) -> Result<(), ProfileError> {
+        let invalid = |field: &str, message: String, hint: &str| {
+            ProfileError::invalid(source, text, field, message, hint)
+        };
+        if let Some(pids) = self.limits.pids
+            && pids < 16
+        {
+            return Err(invalid(
+                "pids",
+                format!("limits.pids is {pids}, too low for any agent to start"),
+                "use at least 16; agents with build tools need a few thousand",
+            ));
+        }
+        if let Some(mem) = self.limits.memory
+            && mem.0 < 16 << 20
+        {
+            return Err(invalid(
+                "memory",
+                format!("limits.memory is {mem}, below the 16m minimum"),
+                "write a size like 512m or 8g",
+            ));
+        }
+        for (name, _) in &self.env_set {
+            if !crate::types::valid_env_name(name) {
+                return Err(invalid(
+                    name,
+                    format!("env_set: invalid variable name \"{name}\""),
+                    "names are letters, digits and _, not starting with a digit",
+                ));
+            }
+        }
+        for entry in &self.home {
+            if entry.path.home_relative().is_none() {
+                return Err(invalid(
+                    "home",
+                    format!("home: \"{}\" is not under the home directory", entry.path),
+                    "write home entries as ~/path; use mounts: for other host paths",
+                ));
+            }
+            if entry.path.home_relative() == Some("") {
+                return Err(invalid(
+                    "home",
+                    "home: \"~\" would bring in the whole home directory, secrets included"
+                        .to_string(),
+                    "name the dotfiles the agent needs, like ~/.gitconfig",
+                ));
+            }
+        }
+        for entry in &self.mounts {
+            if matches!(&entry.path, ProfilePath::Absolute(p) if p == "/") {
+                return Err(invalid(
+                    "mounts",
+                    "mounts: \"/\" would expose the whole host".to_string(),
+                    "mount the directories the agent needs, like /opt/toolchain",
+                ));
+            }
+        }
+        for glob in self.secrets.deny.iter().chain(&self.secrets.allow) {
+            if let Err(e) = crate::secrets::Pattern::parse(glob) {
+                return Err(invalid(
+                    glob,
+                    format!("secrets: invalid glob \"{glob}\": {e}"),
+                    "use gitignore-style globs like *.secret or config/prod/*.json",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_profile() {
+        let p = ProfileFile::parse(
+            "t.yaml",
+            r#"
+description: test
+extends: generic
+workspace: ro
+mounts:
+  - path: /opt/tool
+    mode: rw
+home:
+  - path: ~/.claude
+    mode: rw
+    create: true
+secrets:
+  deny: ["*.secret"]
+  allow: ["public.key"]
+env: [ANTHROPIC_API_KEY, "AIDER_*"]
+env_set: { IS_SANDBOX: "1" }
+network: bridge
+limits: { pids: 100, memory: 1g, cpus: 1.5 }
+user: "1000:1000"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.workspace, Some(AccessMode::Ro));
+        assert_eq!(p.mounts[0].mode, AccessMode::Rw);
+        assert_eq!(p.limits.memory, Some(ByteSize(1 << 30)));
+        assert_eq!(p.limits.cpus, Some(Cpus(1500)));
+        assert_eq!(p.env.len(), 2);
+    }
+
+    #[test]
+    fn empty_file_is_an_empty_profile() {
+        assert_eq!(ProfileFile::parse("e.yaml", "\n").unwrap(), ProfileFile::default());
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_suggests() {
+        let err = ProfileFile::parse("my.yaml", "description: x\nnetwrok: bridge\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("my.yaml:2:"), "{msg}");
+        assert!(msg.contains("netwrok"), "{msg}");
+        assert!(msg.contains("did you mean `network`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_line() {
+        let err = ProfileFile::parse("p.yaml", "network: brige\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("p.yaml:1:"), "{msg}");
+        assert!(msg.contains("did you mean `bridge`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_nested_value_names_field_and_line() {
+        let err =
+            ProfileFile::parse("p.yaml", "limits:\n  pids: 10\n  memory: lots\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("p.yaml:3:"), "{msg}");
+        assert!(msg.contains("limits.memory"), "{msg}");
+        assert!(msg.contains("512m"), "{msg}");
+    }
+
+    #[test]
+    fn too_low_pids_points_at_its_line() {
+        let err = ProfileFile::parse("p.yaml", "limits:\n  pids: 3\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("p.yaml:2:"), "{msg}");
+        assert!(msg.contains("limits.pids"), "{msg}");
+    }
+
+    #[test]
+    fn relative_mount_is_refused_with_a_fix() {
+        let err = ProfileFile::parse("p.yaml", "mounts:\n  - path: opt/tool\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("p.yaml:2:"), "{msg}");
+        assert!(msg.contains("must be absolute"), "{msg}");
+    }
+
+    #[test]
+    fn whole_home_is_refused() {
+        let err = ProfileFile::parse("p.yaml", "home:\n  - path: \"~\"\n").unwrap_err();
+        assert!(err.to_string().contains("whole home"), "{err}");
+    }
+}

@@ -1,0 +1,411 @@
+//! Which files are secrets. This module only answers questions about names
+//! and paths; walking the disk is the sandbox crate's job.
+//!
+//! Patterns follow gitignore conventions: a pattern without `/` matches a
+//! name at any depth; a pattern with `/` is anchored at the root of the
+//! mount it is checked against; a trailing `/` matches directories only.
+
+use std::fmt;
+
+use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+
+/// Built-in rules for files anywhere in the workspace and in extra mounts.
+/// They match files, not directories: a Python virtualenv named `.env/` is
+/// not a secret, although the files inside it are checked like any other.
+const BUILTIN_FILE_RULES: &[(&str, &[&str], &str)] = &[
+    (
+        ".env*",
+        &[".env.example", ".env.sample", ".env.template", ".env.dist"],
+        "dotenv file",
+    ),
+    ("*.pem", &[], "PEM key or certificate"),
+    ("*.key", &[], "private key"),
+    ("*.p12", &[], "PKCS#12 key store"),
+    ("*.pfx", &[], "PKCS#12 key store"),
+    ("id_rsa*", &["*.pub"], "SSH private key"),
+    ("id_ed25519*", &["*.pub"], "SSH private key"),
+    ("id_ecdsa*", &["*.pub"], "SSH private key"),
+    ("id_dsa*", &["*.pub"], "SSH private key"),
+    (".netrc", &[], "netrc credentials"),
+    (".npmrc", &[], "npm credentials"),
+    (".pypirc", &[], "PyPI credentials"),
+    (".pgpass", &[], "PostgreSQL password file"),
+    (".git-credentials", &[], "git credential store"),
+    ("credentials.json", &[], "cloud credentials"),
+    ("*.tfvars", &[], "Terraform variables"),
+    ("*.tfstate", &[], "Terraform state (holds resource secrets)"),
+    ("*.tfstate.backup", &[], "Terraform state (holds resource secrets)"),
+];
+
+/// Paths under the home directory that are never mounted unless a profile
+/// grants them by name. When a granted directory or the workspace contains
+/// one of them, it is masked there.
+pub const HOME_DENY: &[(&str, &str)] = &[
+    (".ssh", "SSH keys"),
+    (".aws", "AWS credentials"),
+    (".gnupg", "GnuPG keys"),
+    (".kube", "Kubernetes credentials"),
+    (".docker", "Docker registry credentials"),
+    (".config/gcloud", "Google Cloud credentials"),
+    (".azure", "Azure credentials"),
+    (".password-store", "pass password store"),
+    (".netrc", "netrc credentials"),
+    (".pgpass", "PostgreSQL passwords"),
+    (".git-credentials", "git credential store"),
+    (".npmrc", "npm credentials"),
+    (".pypirc", "PyPI credentials"),
+    (".config/gh", "GitHub CLI token"),
+    (".config/hub", "hub token"),
+    (".vault-token", "Vault token"),
+    (".terraform.d/credentials.tfrc.json", "Terraform Cloud token"),
+    (".cargo/credentials", "crates.io token"),
+    (".cargo/credentials.toml", "crates.io token"),
+    (".bash_history", "shell history"),
+    (".zsh_history", "shell history"),
+    (".zhistory", "shell history"),
+    (".histfile", "shell history"),
+    (".sh_history", "shell history"),
+    (".local/share/fish/fish_history", "shell history"),
+    (".python_history", "REPL history"),
+    (".node_repl_history", "REPL history"),
+    (".psql_history", "database client history"),
+    (".mysql_history", "database client history"),
+    (".sqlite_history", "database client history"),
+];
+
+/// Host system files that are masked inside the host-rootfs sandbox.
+/// `ssh_host_*_key` is expanded by the planner.
+pub const SYSTEM_DENY: &[(&str, &str)] = &[
+    ("/etc/shadow", "password hashes"),
+    ("/etc/shadow-", "password hashes"),
+    ("/etc/gshadow", "group password hashes"),
+    ("/etc/gshadow-", "group password hashes"),
+    ("/etc/security/opasswd", "old password hashes"),
+    ("/etc/ssl/private", "TLS private keys"),
+    ("/etc/sudoers", "sudo policy"),
+    ("/etc/sudoers.d", "sudo policy"),
+];
+
+/// The default masked and read-only paths under /proc and /sys, as in the
+/// OCI runtime's own defaults.
+pub const PROC_MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+pub const PROC_READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// A gitignore-style glob.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    text: String,
+    /// Matches the last path component only.
+    basename: bool,
+    dir_only: bool,
+    matcher: GlobMatcher,
+    glob: Glob,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, String> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err("empty pattern".into());
+        }
+        let dir_only = trimmed.ends_with('/');
+        let body = trimmed.trim_end_matches('/');
+        let body = body.strip_prefix("./").unwrap_or(body);
+        let basename = !body.contains('/');
+        let body = body.trim_start_matches('/');
+        if body.is_empty() {
+            return Err("pattern matches nothing".into());
+        }
+        let glob = GlobBuilder::new(body)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| e.kind().to_string())?;
+        Ok(Pattern {
+            text: trimmed.to_string(),
+            basename,
+            dir_only,
+            matcher: glob.compile_matcher(),
+            glob,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// `rel` is relative to the mount root with `/` separators; `name` is
+    /// its last component.
+    pub fn matches(&self, rel: &str, name: &str, is_dir: bool) -> bool {
+        if self.dir_only && !is_dir {
+            return false;
+        }
+        if self.basename {
+            self.matcher.is_match(name)
+        } else {
+            self.matcher.is_match(rel)
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Where a rule came from, so `explain` can say why a path was masked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleOrigin {
+    Builtin,
+    Profile,
+}
+
+#[derive(Clone, Debug)]
+pub struct DenyRule {
+    pub pattern: Pattern,
+    pub except: Vec<Pattern>,
+    pub what: &'static str,
+    pub origin: RuleOrigin,
+    files_only: bool,
+}
+
+impl DenyRule {
+    pub fn describe(&self) -> String {
+        match self.origin {
+            RuleOrigin::Builtin => format!("{} (built-in rule `{}`)", self.what, self.pattern),
+            RuleOrigin::Profile => format!("profile secrets.deny `{}`", self.pattern),
+        }
+    }
+}
+
+/// The compiled name rules for one session.
+#[derive(Clone, Debug)]
+pub struct SecretRules {
+    rules: Vec<DenyRule>,
+    allow: Vec<Pattern>,
+    /// A combined matcher over every rule, so that the common case (a name
+    /// that matches nothing) costs one lookup instead of one per rule.
+    any_basename: GlobSet,
+    basename_rules: Vec<usize>,
+    path_rules: Vec<usize>,
+}
+
+impl SecretRules {
+    /// The built-in rules plus the profile's extra `deny` and `allow` globs.
+    pub fn new(extra_deny: &[String], allow: &[String]) -> Result<SecretRules, String> {
+        let mut rules = Vec::new();
+        for (pat, except, what) in BUILTIN_FILE_RULES {
+            rules.push(DenyRule {
+                pattern: Pattern::parse(pat).expect("built-in pattern"),
+                except: except
+                    .iter()
+                    .map(|e| Pattern::parse(e).expect("built-in pattern"))
+                    .collect(),
+                what,
+                origin: RuleOrigin::Builtin,
+                files_only: true,
+            });
+        }
+        for pat in extra_deny {
+            rules.push(DenyRule {
+                pattern: Pattern::parse(pat).map_err(|e| format!("secrets.deny `{pat}`: {e}"))?,
+                except: Vec::new(),
+                what: "profile rule",
+                origin: RuleOrigin::Profile,
+                files_only: false,
+            });
+        }
+        let allow = allow
+            .iter()
+            .map(|p| Pattern::parse(p).map_err(|e| format!("secrets.allow `{p}`: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut set = GlobSetBuilder::new();
+        let mut basename_rules = Vec::new();
+        let mut path_rules = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            if r.pattern.basename {
+                set.add(r.pattern.glob.clone());
+                basename_rules.push(i);
+            } else {
+                path_rules.push(i);
+            }
+        }
+        let any_basename = set.build().map_err(|e| e.to_string())?;
+        Ok(SecretRules {
+            rules,
+            allow,
+            any_basename,
+            basename_rules,
+            path_rules,
+        })
+    }
+
+    pub fn rules(&self) -> &[DenyRule] {
+        &self.rules
+    }
+
+    /// Returns the rule that makes `rel` a secret, if any.
+    pub fn classify(&self, rel: &str, name: &str, is_dir: bool) -> Option<&DenyRule> {
+        if self.any_basename.is_match(name) {
+            for idx in self.any_basename.matches(name) {
+                if let Some(rule) = self.check(self.basename_rules[idx], rel, name, is_dir) {
+                    return Some(rule);
+                }
+            }
+        }
+        self.path_rules
+            .iter()
+            .find_map(|&i| self.check(i, rel, name, is_dir))
+    }
+
+    fn check(&self, i: usize, rel: &str, name: &str, is_dir: bool) -> Option<&DenyRule> {
+        let rule = &self.rules[i];
+        if rule.files_only && is_dir {
+            return None;
+        }
+        if !rule.pattern.matches(rel, name, is_dir) {
+            return None;
+        }
+        if rule.except.iter().any(|e| e.matches(rel, name, is_dir)) {
+            return None;
+        }
+        if self.allow.iter().any(|a| a.matches(rel, name, is_dir)) {
+            return None;
+        }
+        Some(rule)
+    }
+}
+
+/// Whether `rel` (relative to home) is on the home deny list, and why.
+pub fn home_denied(rel: &str) -> Option<&'static str> {
+    HOME_DENY
+        .iter()
+        .find(|(p, _)| rel == *p || rel.starts_with(&format!("{p}/")))
+        .map(|(_, why)| *why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> SecretRules {
+        SecretRules::new(&[], &[]).unwrap()
+    }
+
+    fn secret(r: &SecretRules, rel: &str) -> bool {
+        let name = rel.rsplit('/').next().unwrap();
+        r.classify(rel, name, false).is_some()
+    }
+
+    #[test]
+    fn dotenv_files_at_any_depth() {
+        let r = rules();
+        for p in [".env", ".env.local", "a/b/.env.production", ".envrc", "x/.env.dev"] {
+            assert!(secret(&r, p), "{p} should be a secret");
+        }
+        for p in [
+            ".env.example",
+            "a/.env.sample",
+            ".env.template",
+            "deep/er/.env.dist",
+            "env",
+            "README.env.md",
+        ] {
+            assert!(!secret(&r, p), "{p} should stay readable");
+        }
+    }
+
+    #[test]
+    fn dotenv_directory_is_not_masked_by_the_file_rule() {
+        assert!(rules().classify(".env", ".env", true).is_none());
+    }
+
+    #[test]
+    fn private_keys_but_not_public_keys() {
+        let r = rules();
+        for p in ["id_rsa", "keys/id_ed25519", "id_ecdsa_work", "id_dsa", "tls.key", "c.pem"] {
+            assert!(secret(&r, p), "{p}");
+        }
+        for p in ["id_rsa.pub", "keys/id_ed25519.pub", "keyboard.rs", "main.go"] {
+            assert!(!secret(&r, p), "{p}");
+        }
+    }
+
+    #[test]
+    fn credential_files() {
+        let r = rules();
+        for p in [
+            ".netrc",
+            "sub/.npmrc",
+            ".pypirc",
+            ".git-credentials",
+            "gcp/credentials.json",
+            "prod.tfvars",
+            "terraform.tfstate",
+        ] {
+            assert!(secret(&r, p), "{p}");
+        }
+    }
+
+    #[test]
+    fn profile_rules_and_exceptions() {
+        let r = SecretRules::new(
+            &["*.secret".into(), "config/prod/".into(), "/top.txt".into()],
+            &["i18n.key".into()],
+        )
+        .unwrap();
+        assert!(secret(&r, "a/b.secret"));
+        assert!(!secret(&r, "lang/i18n.key"));
+        assert!(secret(&r, "other.key"));
+        assert!(r.classify("config/prod", "prod", true).is_some());
+        assert!(r.classify("config/prod", "prod", false).is_none());
+        assert!(secret(&r, "top.txt"));
+        assert!(!secret(&r, "sub/top.txt"));
+    }
+
+    #[test]
+    fn describes_why() {
+        let r = rules();
+        let rule = r.classify(".env", ".env", false).unwrap();
+        assert_eq!(rule.describe(), "dotenv file (built-in rule `.env*`)");
+    }
+
+    #[test]
+    fn home_deny_list() {
+        assert_eq!(home_denied(".ssh"), Some("SSH keys"));
+        assert_eq!(home_denied(".ssh/id_rsa"), Some("SSH keys"));
+        assert_eq!(home_denied(".config/gcloud/creds"), Some("Google Cloud credentials"));
+        assert_eq!(home_denied(".sshrc"), None);
+        assert_eq!(home_denied(".config"), None);
+    }
+
+    #[test]
+    fn bad_globs_are_errors() {
+        assert!(SecretRules::new(&["a[".into()], &[]).is_err());
+        assert!(Pattern::parse("/").is_err());
+    }
+}
