@@ -1,1 +1,38 @@
-fn main() {}
+//! The agentctl binary: argument parsing and wiring. Decisions live in the
+//! policy crate, planning in sandbox, execution in the backends.
+
+mod cli;
+mod cmd;
+mod loader;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// docker's code for "the launcher itself failed".
+const LAUNCHER_FAILURE: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing();
+    match cmd::dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("agentctl: {err:#}");
+            ExitCode::from(LAUNCHER_FAILURE)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    // libcontainer logs every failure it returns; agentctl prints the
+    // error once, so its logs stay off unless asked for.
+    let filter = EnvFilter::try_from_env("AGENTCTL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,libcontainer=off,libcgroups=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

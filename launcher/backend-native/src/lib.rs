@@ -1,1 +1,286 @@
+//! The native backend: runs a [`SandboxSpec`] without a daemon, through
+//! youki's libcontainer, from an OCI bundle generated with oci-spec.
+//!
+//! Only this crate (and the Docker backend, for its own engine) may know a
+//! container runtime: it must not make policy decisions, and it reads
+//! nothing but the `SandboxSpec` it is given.
 
+pub mod cgroup;
+mod helper;
+mod init;
+mod net;
+pub mod oci;
+pub mod preflight;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use oci::BundleOptions;
+use sandbox::{Backend, BackendError, ExitStatus, RunOptions, SandboxSpec};
+
+pub use helper::{HelperConfig, LAUNCHER_FAILURE, cleanup_session, helper_main};
+
+/// Where sessions keep their bundles and libcontainer keeps its state.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub base: PathBuf,
+}
+
+impl Dirs {
+    /// `/run/agentctl` for root; `$XDG_RUNTIME_DIR/agentctl` (or
+    /// `/tmp/agentctl-<uid>`) for other users.
+    pub fn for_current_user() -> Dirs {
+        let uid = nix::unistd::geteuid();
+        let base = if uid.is_root() {
+            PathBuf::from("/run/agentctl")
+        } else {
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute() && p.is_dir())
+                .map(|p| p.join("agentctl"))
+                .unwrap_or_else(|| PathBuf::from(format!("/tmp/agentctl-{uid}")))
+        };
+        Dirs { base }
+    }
+
+    pub fn sessions(&self) -> PathBuf {
+        self.base.join("sessions")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.base.join("state")
+    }
+
+    /// Creates the directories, private to the user. Refuses a base that
+    /// someone else owns: another user could otherwise plant a bundle.
+    fn ensure(&self) -> Result<(), BackendError> {
+        for dir in [&self.base, &self.sessions(), &self.state()] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        let meta = fs::metadata(&self.base)
+            .map_err(|e| BackendError::io(format!("cannot read {}", self.base.display()), e))?;
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(BackendError::Control {
+                control: "session directory",
+                reason: format!("{} belongs to another user", self.base.display()),
+                fix: "remove it, or set XDG_RUNTIME_DIR to a directory of your own".into(),
+            });
+        }
+        fs::set_permissions(&self.base, fs::Permissions::from_mode(0o700))
+            .map_err(|e| BackendError::io("cannot secure the session directory", e))?;
+        Ok(())
+    }
+}
+
+/// The daemonless backend.
+pub struct NativeBackend {
+    /// How to start the helper: the agentctl binary and the arguments that
+    /// select its helper mode; the session directory is appended.
+    pub helper: Vec<String>,
+    pub dirs: Dirs,
+}
+
+impl NativeBackend {
+    pub fn new(helper: Vec<String>) -> NativeBackend {
+        NativeBackend {
+            helper,
+            dirs: Dirs::for_current_user(),
+        }
+    }
+
+    /// Writes the bundle and the helper's configuration for `spec`.
+    /// Returns the session directory.
+    pub fn prepare(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        cgroup: cgroup::CgroupMode,
+    ) -> Result<HelperConfig, BackendError> {
+        self.dirs.ensure()?;
+        let id = spec.session.as_str();
+        let session_dir = self.dirs.sessions().join(id);
+        let bundle = session_dir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&rootfs)
+            .map_err(|e| BackendError::io("cannot create the bundle", e))?;
+        fs::set_permissions(&session_dir, fs::Permissions::from_mode(0o711))
+            .map_err(|e| BackendError::io("cannot create the session directory", e))?;
+        for (link, target) in &spec.rootfs_symlinks {
+            let at = rootfs.join(link.strip_prefix("/").unwrap_or(link));
+            std::os::unix::fs::symlink(target, &at)
+                .map_err(|e| BackendError::io(format!("cannot create {}", at.display()), e))?;
+        }
+        let resolv_conf = if spec.network == policy::NetworkMode::Bridge {
+            let p = session_dir.join("resolv.conf");
+            fs::write(&p, format!("nameserver {}\n", net::SLIRP_DNS))
+                .map_err(|e| BackendError::io("cannot write resolv.conf", e))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
+                .map_err(|e| BackendError::io("cannot write resolv.conf", e))?;
+            Some(p)
+        } else {
+            None
+        };
+        let oci = oci::to_oci(
+            spec,
+            &BundleOptions {
+                tty: opts.tty,
+                cgroups_path: cgroup.path().to_string(),
+                runtime_limits: cgroup.runtime_applies_limits(),
+                resolv_conf,
+                no_limits: opts.no_limits,
+            },
+        )
+        .map_err(|e| BackendError::Runtime(format!("cannot build the OCI spec: {e}")))?;
+        oci.save(bundle.join("config.json"))
+            .map_err(|e| BackendError::Runtime(format!("cannot write config.json: {e}")))?;
+        let cfg = HelperConfig {
+            id: id.to_string(),
+            session_dir: session_dir.clone(),
+            bundle,
+            state_root: self.dirs.state(),
+            tty: opts.tty,
+            network: spec.network,
+            cgroup,
+            limits: spec.limits.clone(),
+            rootless: !nix::unistd::geteuid().is_root(),
+        };
+        let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
+        fs::write(session_dir.join(HelperConfig::FILE), json)
+            .map_err(|e| BackendError::io("cannot write the helper config", e))?;
+        Ok(cfg)
+    }
+
+    fn spawn_helper(&self, cfg: &HelperConfig) -> Result<Child, BackendError> {
+        let (program, args) = self
+            .helper
+            .split_first()
+            .ok_or_else(|| BackendError::Runtime("no helper command configured".into()))?;
+        Command::new(program)
+            .args(args)
+            .arg(&cfg.session_dir)
+            .spawn()
+            .map_err(|e| BackendError::io(format!("cannot start the session helper {program}"), e))
+    }
+}
+
+impl Backend for NativeBackend {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn preflight(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<(), BackendError> {
+        preflight::check(spec, opts).map(|_| ())
+    }
+
+    fn run(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<ExitStatus, BackendError> {
+        let cgroup = preflight::check(spec, opts)?;
+        let cfg = match self.prepare(spec, opts, cgroup) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let _ = fs::remove_dir_all(self.dirs.sessions().join(spec.session.as_str()));
+                return Err(e);
+            }
+        };
+        let forwarded = [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP];
+        let mut mask = SigSet::empty();
+        for s in forwarded {
+            mask.add(s);
+        }
+        mask.add(Signal::SIGCHLD);
+        let mut old = SigSet::empty();
+        // Blocked here and read below; the helper starts with an empty mask.
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
+            .map_err(|e| BackendError::Runtime(format!("cannot block signals: {e}")))?;
+        let result = self
+            .spawn_helper(&cfg)
+            .and_then(|child| wait_forwarding(child, &mask));
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+        // The helper cleans up after itself; this catches a helper that was
+        // killed before it could.
+        if cfg.session_dir.exists() {
+            cleanup_session(&cfg, None);
+        }
+        let status = result?;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ok(ExitStatus::Code(code)),
+            (None, Some(sig)) => Err(BackendError::Runtime(format!(
+                "the session helper was killed by signal {sig}; the sandbox was removed"
+            ))),
+            _ => Err(BackendError::Runtime("the session helper vanished".into())),
+        }
+    }
+}
+
+/// Waits for the helper, passing on termination requests. A signal from
+/// the terminal (Ctrl-C) already reached the helper, which shares our
+/// process group; only signals sent to this process by pid are forwarded.
+fn wait_forwarding(mut child: Child, mask: &SigSet) -> Result<std::process::ExitStatus, BackendError> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| BackendError::io("cannot wait for the session helper", e))?
+        {
+            return Ok(status);
+        }
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sigwaitinfo fills `info`, which we own, and reads `mask`.
+        let signo = unsafe { libc::sigwaitinfo(mask.as_ref(), &mut info) };
+        if signo < 0 {
+            continue;
+        }
+        let Ok(sig) = Signal::try_from(signo) else {
+            continue;
+        };
+        if sig == Signal::SIGCHLD {
+            continue;
+        }
+        let from_process = info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE;
+        if from_process || matches!(sig, Signal::SIGTERM | Signal::SIGHUP) {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
+}
+
+/// Writes the bundle for `spec` into `dir` without running it, so other
+/// runtimes (runc, crun) can be pointed at exactly what agentctl runs.
+pub fn export_bundle(
+    spec: &SandboxSpec,
+    dir: &Path,
+    tty: bool,
+    cgroups_path: &str,
+) -> io::Result<()> {
+    let rootfs = dir.join("rootfs");
+    fs::create_dir_all(&rootfs)?;
+    for (link, target) in &spec.rootfs_symlinks {
+        let at = rootfs.join(link.strip_prefix("/").unwrap_or(link));
+        if fs::symlink_metadata(&at).is_err() {
+            std::os::unix::fs::symlink(target, &at)?;
+        }
+    }
+    let oci = oci::to_oci(
+        spec,
+        &BundleOptions {
+            tty,
+            cgroups_path: cgroups_path.to_string(),
+            runtime_limits: true,
+            resolv_conf: None,
+            no_limits: false,
+        },
+    )
+    .map_err(io::Error::other)?;
+    oci.save(dir.join("config.json")).map_err(io::Error::other)
+}

@@ -60,6 +60,15 @@ pub struct MountEntry {
     /// to start.
     #[serde(default)]
     pub optional: bool,
+    /// Scan the tree for secrets (the default). `false` trusts its contents
+    /// and saves the walk; meant for large read-only toolchains. The home
+    /// deny list still applies.
+    #[serde(default = "yes")]
+    pub scan: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -73,6 +82,9 @@ pub struct HomeEntry {
     /// agent writes (a login, say) survives the session.
     #[serde(default)]
     pub create: bool,
+    /// See [`MountEntry::scan`].
+    #[serde(default = "yes")]
+    pub scan: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -249,6 +249,7 @@ pub fn parse_cli_mount(spec: &str) -> Result<MountEntry, String> {
         path,
         mode,
         optional: false,
+        scan: true,
     })
 }
 

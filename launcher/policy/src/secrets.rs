@@ -264,6 +264,12 @@ impl SecretRules {
         })
     }
 
+    /// True when some rule needs the path relative to the mount root, not
+    /// just the file name. The scanner skips building that path otherwise.
+    pub fn has_path_rules(&self) -> bool {
+        !self.path_rules.is_empty()
+    }
+
     pub fn rules(&self) -> &[DenyRule] {
         &self.rules
     }

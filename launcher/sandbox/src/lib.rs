@@ -1,1 +1,19 @@
+//! The sandbox plan: from an effective policy and a request to a
+//! backend-neutral [`SandboxSpec`], the secret scanner that finds what to
+//! mask, and the [`Backend`] trait that backends implement.
+//!
+//! This crate does the I/O that planning needs (resolving paths, walking
+//! the workspace) but never creates a sandbox: it must not depend on
+//! libcontainer, oci-spec, bollard or any other container API. Those belong
+//! to the backend crates, which read a `SandboxSpec` and nothing else.
 
+pub mod backend;
+mod error;
+pub mod plan;
+pub mod scan;
+pub mod spec;
+
+pub use backend::{Backend, BackendError, ExitStatus, RunOptions};
+pub use error::PlanError;
+pub use plan::{HostFacts, PlanRequest, plan, policy_hash};
+pub use spec::SandboxSpec;

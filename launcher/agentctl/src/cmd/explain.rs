@@ -1,0 +1,204 @@
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use policy::NetworkMode;
+use sandbox::SandboxSpec;
+use sandbox::spec::{MaskKind, MountPurpose, MountSource};
+
+use crate::cli::ExplainArgs;
+
+pub fn explain(args: ExplainArgs) -> Result<u8> {
+    let spec = super::plan(&args.policy, args.command)?;
+    if args.json {
+        let mut value = serde_json::to_value(&spec)?;
+        value["hardening"] = serde_json::json!({
+            "capabilities": [],
+            "no_new_privileges": true,
+            "readonly_rootfs": true,
+            "seccomp": {
+                "default_errno": spec.seccomp.default_errno,
+                "rules": spec.seccomp.rules.len(),
+            },
+            "namespaces": namespaces(&spec),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", render(&spec));
+    }
+    Ok(0)
+}
+
+fn namespaces(spec: &SandboxSpec) -> Vec<&'static str> {
+    let mut ns = vec!["pid", "ipc", "uts", "mount", "cgroup", "user"];
+    if spec.network != NetworkMode::Host {
+        ns.push("network");
+    }
+    ns
+}
+
+pub fn render(spec: &SandboxSpec) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Sandbox plan (nothing was started)");
+    let _ = writeln!(
+        o,
+        "  profile    {} ({})",
+        spec.profile,
+        spec.profile_chain.join(" -> ")
+    );
+    let _ = writeln!(o, "  policy     sha256:{}", spec.policy_sha256);
+    let _ = writeln!(o, "  command    {}", shell_words(&spec.command));
+    let ws_mode = spec
+        .mounts
+        .iter()
+        .find(|m| m.purpose == MountPurpose::Workspace)
+        .map(|m| if m.writable { "read-write" } else { "read-only" })
+        .unwrap_or("?");
+    let _ = writeln!(
+        o,
+        "  workspace  {} ({ws_mode}, working directory)",
+        spec.workspace.display()
+    );
+    let _ = writeln!(
+        o,
+        "  user       host uid {} gid {} ({}); uid 0 inside its own user namespace, with no capabilities",
+        spec.identity.host_uid, spec.identity.host_gid, spec.identity.user_name
+    );
+    match (&spec.network, &spec.network_reason) {
+        (NetworkMode::None, _) => {
+            let _ = writeln!(o, "  network    none (loopback only)");
+        }
+        (n, Some(why)) => {
+            let _ = writeln!(o, "  network    {n}: {why}");
+        }
+        (n, None) => {
+            let _ = writeln!(o, "  network    {n}");
+        }
+    }
+    let l = &spec.limits;
+    let _ = writeln!(
+        o,
+        "  limits     pids {} · memory {} · cpus {}",
+        l.pids,
+        policy::ByteSize(l.memory_bytes),
+        f64::from(l.cpu_millis) / 1000.0
+    );
+
+    let _ = writeln!(o, "\nMounts (the root filesystem is read-only)");
+    for link in &spec.rootfs_symlinks {
+        let _ = writeln!(
+            o,
+            "  ro  {:<40} symlink to {}",
+            link.0.display(),
+            link.1.display()
+        );
+    }
+    for m in &spec.mounts {
+        let what = match (&m.source, &m.purpose) {
+            (_, MountPurpose::FreshHome) => "fresh empty home (only the grants below)".to_string(),
+            (MountSource::Tmpfs { .. }, _) => "fresh tmpfs".to_string(),
+            (MountSource::Bind { path }, MountPurpose::Workspace) => {
+                format!("workspace, host {}", path.display())
+            }
+            (MountSource::Bind { path }, p) => {
+                let kind = match p {
+                    MountPurpose::Rootfs => "host",
+                    MountPurpose::HomeGrant => "granted by profile, host",
+                    MountPurpose::ProfileMount => "profile mount, host",
+                    MountPurpose::CommandLineMount => "--mount, host",
+                    _ => "host",
+                };
+                format!("{kind} {}", path.display())
+            }
+        };
+        let _ = writeln!(
+            o,
+            "  {}  {:<40} {what}",
+            if m.writable { "rw" } else { "ro" },
+            m.destination.display()
+        );
+    }
+
+    let _ = writeln!(o, "\nMasked ({}): read as empty, cannot be written", spec.masked.len());
+    for m in &spec.masked {
+        let kind = match m.kind {
+            MaskKind::File => "file",
+            MaskKind::Dir => "dir ",
+        };
+        let _ = writeln!(o, "  {kind}  {:<40} {}", m.path.display(), m.reason);
+    }
+    let _ = writeln!(
+        o,
+        "  and under /proc and /sys: {}",
+        spec.masked_proc_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if !spec.symlink_aliases.is_empty() {
+        let _ = writeln!(o, "\nSymlinks that lead to secrets");
+        for a in &spec.symlink_aliases {
+            let _ = writeln!(
+                o,
+                "  {} -> {} ({})",
+                a.link.display(),
+                a.target.display(),
+                a.target_state
+            );
+        }
+    }
+    if !spec.skipped.is_empty() {
+        let _ = writeln!(o, "\nGranted but not on this host (skipped)");
+        for s in &spec.skipped {
+            let _ = writeln!(o, "  {s}");
+        }
+    }
+
+    let _ = writeln!(o, "\nEnvironment (names only; values are never shown)");
+    for e in &spec.env {
+        let source = match &e.source {
+            policy::env::EnvSource::Base => "base".to_string(),
+            policy::env::EnvSource::Profile { pattern } => format!("profile env `{pattern}`"),
+            policy::env::EnvSource::ProfileSet => "profile env_set".to_string(),
+            policy::env::EnvSource::CommandLine => "-e".to_string(),
+        };
+        let _ = writeln!(o, "  {:<32} {source}", e.name);
+    }
+    for r in &spec.env_refused {
+        let _ = writeln!(o, "  refused {}: {}", r.name, r.reason);
+    }
+
+    let _ = writeln!(
+        o,
+        "\nHardening: all capabilities dropped · no_new_privs · seccomp allowlist ({} rules, others fail with EPERM) · namespaces: {}",
+        spec.seccomp.rules.len(),
+        namespaces(spec).join(", ")
+    );
+    let s = &spec.scan;
+    let _ = writeln!(
+        o,
+        "Secret scan: {} files in {} directories across {} trees, {:.1} ms",
+        s.files,
+        s.dirs,
+        s.roots,
+        s.micros as f64 / 1000.0
+    );
+    o
+}
+
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,59 @@
+mod bundle;
+mod explain;
+mod profiles;
+mod run;
+mod setup;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use sandbox::{HostFacts, PlanRequest, SandboxSpec};
+
+use crate::cli::{Command, PolicyArgs};
+use crate::loader::FsLoader;
+
+pub fn dispatch(command: Command) -> Result<u8> {
+    match command {
+        Command::Run(args) => run::run(args),
+        Command::Explain(args) => explain::explain(args),
+        Command::Profiles(args) => profiles::profiles(args),
+        Command::Setup(args) => setup::setup(args),
+        Command::Bundle(args) => bundle::bundle(args),
+        Command::NativeHelper { session_dir } => {
+            let code = backend_native::helper_main(&session_dir);
+            Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
+        }
+    }
+}
+
+/// Resolves the profile and plans the session: shared by run, explain and
+/// bundle, so all three show and run exactly the same thing.
+pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
+    let policy = policy::resolve(&args.profile, &FsLoader::new())?;
+    let workspace = match &args.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let host = HostFacts::current()?;
+    let spec = sandbox::plan(
+        PlanRequest {
+            policy,
+            workspace,
+            command,
+            network: args.network.map(Into::into),
+            mounts: args.mounts.clone(),
+            env: args.env.clone(),
+        },
+        &host,
+    )?;
+    Ok(spec)
+}
+
+/// The argv that starts this binary's helper mode.
+pub fn helper_command() -> Vec<String> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    vec![
+        exe.to_string_lossy().into_owned(),
+        "__native-helper".to_string(),
+    ]
+}

@@ -1,0 +1,421 @@
+//! The session helper: a single-threaded process that owns one sandbox
+//! from creation to cleanup.
+//!
+//! libcontainer forks without exec and changes the process-wide working
+//! directory, so it must not share a process with threads (tokio, the
+//! scanner's pool). The launcher writes the bundle and a `helper.json`,
+//! then starts this helper by re-executing its own binary. The helper
+//! builds the container, checks that its limits took, relays the terminal,
+//! forwards signals, waits for the agent, and removes every trace: the
+//! container state, the cgroup and the session directory. A detached
+//! session is the same helper without a terminal to relay.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::termios;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use policy::NetworkMode;
+use sandbox::spec::LimitsPlan;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{self, CgroupMode, Hierarchy};
+use crate::init::{AgentInit, FORWARDED};
+use crate::net;
+
+/// Exit code for failures of agentctl itself, as docker uses.
+pub const LAUNCHER_FAILURE: i32 = 125;
+
+/// What the launcher tells the helper, in `<session>/helper.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HelperConfig {
+    pub id: String,
+    pub session_dir: PathBuf,
+    pub bundle: PathBuf,
+    /// libcontainer's state directory (its "root path").
+    pub state_root: PathBuf,
+    pub tty: bool,
+    pub network: NetworkMode,
+    pub cgroup: CgroupMode,
+    pub limits: LimitsPlan,
+    /// The sandbox's user namespace is not the helper's: joining it is
+    /// needed to configure the network as a rootless user.
+    pub rootless: bool,
+}
+
+impl HelperConfig {
+    pub const FILE: &'static str = "helper.json";
+
+    pub fn load(session_dir: &Path) -> io::Result<HelperConfig> {
+        let text = fs::read(session_dir.join(Self::FILE))?;
+        serde_json::from_slice(&text).map_err(io::Error::other)
+    }
+}
+
+/// Entry point of `agentctl __native-helper <session-dir>`. Returns the
+/// process exit code.
+pub fn helper_main(session_dir: &Path) -> i32 {
+    let cfg = match HelperConfig::load(session_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "agentctl: cannot read session {}: {e}",
+                session_dir.display()
+            );
+            return LAUNCHER_FAILURE;
+        }
+    };
+    let mut session = Session::new(cfg);
+    let code = match session.run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agentctl: {e}");
+            LAUNCHER_FAILURE
+        }
+    };
+    session.cleanup();
+    code
+}
+
+struct Session {
+    cfg: HelperConfig,
+    container: Option<Container>,
+    hierarchy: Option<Hierarchy>,
+    slirp: Option<net::Slirp>,
+    saved_termios: Option<termios::Termios>,
+}
+
+impl Session {
+    fn new(cfg: HelperConfig) -> Session {
+        Session {
+            cfg,
+            container: None,
+            hierarchy: None,
+            slirp: None,
+            saved_termios: None,
+        }
+    }
+
+    fn run(&mut self) -> Result<i32, String> {
+        // Signals are read from a signalfd, one at a time, in the loop
+        // below; blocking them first means none is lost while setting up.
+        let mut mask = SigSet::empty();
+        for s in FORWARDED {
+            mask.add(*s);
+        }
+        mask.add(Signal::SIGCHLD);
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+            .map_err(|e| format!("cannot block signals: {e}"))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| format!("cannot create a signalfd: {e}"))?;
+
+        self.prepare_cgroup()?;
+
+        let console = if self.cfg.tty {
+            let path = self.cfg.session_dir.join("console.sock");
+            Some((
+                UnixListener::bind(&path)
+                    .map_err(|e| format!("cannot create the console socket: {e}"))?,
+                path,
+            ))
+        } else {
+            None
+        };
+
+        let mut builder = ContainerBuilder::new(self.cfg.id.clone(), SyscallType::default())
+            .with_executor(AgentInit { tty: self.cfg.tty })
+            .with_root_path(&self.cfg.state_root)
+            .map_err(|e| format!("cannot use state directory: {e}"))?;
+        match &console {
+            Some((_, path)) => builder = builder.with_console_socket(Some(path)),
+            None => {
+                builder = builder
+                    .with_stdin(dup(io::stdin().as_fd())?)
+                    .with_stdout(dup(io::stdout().as_fd())?)
+                    .with_stderr(dup(io::stderr().as_fd())?);
+            }
+        }
+        let container = builder
+            .as_init(&self.cfg.bundle)
+            .with_systemd(false)
+            .with_detach(self.cfg.tty)
+            .build()
+            .map_err(|e| explain_build_error(&e))?;
+        let pid = container
+            .pid()
+            .ok_or("the sandbox has no init process")?
+            .as_raw();
+        self.container = Some(container);
+
+        if self.cfg.cgroup.limited() {
+            let hierarchy = self.hierarchy.as_ref().ok_or("cgroup layout unknown")?;
+            cgroup::verify(hierarchy, self.cfg.cgroup.path(), pid, &self.cfg.limits)
+                .map_err(|e| format!("cannot apply resource limits: {e}; refusing to start"))?;
+        }
+
+        let master = match &console {
+            Some((listener, _)) => Some(receive_master(listener)?),
+            None => None,
+        };
+
+        if self.cfg.network != NetworkMode::Host {
+            net::loopback_up(pid, self.cfg.rootless)?;
+        }
+        if self.cfg.network == NetworkMode::Bridge {
+            let bin = net::find_slirp4netns()
+                .ok_or("slirp4netns is not installed; install it or use --network none|host")?;
+            self.slirp = Some(net::Slirp::start(&bin, pid, &self.cfg.session_dir)?);
+        }
+
+        if let Some(master) = &master {
+            self.enter_raw_mode();
+            copy_winsize(master.as_fd());
+        }
+        self.container
+            .as_mut()
+            .expect("container built")
+            .start()
+            .map_err(|e| format!("cannot start the sandbox: {e}"))?;
+
+        let status = self.wait(Pid::from_raw(pid), &sigfd, master.as_ref())?;
+        Ok(status)
+    }
+
+    fn prepare_cgroup(&mut self) -> Result<(), String> {
+        let hierarchy = cgroup::detect().map_err(|e| format!("cannot read cgroups: {e}"))?;
+        let fail = |e: io::Error| format!("cannot create the session cgroup: {e}");
+        match (&self.cfg.cgroup, &hierarchy) {
+            (CgroupMode::DelegatedV1 { path }, Hierarchy::V1 { mounts }) => {
+                cgroup::create_v1(mounts, path, &self.cfg.limits).map_err(fail)?;
+            }
+            (CgroupMode::DelegatedV2 { path }, Hierarchy::V2) => {
+                cgroup::v2_prepare_delegated_scope().map_err(fail)?;
+                cgroup::create_v2(path, &self.cfg.limits).map_err(fail)?;
+            }
+            _ => {}
+        }
+        self.hierarchy = Some(hierarchy);
+        Ok(())
+    }
+
+    fn enter_raw_mode(&mut self) {
+        let stdin = io::stdin();
+        if let Ok(saved) = termios::tcgetattr(&stdin) {
+            let mut raw = saved.clone();
+            termios::cfmakeraw(&mut raw);
+            if termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw).is_ok() {
+                self.saved_termios = Some(saved);
+            }
+        }
+    }
+
+    /// Waits for the agent while relaying the terminal and forwarding
+    /// signals. Returns the agent's exit code.
+    fn wait(&mut self, pid: Pid, sigfd: &SignalFd, master: Option<&OwnedFd>) -> Result<i32, String> {
+        let mut to_agent: Vec<u8> = Vec::new();
+        let mut stdin_open = master.is_some();
+        let mut buf = vec![0u8; 16 * 1024];
+        if let Some(m) = master {
+            set_nonblocking(m.as_fd());
+        }
+        loop {
+            let stdin = io::stdin();
+            let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(m) = master {
+                let mut flags = PollFlags::POLLIN;
+                if !to_agent.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(m.as_fd(), flags));
+                if stdin_open && to_agent.len() < 64 * 1024 {
+                    fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let (sig_ready, master_ready, stdin_ready) = (ready(0), ready(1), ready(2));
+            drop(fds);
+
+            if master_ready && let Some(m) = master {
+                relay_output(m.as_fd(), &mut buf);
+                if !to_agent.is_empty() {
+                    match nix::unistd::write(m.as_fd(), &to_agent) {
+                        Ok(n) => {
+                            to_agent.drain(..n);
+                        }
+                        Err(nix::errno::Errno::EAGAIN) => {}
+                        Err(_) => to_agent.clear(),
+                    }
+                }
+            }
+            if stdin_ready {
+                match io::stdin().lock().read(&mut buf) {
+                    Ok(0) | Err(_) => stdin_open = false,
+                    Ok(n) => to_agent.extend_from_slice(&buf[..n]),
+                }
+            }
+            if sig_ready {
+                while let Ok(Some(info)) = sigfd.read_signal() {
+                    let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                        continue;
+                    };
+                    match sig {
+                        Signal::SIGCHLD => {
+                            if let Some(code) = reap(pid) {
+                                if let Some(m) = master {
+                                    relay_output(m.as_fd(), &mut buf);
+                                }
+                                return Ok(code);
+                            }
+                        }
+                        Signal::SIGWINCH => {
+                            if let Some(m) = master {
+                                copy_winsize(m.as_fd());
+                            }
+                        }
+                        other => {
+                            let _ = nix::sys::signal::kill(pid, other);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the container, its cgroup and the session directory. Runs
+    /// on every path out of the helper.
+    fn cleanup(&mut self) {
+        if let Some(saved) = self.saved_termios.take() {
+            let _ = termios::tcsetattr(io::stdin(), termios::SetArg::TCSANOW, &saved);
+        }
+        if let Some(mut slirp) = self.slirp.take() {
+            slirp.stop();
+        }
+        cleanup_session(&self.cfg, self.container.take());
+    }
+}
+
+/// Removes what a session left behind. Safe to call more than once, and
+/// from the launcher when the helper itself was killed.
+pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
+    let container = container.or_else(|| Container::load(cfg.state_root.join(&cfg.id)).ok());
+    if let Some(mut c) = container {
+        let _ = c.delete(true);
+    }
+    if let Ok(h) = cgroup::detect() {
+        cgroup::remove(&h, cfg.cgroup.path());
+    }
+    let _ = fs::remove_dir_all(&cfg.session_dir);
+}
+
+fn reap(pid: Pid) -> Option<i32> {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => return Some(code),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn relay_output(master: BorrowedFd<'_>, buf: &mut [u8]) {
+    let mut out = io::stdout().lock();
+    loop {
+        match nix::unistd::read(master.as_raw_fd(), buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]);
+            }
+            // EIO: the agent closed the terminal; EAGAIN: nothing more now.
+            Err(_) => break,
+        }
+    }
+    let _ = out.flush();
+}
+
+fn copy_winsize(master: BorrowedFd<'_>) {
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
+            || libc::ioctl(io::stdin().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
+        {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we hold.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd, String> {
+    fd.try_clone_to_owned()
+        .map_err(|e| format!("cannot pass stdio to the sandbox: {e}"))
+}
+
+fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("no terminal from the sandbox: {e}"))?;
+    let mut name = [0u8; 64];
+    let mut iov = [io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+        .map_err(|e| format!("cannot receive the sandbox's terminal: {e}"))?;
+    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor for us.
+            return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+    }
+    Err("the sandbox sent no terminal".into())
+}
+
+/// Turns libcontainer's error chain into one line that says which control
+/// failed and, where the cause is a known host setting, how to change it.
+fn explain_build_error(err: &libcontainer::error::LibcontainerError) -> String {
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = s.source();
+    }
+    let debug = format!("{err:?}");
+    let hint = crate::preflight::userns_hint()
+        .filter(|_| debug.contains("WriteMapping") || debug.contains("EPERM") && debug.contains("user"));
+    match hint {
+        Some(h) => format!("cannot create the sandbox: {chain}\n  {h}"),
+        None => format!("cannot create the sandbox: {chain}"),
+    }
+}

@@ -1,0 +1,143 @@
+//! The sandbox's PID 1. It runs inside the container, after every control
+//! (namespaces, mounts, capabilities, no_new_privs, seccomp) is in place,
+//! and does three jobs a bare agent process would not:
+//! - forwards the signals the supervisor sends (the kernel drops signals to
+//!   a namespace's init unless it installed a handler, so `sleep` as PID 1
+//!   would ignore Ctrl-C);
+//! - reaps orphaned processes, so zombies do not pile up in long sessions;
+//! - reports "not found" as exit code 127 and "cannot execute" as 126, as
+//!   docker does, with a message naming the command.
+
+use std::ffi::CString;
+
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::errno::Errno;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use oci_spec::runtime::Spec;
+
+/// Signals PID 1 passes on to the agent.
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGALRM,
+];
+
+#[derive(Clone)]
+pub struct AgentInit {
+    /// The agent gets the terminal's foreground process group.
+    pub tty: bool,
+}
+
+extern "C" fn noop(_: libc::c_int) {}
+
+impl Executor for AgentInit {
+    fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // Lookup happens at exec time, so that a missing command becomes
+        // exit code 127 rather than a launcher failure.
+        Ok(())
+    }
+
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let args: Vec<String> = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .filter(|a| !a.is_empty())
+            .ok_or(ExecutorError::InvalidArg)?;
+        let argv: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| ExecutorError::InvalidArg))
+            .collect::<Result<_, _>>()?;
+
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(*s);
+        }
+        set.add(Signal::SIGCHLD);
+        // A real handler, not SIG_DFL: the kernel discards signals sent to
+        // a namespace's init that would take the default action.
+        let action = SigAction::new(SigHandler::Handler(noop), SaFlags::SA_RESTART, SigSet::empty());
+        for s in FORWARDED {
+            // SAFETY: `noop` is async-signal-safe; it does nothing.
+            unsafe { sigaction(*s, &action) }.map_err(other)?;
+        }
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(other)?;
+
+        // SAFETY: this process is single-threaded (a fresh fork of the
+        // single-threaded helper), so the child may run arbitrary code.
+        match unsafe { fork() }.map_err(other)? {
+            ForkResult::Child => run_agent(&argv, self.tty),
+            ForkResult::Parent { child } => supervise(child, &set),
+        }
+    }
+}
+
+fn other(e: Errno) -> ExecutorError {
+    ExecutorError::Other(e.to_string())
+}
+
+fn run_agent(argv: &[CString], tty: bool) -> ! {
+    if tty {
+        // Own process group in the foreground of the terminal, so Ctrl-C
+        // reaches the agent and its children, not PID 1.
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: ignoring SIGTTOU, so that taking the foreground from a
+        // background group does not stop this process.
+        let _ = unsafe { sigaction(Signal::SIGTTOU, &ignore) };
+        let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+        let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpid());
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: restoring the default disposition.
+        let _ = unsafe { sigaction(Signal::SIGTTOU, &default) };
+    }
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for s in FORWARDED {
+        // SAFETY: restoring the default disposition.
+        let _ = unsafe { sigaction(*s, &default) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+
+    let err = nix::unistd::execvp(&argv[0], argv).unwrap_err();
+    let name = argv[0].to_string_lossy();
+    let (code, what) = match err {
+        Errno::ENOENT | Errno::ENOTDIR => (127, "command not found".to_string()),
+        Errno::EACCES | Errno::EPERM => (126, "permission denied".to_string()),
+        Errno::ENOEXEC => (126, "not an executable".to_string()),
+        e => (126, format!("cannot execute: {}", e.desc())),
+    };
+    let msg = format!("agentctl: {name}: {what}\n");
+    let _ = nix::unistd::write(std::io::stderr(), msg.as_bytes());
+    // SAFETY: _exit is always safe; it skips atexit handlers of the
+    // forked copy of PID 1.
+    unsafe { libc::_exit(code) }
+}
+
+fn supervise(child: Pid, set: &SigSet) -> ! {
+    loop {
+        let Ok(sig) = set.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => exit(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => exit(128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: see above.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,164 @@
+//! The sandbox's network: the loopback interface, and for `bridge` a
+//! user-mode network from slirp4netns. slirp4netns runs unprivileged, so
+//! the same mode works for root and for rootless sessions, and it is told
+//! not to reach the host's loopback: a bridged agent reaches the internet,
+//! not the services listening on the host's 127.0.0.1.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+
+/// The address slirp4netns's DNS forwarder answers on.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// Finds the slirp4netns binary.
+pub fn find_slirp4netns() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("slirp4netns"))
+        .find(|p| p.is_file())
+}
+
+/// Brings up `lo` inside the network namespace of `pid`. Runs in a forked
+/// child, because joining another user namespace cannot be undone.
+pub fn loopback_up(pid: i32, join_userns: bool) -> Result<(), String> {
+    let open = |ns: &str| {
+        File::open(format!("/proc/{pid}/ns/{ns}"))
+            .map_err(|e| format!("cannot open the sandbox's {ns} namespace: {e}"))
+    };
+    let user = if join_userns { Some(open("user")?) } else { None };
+    let net = open("net")?;
+    // SAFETY: the helper is single-threaded; the child only makes syscalls
+    // and exits.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let code = (|| -> Result<(), nix::Error> {
+                if let Some(user) = &user {
+                    setns(user, CloneFlags::CLONE_NEWUSER)?;
+                }
+                setns(&net, CloneFlags::CLONE_NEWNET)?;
+                set_up("lo")
+            })()
+            .map(|()| 0)
+            .unwrap_or_else(|e| e as i32);
+            // SAFETY: leaving the forked child without running destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            Ok(WaitStatus::Exited(_, errno)) => Err(format!(
+                "cannot bring up the loopback interface: {}",
+                nix::errno::Errno::from_raw(errno).desc()
+            )),
+            other => Err(format!("loopback setup ended with {other:?}")),
+        },
+    }
+}
+
+fn set_up(name: &str) -> Result<(), nix::Error> {
+    // SAFETY: plain socket(2); the fd is owned immediately.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: `sock` is a fresh, valid descriptor.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let cname = CString::new(name).expect("interface name");
+    for (dst, src) in req.ifr_name.iter_mut().zip(cname.as_bytes_with_nul()) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(nix::Error::last());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
+}
+
+/// A running slirp4netns serving one sandbox.
+pub struct Slirp {
+    child: Child,
+}
+
+impl Slirp {
+    /// Starts slirp4netns for the network namespace of `pid` and waits
+    /// until the interface inside is configured.
+    pub fn start(binary: &Path, pid: i32, session_dir: &Path) -> Result<Slirp, String> {
+        let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let ready_fd = ready_w.as_raw_fd();
+        let mut cmd = Command::new(binary);
+        cmd.args([
+            "--configure",
+            "--mtu=65520",
+            "--disable-host-loopback",
+            "--enable-sandbox",
+            "--enable-seccomp",
+        ])
+        .arg(format!("--ready-fd={ready_fd}"))
+        .arg(format!("--userns-path=/proc/{pid}/ns/user"))
+        .arg(pid.to_string())
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            File::create(session_dir.join("slirp4netns.log"))
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
+        );
+        // SAFETY: the closure only clears FD_CLOEXEC on an fd we own, which
+        // is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                let flags = libc::fcntl(ready_fd, libc::F_GETFD);
+                libc::fcntl(ready_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        drop(ready_w);
+        let mut byte = [0u8; 1];
+        let mut ready = File::from(ready_r);
+        match ready.read(&mut byte) {
+            Ok(1) => Ok(Slirp { child }),
+            _ => {
+                let log = std::fs::read_to_string(session_dir.join("slirp4netns.log"))
+                    .unwrap_or_default();
+                let mut slirp = Slirp { child };
+                slirp.stop();
+                Err(format!(
+                    "slirp4netns did not come up: {}",
+                    log.lines().last().unwrap_or("no output")
+                ))
+            }
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,275 @@
+//! Translation of a [`SandboxSpec`] into an OCI runtime spec. Pure: no I/O,
+//! so the translation is snapshot-tested and the same `config.json` can be
+//! handed to runc or crun for comparison.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::OciSpecError;
+use oci_spec::runtime::{
+    Arch, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use policy::NetworkMode;
+use policy::seccomp::{Action, Op, SeccompProfile};
+use sandbox::spec::{MountSource, SandboxSpec};
+
+/// CPU quota period, in microseconds.
+const CPU_PERIOD: u64 = 100_000;
+
+/// Host-side choices the translation needs that are not policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleOptions {
+    /// Allocate a terminal for the process.
+    pub tty: bool,
+    /// Absolute cgroup path, e.g. `/agentctl/<id>`.
+    pub cgroups_path: String,
+    /// Whether the runtime applies the limits (`linux.resources`). When
+    /// agentctl has already applied them in a delegated cgroup, the runtime
+    /// must not try again.
+    pub runtime_limits: bool,
+    /// A generated resolv.conf to bind over /etc/resolv.conf.
+    pub resolv_conf: Option<PathBuf>,
+    /// Leave out the limits entirely (`--no-limits`).
+    pub no_limits: bool,
+}
+
+/// Builds the OCI spec for a session.
+pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecError> {
+    let netns = spec.network != NetworkMode::Host;
+
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+    ];
+    // sysfs may only be mounted by the owner of the network namespace; with
+    // the host network, bind the host's read-only instead.
+    mounts.push(if netns {
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?
+    } else {
+        bind("/sys", Path::new("/sys"), false)?
+    });
+    for m in &spec.mounts {
+        let dest = m.destination.to_string_lossy();
+        mounts.push(match &m.source {
+            MountSource::Bind { path } => bind(&dest, path, m.writable)?,
+            MountSource::Tmpfs { size, mode } => {
+                let mut options = vec![
+                    "nosuid".to_string(),
+                    "nodev".to_string(),
+                    format!("mode={mode:o}"),
+                ];
+                if let Some(size) = size {
+                    options.push(format!("size={size}"));
+                }
+                if !m.writable {
+                    options.push("ro".into());
+                }
+                MountBuilder::default()
+                    .destination(dest.as_ref())
+                    .typ("tmpfs")
+                    .source("tmpfs")
+                    .options(options)
+                    .build()?
+            }
+        });
+    }
+    if let Some(resolv) = &opts.resolv_conf {
+        mounts.push(bind("/etc/resolv.conf", resolv, false)?);
+    }
+
+    let no_caps = || {
+        let none = oci_spec::runtime::Capabilities::new();
+        LinuxCapabilitiesBuilder::default()
+            .bounding(none.clone())
+            .effective(none.clone())
+            .inheritable(none.clone())
+            .permitted(none.clone())
+            .ambient(none)
+            .build()
+    };
+    let process = ProcessBuilder::default()
+        .terminal(opts.tty)
+        // The agent is root of its own user namespace, mapped to the host
+        // identity, with every capability dropped.
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .args(spec.command.clone())
+        .env(
+            spec.env_pairs()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .cwd(spec.cwd.clone())
+        .capabilities(no_caps()?)
+        .no_new_privileges(true)
+        .build()?;
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::User,
+    ];
+    if netns {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut masked: Vec<String> = spec
+        .masked_proc_paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    masked.extend(spec.masked.iter().map(|m| m.path.to_string_lossy().into_owned()));
+
+    let mut linux = LinuxBuilder::default()
+        .uid_mappings(vec![
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(spec.identity.host_uid)
+                .size(1u32)
+                .build()?,
+        ])
+        .gid_mappings(vec![
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(spec.identity.host_gid)
+                .size(1u32)
+                .build()?,
+        ])
+        .namespaces(namespaces)
+        .masked_paths(masked)
+        .readonly_paths(
+            spec.readonly_proc_paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        )
+        .seccomp(seccomp(&spec.seccomp)?)
+        .cgroups_path(PathBuf::from(&opts.cgroups_path));
+    if opts.runtime_limits && !opts.no_limits {
+        let l = &spec.limits;
+        linux = linux.resources(
+            LinuxResourcesBuilder::default()
+                .pids(LinuxPidsBuilder::default().limit(i64::from(l.pids)).build()?)
+                .memory(
+                    LinuxMemoryBuilder::default()
+                        .limit(l.memory_bytes as i64)
+                        // No swap beyond the memory limit.
+                        .swap(l.memory_bytes as i64)
+                        .build()?,
+                )
+                .cpu(
+                    LinuxCpuBuilder::default()
+                        .quota(i64::from(l.cpu_millis) * CPU_PERIOD as i64 / 1000)
+                        .period(CPU_PERIOD)
+                        .build()?,
+                )
+                .build()?,
+        );
+    }
+
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(RootBuilder::default().path("rootfs").readonly(true).build()?)
+        .hostname(spec.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux.build()?)
+        .build()
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, OciSpecError> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+}
+
+fn bind(dest: &str, source: &Path, writable: bool) -> Result<Mount, OciSpecError> {
+    // `rro` makes the whole tree read-only: plain `ro` leaves submounts of
+    // the source (a bind-mounted /etc/resolv.conf, say) writable.
+    let options: &[&str] = if writable {
+        &["rbind", "rw", "nosuid", "nodev"]
+    } else {
+        &["rbind", "ro", "rro", "nosuid", "nodev"]
+    };
+    MountBuilder::default()
+        .destination(dest)
+        .typ("bind")
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+}
+
+/// The seccomp section for the host's architecture only: calls made
+/// through another architecture's entry points (32-bit `int 0x80`) are
+/// killed rather than checked against the wrong numbers.
+pub fn seccomp(profile: &SeccompProfile) -> Result<LinuxSeccomp, OciSpecError> {
+    let arch = if cfg!(target_arch = "aarch64") {
+        Arch::ScmpArchAarch64
+    } else {
+        Arch::ScmpArchX86_64
+    };
+    let mut syscalls = Vec::new();
+    for rule in &profile.rules {
+        let mut b = LinuxSyscallBuilder::default()
+            .names(rule.names.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        b = match rule.action {
+            Action::Allow => b.action(LinuxSeccompAction::ScmpActAllow),
+            Action::Errno(e) => b.action(LinuxSeccompAction::ScmpActErrno).errno_ret(e),
+        };
+        if !rule.args.is_empty() {
+            let args = rule
+                .args
+                .iter()
+                .map(|a| {
+                    LinuxSeccompArgBuilder::default()
+                        .index(a.index as usize)
+                        .value(a.value)
+                        .op(match a.op {
+                            Op::Eq => LinuxSeccompOperator::ScmpCmpEq,
+                            Op::Ne => LinuxSeccompOperator::ScmpCmpNe,
+                            Op::Lt => LinuxSeccompOperator::ScmpCmpLt,
+                        })
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            b = b.args(args);
+        }
+        syscalls.push(b.build()?);
+    }
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(profile.default_errno)
+        .architectures(vec![arch])
+        .syscalls(syscalls)
+        .build()
+}

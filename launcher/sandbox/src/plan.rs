@@ -1,0 +1,562 @@
+//! From an effective policy and a request to a [`SandboxSpec`]. This is
+//! where policy meets the host: paths are resolved, grants are checked
+//! against the deny lists, and the workspace is scanned.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use policy::env::{BaseEnv, CliEnv, plan_env};
+use policy::secrets::{HOME_DENY, PROC_MASKED, PROC_READONLY, SYSTEM_DENY, SecretRules};
+use policy::{AccessMode, MountEntry, NetworkMode, Policy, UserSpec};
+use sha2::{Digest, Sha256};
+
+use crate::error::PlanError;
+use crate::scan::{RootKind, ScanInput, ScanRoot, normalize, scan};
+use crate::spec::{
+    EnvEntry, Identity, LimitsPlan, MaskKind, MaskReason, Masked, MountPlan, MountPurpose,
+    MountSource, SandboxSpec, SessionId,
+};
+
+/// The host directories that make up the default read-only root.
+pub const ROOTFS_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+];
+
+/// Facts about the invoking user and host that planning depends on.
+#[derive(Clone, Debug)]
+pub struct HostFacts {
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub home: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub cpus: usize,
+}
+
+impl HostFacts {
+    /// Reads the facts of the current process.
+    pub fn current() -> Result<HostFacts, PlanError> {
+        let uid = nix::unistd::getuid();
+        let gid = nix::unistd::getgid();
+        let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|h| h.is_absolute() && h != Path::new("/"))
+            .or_else(|| pw.as_ref().map(|p| p.dir.clone()))
+            .ok_or_else(|| PlanError::Host {
+                message: "cannot tell the home directory: HOME is unset or \"/\"".into(),
+                fix: "set HOME to your home directory".into(),
+            })?;
+        let home = fs::canonicalize(&home).unwrap_or(home);
+        let user = pw
+            .map(|p| p.name)
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| uid.to_string());
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Ok(HostFacts {
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            user,
+            home,
+            env,
+            cpus,
+        })
+    }
+}
+
+/// What the user asked for on top of the profile.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    pub policy: Policy,
+    pub workspace: PathBuf,
+    pub command: Vec<String>,
+    pub network: Option<NetworkMode>,
+    pub mounts: Vec<MountEntry>,
+    pub env: Vec<CliEnv>,
+}
+
+/// Builds the plan. Fails, naming the path and the fix, when a grant would
+/// expose a secret or a path cannot be mounted.
+pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError> {
+    let policy = &req.policy;
+    let home = host.home.clone();
+    let rules = SecretRules::new(&policy.secrets.deny, &policy.secrets.allow).map_err(|e| {
+        PlanError::Policy {
+            message: e,
+            fix: "fix the glob in the profile's secrets section".into(),
+        }
+    })?;
+
+    let identity = identity(policy.user, host)?;
+    let workspace = workspace(&req.workspace, &home)?;
+
+    // Home-relative grants, to exempt from the home deny list.
+    let granted: Vec<String> = policy
+        .home
+        .iter()
+        .filter_map(|h| h.path.home_relative().map(str::to_string))
+        .collect();
+
+    let mut mounts = Vec::new();
+    let mut skipped = Vec::new();
+    let mut roots = Vec::new();
+    let (rootfs_binds, rootfs_symlinks) = rootfs();
+    for dir in &rootfs_binds {
+        mounts.push(MountPlan {
+            destination: dir.clone(),
+            source: MountSource::Bind { path: dir.clone() },
+            writable: false,
+            purpose: MountPurpose::Rootfs,
+        });
+    }
+    mounts.push(MountPlan {
+        destination: "/tmp".into(),
+        source: MountSource::Tmpfs {
+            size: None,
+            mode: 0o1777,
+        },
+        writable: true,
+        purpose: MountPurpose::Tmp,
+    });
+    mounts.push(MountPlan {
+        destination: home.clone(),
+        source: MountSource::Tmpfs {
+            size: None,
+            mode: 0o700,
+        },
+        writable: true,
+        purpose: MountPurpose::FreshHome,
+    });
+
+    for entry in &policy.home {
+        let rel = entry.path.home_relative().unwrap_or_default();
+        let host_path = home.join(rel);
+        if fs::symlink_metadata(&host_path).is_err() {
+            if entry.create {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&host_path)
+                    .map_err(|e| PlanError::Mount {
+                        path: host_path.clone(),
+                        message: format!("cannot create it: {e}"),
+                        fix: "create it yourself, or remove the home entry from the profile"
+                            .into(),
+                    })?;
+            } else {
+                skipped.push(format!("~/{rel} (not present on the host)"));
+                continue;
+            }
+        }
+        let source = fs::canonicalize(&host_path).map_err(|e| PlanError::Mount {
+            path: host_path.clone(),
+            message: format!("cannot resolve it: {e}"),
+            fix: "fix or remove the broken link".into(),
+        })?;
+        check_not_denied(&source, &home, &granted, &format!("home entry ~/{rel}"))?;
+        roots.push(ScanRoot {
+            host: source.clone(),
+            container: host_path.clone(),
+            kind: RootKind::Content {
+                name_rules: entry.scan,
+            },
+        });
+        mounts.push(MountPlan {
+            destination: host_path,
+            source: MountSource::Bind { path: source },
+            writable: entry.mode.is_rw(),
+            purpose: MountPurpose::HomeGrant,
+        });
+    }
+
+    let extra = policy
+        .mounts
+        .iter()
+        .map(|m| (m, MountPurpose::ProfileMount))
+        .chain(req.mounts.iter().map(|m| (m, MountPurpose::CommandLineMount)));
+    for (entry, purpose) in extra {
+        let host_path = PathBuf::from(entry.path.expand(&home.to_string_lossy()));
+        let destination = PathBuf::from(
+            entry
+                .target
+                .as_ref()
+                .unwrap_or(&entry.path)
+                .expand(&home.to_string_lossy()),
+        );
+        let source = match fs::canonicalize(&host_path) {
+            Ok(s) => s,
+            Err(_) if entry.optional => {
+                skipped.push(format!("{} (not present on the host)", entry.path));
+                continue;
+            }
+            Err(e) => {
+                return Err(PlanError::Mount {
+                    path: host_path,
+                    message: format!("cannot mount it: {e}"),
+                    fix: "create it, fix the path, or mark the mount `optional: true`".into(),
+                });
+            }
+        };
+        check_destination(&destination)?;
+        check_not_denied(&source, &home, &granted, &format!("mount {}", entry.path))?;
+        if home.starts_with(&source) {
+            return Err(PlanError::Mount {
+                path: source,
+                message: "it contains your home directory".into(),
+                fix: "mount the specific directories the agent needs".into(),
+            });
+        }
+        roots.push(ScanRoot {
+            host: source.clone(),
+            container: destination.clone(),
+            kind: RootKind::Content {
+                name_rules: entry.scan,
+            },
+        });
+        mounts.push(MountPlan {
+            destination,
+            source: MountSource::Bind { path: source },
+            writable: entry.mode.is_rw(),
+            purpose,
+        });
+    }
+
+    roots.insert(
+        0,
+        ScanRoot {
+            host: workspace.clone(),
+            container: workspace.clone(),
+            kind: RootKind::Content { name_rules: true },
+        },
+    );
+    mounts.push(MountPlan {
+        destination: workspace.clone(),
+        source: MountSource::Bind {
+            path: workspace.clone(),
+        },
+        writable: policy.workspace == AccessMode::Rw,
+        purpose: MountPurpose::Workspace,
+    });
+
+    // Secrets whose hard links must be masked wherever they appear.
+    for (entry, _) in HOME_DENY {
+        if granted.iter().any(|g| g == entry) {
+            continue;
+        }
+        let p = home.join(entry);
+        if fs::symlink_metadata(&p).is_ok() {
+            roots.push(ScanRoot {
+                host: p.clone(),
+                container: p,
+                kind: RootKind::DeniedInodes,
+            });
+        }
+    }
+    let system = system_denied();
+    for (path, _, _) in &system {
+        roots.push(ScanRoot {
+            host: path.clone(),
+            container: path.clone(),
+            kind: RootKind::DeniedInodes,
+        });
+    }
+    if identity.host_uid == 0 && rootfs_binds.iter().any(|p| p == Path::new("/etc")) {
+        roots.push(ScanRoot {
+            host: "/etc".into(),
+            container: "/etc".into(),
+            kind: RootKind::PrivateFiles,
+        });
+    }
+
+    let scanned = scan(&ScanInput {
+        roots: roots.clone(),
+        rules: &rules,
+        home: &home,
+        granted: &granted,
+        threads: host.cpus.clamp(1, 8),
+    });
+
+    let mut masked = scanned.masked;
+    // The deny list by path, for trees that were not walked (scan: false)
+    // and as a check on the walk.
+    for m in &mounts {
+        let MountSource::Bind { path: source } = &m.source else {
+            continue;
+        };
+        if m.purpose == MountPurpose::Rootfs {
+            continue;
+        }
+        for (entry, what) in HOME_DENY {
+            if granted.iter().any(|g| g == entry) {
+                continue;
+            }
+            let denied = home.join(entry);
+            if denied != *source
+                && denied.starts_with(source)
+                && let Ok(meta) = fs::symlink_metadata(&denied)
+            {
+                masked.push(Masked {
+                    path: m.destination.join(denied.strip_prefix(source).unwrap_or(&denied)),
+                    kind: if meta.is_dir() {
+                        MaskKind::Dir
+                    } else {
+                        MaskKind::File
+                    },
+                    reason: MaskReason::HomeDenied {
+                        entry: entry.to_string(),
+                        what: what.to_string(),
+                    },
+                });
+            }
+        }
+    }
+    for (path, kind, what) in system {
+        masked.push(Masked {
+            path,
+            kind,
+            reason: MaskReason::System { what },
+        });
+    }
+    masked.sort_by(|a, b| a.path.cmp(&b.path));
+    masked.dedup_by(|a, b| a.path == b.path);
+    let masked_dirs: Vec<PathBuf> = masked
+        .iter()
+        .filter(|m| m.kind == MaskKind::Dir)
+        .map(|m| m.path.clone())
+        .collect();
+    masked.retain(|m| !masked_dirs.iter().any(|d| m.path != *d && m.path.starts_with(d)));
+
+    // Parents before children; equal depth keeps planning order, so the
+    // workspace wins over a fresh home at the same path.
+    mounts.sort_by_key(|m| m.destination.components().count());
+
+    let env = plan_env(
+        &host.env,
+        &BaseEnv {
+            home: &home.to_string_lossy(),
+            user: &identity.user_name,
+        },
+        &policy.env,
+        &policy.env_set,
+        &req.env,
+    );
+
+    let network = req.network.unwrap_or(policy.network);
+    let network_reason = match (req.network, network) {
+        (_, NetworkMode::None) => None,
+        (Some(n), _) if n != policy.network => Some(format!("requested with --network {n}")),
+        _ => policy.network_reason.clone(),
+    };
+
+    let session = SessionId::generate();
+    let command = if req.command.is_empty() {
+        vec!["/bin/sh".to_string()]
+    } else {
+        req.command
+    };
+    Ok(SandboxSpec {
+        hostname: format!("agentctl-{}", session.short()),
+        session,
+        profile: policy.name.clone(),
+        profile_chain: policy.chain.clone(),
+        policy_sha256: policy_hash(policy),
+        command,
+        cwd: workspace.clone(),
+        workspace,
+        env: env
+            .vars
+            .into_iter()
+            .map(|v| EnvEntry {
+                name: v.name,
+                value: v.value,
+                source: v.source,
+            })
+            .collect(),
+        env_refused: env.refused,
+        rootfs_binds,
+        rootfs_symlinks,
+        mounts,
+        masked,
+        symlink_aliases: scanned.aliases,
+        skipped,
+        network,
+        network_reason,
+        limits: LimitsPlan {
+            pids: policy.limits.pids,
+            memory_bytes: policy.limits.memory.0,
+            cpu_millis: policy.limits.cpus.0,
+        },
+        identity,
+        seccomp: policy::seccomp::default_profile(),
+        masked_proc_paths: PROC_MASKED.iter().map(PathBuf::from).collect(),
+        readonly_proc_paths: PROC_READONLY.iter().map(PathBuf::from).collect(),
+        scan: scanned.stats,
+    })
+}
+
+/// sha256 of the effective policy's JSON. Field order is fixed by the
+/// struct and maps are ordered, so equal policies hash equally.
+pub fn policy_hash(policy: &Policy) -> String {
+    let json = serde_json::to_vec(policy).expect("policy serializes");
+    Sha256::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn identity(user: UserSpec, host: &HostFacts) -> Result<Identity, PlanError> {
+    let (uid, gid) = match user {
+        UserSpec::Host => (host.uid, host.gid),
+        UserSpec::Ids { uid, gid } if host.uid == 0 => (uid, gid),
+        UserSpec::Ids { uid, gid } if uid == host.uid && gid == host.gid => (uid, gid),
+        UserSpec::Ids { uid, gid } => {
+            return Err(PlanError::Policy {
+                message: format!(
+                    "the profile asks to run as {uid}:{gid}, but only root can map another user"
+                ),
+                fix: "use `user: host`, or run agentctl as root".into(),
+            });
+        }
+    };
+    Ok(Identity {
+        host_uid: uid,
+        host_gid: gid,
+        invoker_uid: host.uid,
+        user_name: host.user.clone(),
+        home: host.home.clone(),
+    })
+}
+
+fn workspace(requested: &Path, home: &Path) -> Result<PathBuf, PlanError> {
+    let ws = fs::canonicalize(requested).map_err(|e| PlanError::Workspace {
+        path: requested.to_path_buf(),
+        message: format!("cannot open it: {e}"),
+        fix: "pass an existing directory with --workspace".into(),
+    })?;
+    if !ws.is_dir() {
+        return Err(PlanError::Workspace {
+            path: ws,
+            message: "it is not a directory".into(),
+            fix: "pass a project directory with --workspace".into(),
+        });
+    }
+    if ws == Path::new("/") || (home.starts_with(&ws) && ws != home) {
+        return Err(PlanError::Workspace {
+            path: ws,
+            message: "it contains your home directory and other users' files".into(),
+            fix: "run agentctl from a project directory, or pass one with --workspace".into(),
+        });
+    }
+    if let Some(p) = ROOTFS_DIRS.iter().find(|d| ws.starts_with(d)) {
+        return Err(PlanError::Workspace {
+            path: ws.clone(),
+            message: format!("it is inside the host system directory {p}"),
+            fix: "use a project directory as the workspace".into(),
+        });
+    }
+    check_not_denied(&ws, home, &[], "the workspace")?;
+    Ok(ws)
+}
+
+/// Refuses a mount source inside a home deny list entry that the profile
+/// does not grant.
+fn check_not_denied(
+    source: &Path,
+    home: &Path,
+    granted: &[String],
+    what: &str,
+) -> Result<(), PlanError> {
+    let Ok(rel) = source.strip_prefix(home) else {
+        return Ok(());
+    };
+    let rel = rel.to_string_lossy();
+    let inside = |path: &str, dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
+    let hit = HOME_DENY.iter().find(|(entry, _)| {
+        // Granted by name: the grant is the entry or lies inside it, and the
+        // source lies inside the grant.
+        inside(&rel, entry) && !granted.iter().any(|g| inside(g, entry) && inside(&rel, g))
+    });
+    match hit {
+        Some((entry, why)) => Err(PlanError::Denied {
+            path: source.to_path_buf(),
+            message: format!("{what} is inside ~/{entry} ({why}), which is never mounted"),
+            fix: format!(
+                "if the agent really needs it, grant it by name in a profile: `home: [{{path: ~/{entry}}}]`"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_destination(dest: &Path) -> Result<(), PlanError> {
+    let dest = normalize(dest);
+    for reserved in ["/proc", "/sys", "/dev"] {
+        if dest.starts_with(reserved) {
+            return Err(PlanError::Mount {
+                path: dest,
+                message: format!("{reserved} belongs to the sandbox runtime"),
+                fix: "mount it somewhere else".into(),
+            });
+        }
+    }
+    if dest == Path::new("/") {
+        return Err(PlanError::Mount {
+            path: dest,
+            message: "it would replace the sandbox's root".into(),
+            fix: "mount it below /".into(),
+        });
+    }
+    Ok(())
+}
+
+fn rootfs() -> (Vec<PathBuf>, Vec<(PathBuf, PathBuf)>) {
+    let mut binds = Vec::new();
+    let mut links = Vec::new();
+    for dir in ROOTFS_DIRS {
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = fs::read_link(dir) {
+                    links.push((PathBuf::from(dir), target));
+                }
+            }
+            Ok(m) if m.is_dir() => binds.push(PathBuf::from(dir)),
+            _ => {}
+        }
+    }
+    (binds, links)
+}
+
+/// The host system files to mask, as (path, kind, why).
+fn system_denied() -> Vec<(PathBuf, MaskKind, String)> {
+    let mut out = Vec::new();
+    for (path, what) in SYSTEM_DENY {
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            out.push((PathBuf::from(path), kind_of(&meta), what.to_string()));
+        }
+    }
+    if let Ok(entries) = fs::read_dir("/etc/ssh") {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("ssh_host_") && name.ends_with("_key") {
+                out.push((e.path(), MaskKind::File, "SSH host private key".into()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn kind_of(meta: &fs::Metadata) -> MaskKind {
+    if meta.is_dir() {
+        MaskKind::Dir
+    } else {
+        MaskKind::File
+    }
+}

@@ -1,0 +1,242 @@
+//! The sandbox plan: everything a backend needs to build one session, and
+//! nothing about profiles. Backends read a [`SandboxSpec`]; they never see
+//! a profile, so no backend can reinterpret policy.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use policy::NetworkMode;
+use policy::env::{EnvSource, RefusedVar};
+use policy::seccomp::SeccompProfile;
+use serde::Serialize;
+
+/// A session's identifier: 32 lowercase hex digits. The first 12 are its
+/// short form, as with docker.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn generate() -> SessionId {
+        let mut bytes = [0u8; 16];
+        fill_random(&mut bytes);
+        SessionId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn parse(s: &str) -> Option<SessionId> {
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then(|| SessionId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn fill_random(buf: &mut [u8]) {
+    // getrandom(2) never fails for 16 bytes once the pool is initialised,
+    // which it is long before any user runs agentctl.
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `rest`, which is valid
+        // for writes for its whole length.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            panic!("getrandom failed: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// Where a mount's content comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountSource {
+    /// A host path, bound recursively.
+    Bind { path: PathBuf },
+    /// A fresh, empty tmpfs.
+    Tmpfs { size: Option<u64>, mode: u32 },
+}
+
+/// Why a mount is there, for `explain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountPurpose {
+    /// Part of the host root filesystem (`/usr`, `/etc`, ...).
+    Rootfs,
+    Workspace,
+    /// A fresh home directory holding only the granted dotfiles.
+    FreshHome,
+    /// A dotfile the profile grants.
+    HomeGrant,
+    /// A host path the profile names in `mounts:`.
+    ProfileMount,
+    /// A host path given with `--mount`.
+    CommandLineMount,
+    Tmp,
+    /// A generated file, such as resolv.conf for the user-mode network.
+    Generated,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MountPlan {
+    pub destination: PathBuf,
+    pub source: MountSource,
+    pub writable: bool,
+    pub purpose: MountPurpose,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskKind {
+    /// Reads as empty (`/dev/null`), cannot be written.
+    File,
+    /// An empty read-only directory.
+    Dir,
+}
+
+/// Why a path is masked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MaskReason {
+    /// Its name matches a secret rule.
+    NameRule { rule: String },
+    /// It is on the home deny list and the profile does not grant it.
+    HomeDenied { entry: String, what: String },
+    /// It is a hard link to a secret: same device and inode.
+    HardLink { of: PathBuf },
+    /// A sensitive host system file.
+    System { what: String },
+    /// In the host's /etc and not world-readable; masked when the sandbox
+    /// runs with the host's root identity, which could otherwise read it.
+    PrivateSystemFile,
+    /// A unix socket: connecting to it would reach a host service.
+    Socket,
+}
+
+impl fmt::Display for MaskReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaskReason::NameRule { rule } => f.write_str(rule),
+            MaskReason::HomeDenied { entry, what } => {
+                write!(f, "{what} (home deny list `~/{entry}`)")
+            }
+            MaskReason::HardLink { of } => write!(f, "hard link to secret {}", of.display()),
+            MaskReason::System { what } => write!(f, "{what} (host system file)"),
+            MaskReason::PrivateSystemFile => {
+                f.write_str("not world-readable on the host (the sandbox runs as host root)")
+            }
+            MaskReason::Socket => f.write_str("unix socket (would reach a host service)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Masked {
+    /// The path inside the sandbox.
+    pub path: PathBuf,
+    pub kind: MaskKind,
+    pub reason: MaskReason,
+}
+
+/// A symlink whose target is a secret. It needs no mount of its own: its
+/// target is masked or absent inside the sandbox. Listed for `explain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SymlinkAlias {
+    pub link: PathBuf,
+    pub target: PathBuf,
+    /// `masked` or `not mounted`.
+    pub target_state: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EnvEntry {
+    pub name: String,
+    #[serde(skip)]
+    pub value: policy::env::Redacted,
+    pub source: EnvSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct LimitsPlan {
+    pub pids: u32,
+    pub memory_bytes: u64,
+    /// Thousandths of a CPU.
+    pub cpu_millis: u32,
+}
+
+/// Who the agent is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The host uid and gid that own everything the agent does.
+    pub host_uid: u32,
+    pub host_gid: u32,
+    /// The invoking user's uid, which decides what agentctl itself may do
+    /// (map ids, write cgroups).
+    pub invoker_uid: u32,
+    pub user_name: String,
+    pub home: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ScanStats {
+    pub roots: usize,
+    pub dirs: u64,
+    pub files: u64,
+    pub micros: u64,
+}
+
+/// The whole plan for one session.
+#[derive(Clone, Debug, Serialize)]
+pub struct SandboxSpec {
+    pub session: SessionId,
+    pub profile: String,
+    pub profile_chain: Vec<String>,
+    /// sha256 of the canonical JSON of the effective policy.
+    pub policy_sha256: String,
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    pub workspace: PathBuf,
+    pub hostname: String,
+    pub env: Vec<EnvEntry>,
+    pub env_refused: Vec<RefusedVar>,
+    /// Host directories and symlinks that form the read-only root, e.g.
+    /// `/usr` bound and `/bin -> usr/bin` recreated.
+    pub rootfs_binds: Vec<PathBuf>,
+    pub rootfs_symlinks: Vec<(PathBuf, PathBuf)>,
+    /// Ordered so that a parent is mounted before anything below it.
+    pub mounts: Vec<MountPlan>,
+    pub masked: Vec<Masked>,
+    pub symlink_aliases: Vec<SymlinkAlias>,
+    /// Granted entries the host does not have, for `explain`.
+    pub skipped: Vec<String>,
+    pub network: NetworkMode,
+    pub network_reason: Option<String>,
+    pub limits: LimitsPlan,
+    pub identity: Identity,
+    #[serde(skip)]
+    pub seccomp: SeccompProfile,
+    pub masked_proc_paths: Vec<PathBuf>,
+    pub readonly_proc_paths: Vec<PathBuf>,
+    pub scan: ScanStats,
+}
+
+impl SandboxSpec {
+    /// Looks up a variable's value, for backends that build an environment.
+    pub fn env_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().map(|e| (e.name.as_str(), e.value.0.as_str()))
+    }
+}
