@@ -48,9 +48,12 @@ pub struct HelperConfig {
     pub network: NetworkMode,
     pub cgroup: CgroupMode,
     pub limits: LimitsPlan,
-    /// The sandbox's user namespace is not the helper's: joining it is
-    /// needed to configure the network as a rootless user.
-    pub rootless: bool,
+    /// Rootless: the helper first moves into a user namespace of its own,
+    /// mapping the user's (uid, gid) to 0, and builds the sandbox inside
+    /// it. The sandbox then needs no user namespace of its own, and the
+    /// helper holds the capabilities (in that namespace only) to configure
+    /// the sandbox's network, which the runtime makes non-dumpable.
+    pub enter_userns: Option<(u32, u32)>,
 }
 
 impl HelperConfig {
@@ -75,6 +78,19 @@ pub fn helper_main(session_dir: &Path) -> i32 {
             return LAUNCHER_FAILURE;
         }
     };
+    if let Some((uid, gid)) = cfg.enter_userns
+        && !in_child_userns()
+    {
+        // Re-executing after entering the namespace makes it the owner of
+        // the helper's memory; only then do its capabilities there reach the
+        // runtime's non-dumpable processes (to set up their network).
+        let err = enter_own_userns(uid, gid).and_then(|()| reexec());
+        if let Err(e) = err {
+            eprintln!("agentctl: {e}");
+            cleanup_session(&cfg, None);
+            return LAUNCHER_FAILURE;
+        }
+    }
     let mut session = Session::new(cfg);
     let code = match session.run() {
         Ok(code) => code,
@@ -169,7 +185,7 @@ impl Session {
         };
 
         if self.cfg.network != NetworkMode::Host {
-            net::loopback_up(pid, self.cfg.rootless)?;
+            net::loopback_up(pid)?;
         }
         if self.cfg.network == NetworkMode::Bridge {
             let bin = net::find_slirp4netns()
@@ -324,6 +340,41 @@ pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
         cgroup::remove(&h, cfg.cgroup.path());
     }
     let _ = fs::remove_dir_all(&cfg.session_dir);
+}
+
+/// True inside a user namespace that maps a single id (the helper's own).
+fn in_child_userns() -> bool {
+    fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().nth(2) == Some("1"))
+        .unwrap_or(false)
+}
+
+fn reexec() -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<std::ffi::CString> = std::env::args_os()
+        .map(|a| std::ffi::CString::new(a.as_bytes()).expect("argv has no NUL"))
+        .collect();
+    let exe = std::ffi::CString::new("/proc/self/exe").expect("literal");
+    let err = nix::unistd::execv(&exe, &args).unwrap_err();
+    Err(format!("cannot re-execute the helper: {err}"))
+}
+
+/// Unshares a user namespace and maps the caller's host ids to 0 in it.
+fn enter_own_userns(uid: u32, gid: u32) -> Result<(), String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        let hint = crate::preflight::userns_hint()
+            .map(|h| format!("\n  {h}"))
+            .unwrap_or_default();
+        format!("cannot create a user namespace ({what}): {e}{hint}")
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(|e| fail("unshare", &e))?;
+    // An unprivileged process may map only its own ids, and only after
+    // giving up setgroups(2), which could otherwise drop a group that
+    // denies it access to something.
+    fs::write("/proc/self/setgroups", "deny").map_err(|e| fail("setgroups", &e))?;
+    fs::write("/proc/self/uid_map", format!("0 {uid} 1")).map_err(|e| fail("uid_map", &e))?;
+    fs::write("/proc/self/gid_map", format!("0 {gid} 1")).map_err(|e| fail("gid_map", &e))?;
+    Ok(())
 }
 
 fn reap(pid: Pid) -> Option<i32> {

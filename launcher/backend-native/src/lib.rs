@@ -107,6 +107,7 @@ impl NativeBackend {
         cgroup: cgroup::CgroupMode,
     ) -> Result<HelperConfig, BackendError> {
         self.dirs.ensure()?;
+        let rootless = !nix::unistd::geteuid().is_root();
         let id = spec.session.as_str();
         let session_dir = self.dirs.sessions().join(id);
         let bundle = session_dir.join("bundle");
@@ -141,6 +142,8 @@ impl NativeBackend {
                 runtime_limits: cgroup.runtime_applies_limits(),
                 resolv_conf,
                 no_limits: opts.no_limits,
+                nofile: nofile(),
+                user_namespace: !rootless,
             },
         )
         .map_err(|e| BackendError::Runtime(format!("cannot build the OCI spec: {e}")))?;
@@ -155,7 +158,7 @@ impl NativeBackend {
             network: spec.network,
             cgroup,
             limits: spec.limits.clone(),
-            rootless: !nix::unistd::geteuid().is_root(),
+            enter_userns: rootless.then_some((spec.identity.host_uid, spec.identity.host_gid)),
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)
@@ -279,8 +282,16 @@ pub fn export_bundle(
             runtime_limits: true,
             resolv_conf: None,
             no_limits: false,
+            nofile: nofile(),
+            user_namespace: true,
         },
     )
     .map_err(io::Error::other)?;
     oci.save(dir.join("config.json")).map_err(io::Error::other)
+}
+
+/// The launcher's own open-files limit, for the sandbox to inherit.
+fn nofile() -> (u64, u64) {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 4096))
 }

@@ -28,22 +28,15 @@ pub fn find_slirp4netns() -> Option<PathBuf> {
 }
 
 /// Brings up `lo` inside the network namespace of `pid`. Runs in a forked
-/// child, because joining another user namespace cannot be undone.
-pub fn loopback_up(pid: i32, join_userns: bool) -> Result<(), String> {
-    let open = |ns: &str| {
-        File::open(format!("/proc/{pid}/ns/{ns}"))
-            .map_err(|e| format!("cannot open the sandbox's {ns} namespace: {e}"))
-    };
-    let user = if join_userns { Some(open("user")?) } else { None };
-    let net = open("net")?;
+/// child, because joining a network namespace is process-wide.
+pub fn loopback_up(pid: i32) -> Result<(), String> {
+    let net = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("cannot open the sandbox's network namespace: {e}"))?;
     // SAFETY: the helper is single-threaded; the child only makes syscalls
     // and exits.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             let code = (|| -> Result<(), nix::Error> {
-                if let Some(user) = &user {
-                    setns(user, CloneFlags::CLONE_NEWUSER)?;
-                }
                 setns(&net, CloneFlags::CLONE_NEWNET)?;
                 set_up("lo")
             })()
@@ -110,7 +103,6 @@ impl Slirp {
             "--enable-seccomp",
         ])
         .arg(format!("--ready-fd={ready_fd}"))
-        .arg(format!("--userns-path=/proc/{pid}/ns/user"))
         .arg(pid.to_string())
         .arg("tap0")
         .stdin(Stdio::null())
@@ -143,9 +135,17 @@ impl Slirp {
                     .unwrap_or_default();
                 let mut slirp = Slirp { child };
                 slirp.stop();
+                if log.contains("/dev/net/tun") {
+                    return Err(format!(
+                        "slirp4netns cannot open /dev/net/tun ({}); most distributions make it \
+                         mode 0666 for rootless networking: `sudo chmod 0666 /dev/net/tun`, \
+                         or use --network none|host",
+                        log.lines().next().unwrap_or("")
+                    ));
+                }
                 Err(format!(
                     "slirp4netns did not come up: {}",
-                    log.lines().last().unwrap_or("no output")
+                    log.lines().collect::<Vec<_>>().join(" / ")
                 ))
             }
         }

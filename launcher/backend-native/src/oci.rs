@@ -10,7 +10,7 @@ use oci_spec::runtime::{
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
     LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
     LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use policy::NetworkMode;
 use policy::seccomp::{Action, Op, SeccompProfile};
@@ -34,6 +34,12 @@ pub struct BundleOptions {
     pub resolv_conf: Option<PathBuf>,
     /// Leave out the limits entirely (`--no-limits`).
     pub no_limits: bool,
+    /// Create the user namespace as part of the sandbox (root). When the
+    /// helper made one for itself first (rootless), the sandbox lives in it.
+    pub user_namespace: bool,
+    /// The open-files limit (soft, hard), normally the launcher's own:
+    /// agents open many files, and the OCI default of 1024 is too few.
+    pub nofile: (u64, u64),
 }
 
 /// Builds the OCI spec for a session.
@@ -120,6 +126,13 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
                 .collect::<Vec<_>>(),
         )
         .cwd(spec.cwd.clone())
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(opts.nofile.0)
+                .hard(opts.nofile.1)
+                .build()?,
+        ])
         .capabilities(no_caps()?)
         .no_new_privileges(true)
         .build()?;
@@ -130,8 +143,10 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Cgroup,
-        LinuxNamespaceType::User,
     ];
+    if opts.user_namespace {
+        namespaces.push(LinuxNamespaceType::User);
+    }
     if netns {
         namespaces.push(LinuxNamespaceType::Network);
     }
@@ -147,22 +162,25 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         .collect();
     masked.extend(spec.masked.iter().map(|m| m.path.to_string_lossy().into_owned()));
 
-    let mut linux = LinuxBuilder::default()
-        .uid_mappings(vec![
-            LinuxIdMappingBuilder::default()
-                .container_id(0u32)
-                .host_id(spec.identity.host_uid)
-                .size(1u32)
-                .build()?,
-        ])
-        .gid_mappings(vec![
-            LinuxIdMappingBuilder::default()
-                .container_id(0u32)
-                .host_id(spec.identity.host_gid)
-                .size(1u32)
-                .build()?,
-        ])
-        .namespaces(namespaces)
+    let mut linux = LinuxBuilder::default().namespaces(namespaces);
+    if opts.user_namespace {
+        linux = linux
+            .uid_mappings(vec![
+                LinuxIdMappingBuilder::default()
+                    .container_id(0u32)
+                    .host_id(spec.identity.host_uid)
+                    .size(1u32)
+                    .build()?,
+            ])
+            .gid_mappings(vec![
+                LinuxIdMappingBuilder::default()
+                    .container_id(0u32)
+                    .host_id(spec.identity.host_gid)
+                    .size(1u32)
+                    .build()?,
+            ]);
+    }
+    let mut linux = linux
         .masked_paths(masked)
         .readonly_paths(
             spec.readonly_proc_paths
@@ -194,13 +212,23 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         );
     }
 
+    let mut linux = linux.build()?;
+    if !opts.user_namespace {
+        linux.set_uid_mappings(None);
+        linux.set_gid_mappings(None);
+    }
+    if !(opts.runtime_limits && !opts.no_limits) {
+        // The builder's defaults include a devices rule; with limits applied
+        // elsewhere (or not at all) the runtime must not touch cgroup files.
+        linux.set_resources(None);
+    }
     SpecBuilder::default()
         .version("1.0.2")
         .root(RootBuilder::default().path("rootfs").readonly(true).build()?)
         .hostname(spec.hostname.clone())
         .process(process)
         .mounts(mounts)
-        .linux(linux.build()?)
+        .linux(linux)
         .build()
 }
 
