@@ -73,12 +73,12 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
     mounts.push(if netns {
         mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?
     } else {
-        bind("/sys", Path::new("/sys"), false)?
+        bind("/sys", Path::new("/sys"), false, true)?
     });
     for m in &spec.mounts {
         let dest = m.destination.to_string_lossy();
         mounts.push(match &m.source {
-            MountSource::Bind { path } => bind(&dest, path, m.writable)?,
+            MountSource::Bind { path, file } => bind(&dest, path, m.writable, !file)?,
             MountSource::Tmpfs { size, mode } => {
                 let mut options = vec![
                     "nosuid".to_string(),
@@ -101,7 +101,7 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         });
     }
     if let Some(resolv) = &opts.resolv_conf {
-        mounts.push(bind("/etc/resolv.conf", resolv, false)?);
+        mounts.push(bind("/etc/resolv.conf", resolv, false, false)?);
     }
 
     let no_caps = || {
@@ -241,13 +241,14 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
         .build()
 }
 
-fn bind(dest: &str, source: &Path, writable: bool) -> Result<Mount, OciSpecError> {
+fn bind(dest: &str, source: &Path, writable: bool, tree: bool) -> Result<Mount, OciSpecError> {
     // `rro` makes the whole tree read-only: plain `ro` leaves submounts of
-    // the source (a bind-mounted /etc/resolv.conf, say) writable.
-    let options: &[&str] = if writable {
-        &["rbind", "rw", "nosuid", "nodev"]
-    } else {
-        &["rbind", "ro", "rro", "nosuid", "nodev"]
+    // the source (a bind-mounted /etc/resolv.conf, say) writable. A single
+    // file has no submounts, and crun 1.8 fails on `rro` for one.
+    let options: &[&str] = match (writable, tree) {
+        (true, _) => &["rbind", "rw", "nosuid", "nodev"],
+        (false, true) => &["rbind", "ro", "rro", "nosuid", "nodev"],
+        (false, false) => &["rbind", "ro", "nosuid", "nodev"],
     };
     MountBuilder::default()
         .destination(dest)

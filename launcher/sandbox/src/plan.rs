@@ -110,7 +110,10 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
     for dir in &rootfs_binds {
         mounts.push(MountPlan {
             destination: dir.clone(),
-            source: MountSource::Bind { path: dir.clone() },
+            source: MountSource::Bind {
+                path: dir.clone(),
+                file: false,
+            },
             writable: false,
             purpose: MountPurpose::Rootfs,
         });
@@ -169,7 +172,10 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         });
         mounts.push(MountPlan {
             destination: host_path,
-            source: MountSource::Bind { path: source },
+            source: MountSource::Bind {
+                file: source.is_file(),
+                path: source,
+            },
             writable: entry.mode.is_rw(),
             purpose: MountPurpose::HomeGrant,
         });
@@ -221,7 +227,10 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         });
         mounts.push(MountPlan {
             destination,
-            source: MountSource::Bind { path: source },
+            source: MountSource::Bind {
+                file: source.is_file(),
+                path: source,
+            },
             writable: entry.mode.is_rw(),
             purpose,
         });
@@ -239,6 +248,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         destination: workspace.clone(),
         source: MountSource::Bind {
             path: workspace.clone(),
+            file: false,
         },
         writable: policy.workspace == AccessMode::Rw,
         purpose: MountPurpose::Workspace,
@@ -286,7 +296,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
     // The deny list by path, for trees that were not walked (scan: false)
     // and as a check on the walk.
     for m in &mounts {
-        let MountSource::Bind { path: source } = &m.source else {
+        let MountSource::Bind { path: source, .. } = &m.source else {
             continue;
         };
         if m.purpose == MountPurpose::Rootfs {

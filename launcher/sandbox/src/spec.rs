@@ -65,8 +65,9 @@ fn fill_random(buf: &mut [u8]) {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MountSource {
-    /// A host path, bound recursively.
-    Bind { path: PathBuf },
+    /// A host path, bound recursively. `file` is true for a single file,
+    /// which has no submounts to make read-only.
+    Bind { path: PathBuf, file: bool },
     /// A fresh, empty tmpfs.
     Tmpfs { size: Option<u64>, mode: u32 },
 }

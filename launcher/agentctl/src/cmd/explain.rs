@@ -96,10 +96,10 @@ pub fn render(spec: &SandboxSpec) -> String {
         let what = match (&m.source, &m.purpose) {
             (_, MountPurpose::FreshHome) => "fresh empty home (only the grants below)".to_string(),
             (MountSource::Tmpfs { .. }, _) => "fresh tmpfs".to_string(),
-            (MountSource::Bind { path }, MountPurpose::Workspace) => {
+            (MountSource::Bind { path, .. }, MountPurpose::Workspace) => {
                 format!("workspace, host {}", path.display())
             }
-            (MountSource::Bind { path }, p) => {
+            (MountSource::Bind { path, .. }, p) => {
                 let kind = match p {
                     MountPurpose::Rootfs => "host",
                     MountPurpose::HomeGrant => "granted by profile, host",

@@ -1,0 +1,416 @@
+//! The sandbox conformance suite, run through the real agentctl binary.
+//!
+//! It plants a fake home full of credentials and a workspace full of traps,
+//! runs `probe.sh` inside `agentctl run`, and checks from the outside what
+//! the probe could see and do. Nothing here knows how a backend works: a
+//! backend passes when the probe's observations are right, so every backend
+//! runs this suite unchanged.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Runner, chown_tree, leftovers, require, run, session_id, text};
+
+const PROBE: &str = include_str!("conformance/probe.sh");
+
+/// A backend under test, as `agentctl run --backend` names it.
+#[derive(Clone, Copy, Debug)]
+struct Backend(&'static str);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    home: PathBuf,
+    ws: PathBuf,
+    ro: PathBuf,
+    profile: PathBuf,
+}
+
+fn write(path: &Path, content: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+fn fixture(runner: &Runner, pids: u32) -> Fixture {
+    let dir = tempfile::Builder::new()
+        .prefix("agentctl-conformance-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path().to_path_buf();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let home = root.join("home");
+    let ws = root.join("ws");
+    let ro = root.join("ro");
+
+    for (p, c) in [
+        (".ssh/id_rsa", "SECRET-ssh-key"),
+        (".ssh/id_rsa.pub", "ssh-rsa PUBLIC"),
+        (".aws/credentials", "SECRET-aws"),
+        (".gnupg/private-keys-v1.d/key", "SECRET-gpg"),
+        (".kube/config", "SECRET-kube"),
+        (".docker/config.json", "SECRET-docker"),
+        (".config/gcloud/creds.json", "SECRET-gcloud"),
+        (".netrc", "SECRET-netrc"),
+        (".pgpass", "SECRET-pgpass"),
+        (".bash_history", "SECRET-history"),
+        (".password-store/x.gpg", "SECRET-pass"),
+        (".gitconfig", "[user]\n\tname = Probe\n\temail = probe@example.com\n"),
+    ] {
+        write(&home.join(p), c);
+    }
+    for (p, c) in [
+        ("README.md", "hello"),
+        (".env", "SECRET-env"),
+        (".env.local", "SECRET-env-local"),
+        ("sub/deeper/.env.production", "SECRET-env-prod"),
+        (".envrc", "SECRET-envrc"),
+        (".env.example", "PUBLIC-EXAMPLE"),
+        ("id_rsa", "SECRET-ws-key"),
+        ("id_rsa.pub", "PUBLIC-KEY"),
+        ("keys/id_ed25519", "SECRET-ed25519"),
+        ("server.key", "SECRET-server-key"),
+        ("cert.pem", "SECRET-pem"),
+        (".npmrc", "SECRET-npmrc"),
+        (".netrc", "SECRET-ws-netrc"),
+        (".pypirc", "SECRET-pypirc"),
+        (".git-credentials", "SECRET-git-creds"),
+        ("gcp/credentials.json", "SECRET-gcp"),
+        ("prod.tfvars", "SECRET-tfvars"),
+        ("custom.secret", "SECRET-custom"),
+        ("private-dir/inside.txt", "SECRET-private-dir"),
+        ("ignored/.env", "SECRET-ignored"),
+        (".gitignore", "ignored/\n.env.local\n"),
+        ("not-executable.sh", "#!/bin/sh\necho no\n"),
+        ("probe.sh", PROBE),
+    ] {
+        write(&ws.join(p), c);
+    }
+    write(&ro.join("file.txt"), "RO-CONTENT");
+    fs::hard_link(ws.join(".env"), ws.join("hardlink-to-env")).unwrap();
+    fs::hard_link(home.join(".ssh/id_rsa"), ws.join("hardlink-to-ssh-key")).unwrap();
+    fs::hard_link(home.join(".aws/credentials"), ws.join("hardlink-to-aws")).unwrap();
+    symlink(".env", ws.join("symlink-to-env")).unwrap();
+    symlink(home.join(".ssh/id_rsa"), ws.join("symlink-to-ssh-key")).unwrap();
+    symlink("../home/.aws/credentials", ws.join("symlink-to-aws")).unwrap();
+    symlink("/etc/shadow", ws.join("symlink-to-shadow")).unwrap();
+
+    if Command::new("git").arg("--version").output().is_ok() {
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .args(args)
+                .current_dir(&ws)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .env("HOME", &home)
+                .output()
+                .unwrap();
+            assert!(ok.status.success(), "git {args:?}: {}", text(&ok.stderr));
+        };
+        git(&["init", "-q"]);
+        git(&["add", "README.md", ".gitignore"]);
+        git(&["commit", "-q", "-m", "initial"]);
+    }
+
+    let profile = root.join("test-profile.yaml");
+    write(
+        &profile,
+        &format!(
+            "extends: generic\nsecrets:\n  deny: [\"*.secret\", \"private-dir/\"]\nmounts:\n  - path: {}\nlimits:\n  pids: {pids}\n",
+            ro.display()
+        ),
+    );
+    if let Runner::User { uid, gid, .. } = runner {
+        chown_tree(&root, *uid, *gid);
+    }
+    Fixture {
+        _dir: dir,
+        root,
+        home,
+        ws,
+        ro,
+        profile,
+    }
+}
+
+struct Session {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+fn agentctl_run(
+    runner: &Runner,
+    fx: &Fixture,
+    backend: Backend,
+    extra: &[&str],
+    cmd: &[&str],
+    stdin: &[u8],
+) -> Session {
+    let mut c = runner.agentctl(&fx.home, &fx.ws);
+    c.args(["run", "--backend", backend.0, "--profile"])
+        .arg(&fx.profile)
+        .args(extra)
+        .arg("--")
+        .args(cmd);
+    let out = run(c, stdin);
+    Session {
+        stdout: text(&out.stdout),
+        stderr: text(&out.stderr),
+        code: out.status.code(),
+    }
+}
+
+fn assert_clean(runner: &Runner, s: &Session, failures: &mut Vec<String>) {
+    let Some(id) = session_id(&s.stderr) else {
+        failures.push(format!("no session id in stderr: {}", s.stderr));
+        return;
+    };
+    let left = leftovers(&runner.runtime_base(), &id);
+    if !left.is_empty() {
+        failures.push(format!("session {id} left behind: {left:?}"));
+    }
+}
+
+/// The whole suite for one backend and one identity. Collects every
+/// failure, so one run shows all that is wrong.
+fn conformance(backend: Backend, runner: Runner) {
+    let fx = fixture(&runner, 256);
+    let mut failures: Vec<String> = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            failures.push(what);
+        }
+    };
+    let ro = fx.ro.to_string_lossy().into_owned();
+    let s = agentctl_run(
+        &runner,
+        &fx,
+        backend,
+        &[],
+        &[
+            "sh",
+            &fx.ws.join("probe.sh").to_string_lossy(),
+            &fx.ws.to_string_lossy(),
+            &fx.home.to_string_lossy(),
+            &ro,
+        ],
+        b"",
+    );
+    let out = &s.stdout;
+    let has = |line: &str| out.lines().any(|l| l == line);
+    check(
+        s.code == Some(0) && has("probe-done"),
+        format!("probe did not finish (exit {:?}):\n{out}\n{}", s.code, s.stderr),
+    );
+    for line in out.lines().filter(|l| l.contains("SECRET-")) {
+        check(false, format!("a secret is visible inside: {line}"));
+    }
+    check(has("grep []"), "grep found secrets inside".into());
+    check(has("public-example [PUBLIC-EXAMPLE]"), ".env.example must stay readable".into());
+    check(has("public-key [PUBLIC-KEY]"), "public keys must stay readable".into());
+    check(out.contains("gitconfig [[user]"), "~/.gitconfig must be granted".into());
+    check(has("readme [hello]"), "workspace files must be readable".into());
+    check(!has("rm-env 0"), "a masked secret could be removed".into());
+    check(!has("mv-key 0"), "a masked secret could be renamed".into());
+    check(
+        fs::read_to_string(fx.ws.join(".env")).unwrap() == "SECRET-env",
+        "the host's .env changed".into(),
+    );
+    check(
+        fs::read_to_string(fx.home.join(".ssh/id_rsa")).unwrap() == "SECRET-ssh-key",
+        "the host's ssh key changed".into(),
+    );
+    check(has("ws-write 0") && has("ws-mkdir 0"), "the workspace must be writable".into());
+    match fs::metadata(fx.ws.join("created-inside.txt")) {
+        Ok(m) => check(
+            m.uid() == runner.uid() && m.gid() == runner.gid(),
+            format!(
+                "files created inside belong to {}:{}, expected {}:{}",
+                m.uid(),
+                m.gid(),
+                runner.uid(),
+                runner.gid()
+            ),
+        ),
+        Err(e) => check(false, format!("created-inside.txt missing on the host: {e}")),
+    }
+    for l in out.lines().filter(|l| l.starts_with("writable ")) {
+        check(false, format!("must be read-only: {l}"));
+    }
+    check(
+        out.lines().filter(|l| l.starts_with("readonly ")).count() == 6,
+        "read-only checks missing".into(),
+    );
+    check(has("tmp-writable"), "/tmp must be writable".into());
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        check(
+            has(&format!("status {cap}:0000000000000000")),
+            format!("{cap} must be 0"),
+        );
+    }
+    check(has("status NoNewPrivs:1"), "NoNewPrivs must be 1".into());
+    check(has("status Seccomp:2"), "seccomp must be in filter mode".into());
+    check(has("uid 0 gid 0"), "the agent is uid 0 of its own namespace".into());
+    check(has("unshare-user refused"), "unshare -U must be refused".into());
+    check(has("unshare-root refused"), "unshare -r must be refused".into());
+    check(has("mount refused"), "mount must be refused".into());
+    check(has("interfaces [lo ]"), "network none means only lo".into());
+    if out.contains("connect [") {
+        check(
+            !out.contains("connect [connected]"),
+            "network none must not reach outside".into(),
+        );
+        check(has("loopback [ok]"), "loopback must work".into());
+    }
+    if Command::new("git").arg("--version").output().is_ok() {
+        check(has("git [initial]"), "git must work in the workspace".into());
+    }
+    assert_clean(&runner, &s, &mut failures);
+
+    exit_codes(backend, &runner, &fx, &mut failures);
+    stdin_passes(backend, &runner, &fx, &mut failures);
+    signals(backend, &runner, &fx, &mut failures);
+    fork_bomb(backend, &runner, &mut failures);
+
+    assert!(
+        failures.is_empty(),
+        "{} conformance failures for backend {} as {runner:?}:\n- {}\n\nprobe output:\n{out}\nstderr:\n{}",
+        failures.len(),
+        backend.0,
+        failures.join("\n- "),
+        s.stderr
+    );
+}
+
+fn exit_codes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
+    for (cmd, want) in [
+        (vec!["sh", "-c", "exit 42"], 42),
+        (vec!["true"], 0),
+        (vec!["no-such-command-agentctl"], 127),
+        (vec!["./not-executable.sh"], 126),
+        (vec!["sh", "-c", "kill -KILL $$"], 137),
+    ] {
+        let s = agentctl_run(runner, fx, backend, &["-q"], &cmd, b"");
+        if s.code != Some(want) {
+            failures.push(format!(
+                "{cmd:?} exited {:?}, expected {want}: {}",
+                s.code, s.stderr
+            ));
+        }
+        if want == 127 && !s.stderr.contains("no-such-command-agentctl") {
+            failures.push(format!("a missing command must be named: {}", s.stderr));
+        }
+    }
+}
+
+fn stdin_passes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
+    let s = agentctl_run(runner, fx, backend, &["-q"], &["cat"], b"hello through stdin\n");
+    if s.stdout != "hello through stdin\n" || s.code != Some(0) {
+        failures.push(format!(
+            "stdin did not pass through: {:?} (exit {:?}) {}",
+            s.stdout, s.code, s.stderr
+        ));
+    }
+}
+
+fn signals(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    for (sig, want) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGINT, 130),
+    ] {
+        let mut c = runner.agentctl(&fx.home, &fx.ws);
+        c.args(["run", "-q", "--backend", backend.0, "--profile"])
+            .arg(&fx.profile)
+            .args(["--", "sh", "-c", "echo ready; exec sleep 60"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.trim() != "ready" {
+            failures.push(format!("session did not start for the {sig} test: {line:?}"));
+            let _ = child.kill();
+            continue;
+        }
+        let start = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match status.and_then(|s| s.code()) {
+            Some(code) if code == want => {}
+            other => failures.push(format!("{sig} to agentctl gave {other:?}, expected {want}")),
+        }
+    }
+}
+
+fn fork_bomb(backend: Backend, runner: &Runner, failures: &mut Vec<String>) {
+    if Command::new("python3").arg("-V").output().is_err() {
+        failures.push("python3 is needed for the fork-bomb check".into());
+        return;
+    }
+    let fx = fixture(runner, 64);
+    let script = r#"
+import os, time
+n = 0
+err = None
+while n < 500:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = e.errno
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    n += 1
+print("forked", n, "errno", err)
+"#;
+    let s = agentctl_run(runner, &fx, backend, &["-q"], &["python3", "-c", script], b"");
+    let forked: Option<u32> = s
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok());
+    match forked {
+        Some(n) if n < 64 && s.stdout.contains("errno 11") => {}
+        _ => failures.push(format!(
+            "the pids limit (64) did not stop a fork bomb: {:?} {}",
+            s.stdout, s.stderr
+        )),
+    }
+}
+
+#[test]
+fn native_as_invoking_user() {
+    conformance(Backend("native"), Runner::Current);
+}
+
+#[test]
+fn native_rootless() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    if !require(true, "") {
+        return;
+    }
+    conformance(Backend("native"), runner);
+}

@@ -1,0 +1,218 @@
+//! Shared pieces of the end-to-end tests: locating the binary, running it
+//! as root or as an unprivileged user, and the rule for missing parts
+//! (skip loudly on a laptop, fail under `CI=true`).
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns false (and says why, loudly) when a test cannot run here. Under
+/// CI a missing part is a failure, never a skip.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if ci() {
+        panic!("CI=true but this test needs {what}");
+    }
+    eprintln!("\n*** SKIPPED: this test needs {what} (it would fail under CI=true) ***\n");
+    false
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The agentctl binary, copied to a world-readable place so that an
+/// unprivileged test user can run it wherever the checkout lives.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_agentctl"));
+        let dir = std::env::temp_dir().join(format!("agentctl-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("agentctl");
+        std::fs::copy(&built, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+    .clone()
+}
+
+/// Who runs agentctl in a test.
+#[derive(Clone, Debug)]
+pub enum Runner {
+    /// The current user (root in CI).
+    Current,
+    /// An unprivileged user, switched to from root.
+    User { name: String, uid: u32, gid: u32 },
+}
+
+impl Runner {
+    pub fn uid(&self) -> u32 {
+        match self {
+            Runner::Current => nix::unistd::getuid().as_raw(),
+            Runner::User { uid, .. } => *uid,
+        }
+    }
+
+    pub fn gid(&self) -> u32 {
+        match self {
+            Runner::Current => nix::unistd::getgid().as_raw(),
+            Runner::User { gid, .. } => *gid,
+        }
+    }
+
+    /// The unprivileged test user, created by .ci/run. Its cgroup
+    /// delegation is set up here with `agentctl setup`, which is idempotent.
+    pub fn unprivileged() -> Option<Runner> {
+        let name = std::env::var("AGENTCTL_TEST_USER").unwrap_or_else(|_| "agentctl-test".into());
+        if !require(is_root(), "root, to switch to the unprivileged test user") {
+            return None;
+        }
+        let user = nix::unistd::User::from_name(&name).ok().flatten();
+        if !require(
+            user.is_some(),
+            &format!("the unprivileged user {name} (`useradd -m {name}`; .ci/run creates it)"),
+        ) {
+            return None;
+        }
+        let user = user.unwrap();
+        let out = Command::new(binary())
+            .args(["setup", "--user", &name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "agentctl setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        Some(Runner::User {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
+    /// A command running agentctl as this runner, with a clean environment
+    /// whose HOME is `home`.
+    pub fn agentctl(&self, home: &Path, cwd: &Path) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.env_clear()
+            .env("HOME", home)
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8")
+            .current_dir(cwd);
+        if let Ok(v) = std::env::var("AGENTCTL_LOG") {
+            cmd.env("AGENTCTL_LOG", v);
+        }
+        match self {
+            Runner::Current => {
+                cmd.env("USER", whoami());
+            }
+            Runner::User { name, uid, gid } => {
+                // std drops root's supplementary groups when it sets the uid.
+                cmd.env("USER", name).uid(*uid).gid(*gid);
+            }
+        }
+        cmd
+    }
+
+    /// Where this runner's native sessions keep state.
+    pub fn runtime_base(&self) -> PathBuf {
+        match self {
+            Runner::Current if is_root() => PathBuf::from("/run/agentctl"),
+            _ => PathBuf::from(format!("/tmp/agentctl-{}", self.uid())),
+        }
+    }
+}
+
+fn whoami() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}
+
+/// Runs `cmd`, feeding `stdin`, and returns everything it printed.
+pub fn run(mut cmd: Command, stdin: &[u8]) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("agentctl starts");
+    child.stdin.take().unwrap().write_all(stdin).ok();
+    child.wait_with_output().unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The short session id from agentctl's summary line.
+pub fn session_id(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find_map(|l| l.split("session ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// What a finished session may not leave behind: its directories, its
+/// cgroups, its mounts.
+pub fn leftovers(base: &Path, short_id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for sub in ["sessions", "state"] {
+        if let Ok(entries) = std::fs::read_dir(base.join(sub)) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(short_id) {
+                    found.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    let mut stack: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path().join("agentctl")).collect())
+        .unwrap_or_default();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(short_id) {
+                found.push(e.path().display().to_string());
+            } else {
+                stack.push(e.path());
+            }
+        }
+    }
+    if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for l in mi.lines().filter(|l| l.contains(short_id)) {
+            found.push(format!("mount: {l}"));
+        }
+    }
+    found
+}
+
+pub fn chown_tree(root: &Path, uid: u32, gid: u32) {
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg("-h")
+        .arg(format!("{uid}:{gid}"))
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn os(s: &str) -> OsString {
+    OsString::from(s)
+}
