@@ -63,7 +63,11 @@ impl ProfileLoader for FsLoader {
             .collect()
     }
 
-    fn file(&self, path: &str, relative_to: Option<&str>) -> Result<(String, String), ProfileError> {
+    fn file(
+        &self,
+        path: &str,
+        relative_to: Option<&str>,
+    ) -> Result<(String, String), ProfileError> {
         let p = Path::new(path);
         let resolved = match relative_to {
             Some(parent) if p.is_relative() && !parent.starts_with("builtin:") => Path::new(parent)

@@ -59,7 +59,10 @@ fn fixture(runner: &Runner, pids: u32) -> Fixture {
         (".pgpass", "SECRET-pgpass"),
         (".bash_history", "SECRET-history"),
         (".password-store/x.gpg", "SECRET-pass"),
-        (".gitconfig", "[user]\n\tname = Probe\n\temail = probe@example.com\n"),
+        (
+            ".gitconfig",
+            "[user]\n\tname = Probe\n\temail = probe@example.com\n",
+        ),
     ] {
         write(&home.join(p), c);
     }
@@ -207,16 +210,31 @@ fn conformance(backend: Backend, runner: Runner) {
     let has = |line: &str| out.lines().any(|l| l == line);
     check(
         s.code == Some(0) && has("probe-done"),
-        format!("probe did not finish (exit {:?}):\n{out}\n{}", s.code, s.stderr),
+        format!(
+            "probe did not finish (exit {:?}):\n{out}\n{}",
+            s.code, s.stderr
+        ),
     );
     for line in out.lines().filter(|l| l.contains("SECRET-")) {
         check(false, format!("a secret is visible inside: {line}"));
     }
     check(has("grep []"), "grep found secrets inside".into());
-    check(has("public-example [PUBLIC-EXAMPLE]"), ".env.example must stay readable".into());
-    check(has("public-key [PUBLIC-KEY]"), "public keys must stay readable".into());
-    check(out.contains("gitconfig [[user]"), "~/.gitconfig must be granted".into());
-    check(has("readme [hello]"), "workspace files must be readable".into());
+    check(
+        has("public-example [PUBLIC-EXAMPLE]"),
+        ".env.example must stay readable".into(),
+    );
+    check(
+        has("public-key [PUBLIC-KEY]"),
+        "public keys must stay readable".into(),
+    );
+    check(
+        out.contains("gitconfig [[user]"),
+        "~/.gitconfig must be granted".into(),
+    );
+    check(
+        has("readme [hello]"),
+        "workspace files must be readable".into(),
+    );
     check(!has("rm-env 0"), "a masked secret could be removed".into());
     check(!has("mv-key 0"), "a masked secret could be renamed".into());
     check(
@@ -227,7 +245,10 @@ fn conformance(backend: Backend, runner: Runner) {
         fs::read_to_string(fx.home.join(".ssh/id_rsa")).unwrap() == "SECRET-ssh-key",
         "the host's ssh key changed".into(),
     );
-    check(has("ws-write 0") && has("ws-mkdir 0"), "the workspace must be writable".into());
+    check(
+        has("ws-write 0") && has("ws-mkdir 0"),
+        "the workspace must be writable".into(),
+    );
     match fs::metadata(fx.ws.join("created-inside.txt")) {
         Ok(m) => check(
             m.uid() == runner.uid() && m.gid() == runner.gid(),
@@ -239,7 +260,10 @@ fn conformance(backend: Backend, runner: Runner) {
                 runner.gid()
             ),
         ),
-        Err(e) => check(false, format!("created-inside.txt missing on the host: {e}")),
+        Err(e) => check(
+            false,
+            format!("created-inside.txt missing on the host: {e}"),
+        ),
     }
     for l in out.lines().filter(|l| l.starts_with("writable ")) {
         check(false, format!("must be read-only: {l}"));
@@ -256,10 +280,22 @@ fn conformance(backend: Backend, runner: Runner) {
         );
     }
     check(has("status NoNewPrivs:1"), "NoNewPrivs must be 1".into());
-    check(has("status Seccomp:2"), "seccomp must be in filter mode".into());
-    check(has("uid 0 gid 0"), "the agent is uid 0 of its own namespace".into());
-    check(has("unshare-user refused"), "unshare -U must be refused".into());
-    check(has("unshare-root refused"), "unshare -r must be refused".into());
+    check(
+        has("status Seccomp:2"),
+        "seccomp must be in filter mode".into(),
+    );
+    check(
+        has("uid 0 gid 0"),
+        "the agent is uid 0 of its own namespace".into(),
+    );
+    check(
+        has("unshare-user refused"),
+        "unshare -U must be refused".into(),
+    );
+    check(
+        has("unshare-root refused"),
+        "unshare -r must be refused".into(),
+    );
     check(has("mount refused"), "mount must be refused".into());
     check(has("interfaces [lo ]"), "network none means only lo".into());
     if out.contains("connect [") {
@@ -270,7 +306,10 @@ fn conformance(backend: Backend, runner: Runner) {
         check(has("loopback [ok]"), "loopback must work".into());
     }
     if Command::new("git").arg("--version").output().is_ok() {
-        check(has("git [initial]"), "git must work in the workspace".into());
+        check(
+            has("git [initial]"),
+            "git must work in the workspace".into(),
+        );
     }
     assert_clean(&runner, &s, &mut failures);
 
@@ -311,7 +350,14 @@ fn exit_codes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Ve
 }
 
 fn stdin_passes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
-    let s = agentctl_run(runner, fx, backend, &["-q"], &["cat"], b"hello through stdin\n");
+    let s = agentctl_run(
+        runner,
+        fx,
+        backend,
+        &["-q"],
+        &["cat"],
+        b"hello through stdin\n",
+    );
     if s.stdout != "hello through stdin\n" || s.code != Some(0) {
         failures.push(format!(
             "stdin did not pass through: {:?} (exit {:?}) {}",
@@ -339,7 +385,9 @@ fn signals(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<S
             .read_line(&mut line)
             .unwrap();
         if line.trim() != "ready" {
-            failures.push(format!("session did not start for the {sig} test: {line:?}"));
+            failures.push(format!(
+                "session did not start for the {sig} test: {line:?}"
+            ));
             let _ = child.kill();
             continue;
         }
@@ -384,7 +432,14 @@ while n < 500:
     n += 1
 print("forked", n, "errno", err)
 "#;
-    let s = agentctl_run(runner, &fx, backend, &["-q"], &["python3", "-c", script], b"");
+    let s = agentctl_run(
+        runner,
+        &fx,
+        backend,
+        &["-q"],
+        &["python3", "-c", script],
+        b"",
+    );
     let forked: Option<u32> = s
         .stdout
         .split_whitespace()

@@ -119,6 +119,10 @@ pub enum CgroupMode {
     /// `--no-limits`: no limits. The runtime is still given a path, which
     /// it may be unable to create.
     Unlimited { path: String },
+    /// `--no-limits` for a user with no writable cgroup on v1, where the
+    /// runtime would fail to create any cgroup: the helper gives the runtime
+    /// a private, empty /sys/fs/cgroup, so its cgroup writes go nowhere.
+    Hidden { path: String },
 }
 
 impl CgroupMode {
@@ -127,7 +131,8 @@ impl CgroupMode {
             CgroupMode::Runtime { path }
             | CgroupMode::DelegatedV1 { path }
             | CgroupMode::DelegatedV2 { path }
-            | CgroupMode::Unlimited { path } => path,
+            | CgroupMode::Unlimited { path }
+            | CgroupMode::Hidden { path } => path,
         }
     }
 
@@ -136,7 +141,10 @@ impl CgroupMode {
     }
 
     pub fn limited(&self) -> bool {
-        !matches!(self, CgroupMode::Unlimited { .. })
+        !matches!(
+            self,
+            CgroupMode::Unlimited { .. } | CgroupMode::Hidden { .. }
+        )
     }
 }
 
@@ -172,9 +180,8 @@ pub fn v2_delegated_here() -> bool {
         return false;
     };
     let dir = Path::new(CGROUP_ROOT).join(own.trim_start_matches('/'));
-    let writable = |f: &str| {
-        nix::unistd::access(&dir.join(f), nix::unistd::AccessFlags::W_OK).is_ok()
-    };
+    let writable =
+        |f: &str| nix::unistd::access(&dir.join(f), nix::unistd::AccessFlags::W_OK).is_ok();
     nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok()
         && writable("cgroup.procs")
         && writable("cgroup.subtree_control")
@@ -267,7 +274,12 @@ pub fn v2_prepare_delegated_scope() -> io::Result<String> {
 
 /// Reads back, from the kernel, that `pid` is in the session's cgroup and
 /// the limits hold. Returns what is wrong, if anything.
-pub fn verify(hierarchy: &Hierarchy, path: &str, pid: i32, limits: &LimitsPlan) -> Result<(), String> {
+pub fn verify(
+    hierarchy: &Hierarchy,
+    path: &str,
+    pid: i32,
+    limits: &LimitsPlan,
+) -> Result<(), String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map_err(|e| format!("cannot read the cgroup of the sandbox's init: {e}"))?;
     let read = |p: PathBuf| {
@@ -338,7 +350,10 @@ pub fn verify(hierarchy: &Hierarchy, path: &str, pid: i32, limits: &LimitsPlan) 
                 .parse()
                 .map_err(|_| "unreadable memory.max".to_string())?;
             if got > limits.memory_bytes || limits.memory_bytes - got >= 4096 * 16 {
-                return Err(format!("memory.max is {got}, expected {}", limits.memory_bytes));
+                return Err(format!(
+                    "memory.max is {got}, expected {}",
+                    limits.memory_bytes
+                ));
             }
             let cpu = read(dir.join("cpu.max"))?;
             let want = format!("{} 100000", u64::from(limits.cpu_millis) * 100);
@@ -348,6 +363,34 @@ pub fn verify(hierarchy: &Hierarchy, path: &str, pid: i32, limits: &LimitsPlan) 
         }
     }
     Ok(())
+}
+
+/// Gives the calling process private mount and cgroup namespaces whose
+/// /sys/fs/cgroup is a cgroup v2 view where it may write nothing. Only for
+/// `--no-limits` sessions of a user without a delegated cgroup: the
+/// runtime then finds no cgroup it may create and, being rootless, goes on
+/// without one, which is what was asked.
+pub fn hide_cgroupfs() -> io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::CloneFlags;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
+        .map_err(io::Error::from)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)?;
+    mount(
+        Some("cgroup2"),
+        CGROUP_ROOT,
+        Some("cgroup2"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Removes the session cgroup wherever it exists. Best effort: it is the

@@ -214,6 +214,7 @@ impl Session {
             (CgroupMode::DelegatedV1 { path }, Hierarchy::V1 { mounts }) => {
                 cgroup::create_v1(mounts, path, &self.cfg.limits).map_err(fail)?;
             }
+            (CgroupMode::Hidden { .. }, _) => cgroup::hide_cgroupfs().map_err(fail)?,
             (CgroupMode::DelegatedV2 { path }, Hierarchy::V2) => {
                 cgroup::v2_prepare_delegated_scope().map_err(fail)?;
                 cgroup::create_v2(path, &self.cfg.limits).map_err(fail)?;
@@ -237,7 +238,12 @@ impl Session {
 
     /// Waits for the agent while relaying the terminal and forwarding
     /// signals. Returns the agent's exit code.
-    fn wait(&mut self, pid: Pid, sigfd: &SignalFd, master: Option<&OwnedFd>) -> Result<i32, String> {
+    fn wait(
+        &mut self,
+        pid: Pid,
+        sigfd: &SignalFd,
+        master: Option<&OwnedFd>,
+    ) -> Result<i32, String> {
         let mut to_agent: Vec<u8> = Vec::new();
         let mut stdin_open = master.is_some();
         let mut buf = vec![0u8; 16 * 1024];
@@ -336,7 +342,9 @@ pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
     if let Some(mut c) = container {
         let _ = c.delete(true);
     }
-    if let Ok(h) = cgroup::detect() {
+    if !matches!(cfg.cgroup, CgroupMode::Hidden { .. })
+        && let Ok(h) = cgroup::detect()
+    {
         cgroup::remove(&h, cfg.cgroup.path());
     }
     let _ = fs::remove_dir_all(&cfg.session_dir);
@@ -436,8 +444,13 @@ fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
     let mut name = [0u8; 64];
     let mut iov = [io::IoSliceMut::new(&mut name)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
-        .map_err(|e| format!("cannot receive the sandbox's terminal: {e}"))?;
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(|e| format!("cannot receive the sandbox's terminal: {e}"))?;
     for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(&fd) = fds.first()
@@ -463,8 +476,9 @@ fn explain_build_error(err: &libcontainer::error::LibcontainerError) -> String {
         source = s.source();
     }
     let debug = format!("{err:?}");
-    let hint = crate::preflight::userns_hint()
-        .filter(|_| debug.contains("WriteMapping") || debug.contains("EPERM") && debug.contains("user"));
+    let hint = crate::preflight::userns_hint().filter(|_| {
+        debug.contains("WriteMapping") || debug.contains("EPERM") && debug.contains("user")
+    });
     match hint {
         Some(h) => format!("cannot create the sandbox: {chain}\n  {h}"),
         None => format!("cannot create the sandbox: {chain}"),

@@ -63,7 +63,11 @@ impl Executor for AgentInit {
         set.add(Signal::SIGCHLD);
         // A real handler, not SIG_DFL: the kernel discards signals sent to
         // a namespace's init that would take the default action.
-        let action = SigAction::new(SigHandler::Handler(noop), SaFlags::SA_RESTART, SigSet::empty());
+        let action = SigAction::new(
+            SigHandler::Handler(noop),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
         for s in FORWARDED {
             // SAFETY: `noop` is async-signal-safe; it does nothing.
             unsafe { sigaction(*s, &action) }.map_err(other)?;

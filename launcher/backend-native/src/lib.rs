@@ -197,7 +197,12 @@ impl Backend for NativeBackend {
                 return Err(e);
             }
         };
-        let forwarded = [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP];
+        let forwarded = [
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+        ];
         let mut mask = SigSet::empty();
         for s in forwarded {
             mask.add(s);
@@ -230,7 +235,10 @@ impl Backend for NativeBackend {
 /// Waits for the helper, passing on termination requests. A signal from
 /// the terminal (Ctrl-C) already reached the helper, which shares our
 /// process group; only signals sent to this process by pid are forwarded.
-fn wait_forwarding(mut child: Child, mask: &SigSet) -> Result<std::process::ExitStatus, BackendError> {
+fn wait_forwarding(
+    mut child: Child,
+    mask: &SigSet,
+) -> Result<std::process::ExitStatus, BackendError> {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     loop {
         if let Some(status) = child

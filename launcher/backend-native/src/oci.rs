@@ -10,7 +10,8 @@ use oci_spec::runtime::{
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
     LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
     LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 use policy::NetworkMode;
 use policy::seccomp::{Action, Op, SeccompProfile};
@@ -58,7 +59,13 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
         )?,
         mount(
             "/dev/shm",
@@ -66,12 +73,22 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
             "shm",
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         )?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
     ];
     // sysfs may only be mounted by the owner of the network namespace; with
     // the host network, bind the host's read-only instead.
     mounts.push(if netns {
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?
     } else {
         bind("/sys", Path::new("/sys"), false, true)?
     });
@@ -160,7 +177,11 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    masked.extend(spec.masked.iter().map(|m| m.path.to_string_lossy().into_owned()));
+    masked.extend(
+        spec.masked
+            .iter()
+            .map(|m| m.path.to_string_lossy().into_owned()),
+    );
 
     let mut linux = LinuxBuilder::default().namespaces(namespaces);
     if opts.user_namespace {
@@ -194,7 +215,11 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         let l = &spec.limits;
         linux = linux.resources(
             LinuxResourcesBuilder::default()
-                .pids(LinuxPidsBuilder::default().limit(i64::from(l.pids)).build()?)
+                .pids(
+                    LinuxPidsBuilder::default()
+                        .limit(i64::from(l.pids))
+                        .build()?,
+                )
                 .memory(
                     LinuxMemoryBuilder::default()
                         .limit(l.memory_bytes as i64)
@@ -224,7 +249,12 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
     }
     SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path("rootfs").readonly(true).build()?)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(true)
+                .build()?,
+        )
         .hostname(spec.hostname.clone())
         .process(process)
         .mounts(mounts)

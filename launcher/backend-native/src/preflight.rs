@@ -151,11 +151,7 @@ fn cgroup_mode(
                     CgroupMode::DelegatedV1 { path }
                 })
             } else if opts.no_limits {
-                // The runtime must still place the sandbox somewhere; without
-                // a delegated subtree it has nowhere it may write.
-                Ok(CgroupMode::Unlimited {
-                    path: String::new(),
-                })
+                Ok(CgroupMode::Hidden { path })
             } else {
                 Err(both_fixes(format!(
                     "cgroup v1 has no subtree delegated to uid {uid} ({} is missing or not writable)",
@@ -225,17 +221,31 @@ mod tests {
             unprivileged_userns_clone: Some(0),
             ..ok.clone()
         };
-        assert!(debian.problem(true).unwrap().contains("kernel.unprivileged_userns_clone"));
+        assert!(
+            debian
+                .problem(true)
+                .unwrap()
+                .contains("kernel.unprivileged_userns_clone")
+        );
         assert_eq!(debian.problem(false), None, "root is not affected");
         let ubuntu = UsernsSysctls {
             apparmor_restrict: Some(1),
             ..ok.clone()
         };
-        assert!(ubuntu.problem(true).unwrap().contains("apparmor_restrict_unprivileged_userns"));
+        assert!(
+            ubuntu
+                .problem(true)
+                .unwrap()
+                .contains("apparmor_restrict_unprivileged_userns")
+        );
         let off = UsernsSysctls {
             max_user_namespaces: Some(0),
             ..ok
         };
-        assert!(off.problem(false).unwrap().contains("user.max_user_namespaces"));
+        assert!(
+            off.problem(false)
+                .unwrap()
+                .contains("user.max_user_namespaces")
+        );
     }
 }

@@ -48,7 +48,9 @@ const SECRET_SHAPES: &[&str] = &[
 /// True when `name` has the shape of a credential.
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    SECRET_SHAPES.iter().any(|shape| shape_matches(shape, &upper))
+    SECRET_SHAPES
+        .iter()
+        .any(|shape| shape_matches(shape, &upper))
 }
 
 fn shape_matches(shape: &str, name: &str) -> bool {
@@ -57,8 +59,7 @@ fn shape_matches(shape: &str, name: &str) -> bool {
         return shape == name;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || !name.ends_with(last) || name.len() < first.len() + last.len()
-    {
+    if !name.starts_with(first) || !name.ends_with(last) || name.len() < first.len() + last.len() {
         return false;
     }
     let mut rest = &name[first.len()..name.len() - last.len()];
@@ -300,7 +301,12 @@ mod tests {
             "MISSING".parse().unwrap(),
         ];
         let p = plan_env(&host(), &BASE, &[], &set, &cli);
-        let get = |n: &str| p.vars.iter().find(|v| v.name == n).map(|v| v.value.0.clone());
+        let get = |n: &str| {
+            p.vars
+                .iter()
+                .find(|v| v.name == n)
+                .map(|v| v.value.0.clone())
+        };
         assert_eq!(get("CLAUDE_CONFIG_DIR").as_deref(), Some("/home/a/.claude"));
         assert_eq!(get("GITHUB_TOKEN").as_deref(), Some("ghp"));
         assert_eq!(get("FOO").as_deref(), Some("bar"));
@@ -321,7 +327,14 @@ mod tests {
         ] {
             assert!(looks_secret(n), "{n}");
         }
-        for n in ["PATH", "EDITOR", "AIDER_MODEL", "KEYBOARD", "LANG", "NODE_OPTIONS"] {
+        for n in [
+            "PATH",
+            "EDITOR",
+            "AIDER_MODEL",
+            "KEYBOARD",
+            "LANG",
+            "NODE_OPTIONS",
+        ] {
             assert!(!looks_secret(n), "{n}");
         }
     }
@@ -338,6 +351,8 @@ mod tests {
     fn cli_env_parse() {
         assert_eq!("A".parse::<CliEnv>().unwrap(), CliEnv::Pass("A".into()));
         assert!("1A=b".parse::<CliEnv>().is_err());
-        assert!(matches!("A=b=c".parse::<CliEnv>().unwrap(), CliEnv::Set(n, v) if n == "A" && v.0 == "b=c"));
+        assert!(
+            matches!("A=b=c".parse::<CliEnv>().unwrap(), CliEnv::Set(n, v) if n == "A" && v.0 == "b=c")
+        );
     }
 }

@@ -230,7 +230,10 @@ user: "1000:1000"
 
     #[test]
     fn empty_file_is_an_empty_profile() {
-        assert_eq!(ProfileFile::parse("e.yaml", "\n").unwrap(), ProfileFile::default());
+        assert_eq!(
+            ProfileFile::parse("e.yaml", "\n").unwrap(),
+            ProfileFile::default()
+        );
     }
 
     #[test]

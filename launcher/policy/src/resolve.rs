@@ -13,7 +13,10 @@ use crate::types::{AccessMode, ByteSize, Cpus, EnvPattern, NetworkMode, ProfileP
 /// The profiles shipped inside the binary, from `profiles/`.
 pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
     ("aider", include_str!("../../../profiles/aider.yaml")),
-    ("claude-code", include_str!("../../../profiles/claude-code.yaml")),
+    (
+        "claude-code",
+        include_str!("../../../profiles/claude-code.yaml"),
+    ),
     ("codex", include_str!("../../../profiles/codex.yaml")),
     ("generic", include_str!("../../../profiles/generic.yaml")),
 ];
@@ -300,7 +303,10 @@ mod tests {
                 "{name} should bring ~/.gitconfig"
             );
             if p.network != NetworkMode::None {
-                assert!(p.network_reason.is_some(), "{name} must say why it needs a network");
+                assert!(
+                    p.network_reason.is_some(),
+                    "{name} must say why it needs a network"
+                );
             }
         }
     }
@@ -321,7 +327,10 @@ mod tests {
             "extends: claude-code\nnetwork: none\nlimits: { pids: 64 }\nhome:\n  - path: ~/.claude\n    mode: ro\n",
         )]);
         let p = resolve("./my.yaml", &l).unwrap();
-        assert_eq!(p.chain, ["builtin:generic", "builtin:claude-code", "./my.yaml"]);
+        assert_eq!(
+            p.chain,
+            ["builtin:generic", "builtin:claude-code", "./my.yaml"]
+        );
         assert_eq!(p.network, NetworkMode::None);
         assert_eq!(p.network_reason, None);
         assert_eq!(p.limits.pids, 64);
@@ -339,7 +348,10 @@ mod tests {
 
     #[test]
     fn cycles_are_reported() {
-        let l = loader(&[("a.yaml", "extends: b.yaml\n"), ("b.yaml", "extends: a.yaml\n")]);
+        let l = loader(&[
+            ("a.yaml", "extends: b.yaml\n"),
+            ("b.yaml", "extends: a.yaml\n"),
+        ]);
         let err = resolve("a.yaml", &l).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -368,7 +380,10 @@ mod tests {
     #[test]
     fn cli_mounts() {
         let m = parse_cli_mount("/opt/x").unwrap();
-        assert_eq!((m.path.to_string(), m.target, m.mode), ("/opt/x".into(), None, AccessMode::Ro));
+        assert_eq!(
+            (m.path.to_string(), m.target, m.mode),
+            ("/opt/x".into(), None, AccessMode::Ro)
+        );
         let m = parse_cli_mount("/opt/x:/x:rw").unwrap();
         assert_eq!(m.target.unwrap().to_string(), "/x");
         assert_eq!(m.mode, AccessMode::Rw);

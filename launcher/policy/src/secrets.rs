@@ -35,7 +35,11 @@ const BUILTIN_FILE_RULES: &[(&str, &[&str], &str)] = &[
     ("credentials.json", &[], "cloud credentials"),
     ("*.tfvars", &[], "Terraform variables"),
     ("*.tfstate", &[], "Terraform state (holds resource secrets)"),
-    ("*.tfstate.backup", &[], "Terraform state (holds resource secrets)"),
+    (
+        "*.tfstate.backup",
+        &[],
+        "Terraform state (holds resource secrets)",
+    ),
 ];
 
 /// Paths under the home directory that are never mounted unless a profile
@@ -58,7 +62,10 @@ pub const HOME_DENY: &[(&str, &str)] = &[
     (".config/gh", "GitHub CLI token"),
     (".config/hub", "hub token"),
     (".vault-token", "Vault token"),
-    (".terraform.d/credentials.tfrc.json", "Terraform Cloud token"),
+    (
+        ".terraform.d/credentials.tfrc.json",
+        "Terraform Cloud token",
+    ),
     (".cargo/credentials", "crates.io token"),
     (".cargo/credentials.toml", "crates.io token"),
     (".bash_history", "shell history"),
@@ -330,7 +337,13 @@ mod tests {
     #[test]
     fn dotenv_files_at_any_depth() {
         let r = rules();
-        for p in [".env", ".env.local", "a/b/.env.production", ".envrc", "x/.env.dev"] {
+        for p in [
+            ".env",
+            ".env.local",
+            "a/b/.env.production",
+            ".envrc",
+            "x/.env.dev",
+        ] {
             assert!(secret(&r, p), "{p} should be a secret");
         }
         for p in [
@@ -353,10 +366,22 @@ mod tests {
     #[test]
     fn private_keys_but_not_public_keys() {
         let r = rules();
-        for p in ["id_rsa", "keys/id_ed25519", "id_ecdsa_work", "id_dsa", "tls.key", "c.pem"] {
+        for p in [
+            "id_rsa",
+            "keys/id_ed25519",
+            "id_ecdsa_work",
+            "id_dsa",
+            "tls.key",
+            "c.pem",
+        ] {
             assert!(secret(&r, p), "{p}");
         }
-        for p in ["id_rsa.pub", "keys/id_ed25519.pub", "keyboard.rs", "main.go"] {
+        for p in [
+            "id_rsa.pub",
+            "keys/id_ed25519.pub",
+            "keyboard.rs",
+            "main.go",
+        ] {
             assert!(!secret(&r, p), "{p}");
         }
     }
@@ -404,7 +429,10 @@ mod tests {
     fn home_deny_list() {
         assert_eq!(home_denied(".ssh"), Some("SSH keys"));
         assert_eq!(home_denied(".ssh/id_rsa"), Some("SSH keys"));
-        assert_eq!(home_denied(".config/gcloud/creds"), Some("Google Cloud credentials"));
+        assert_eq!(
+            home_denied(".config/gcloud/creds"),
+            Some("Google Cloud credentials")
+        );
         assert_eq!(home_denied(".sshrc"), None);
         assert_eq!(home_denied(".config"), None);
     }

@@ -115,7 +115,12 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        for (unit, size) in [("t", 1u64 << 40), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+        for (unit, size) in [
+            ("t", 1u64 << 40),
+            ("g", 1 << 30),
+            ("m", 1 << 20),
+            ("k", 1 << 10),
+        ] {
             if b >= size && b % size == 0 {
                 return write!(f, "{}{unit}", b / size);
             }
@@ -477,7 +482,10 @@ mod tests {
         assert_eq!("host".parse::<UserSpec>().unwrap(), UserSpec::Host);
         assert_eq!(
             "1000:100".parse::<UserSpec>().unwrap(),
-            UserSpec::Ids { uid: 1000, gid: 100 }
+            UserSpec::Ids {
+                uid: 1000,
+                gid: 100
+            }
         );
         assert!("bob".parse::<UserSpec>().is_err());
     }

@@ -149,8 +149,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
                     .map_err(|e| PlanError::Mount {
                         path: host_path.clone(),
                         message: format!("cannot create it: {e}"),
-                        fix: "create it yourself, or remove the home entry from the profile"
-                            .into(),
+                        fix: "create it yourself, or remove the home entry from the profile".into(),
                     })?;
             } else {
                 skipped.push(format!("~/{rel} (not present on the host)"));
@@ -185,7 +184,11 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         .mounts
         .iter()
         .map(|m| (m, MountPurpose::ProfileMount))
-        .chain(req.mounts.iter().map(|m| (m, MountPurpose::CommandLineMount)));
+        .chain(
+            req.mounts
+                .iter()
+                .map(|m| (m, MountPurpose::CommandLineMount)),
+        );
     for (entry, purpose) in extra {
         let host_path = PathBuf::from(entry.path.expand(&home.to_string_lossy()));
         let destination = PathBuf::from(
@@ -312,7 +315,9 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
                 && let Ok(meta) = fs::symlink_metadata(&denied)
             {
                 masked.push(Masked {
-                    path: m.destination.join(denied.strip_prefix(source).unwrap_or(&denied)),
+                    path: m
+                        .destination
+                        .join(denied.strip_prefix(source).unwrap_or(&denied)),
                     kind: if meta.is_dir() {
                         MaskKind::Dir
                     } else {
@@ -340,7 +345,11 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         .filter(|m| m.kind == MaskKind::Dir)
         .map(|m| m.path.clone())
         .collect();
-    masked.retain(|m| !masked_dirs.iter().any(|d| m.path != *d && m.path.starts_with(d)));
+    masked.retain(|m| {
+        !masked_dirs
+            .iter()
+            .any(|d| m.path != *d && m.path.starts_with(d))
+    });
 
     // Parents before children; equal depth keeps planning order, so the
     // workspace wins over a fresh home at the same path.

@@ -257,9 +257,7 @@ fn visit(input: &ScanInput<'_>, job: &Job, found: &mut Found, out: &mut Vec<Job>
                         home_reason(entry_name),
                     ));
                     masked = true;
-                } else if name_rules
-                    && let Some(rule) = input.rules.classify(rel, name, true)
-                {
+                } else if name_rules && let Some(rule) = input.rules.classify(rel, name, true) {
                     found.masked.push((
                         job.root,
                         path.clone(),
@@ -419,9 +417,10 @@ fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
         let denied_system = policy::secrets::SYSTEM_DENY
             .iter()
             .any(|(p, _)| target.starts_with(p));
-        let inside = input.roots.iter().position(|r| {
-            !matches!(r.kind, RootKind::DeniedInodes) && target.starts_with(&r.host)
-        });
+        let inside = input
+            .roots
+            .iter()
+            .position(|r| !matches!(r.kind, RootKind::DeniedInodes) && target.starts_with(&r.host));
         let link_name = link.file_name().unwrap_or(OsStr::new(""));
         let named_secret = link_name
             .to_str()

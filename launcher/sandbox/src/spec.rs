@@ -25,8 +25,10 @@ impl SessionId {
     }
 
     pub fn parse(s: &str) -> Option<SessionId> {
-        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-            .then(|| SessionId(s.to_string()))
+        (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| SessionId(s.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -238,6 +240,8 @@ pub struct SandboxSpec {
 impl SandboxSpec {
     /// Looks up a variable's value, for backends that build an environment.
     pub fn env_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.env.iter().map(|e| (e.name.as_str(), e.value.0.as_str()))
+        self.env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.0.as_str()))
     }
 }

@@ -51,7 +51,13 @@ pub fn render(spec: &SandboxSpec) -> String {
         .mounts
         .iter()
         .find(|m| m.purpose == MountPurpose::Workspace)
-        .map(|m| if m.writable { "read-write" } else { "read-only" })
+        .map(|m| {
+            if m.writable {
+                "read-write"
+            } else {
+                "read-only"
+            }
+        })
         .unwrap_or("?");
     let _ = writeln!(
         o,
@@ -118,7 +124,11 @@ pub fn render(spec: &SandboxSpec) -> String {
         );
     }
 
-    let _ = writeln!(o, "\nMasked ({}): read as empty, cannot be written", spec.masked.len());
+    let _ = writeln!(
+        o,
+        "\nMasked ({}): read as empty, cannot be written",
+        spec.masked.len()
+    );
     for m in &spec.masked {
         let kind = match m.kind {
             MaskKind::File => "file",

@@ -27,7 +27,11 @@ pub fn profiles(args: ProfilesArgs) -> Result<u8> {
     } else {
         for (name, p, builtin) in rows {
             let origin = if builtin { "" } else { " (user)" };
-            println!("{name:<12} network {:<6} {}{origin}", p.network.to_string(), p.description);
+            println!(
+                "{name:<12} network {:<6} {}{origin}",
+                p.network.to_string(),
+                p.description
+            );
         }
     }
     Ok(0)

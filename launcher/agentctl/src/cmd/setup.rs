@@ -28,11 +28,14 @@ pub fn setup(args: SetupArgs) -> Result<u8> {
             println!("(cgroup v1 state does not survive a reboot: run setup again after one)");
         }
         Hierarchy::V2 => {
-            let dropin = std::path::Path::new("/etc/systemd/system/user@.service.d/agentctl-delegate.conf");
+            let dropin =
+                std::path::Path::new("/etc/systemd/system/user@.service.d/agentctl-delegate.conf");
             std::fs::create_dir_all(dropin.parent().expect("has parent"))?;
             std::fs::write(dropin, "[Service]\nDelegate=pids memory cpu cpuset io\n")
                 .with_context(|| format!("cannot write {}", dropin.display()))?;
-            let _ = std::process::Command::new("systemctl").arg("daemon-reload").status();
+            let _ = std::process::Command::new("systemctl")
+                .arg("daemon-reload")
+                .status();
             println!(
                 "wrote {}: systemd now delegates pids, memory and cpu to user sessions; \
                  {name} must log in again for it to apply",

@@ -93,7 +93,11 @@ impl Runner {
             .args(["setup", "--user", &name])
             .output()
             .unwrap();
-        assert!(out.status.success(), "agentctl setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "agentctl setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Some(Runner::User {
             name,
             uid: user.uid.as_raw(),
@@ -107,7 +111,10 @@ impl Runner {
         let mut cmd = Command::new(binary());
         cmd.env_clear()
             .env("HOME", home)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LANG", "C.UTF-8")
             .current_dir(cwd);
         if let Ok(v) = std::env::var("AGENTCTL_LOG") {
@@ -182,7 +189,9 @@ pub fn leftovers(base: &Path, short_id: &str) -> Vec<String> {
         .map(|d| d.flatten().map(|e| e.path().join("agentctl")).collect())
         .unwrap_or_default();
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
