@@ -1,1 +1,233 @@
-fn main() {}
+//! Development tasks for the workspace, run as `cargo xtask <task>` (the
+//! alias lives in `.cargo/config.toml`).
+//!
+//! The benchmarks are not timed tests: they never fail on a slow number.
+//! They time real commands with hyperfine, compute min, median and p95
+//! from its per-run times, compare agentctl with crun, runc and find side
+//! by side (every hyperfine run times all the commands of a benchmark,
+//! and a few such rounds run back to back), and `cargo xtask bench`
+//! writes the result, with the machine it ran on, to `docs/BENCHMARKS.md`.
+
+mod hyperfine;
+mod launch;
+mod machine;
+mod report;
+mod scan;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand};
+
+/// Fewer runs than this make the p95 meaningless.
+const MIN_RUNS: usize = 30;
+const DEFAULT_RUNS: usize = 50;
+const DEFAULT_FILES: usize = 100_000;
+const DEFAULT_ROUNDS: usize = 5;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Development tasks for agentctl"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Time-to-exit of `agentctl run -q -- true` against crun and runc
+    /// running the same bundle; prints a markdown section.
+    BenchLaunch {
+        /// Timed runs per command and round (at least 30).
+        #[arg(long, default_value_t = DEFAULT_RUNS)]
+        runs: usize,
+        /// Hyperfine runs, one after the other, each timing every command.
+        #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+        rounds: usize,
+    },
+    /// `agentctl explain` (the full secret scan) against `find` over a
+    /// generated tree; prints a markdown section.
+    BenchScan {
+        /// Files in the generated tree.
+        #[arg(long, default_value_t = DEFAULT_FILES)]
+        files: usize,
+        /// Timed runs per command and round (at least 30).
+        #[arg(long, default_value_t = DEFAULT_RUNS)]
+        runs: usize,
+        /// Hyperfine runs, one after the other, each timing every command.
+        #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+        rounds: usize,
+    },
+    /// Both benchmarks; rewrites docs/BENCHMARKS.md.
+    Bench {
+        /// Timed runs per command and round (at least 30).
+        #[arg(long, default_value_t = DEFAULT_RUNS)]
+        runs: usize,
+        /// Hyperfine runs, one after the other, each timing every command.
+        #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+        rounds: usize,
+        /// Files in the generated tree of the scan benchmark.
+        #[arg(long, default_value_t = DEFAULT_FILES)]
+        files: usize,
+        /// Print the document instead of writing docs/BENCHMARKS.md.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+/// Where things are: the workspace root and the agentctl binary.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub agentctl: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
+        Task::BenchLaunch { runs, rounds } => {
+            check_runs(runs, rounds)?;
+            let ctx = prepare()?;
+            let launch = launch::bench_launch(&ctx, runs, rounds)?;
+            print!("{}", report::launch_section(&launch));
+        }
+        Task::BenchScan {
+            files,
+            runs,
+            rounds,
+        } => {
+            check_runs(runs, rounds)?;
+            scan::check_files(files)?;
+            let ctx = prepare()?;
+            let scan = scan::bench_scan(&ctx, files, runs, rounds)?;
+            print!("{}", report::scan_section(&scan));
+        }
+        Task::Bench {
+            runs,
+            rounds,
+            files,
+            print,
+        } => {
+            check_runs(runs, rounds)?;
+            scan::check_files(files)?;
+            let ctx = prepare()?;
+            let before = machine::Machine::collect(&ctx.root);
+            let launch = launch::bench_launch(&ctx, runs, rounds)?;
+            let scan = scan::bench_scan(&ctx, files, runs, rounds)?;
+            let load_after = machine::loadavg();
+            let command = bench_command(runs, rounds, files);
+            let doc = report::document(&command, &before, &load_after, &launch, &scan);
+            if print {
+                print!("{doc}");
+            } else {
+                let path = ctx.root.join("docs/BENCHMARKS.md");
+                std::fs::write(&path, doc)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("xtask: wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_runs(runs: usize, rounds: usize) -> Result<()> {
+    ensure!(
+        runs >= MIN_RUNS,
+        "--runs {runs}: at least {MIN_RUNS} runs are needed for a meaningful p95"
+    );
+    ensure!(rounds >= 1, "--rounds {rounds}: at least one round");
+    Ok(())
+}
+
+/// The command that reproduces the document, as the reader would type it.
+fn bench_command(runs: usize, rounds: usize, files: usize) -> String {
+    let mut cmd = String::from("cargo xtask bench");
+    if runs != DEFAULT_RUNS {
+        cmd.push_str(&format!(" --runs {runs}"));
+    }
+    if rounds != DEFAULT_ROUNDS {
+        cmd.push_str(&format!(" --rounds {rounds}"));
+    }
+    if files != DEFAULT_FILES {
+        cmd.push_str(&format!(" --files {files}"));
+    }
+    cmd
+}
+
+/// Checks the tools, builds agentctl in release mode and finds it.
+fn prepare() -> Result<Ctx> {
+    for tool in ["hyperfine", "crun", "runc", "unshare", "find"] {
+        ensure!(
+            which(tool).is_some(),
+            "`{tool}` is not on PATH; the benchmarks need it"
+        );
+    }
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("xtask: cargo build --release -p agentctl");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "agentctl"])
+        .current_dir(&root)
+        .status()
+        .context("cannot run cargo")?;
+    ensure!(status.success(), "cargo build --release -p agentctl failed");
+    let agentctl = target_dir(&cargo, &root)?.join("release/agentctl");
+    ensure!(agentctl.is_file(), "{} was not built", agentctl.display());
+    Ok(Ctx { root, agentctl })
+}
+
+fn workspace_root() -> PathBuf {
+    // launcher/xtask -> the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("xtask lives two levels below the workspace root")
+        .to_path_buf()
+}
+
+fn target_dir(cargo: &std::ffi::OsStr, root: &Path) -> Result<PathBuf> {
+    let out = Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root)
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata printed invalid JSON")?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+/// The first executable called `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}

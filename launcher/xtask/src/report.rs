@@ -1,0 +1,337 @@
+//! The markdown: sections for each benchmark and the whole
+//! docs/BENCHMARKS.md.
+
+use std::fmt::Write as _;
+
+use crate::launch::LaunchReport;
+use crate::machine::Machine;
+use crate::scan::ScanReport;
+use crate::stats::Summary;
+
+/// The goal the team set for both benchmarks: agentctl's median at most
+/// this many times the reference's median.
+pub const GOAL: f64 = 1.5;
+
+fn row(o: &mut String, label: &str, s: &Summary) {
+    let _ = writeln!(
+        o,
+        "| {label} | {:.2} | {:.2} | {:.2} |",
+        s.min, s.median, s.p95
+    );
+}
+
+fn table_head(o: &mut String) {
+    let _ = writeln!(o, "| Command | min | median | p95 |");
+    let _ = writeln!(o, "|---|---:|---:|---:|");
+}
+
+fn verdict(ratio: f64) -> String {
+    if ratio <= GOAL {
+        format!("**met** ({ratio:.2}× ≤ {GOAL}×)")
+    } else {
+        format!("**not met** ({ratio:.2}× > {GOAL}×)")
+    }
+}
+
+/// The ratio of medians, and the same with `base` (the wrapper's median)
+/// taken off both sides.
+fn ratios(a: &Summary, b: &Summary, base: &Summary) -> (f64, f64) {
+    (
+        a.median / b.median,
+        (a.median - base.median) / (b.median - base.median),
+    )
+}
+
+/// "1.30×–1.62×, met in 2 of 5 rounds".
+fn round_spread(ratios: &[f64]) -> String {
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let met = ratios.iter().filter(|r| **r <= GOAL).count();
+    format!(
+        "{lo:.2}×–{hi:.2}×, ≤ {GOAL}× in {met} of {} rounds",
+        ratios.len()
+    )
+}
+
+pub fn launch_section(r: &LaunchReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "## Launch: a sandboxed `true`, from start to exit
+"
+    );
+    let _ = writeln!(
+        o,
+        "{} rounds back to back; in each, one hyperfine run times all five commands \
+         side by side, {} timed runs each after {} warm-up runs, in one private mount \
+         namespace. The table pools the {} runs of each command. Milliseconds.\n",
+        r.rounds,
+        r.runs,
+        r.warmup,
+        r.rounds * r.runs
+    );
+    table_head(&mut o);
+    row(&mut o, "`sh -c true` (the wrapper alone)", &r.baseline);
+    row(&mut o, "`agentctl run -q -- true`", &r.agentctl_run);
+    row(
+        &mut o,
+        "`agentctl explain` (planning only, nothing started)",
+        &r.agentctl_plan,
+    );
+    row(&mut o, "`crun run` (the same bundle)", &r.crun);
+    row(&mut o, "`runc run` (the same bundle)", &r.runc);
+    let (crun, crun_net) = ratios(&r.agentctl_run, &r.crun, &r.baseline);
+    let (runc, runc_net) = ratios(&r.agentctl_run, &r.runc, &r.baseline);
+    let per_round = |i: usize| -> Vec<f64> {
+        r.per_round
+            .iter()
+            .map(|s| ratios(&s[1], &s[i], &s[0]).1)
+            .collect()
+    };
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "| Ratio of medians | as measured | wrapper subtracted | wrapper subtracted, each round |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---|");
+    let _ = writeln!(
+        o,
+        "| agentctl / crun | {crun:.2}× | {crun_net:.2}× | {} |",
+        round_spread(&per_round(2))
+    );
+    let _ = writeln!(
+        o,
+        "| agentctl / runc | {runc:.2}× | {runc_net:.2}× | {} |",
+        round_spread(&per_round(3))
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Goal, agentctl's median at most {GOAL}× crun's (pooled, wrapper subtracted): {}.\n",
+        verdict(crun_net)
+    );
+    let _ = writeln!(
+        o,
+        "Load average (1, 5, 15 min) before / after: {} / {}.\n",
+        r.load.0, r.load.1
+    );
+    o
+}
+
+pub fn scan_section(r: &ScanReport) -> String {
+    let t = &r.tree;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "## Workspace scan: {} files, warm cache\n",
+        group(t.files)
+    );
+    let _ = writeln!(
+        o,
+        "A generated tree (fixed seed) on {}: {} files in {} directories (20 to 50 \
+         per directory), {} `.env*` files, {} hard links, {} of them to `.env` \
+         files under other names. {} rounds back to back; in each, one hyperfine \
+         run times both commands side by side, {} timed runs each after {} warm-up \
+         runs. The table pools the {} runs of each command. Milliseconds.\n",
+        t.fs_type,
+        group(t.files),
+        group(t.dirs),
+        t.env_files,
+        t.hard_links,
+        t.env_hard_links,
+        r.rounds,
+        r.runs,
+        r.warmup,
+        r.rounds * r.runs
+    );
+    table_head(&mut o);
+    row(&mut o, "`agentctl explain --workspace DIR`", &r.explain);
+    row(&mut o, "`find DIR -name '.env*'`", &r.find);
+    row(
+        &mut o,
+        &format!(
+            "agentctl's own scan time (its `Secret scan:` line, {} more runs)",
+            r.internal.runs
+        ),
+        &r.internal,
+    );
+    let ratio = r.explain.median / r.find.median;
+    let rounds: Vec<f64> = r
+        .per_round
+        .iter()
+        .map(|s| s[0].median / s[1].median)
+        .collect();
+    let (files, dirs, trees) = r.scanned;
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "agentctl walked {} files in {} directories across {trees} trees (the \
+         workspace, and the host paths the profile mounts or denies) and masks {} \
+         paths; find printed {} (it does not see the hard links).\n",
+        group(files as usize),
+        group(dirs as usize),
+        r.masked,
+        r.find_matches
+    );
+    let _ = writeln!(o, "| Ratio of medians | pooled | each round |");
+    let _ = writeln!(o, "|---|---:|---|");
+    let _ = writeln!(
+        o,
+        "| agentctl explain / find | {ratio:.2}× | {} |",
+        round_spread(&rounds)
+    );
+    let _ = writeln!(
+        o,
+        "| agentctl's own scan / find | {:.2}× | |",
+        r.internal.median / r.find.median
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Goal, `agentctl explain`'s median at most {GOAL}× find's (pooled): {}.\n",
+        verdict(ratio)
+    );
+    let _ = writeln!(
+        o,
+        "Load average (1, 5, 15 min) before / after: {} / {}.\n",
+        r.load.0, r.load.1
+    );
+    o
+}
+
+const HOW_TO_READ: &str = "\
+Every number is wall-clock time, from hyperfine starting the command to its \
+exit, in milliseconds. min is the best run, median the typical one, p95 the \
+time 95% of the runs did not exceed (nearest rank: always a measured run). \
+xtask computes all three from the per-run times of hyperfine's JSON export. \
+Lower is better; a ratio is agentctl's median over the other command's, so \
+below 1× means agentctl is faster; a verdict is on the ratio of the medians \
+of all rounds pooled, and the per-round range shows how far one round alone \
+could have swayed it. Nothing here is a test: a slow number \
+fails nothing. Compare numbers only within one invocation: on a shared or \
+virtual machine two invocations minutes apart can differ by more than the \
+rows of one (the load averages show how quiet it was). Within a round \
+hyperfine runs all runs of one command before the next command, so a burst \
+of background work can hurt one row alone; the rounds spread that risk over \
+all rows.
+
+In the launch benchmark crun and runc run the bundle that `agentctl bundle` \
+writes for the same session, from the same empty workspace: the same \
+mounts, masks, seccomp filter, namespaces and cgroup limits. agentctl also \
+plans the session for every run (profile, secret scan of the workspace and \
+of the host paths it mounts), which the runtimes got for free; the \
+`agentctl explain` row is that planning alone. Every row runs through the \
+same `sh -c 'exec …'` wrapper, which crun and runc need for a unique \
+container id (`bench-$$`); the `sh -c true` row is what that wrapper costs, \
+and the goal is judged on medians with it subtracted. Debian's crun 1.8 \
+refuses a hybrid cgroup host, so hyperfine and every command it times run in \
+one private mount namespace (`unshare --mount`) where the cgroup2 mount is \
+hidden: all three use the cgroup v1 controllers there. On cgroup v1, the \
+first move of a process into a cgroup after a quiet spell waits for an RCU \
+grace period (several milliseconds); every runtime pays it on some runs and \
+not on others, and it is much of the distance between min and p95.";
+
+pub fn document(
+    command: &str,
+    m: &Machine,
+    load_after: &str,
+    launch: &LaunchReport,
+    scan: &ScanReport,
+) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# Benchmarks\n");
+    let _ = writeln!(
+        o,
+        "Written by `cargo xtask bench` (launcher/xtask); do not edit the numbers by \
+         hand. Every number below comes from one run of this command, as root, from \
+         the repository root (it needs hyperfine, crun, runc and unshare):\n"
+    );
+    let _ = writeln!(o, "```sh\n{command}\n```\n");
+    let _ = writeln!(o, "- Date: {}", m.date);
+    let _ = writeln!(o, "- Commit: {}", m.commit);
+    let _ = writeln!(
+        o,
+        "- agentctl: `cargo build --release -p agentctl` (built by the command)\n"
+    );
+    let _ = writeln!(o, "## Machine\n");
+    let _ = writeln!(o, "| | |");
+    let _ = writeln!(o, "|---|---|");
+    for (k, v) in [
+        ("CPUs (`nproc`)", &m.nproc),
+        ("CPU", &m.cpu),
+        ("Memory", &m.memory),
+        ("Kernel (`uname -r`)", &m.kernel),
+        ("OS", &m.os),
+        ("cgroups", &m.cgroups),
+        ("crun", &m.crun),
+        ("runc", &m.runc),
+        ("hyperfine", &m.hyperfine),
+        ("rustc", &m.rustc),
+    ] {
+        let _ = writeln!(o, "| {k} | {v} |");
+    }
+    let _ = writeln!(
+        o,
+        "| Load average (1, 5, 15 min), start / end | {} / {load_after} |",
+        m.loadavg
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "## How to read\n\n{HOW_TO_READ}\n");
+    o.push_str(&launch_section(launch));
+    o.push_str(&scan_section(scan));
+    let _ = writeln!(o, "## Docker backend\n");
+    let _ = writeln!(o, "Measured once the Docker backend exists (issue 3).");
+    o
+}
+
+/// 100000 -> "100,000".
+fn group(n: usize) -> String {
+    let digits = n.to_string().into_bytes();
+    let mut groups: Vec<&[u8]> = digits.rchunks(3).collect();
+    groups.reverse();
+    groups
+        .iter()
+        .map(|g| String::from_utf8_lossy(g))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(7), "7");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(100_000), "100,000");
+        assert_eq!(group(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn spreads() {
+        assert_eq!(
+            round_spread(&[1.2, 1.7, 1.4]),
+            "1.20×–1.70×, ≤ 1.5× in 2 of 3 rounds"
+        );
+    }
+
+    #[test]
+    fn verdicts() {
+        assert!(verdict(1.5).starts_with("**met**"));
+        assert!(verdict(1.51).starts_with("**not met**"));
+    }
+
+    #[test]
+    fn wrapper_is_taken_off_both_sides() {
+        let s = |median| Summary {
+            runs: 1,
+            min: median,
+            median,
+            p95: median,
+        };
+        let (raw, net) = ratios(&s(21.0), &s(11.0), &s(1.0));
+        assert!((raw - 21.0 / 11.0).abs() < 1e-9);
+        assert!((net - 2.0).abs() < 1e-9);
+    }
+}
