@@ -132,7 +132,7 @@ impl Session {
         mask.add(Signal::SIGCHLD);
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
             .map_err(|e| format!("cannot block signals: {e}"))?;
-        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| format!("cannot create a signalfd: {e}"))?;
 
         self.prepare_cgroup()?;

@@ -1,0 +1,241 @@
+//! The command line's promises: clear errors that name the file, the field
+//! and the fix; `explain` output; refusing to start when a control cannot
+//! be applied; a working terminal.
+
+mod support;
+
+use std::process::Command;
+
+use support::{binary, is_root, require, text};
+
+fn agentctl(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn unknown_profile_lists_the_available_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = agentctl(&["explain", "--profile", "claud"], dir.path());
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        text(&o.stderr).trim(),
+        "agentctl: unknown profile \"claud\"; available: aider, claude-code, codex, generic"
+    );
+}
+
+#[test]
+fn bad_profile_names_file_line_field_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mine.yaml");
+    std::fs::write(&p, "extends: claude-code\nlimits:\n  pids: 100\n  memroy: 2g\n").unwrap();
+    let o = agentctl(&["explain", "--profile", p.to_str().unwrap()], dir.path());
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains(&format!("{}:4:", p.display())), "{err}");
+    assert!(err.contains("memroy"), "{err}");
+    assert!(err.contains("did you mean `memory`"), "{err}");
+}
+
+#[test]
+fn profiles_lists_builtins() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = agentctl(&["profiles", "--json"], dir.path());
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for n in ["aider", "claude-code", "codex", "generic"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+}
+
+#[test]
+fn explain_shows_masks_reasons_and_env_names_never_values() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "TOKEN=abc").unwrap();
+    std::fs::write(dir.path().join(".env.example"), "TOKEN=").unwrap();
+    let o = Command::new(binary())
+        .args(["explain", "--json", "--profile", "claude-code"])
+        .current_dir(dir.path())
+        .env("ANTHROPIC_API_KEY", "sk-ant-do-not-print")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(!out.contains("sk-ant-do-not-print"), "a value leaked into explain");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let masked = v["masked"].as_array().unwrap();
+    let env_mask = masked
+        .iter()
+        .find(|m| m["path"].as_str().unwrap().ends_with("/.env"))
+        .expect(".env masked");
+    assert_eq!(env_mask["reason"]["kind"], "name_rule");
+    assert!(!masked
+        .iter()
+        .any(|m| m["path"].as_str().unwrap().ends_with(".env.example")));
+    let env: Vec<&str> = v["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"ANTHROPIC_API_KEY"), "{env:?}");
+    assert_eq!(v["network"], "bridge");
+    assert!(
+        v["network_reason"].as_str().unwrap().contains("api.anthropic.com"),
+        "explain must say plainly why the profile has a network"
+    );
+    assert_eq!(v["hardening"]["no_new_privileges"], true);
+
+    let text_out = Command::new(binary())
+        .args(["explain", "--profile", "claude-code"])
+        .current_dir(dir.path())
+        .env("ANTHROPIC_API_KEY", "sk-ant-do-not-print")
+        .output()
+        .unwrap();
+    let t = text(&text_out.stdout);
+    assert!(!t.contains("sk-ant-do-not-print"));
+    assert!(t.contains("dotenv file (built-in rule `.env*`)"), "{t}");
+    assert!(t.contains("network    bridge: Claude Code must reach"), "{t}");
+}
+
+#[test]
+fn refuses_a_workspace_that_would_expose_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = agentctl(&["run", "--workspace", "/", "--", "true"], dir.path());
+    assert_eq!(o.status.code(), Some(125));
+    let err = text(&o.stderr);
+    assert!(err.contains("workspace /"), "{err}");
+    assert!(err.contains("--workspace"), "the error must say how to fix it: {err}");
+}
+
+#[test]
+fn refuses_to_start_without_user_namespaces_and_names_the_sysctl() {
+    if !require(is_root(), "root (to lower user.max_user_namespaces in a child namespace)") {
+        return;
+    }
+    // The limit is per user namespace: setting it inside a throwaway one
+    // leaves the host untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec {} run -q -- true",
+        binary().display()
+    );
+    let o = Command::new("unshare")
+        .args(["-U", "-r", "sh", "-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("user.max_user_namespaces is 0"), "{err}");
+    assert!(err.contains("sysctl -w user.max_user_namespaces="), "{err}");
+}
+
+#[test]
+fn unprivileged_user_without_a_cgroup_is_told_both_fixes_and_no_limits_works() {
+    if !require(is_root(), "root (to switch to the test user without a cgroup)") {
+        return;
+    }
+    let name = std::env::var("AGENTCTL_TEST_USER_NOCG").unwrap_or_else(|_| "agentctl-nocg".into());
+    let user = nix::unistd::User::from_name(&name).ok().flatten();
+    if !require(user.is_some(), &format!("the user {name} (.ci/run creates it)")) {
+        return;
+    }
+    let user = user.unwrap();
+    let dir = tempfile::Builder::new().prefix("agentctl-nocg-").tempdir().unwrap();
+    support::chown_tree(dir.path(), user.uid.as_raw(), user.gid.as_raw());
+    let runner = support::Runner::User {
+        name: name.clone(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    };
+    let mut c = runner.agentctl(dir.path(), dir.path());
+    c.args(["run", "-q", "--", "true"]);
+    let o = c.output().unwrap();
+    let err = text(&o.stderr);
+    if err.contains("delegated") {
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(err.contains("agentctl setup"), "{err}");
+        assert!(err.contains("--no-limits"), "{err}");
+    } else {
+        // A cgroup v2 host with systemd delegation needs no setup.
+        assert!(o.status.success(), "{err}");
+    }
+    let mut c = runner.agentctl(dir.path(), dir.path());
+    c.args(["run", "--no-limits", "--", "sh", "-c", "echo limited-not"]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "limited-not\n");
+    assert!(text(&o.stderr).contains("NO LIMITS"), "the summary must say so");
+}
+
+/// Drives agentctl from a pseudo-terminal, as a user at a keyboard would.
+const TTY_DRIVER: &str = r#"
+import os, pty, sys, time, fcntl, termios, struct, select
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 101, 0, 0))
+out = b""
+def pump(until, timeout):
+    global out
+    end = time.time() + timeout
+    while time.time() < end and until not in out:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            out += chunk
+pump(b"READY", 20)
+os.write(fd, b"typed-line\r")
+pump(b"got:typed-line", 10)
+os.write(fd, b"\x03")
+pump(b"\x00never", 5)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+print("\nEXIT", os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
+    if !require(
+        Command::new("python3").arg("-V").output().is_ok(),
+        "python3 (drives a pseudo-terminal)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new("python3")
+        .args(["-c", TTY_DRIVER])
+        .arg(binary())
+        .args([
+            "run",
+            "-q",
+            "--",
+            "sh",
+            "-c",
+            "tty; stty size; echo READY; read x; echo got:$x; sleep 30",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(out.contains("/dev/pts/"), "no terminal inside: {out}");
+    assert!(out.contains("41 101"), "window size not passed: {out}");
+    assert!(out.contains("got:typed-line"), "input not passed: {out}");
+    assert!(out.contains("EXIT 130"), "Ctrl-C must stop the agent with 130: {out}");
+}
