@@ -31,7 +31,11 @@ fn unknown_profile_lists_the_available_ones() {
 fn bad_profile_names_file_line_field_and_fix() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("mine.yaml");
-    std::fs::write(&p, "extends: claude-code\nlimits:\n  pids: 100\n  memroy: 2g\n").unwrap();
+    std::fs::write(
+        &p,
+        "extends: claude-code\nlimits:\n  pids: 100\n  memroy: 2g\n",
+    )
+    .unwrap();
     let o = agentctl(&["explain", "--profile", p.to_str().unwrap()], dir.path());
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(125), "{err}");
@@ -70,7 +74,10 @@ fn explain_shows_masks_reasons_and_env_names_never_values() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(!out.contains("sk-ant-do-not-print"), "a value leaked into explain");
+    assert!(
+        !out.contains("sk-ant-do-not-print"),
+        "a value leaked into explain"
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let masked = v["masked"].as_array().unwrap();
     let env_mask = masked
@@ -78,9 +85,11 @@ fn explain_shows_masks_reasons_and_env_names_never_values() {
         .find(|m| m["path"].as_str().unwrap().ends_with("/.env"))
         .expect(".env masked");
     assert_eq!(env_mask["reason"]["kind"], "name_rule");
-    assert!(!masked
-        .iter()
-        .any(|m| m["path"].as_str().unwrap().ends_with(".env.example")));
+    assert!(
+        !masked
+            .iter()
+            .any(|m| m["path"].as_str().unwrap().ends_with(".env.example"))
+    );
     let env: Vec<&str> = v["env"]
         .as_array()
         .unwrap()
@@ -90,7 +99,10 @@ fn explain_shows_masks_reasons_and_env_names_never_values() {
     assert!(env.contains(&"ANTHROPIC_API_KEY"), "{env:?}");
     assert_eq!(v["network"], "bridge");
     assert!(
-        v["network_reason"].as_str().unwrap().contains("api.anthropic.com"),
+        v["network_reason"]
+            .as_str()
+            .unwrap()
+            .contains("api.anthropic.com"),
         "explain must say plainly why the profile has a network"
     );
     assert_eq!(v["hardening"]["no_new_privileges"], true);
@@ -104,7 +116,10 @@ fn explain_shows_masks_reasons_and_env_names_never_values() {
     let t = text(&text_out.stdout);
     assert!(!t.contains("sk-ant-do-not-print"));
     assert!(t.contains("dotenv file (built-in rule `.env*`)"), "{t}");
-    assert!(t.contains("network    bridge: Claude Code must reach"), "{t}");
+    assert!(
+        t.contains("network    bridge: Claude Code must reach"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -114,12 +129,18 @@ fn refuses_a_workspace_that_would_expose_the_host() {
     assert_eq!(o.status.code(), Some(125));
     let err = text(&o.stderr);
     assert!(err.contains("workspace /"), "{err}");
-    assert!(err.contains("--workspace"), "the error must say how to fix it: {err}");
+    assert!(
+        err.contains("--workspace"),
+        "the error must say how to fix it: {err}"
+    );
 }
 
 #[test]
 fn refuses_to_start_without_user_namespaces_and_names_the_sysctl() {
-    if !require(is_root(), "root (to lower user.max_user_namespaces in a child namespace)") {
+    if !require(
+        is_root(),
+        "root (to lower user.max_user_namespaces in a child namespace)",
+    ) {
         return;
     }
     // The limit is per user namespace: setting it inside a throwaway one
@@ -142,16 +163,25 @@ fn refuses_to_start_without_user_namespaces_and_names_the_sysctl() {
 
 #[test]
 fn unprivileged_user_without_a_cgroup_is_told_both_fixes_and_no_limits_works() {
-    if !require(is_root(), "root (to switch to the test user without a cgroup)") {
+    if !require(
+        is_root(),
+        "root (to switch to the test user without a cgroup)",
+    ) {
         return;
     }
     let name = std::env::var("AGENTCTL_TEST_USER_NOCG").unwrap_or_else(|_| "agentctl-nocg".into());
     let user = nix::unistd::User::from_name(&name).ok().flatten();
-    if !require(user.is_some(), &format!("the user {name} (.ci/run creates it)")) {
+    if !require(
+        user.is_some(),
+        &format!("the user {name} (.ci/run creates it)"),
+    ) {
         return;
     }
     let user = user.unwrap();
-    let dir = tempfile::Builder::new().prefix("agentctl-nocg-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("agentctl-nocg-")
+        .tempdir()
+        .unwrap();
     support::chown_tree(dir.path(), user.uid.as_raw(), user.gid.as_raw());
     let runner = support::Runner::User {
         name: name.clone(),
@@ -175,7 +205,10 @@ fn unprivileged_user_without_a_cgroup_is_told_both_fixes_and_no_limits_works() {
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "limited-not\n");
-    assert!(text(&o.stderr).contains("NO LIMITS"), "the summary must say so");
+    assert!(
+        text(&o.stderr).contains("NO LIMITS"),
+        "the summary must say so"
+    );
 }
 
 /// Drives agentctl from a pseudo-terminal, as a user at a keyboard would.
@@ -203,6 +236,9 @@ def pump(until, timeout):
 pump(b"READY", 20)
 os.write(fd, b"typed-line\r")
 pump(b"got:typed-line", 10)
+# Let the shell get into `sleep`: a SIGINT that reaches dash between
+# commands is held until the next command ends.
+time.sleep(0.5)
 os.write(fd, b"\x03")
 pump(b"\x00never", 5)
 _, status = os.waitpid(pid, 0)
@@ -228,7 +264,7 @@ fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
             "--",
             "sh",
             "-c",
-            "tty; stty size; echo READY; read x; echo got:$x; sleep 30",
+            "tty; stty size; echo READY; read x; echo got:$x; exec sleep 30",
         ])
         .current_dir(dir.path())
         .output()
@@ -237,5 +273,8 @@ fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
     assert!(out.contains("/dev/pts/"), "no terminal inside: {out}");
     assert!(out.contains("41 101"), "window size not passed: {out}");
     assert!(out.contains("got:typed-line"), "input not passed: {out}");
-    assert!(out.contains("EXIT 130"), "Ctrl-C must stop the agent with 130: {out}");
+    assert!(
+        out.contains("EXIT 130"),
+        "Ctrl-C must stop the agent with 130: {out}"
+    );
 }

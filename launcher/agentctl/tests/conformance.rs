@@ -175,7 +175,14 @@ fn assert_clean(runner: &Runner, s: &Session, failures: &mut Vec<String>) {
         failures.push(format!("no session id in stderr: {}", s.stderr));
         return;
     };
-    let left = leftovers(&runner.runtime_base(), &id);
+    // The helper hands back the exit code before it takes the sandbox
+    // apart, so give the cleanup a moment to finish.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut left = leftovers(&runner.runtime_base(), &id);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left = leftovers(&runner.runtime_base(), &id);
+    }
     if !left.is_empty() {
         failures.push(format!("session {id} left behind: {left:?}"));
     }

@@ -9,7 +9,10 @@ use std::process::Command;
 use support::{is_root, require, text};
 
 fn workspace() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("agentctl-rt-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("agentctl-rt-")
+        .tempdir()
+        .unwrap();
     std::fs::write(dir.path().join(".env"), "SECRET-runtime").unwrap();
     std::fs::write(dir.path().join("README.md"), "visible").unwrap();
     dir
@@ -40,14 +43,23 @@ fn check(runtime: &str, out: &std::process::Output) {
         text(&out.stderr)
     );
     assert!(stdout.contains("visible"), "{runtime}: {stdout}");
-    assert!(!stdout.contains("SECRET-"), "{runtime} exposed a secret: {stdout}");
-    assert!(stdout.contains("CapEff:0000000000000000"), "{runtime}: {stdout}");
+    assert!(
+        !stdout.contains("SECRET-"),
+        "{runtime} exposed a secret: {stdout}"
+    );
+    assert!(
+        stdout.contains("CapEff:0000000000000000"),
+        "{runtime}: {stdout}"
+    );
     assert!(stdout.contains("NoNewPrivs:1"), "{runtime}: {stdout}");
     assert!(stdout.contains("Seccomp:2"), "{runtime}: {stdout}");
 }
 
 fn installed(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]

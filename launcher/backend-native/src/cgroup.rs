@@ -412,6 +412,35 @@ pub fn remove(hierarchy: &Hierarchy, path: &str) {
     }
 }
 
+/// Removes the session cgroup, waiting briefly for the kernel to finish
+/// killing its processes (rmdir answers EBUSY until then). Returns whether
+/// every directory is gone.
+pub fn remove_waiting(hierarchy: &Hierarchy, path: &str) -> bool {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return true;
+    }
+    let dirs: Vec<PathBuf> = match hierarchy {
+        Hierarchy::V1 { mounts } => mounts.iter().map(|m| m.path.join(rel)).collect(),
+        Hierarchy::V2 => vec![Path::new(CGROUP_ROOT).join(rel)],
+    };
+    for dir in dirs {
+        let mut tries = 0;
+        loop {
+            match fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 2000 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+    true
+}
+
 /// `agentctl setup` on cgroup v1: delegates `/agentctl/<uid>` in every
 /// hierarchy to the user. Idempotent.
 pub fn setup_v1(mounts: &[V1Mount], uid: u32, gid: u32) -> io::Result<Vec<PathBuf>> {

@@ -91,6 +91,20 @@ pub fn helper_main(session_dir: &Path) -> i32 {
             return LAUNCHER_FAILURE;
         }
     }
+    run_session(cfg, inherited_status_fd())
+}
+
+/// Names the descriptor on which an exec'd helper reports the exit code.
+pub const STATUS_FD_ENV: &str = "AGENTCTL_STATUS_FD";
+
+/// Runs a session in the current (single-threaded) process: the helper's
+/// body, shared by the re-executed helper and the launcher's forked one.
+///
+/// The exit code goes to `status` as soon as the agent has exited and the
+/// terminal is restored, before the sandbox is taken apart: the user gets
+/// the prompt back while the helper removes the cgroup and state, which it
+/// always finishes, with its stdin and stdout already let go.
+pub fn run_session(cfg: HelperConfig, status: Option<OwnedFd>) -> i32 {
     let mut session = Session::new(cfg);
     let code = match session.run() {
         Ok(code) => code,
@@ -99,8 +113,42 @@ pub fn helper_main(session_dir: &Path) -> i32 {
             LAUNCHER_FAILURE
         }
     };
+    session.release_terminal();
+    if let Some(fd) = status {
+        let _ = nix::unistd::write(&fd, &code.to_le_bytes());
+        drop(fd);
+        detach_stdio();
+    }
     session.cleanup();
     code
+}
+
+/// Points stdin and stdout at /dev/null, so that a pipeline reading the
+/// session's output ends with the agent, not with the cleanup.
+fn detach_stdio() {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
+/// The status descriptor an exec'd helper inherited, if any.
+fn inherited_status_fd() -> Option<OwnedFd> {
+    let fd: std::os::fd::RawFd = std::env::var(STATUS_FD_ENV).ok()?.parse().ok()?;
+    // SAFETY: F_GETFD only checks that the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the launcher passed this descriptor to us and nothing else in
+    // this process owns it.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: marking our own descriptor close-on-exec.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(owned)
 }
 
 struct Session {
@@ -322,12 +370,17 @@ impl Session {
         }
     }
 
-    /// Removes the container, its cgroup and the session directory. Runs
-    /// on every path out of the helper.
-    fn cleanup(&mut self) {
+    /// Gives the user's terminal back as it was.
+    fn release_terminal(&mut self) {
         if let Some(saved) = self.saved_termios.take() {
             let _ = termios::tcsetattr(io::stdin(), termios::SetArg::TCSANOW, &saved);
         }
+    }
+
+    /// Removes the container, its cgroup and the session directory. Runs
+    /// on every path out of the helper.
+    fn cleanup(&mut self) {
+        self.release_terminal();
         if let Some(mut slirp) = self.slirp.take() {
             slirp.stop();
         }
@@ -337,15 +390,39 @@ impl Session {
 
 /// Removes what a session left behind. Safe to call more than once, and
 /// from the launcher when the helper itself was killed.
+///
+/// When the sandbox's init has exited, the kernel has killed everything
+/// else in its pid namespace, and what remains is the cgroup, libcontainer's
+/// state directory and the session directory: removing those directly
+/// costs a few syscalls, where the runtime's generic delete re-reads the
+/// mount table once per controller. Anything unexpected (a cgroup that
+/// stays busy, state that cannot be removed) falls back to that delete.
 pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
-    let container = container.or_else(|| Container::load(cfg.state_root.join(&cfg.id)).ok());
-    if let Some(mut c) = container {
-        let _ = c.delete(true);
-    }
-    if !matches!(cfg.cgroup, CgroupMode::Hidden { .. })
-        && let Ok(h) = cgroup::detect()
-    {
-        cgroup::remove(&h, cfg.cgroup.path());
+    let state = cfg.state_root.join(&cfg.id);
+    let container_gone = container
+        .as_ref()
+        .and_then(|c| c.pid())
+        .is_none_or(|pid| nix::sys::signal::kill(pid, None).is_err());
+    let fast = container_gone
+        && match cgroup::detect() {
+            Ok(h) => {
+                matches!(cfg.cgroup, CgroupMode::Hidden { .. })
+                    || cgroup::remove_waiting(&h, cfg.cgroup.path())
+            }
+            Err(_) => false,
+        }
+        && (fs::remove_dir_all(&state).is_ok() || !state.exists());
+    if !fast {
+        let container = container.or_else(|| Container::load(state.clone()).ok());
+        if let Some(mut c) = container {
+            let _ = c.delete(true);
+        }
+        if !matches!(cfg.cgroup, CgroupMode::Hidden { .. })
+            && let Ok(h) = cgroup::detect()
+        {
+            cgroup::remove(&h, cfg.cgroup.path());
+        }
+        let _ = fs::remove_dir_all(&state);
     }
     let _ = fs::remove_dir_all(&cfg.session_dir);
 }

@@ -15,13 +15,17 @@ pub mod preflight;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
 use oci::BundleOptions;
 use sandbox::{Backend, BackendError, ExitStatus, RunOptions, SandboxSpec};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub use helper::{HelperConfig, LAUNCHER_FAILURE, cleanup_session, helper_main};
 
@@ -166,15 +170,26 @@ impl NativeBackend {
         Ok(cfg)
     }
 
-    fn spawn_helper(&self, cfg: &HelperConfig) -> Result<Child, BackendError> {
+    fn spawn_helper(&self, cfg: &HelperConfig, status: &OwnedFd) -> Result<Child, BackendError> {
         let (program, args) = self
             .helper
             .split_first()
             .ok_or_else(|| BackendError::Runtime("no helper command configured".into()))?;
-        Command::new(program)
-            .args(args)
+        let fd = status.as_raw_fd();
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .arg(&cfg.session_dir)
-            .spawn()
+            .env(helper::STATUS_FD_ENV, fd.to_string());
+        // SAFETY: clearing FD_CLOEXEC on one descriptor is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                Ok(())
+            });
+        }
+        cmd.spawn()
             .map_err(|e| BackendError::io(format!("cannot start the session helper {program}"), e))
     }
 }
@@ -207,62 +222,114 @@ impl Backend for NativeBackend {
         for s in forwarded {
             mask.add(s);
         }
-        mask.add(Signal::SIGCHLD);
         let mut old = SigSet::empty();
-        // Blocked here and read below; the helper starts with an empty mask.
+        // Blocked here and read below; an exec'd helper starts with an empty
+        // mask, a forked one blocks what it needs itself.
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
             .map_err(|e| BackendError::Runtime(format!("cannot block signals: {e}")))?;
-        let result = self
-            .spawn_helper(&cfg)
-            .and_then(|child| wait_forwarding(child, &mask));
+        let result = start_and_wait(self, &cfg, &mask);
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-        // The helper cleans up after itself; this catches a helper that was
-        // killed before it could.
-        if cfg.session_dir.exists() {
-            cleanup_session(&cfg, None);
-        }
-        let status = result?;
-        match (status.code(), status.signal()) {
-            (Some(code), _) => Ok(ExitStatus::Code(code)),
-            (None, Some(sig)) => Err(BackendError::Runtime(format!(
-                "the session helper was killed by signal {sig}; the sandbox was removed"
-            ))),
-            _ => Err(BackendError::Runtime("the session helper vanished".into())),
-        }
+        result
     }
 }
 
-/// Waits for the helper, passing on termination requests. A signal from
-/// the terminal (Ctrl-C) already reached the helper, which shares our
-/// process group; only signals sent to this process by pid are forwarded.
-fn wait_forwarding(
-    mut child: Child,
+/// Starts the helper, then waits for the exit code it reports, passing on
+/// termination requests meanwhile.
+fn start_and_wait(
+    backend: &NativeBackend,
+    cfg: &HelperConfig,
     mask: &SigSet,
-) -> Result<std::process::ExitStatus, BackendError> {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+) -> Result<ExitStatus, BackendError> {
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
+    let sigfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| BackendError::Runtime(format!("cannot create a signalfd: {e}")))?;
+    let pid = if cfg.enter_userns.is_some() {
+        // Rootless: the helper must be a fresh exec (see helper.rs).
+        let child = backend.spawn_helper(cfg, &status_w)?;
+        Pid::from_raw(child.id() as i32)
+    } else {
+        fork_helper(
+            cfg,
+            status_w
+                .try_clone()
+                .map_err(|e| BackendError::io("dup", e))?,
+        )?
+    };
+    drop(status_w);
+    let mut code = [0u8; 4];
+    let mut got = 0;
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| BackendError::io("cannot wait for the session helper", e))?
-        {
-            return Ok(status);
+        let mut fds = [
+            PollFd::new(status_r.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(BackendError::Runtime(format!("poll: {e}"))),
         }
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: sigwaitinfo fills `info`, which we own, and reads `mask`.
-        let signo = unsafe { libc::sigwaitinfo(mask.as_ref(), &mut info) };
-        if signo < 0 {
+        let status_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        while let Ok(Some(info)) = sigfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            // A signal from the terminal (Ctrl-C) already reached the
+            // helper, which shares our process group; pass on only what was
+            // sent to this process by pid, and every SIGTERM and SIGHUP.
+            let from_process = info.ssi_code == libc::SI_USER || info.ssi_code == libc::SI_QUEUE;
+            if from_process || matches!(sig, Signal::SIGTERM | Signal::SIGHUP) {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
+        }
+        if !status_ready {
             continue;
         }
-        let Ok(sig) = Signal::try_from(signo) else {
-            continue;
-        };
-        if sig == Signal::SIGCHLD {
-            continue;
+        match nix::unistd::read(status_r.as_raw_fd(), &mut code[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if got == code.len() {
+                    return Ok(ExitStatus::Code(i32::from_le_bytes(code)));
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
         }
-        let from_process = info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE;
-        if from_process || matches!(sig, Signal::SIGTERM | Signal::SIGHUP) {
-            let _ = nix::sys::signal::kill(pid, sig);
+    }
+    // The helper went away without reporting: find out how, and clean up
+    // after it.
+    let status = waitpid(pid, None);
+    if cfg.session_dir.exists() {
+        cleanup_session(cfg, None);
+    }
+    match status {
+        Ok(WaitStatus::Exited(_, code)) => Ok(ExitStatus::Code(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Err(BackendError::Runtime(format!(
+            "the session helper was killed by {sig}; the sandbox was removed"
+        ))),
+        other => Err(BackendError::Runtime(format!(
+            "the session helper ended without a status: {other:?}"
+        ))),
+    }
+}
+
+/// Starts the helper as a fork of the launcher. The launcher is
+/// single-threaded by now (the scanner's threads have been joined), so the
+/// child may run libcontainer: this saves loading the binary a second time.
+fn fork_helper(cfg: &HelperConfig, status: OwnedFd) -> Result<Pid, BackendError> {
+    // SAFETY: the process is single-threaded here; the child only runs the
+    // session and leaves with _exit.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = helper::run_session(cfg.clone(), Some(status));
+            // SAFETY: leaving the forked child without running the
+            // launcher's atexit handlers a second time.
+            unsafe { libc::_exit(code) }
         }
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
+        Err(e) => Err(BackendError::Runtime(format!(
+            "cannot start the session helper: {e}"
+        ))),
     }
 }
 

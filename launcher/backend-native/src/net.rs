@@ -27,11 +27,23 @@ pub fn find_slirp4netns() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Brings up `lo` inside the network namespace of `pid`. Runs in a forked
-/// child, because joining a network namespace is process-wide.
+/// Brings up `lo` inside the network namespace of `pid`. Joining a network
+/// namespace is process-wide: root joins and comes back; a rootless helper
+/// could not come back to the host's namespace, so it forks a child to go.
 pub fn loopback_up(pid: i32) -> Result<(), String> {
     let net = File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| format!("cannot open the sandbox's network namespace: {e}"))?;
+    if nix::unistd::geteuid().is_root()
+        && !in_userns()
+        && let Ok(home) = File::open("/proc/self/ns/net")
+    {
+        setns(&net, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("cannot enter the sandbox's network: {e}"))?;
+        let up = set_up("lo");
+        setns(&home, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("cannot leave the sandbox's network: {e}"))?;
+        return up.map_err(|e| format!("cannot bring up the loopback interface: {}", e.desc()));
+    }
     // SAFETY: the helper is single-threaded; the child only makes syscalls
     // and exits.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
@@ -54,6 +66,12 @@ pub fn loopback_up(pid: i32) -> Result<(), String> {
             other => Err(format!("loopback setup ended with {other:?}")),
         },
     }
+}
+
+fn in_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().nth(2) != Some("4294967295"))
+        .unwrap_or(true)
 }
 
 fn set_up(name: &str) -> Result<(), nix::Error> {

@@ -36,7 +36,10 @@ fn root_session_snapshot() {
 fn rootless_session_has_no_user_namespace_or_runtime_limits() {
     let value = config(NetworkMode::None, &options(false, false));
     let linux = &value["linux"];
-    assert!(linux.get("resources").is_none(), "limits are agentctl's job here");
+    assert!(
+        linux.get("resources").is_none(),
+        "limits are agentctl's job here"
+    );
     assert!(linux.get("uidMappings").is_none());
     let ns: Vec<&str> = linux["namespaces"]
         .as_array()
@@ -68,10 +71,7 @@ fn read_only_trees_are_read_only_recursively_but_single_files_are_not_rro() {
     let value = config(NetworkMode::None, &options(true, true));
     let mounts = value["mounts"].as_array().unwrap();
     let opts = |dest: &str| -> Vec<String> {
-        mounts
-            .iter()
-            .find(|m| m["destination"] == dest)
-            .unwrap()["options"]
+        mounts.iter().find(|m| m["destination"] == dest).unwrap()["options"]
             .as_array()
             .unwrap()
             .iter()
@@ -94,14 +94,21 @@ fn seccomp_section() {
     let rules = sc["syscalls"].as_array().unwrap();
     let allowed = |name: &str| {
         rules.iter().any(|r| {
-            r["action"] == "SCMP_ACT_ALLOW"
-                && r["names"].as_array().unwrap().contains(&name.into())
+            r["action"] == "SCMP_ACT_ALLOW" && r["names"].as_array().unwrap().contains(&name.into())
         })
     };
     for name in ["read", "openat", "execve", "clone", "ioctl"] {
         assert!(allowed(name), "{name} must be allowed");
     }
-    for name in ["mount", "unshare", "setns", "bpf", "keyctl", "io_uring_setup", "pivot_root"] {
+    for name in [
+        "mount",
+        "unshare",
+        "setns",
+        "bpf",
+        "keyctl",
+        "io_uring_setup",
+        "pivot_root",
+    ] {
         assert!(!allowed(name), "{name} must not be allowed");
     }
     // No masked comparisons: runtimes disagree on their operand order.
@@ -117,12 +124,20 @@ fn masked_paths_include_secrets_and_proc_defaults() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    for p in ["/proc/kcore", "/sys/firmware", "/etc/shadow", "/home/dev/project/.env"] {
+    for p in [
+        "/proc/kcore",
+        "/sys/firmware",
+        "/etc/shadow",
+        "/home/dev/project/.env",
+    ] {
         assert!(masked.contains(&p), "{p} missing from {masked:?}");
     }
     assert_eq!(value["root"]["readonly"], true);
     assert_eq!(value["process"]["noNewPrivileges"], true);
-    assert_eq!(value["process"]["capabilities"]["bounding"], serde_json::json!([]));
+    assert_eq!(
+        value["process"]["capabilities"]["bounding"],
+        serde_json::json!([])
+    );
 }
 
 /// Resolves the schema's relative `$ref`s (defs.json, config-linux.json)
@@ -144,7 +159,10 @@ impl jsonschema::Retrieve for SchemaDir {
 fn generated_configs_validate_against_the_oci_schema() {
     let Some(dir) = common::schema_dir() else {
         assert!(
-            common::require(false, "the OCI runtime-spec schema (../shared/oci-runtime-spec-schema or AGENTCTL_OCI_SCHEMA)"),
+            common::require(
+                false,
+                "the OCI runtime-spec schema (../shared/oci-runtime-spec-schema or AGENTCTL_OCI_SCHEMA)"
+            ),
             "unreachable"
         );
         return;
@@ -179,5 +197,8 @@ fn generated_configs_validate_against_the_oci_schema() {
     // rejected.
     let mut bad = config(NetworkMode::None, &options(true, true));
     bad["linux"]["namespaces"][0]["type"] = "not-a-namespace".into();
-    assert!(!validator.is_valid(&bad), "the schema check accepts anything");
+    assert!(
+        !validator.is_valid(&bad),
+        "the schema check accepts anything"
+    );
 }

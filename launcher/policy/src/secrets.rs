@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobMatcher};
 use serde::Serialize;
 
 /// Built-in rules for files anywhere in the workspace and in extra mounts.
@@ -126,8 +126,53 @@ pub struct Pattern {
     /// Matches the last path component only.
     basename: bool,
     dir_only: bool,
-    matcher: GlobMatcher,
-    glob: Glob,
+    matcher: Matcher,
+}
+
+/// Most secret rules are a name with one `*`; those are matched with
+/// plain string comparisons, which keeps the hot loop of the scanner and
+/// the start-up of every session free of regex compilation. Anything
+/// richer goes to globset.
+#[derive(Clone, Debug)]
+enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Affix(String, String),
+    Glob(GlobMatcher),
+}
+
+impl Matcher {
+    fn new(body: &str, basename: bool) -> Result<Matcher, String> {
+        let special = body.contains(['?', '[', ']', '{', '}', '\\']);
+        let stars = body.matches('*').count();
+        if basename && !special && stars <= 1 {
+            return Ok(match body.split_once('*') {
+                None => Matcher::Exact(body.to_string()),
+                Some(("", suffix)) => Matcher::Suffix(suffix.to_string()),
+                Some((prefix, "")) => Matcher::Prefix(prefix.to_string()),
+                Some((prefix, suffix)) => Matcher::Affix(prefix.to_string(), suffix.to_string()),
+            });
+        }
+        let glob = GlobBuilder::new(body)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| e.kind().to_string())?;
+        Ok(Matcher::Glob(glob.compile_matcher()))
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => s == e,
+            Matcher::Prefix(p) => s.starts_with(p.as_str()),
+            Matcher::Suffix(x) => s.ends_with(x.as_str()),
+            Matcher::Affix(p, x) => {
+                s.len() >= p.len() + x.len() && s.starts_with(p.as_str()) && s.ends_with(x.as_str())
+            }
+            Matcher::Glob(g) => g.is_match(s),
+        }
+    }
 }
 
 impl Pattern {
@@ -144,17 +189,11 @@ impl Pattern {
         if body.is_empty() {
             return Err("pattern matches nothing".into());
         }
-        let glob = GlobBuilder::new(body)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| e.kind().to_string())?;
         Ok(Pattern {
             text: trimmed.to_string(),
             basename,
             dir_only,
-            matcher: glob.compile_matcher(),
-            glob,
+            matcher: Matcher::new(body, basename)?,
         })
     }
 
@@ -213,11 +252,7 @@ impl DenyRule {
 pub struct SecretRules {
     rules: Vec<DenyRule>,
     allow: Vec<Pattern>,
-    /// A combined matcher over every rule, so that the common case (a name
-    /// that matches nothing) costs one lookup instead of one per rule.
-    any_basename: GlobSet,
-    basename_rules: Vec<usize>,
-    path_rules: Vec<usize>,
+    has_path_rules: bool,
 }
 
 impl SecretRules {
@@ -249,32 +284,18 @@ impl SecretRules {
             .iter()
             .map(|p| Pattern::parse(p).map_err(|e| format!("secrets.allow `{p}`: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-
-        let mut set = GlobSetBuilder::new();
-        let mut basename_rules = Vec::new();
-        let mut path_rules = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            if r.pattern.basename {
-                set.add(r.pattern.glob.clone());
-                basename_rules.push(i);
-            } else {
-                path_rules.push(i);
-            }
-        }
-        let any_basename = set.build().map_err(|e| e.to_string())?;
+        let has_path_rules = rules.iter().any(|r| !r.pattern.basename);
         Ok(SecretRules {
             rules,
             allow,
-            any_basename,
-            basename_rules,
-            path_rules,
+            has_path_rules,
         })
     }
 
     /// True when some rule needs the path relative to the mount root, not
     /// just the file name. The scanner skips building that path otherwise.
     pub fn has_path_rules(&self) -> bool {
-        !self.path_rules.is_empty()
+        self.has_path_rules
     }
 
     pub fn rules(&self) -> &[DenyRule] {
@@ -283,16 +304,7 @@ impl SecretRules {
 
     /// Returns the rule that makes `rel` a secret, if any.
     pub fn classify(&self, rel: &str, name: &str, is_dir: bool) -> Option<&DenyRule> {
-        if self.any_basename.is_match(name) {
-            for idx in self.any_basename.matches(name) {
-                if let Some(rule) = self.check(self.basename_rules[idx], rel, name, is_dir) {
-                    return Some(rule);
-                }
-            }
-        }
-        self.path_rules
-            .iter()
-            .find_map(|&i| self.check(i, rel, name, is_dir))
+        (0..self.rules.len()).find_map(|i| self.check(i, rel, name, is_dir))
     }
 
     fn check(&self, i: usize, rel: &str, name: &str, is_dir: bool) -> Option<&DenyRule> {

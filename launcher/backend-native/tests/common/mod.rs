@@ -14,15 +14,16 @@ use sandbox::spec::{
 };
 
 pub fn spec(network: NetworkMode) -> SandboxSpec {
-    let bind = |dest: &str, src: &str, writable: bool, purpose: MountPurpose, file: bool| MountPlan {
-        destination: dest.into(),
-        source: MountSource::Bind {
-            path: src.into(),
-            file,
-        },
-        writable,
-        purpose,
-    };
+    let bind =
+        |dest: &str, src: &str, writable: bool, purpose: MountPurpose, file: bool| MountPlan {
+            destination: dest.into(),
+            source: MountSource::Bind {
+                path: src.into(),
+                file,
+            },
+            writable,
+            purpose,
+        };
     SandboxSpec {
         session: SessionId::parse("0123456789abcdef0123456789abcdef").unwrap(),
         profile: "generic".into(),
@@ -116,7 +117,10 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
             home: "/home/dev".into(),
         },
         seccomp: policy::seccomp::default_profile(),
-        masked_proc_paths: policy::secrets::PROC_MASKED.iter().map(PathBuf::from).collect(),
+        masked_proc_paths: policy::secrets::PROC_MASKED
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
         readonly_proc_paths: policy::secrets::PROC_READONLY
             .iter()
             .map(PathBuf::from)
