@@ -24,7 +24,6 @@ struct Backend(&'static str);
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    root: PathBuf,
     home: PathBuf,
     ws: PathBuf,
     ro: PathBuf,
@@ -134,7 +133,6 @@ fn fixture(runner: &Runner, pids: u32) -> Fixture {
     }
     Fixture {
         _dir: dir,
-        root,
         home,
         ws,
         ro,

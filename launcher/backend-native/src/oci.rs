@@ -242,7 +242,7 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         linux.set_uid_mappings(None);
         linux.set_gid_mappings(None);
     }
-    if !(opts.runtime_limits && !opts.no_limits) {
+    if !opts.runtime_limits || opts.no_limits {
         // The builder's defaults include a devices rule; with limits applied
         // elsewhere (or not at all) the runtime must not touch cgroup files.
         linux.set_resources(None);

@@ -143,7 +143,7 @@ impl ProfileFile {
                 "write a size like 512m or 8g",
             ));
         }
-        for (name, _) in &self.env_set {
+        for name in self.env_set.keys() {
             if !crate::types::valid_env_name(name) {
                 return Err(invalid(
                     name,

@@ -121,7 +121,7 @@ impl fmt::Display for ByteSize {
             ("m", 1 << 20),
             ("k", 1 << 10),
         ] {
-            if b >= size && b % size == 0 {
+            if b >= size && b.is_multiple_of(size) {
                 return write!(f, "{}{unit}", b / size);
             }
         }
@@ -182,7 +182,7 @@ impl FromStr for Cpus {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("invalid cpus \"{s}\"; write a number of CPUs like 2 or 0.5");
         let v: f64 = s.trim().parse().map_err(|_| bad())?;
-        if !v.is_finite() || v < 0.01 || v > 4096.0 {
+        if !v.is_finite() || !(0.01..=4096.0).contains(&v) {
             return Err(bad());
         }
         Ok(Cpus((v * 1000.0).round() as u32))

@@ -94,14 +94,13 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
     })?;
 
     let identity = identity(policy.user, host)?;
-    let workspace = workspace(&req.workspace, &home)?;
-
     // Home-relative grants, to exempt from the home deny list.
     let granted: Vec<String> = policy
         .home
         .iter()
         .filter_map(|h| h.path.home_relative().map(str::to_string))
         .collect();
+    let workspace = workspace(&req.workspace, &home, &granted)?;
 
     let mut mounts = Vec::new();
     let mut skipped = Vec::new();
@@ -297,7 +296,10 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
 
     let mut masked = scanned.masked;
     // The deny list by path, for trees that were not walked (scan: false)
-    // and as a check on the walk.
+    // and as a check on the walk. A deny entry is inside a mount when its
+    // home path lies under the mount's source (the host's view) or under
+    // its destination (the sandbox's view, which differs when a granted
+    // path is a symlink).
     for m in &mounts {
         let MountSource::Bind { path: source, .. } = &m.source else {
             continue;
@@ -310,14 +312,15 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
                 continue;
             }
             let denied = home.join(entry);
-            if denied != *source
-                && denied.starts_with(source)
-                && let Ok(meta) = fs::symlink_metadata(&denied)
-            {
+            let rest = denied
+                .strip_prefix(source)
+                .ok()
+                .or_else(|| denied.strip_prefix(&m.destination).ok())
+                .filter(|r| !r.as_os_str().is_empty());
+            let Some(rest) = rest else { continue };
+            if let Ok(meta) = fs::symlink_metadata(source.join(rest)) {
                 masked.push(Masked {
-                    path: m
-                        .destination
-                        .join(denied.strip_prefix(source).unwrap_or(&denied)),
+                    path: m.destination.join(rest),
                     kind: if meta.is_dir() {
                         MaskKind::Dir
                     } else {
@@ -452,7 +455,7 @@ fn identity(user: UserSpec, host: &HostFacts) -> Result<Identity, PlanError> {
     })
 }
 
-fn workspace(requested: &Path, home: &Path) -> Result<PathBuf, PlanError> {
+fn workspace(requested: &Path, home: &Path, granted: &[String]) -> Result<PathBuf, PlanError> {
     let ws = fs::canonicalize(requested).map_err(|e| PlanError::Workspace {
         path: requested.to_path_buf(),
         message: format!("cannot open it: {e}"),
@@ -479,7 +482,7 @@ fn workspace(requested: &Path, home: &Path) -> Result<PathBuf, PlanError> {
             fix: "use a project directory as the workspace".into(),
         });
     }
-    check_not_denied(&ws, home, &[], "the workspace")?;
+    check_not_denied(&ws, home, granted, "the workspace")?;
     Ok(ws)
 }
 

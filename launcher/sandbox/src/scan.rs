@@ -7,7 +7,6 @@
 //! `.gitignore`: ignored files are exactly where secrets tend to live.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -178,23 +177,35 @@ fn worker(input: &ScanInput<'_>, queue: &Mutex<Queue>, ready: &Condvar) -> Found
     }
 }
 
-/// Names (children of `dir`) that the home deny list covers.
-fn home_deny_children<'a>(input: &ScanInput<'a>, dir: &Path) -> Vec<(&'static str, &'static str)> {
-    let Ok(rel) = dir.strip_prefix(input.home) else {
-        return Vec::new();
-    };
-    let rel = rel.as_os_str().as_bytes();
-    HOME_DENY
-        .iter()
-        .filter_map(|(entry, _)| {
+/// Names (children of `dir`) that the home deny list covers. A directory
+/// counts as in the home when its host path is, or when the place it
+/// appears in the sandbox is: a granted `~/.config` may be a symlink to
+/// `~/dotfiles/config`, and its `gcloud` is still `~/.config/gcloud`.
+fn home_deny_children(
+    input: &ScanInput<'_>,
+    host_dir: &Path,
+    container_dir: &Path,
+) -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for dir in [host_dir, container_dir] {
+        let Ok(rel) = dir.strip_prefix(input.home) else {
+            continue;
+        };
+        let rel = rel.as_os_str().as_bytes();
+        for (entry, _) in HOME_DENY {
             let (parent, name) = match entry.rfind('/') {
                 Some(i) => (&entry[..i], &entry[i + 1..]),
                 None => ("", *entry),
             };
-            (parent.as_bytes() == rel).then_some((*entry, name))
-        })
-        .filter(|(entry, _)| !input.granted.iter().any(|g| g == entry))
-        .collect()
+            if parent.as_bytes() == rel
+                && !input.granted.iter().any(|g| g == entry)
+                && !out.iter().any(|(e, _)| e == entry)
+            {
+                out.push((entry, name));
+            }
+        }
+    }
+    out
 }
 
 fn visit(input: &ScanInput<'_>, job: &Job, found: &mut Found, out: &mut Vec<Job>) {
@@ -207,7 +218,7 @@ fn visit(input: &ScanInput<'_>, job: &Job, found: &mut Found, out: &mut Vec<Job>
     let name_rules = matches!(root.kind, RootKind::Content { name_rules: true });
     let private = matches!(root.kind, RootKind::PrivateFiles) && !job.under_mask;
     let home_names = if content {
-        home_deny_children(input, &job.dir)
+        home_deny_children(input, &job.dir, &to_container(root, &job.dir))
     } else {
         Vec::new()
     };
@@ -345,6 +356,14 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// True when `p` is a masked file or lies in a masked directory.
+fn is_masked(masked: &[(PathBuf, MaskKind)], p: &Path) -> bool {
+    masked.iter().any(|(m, kind)| match kind {
+        MaskKind::File => m == p,
+        MaskKind::Dir => p.starts_with(m),
+    })
+}
+
 fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
     let mut out = ScanOutput {
         stats: ScanStats {
@@ -368,40 +387,80 @@ fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
         }
     }
 
-    // Hard links: any file sharing (dev, ino) with a secret is a secret.
-    let mut secret_inodes: HashMap<(u64, u64), &Path> = HashMap::new();
-    for (key, path, _, secret) in &found.linked {
-        if *secret {
-            secret_inodes.entry(*key).or_insert(path);
-        }
-    }
-    for (key, path, root, secret) in &found.linked {
-        if *secret || !mounted(*root) {
-            continue;
-        }
-        if let Some(of) = secret_inodes.get(key) {
+    // Resolve every symlink once, against the host.
+    let links: Vec<(usize, PathBuf, PathBuf)> = found
+        .symlinks
+        .into_iter()
+        .map(|(root, link, raw)| {
+            let joined = link.parent().unwrap_or(Path::new("/")).join(&raw);
+            let target = fs::canonicalize(&joined).unwrap_or_else(|_| normalize(&joined));
+            (root, link, target)
+        })
+        .collect();
+    let inside = |target: &Path| {
+        input
+            .roots
+            .iter()
+            .position(|r| !matches!(r.kind, RootKind::DeniedInodes) && target.starts_with(&r.host))
+    };
+
+    // A link named like a secret (`.env -> config/prod.txt`) says what its
+    // target holds: the target is a secret too. This comes first, so that
+    // the target's hard links and every other link to it are caught below.
+    for (_, link, target) in &links {
+        let named = link
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| input.rules.classify(n, n, false));
+        if let (Some(rule), Some(root)) = (named, inside(target))
+            && target.is_file()
+            && !is_masked(&masked_hosts, target)
+        {
             out.masked.push(Masked {
-                path: to_container(&input.roots[*root], path),
+                path: to_container(&input.roots[root], target),
                 kind: MaskKind::File,
-                reason: MaskReason::HardLink {
-                    of: of.to_path_buf(),
+                reason: MaskReason::NameRule {
+                    rule: format!("target of symlink {} ({})", link.display(), rule.describe()),
                 },
             });
-            masked_hosts.push((path.clone(), MaskKind::File));
+            masked_hosts.push((target.clone(), MaskKind::File));
         }
     }
 
-    // Symlinks: report those that lead to a secret, and make sure the
-    // secret they lead to is masked or outside every mount.
-    fn is_masked(masked: &[(PathBuf, MaskKind)], p: &Path) -> bool {
-        masked.iter().any(|(m, kind)| match kind {
-            MaskKind::File => m == p,
-            MaskKind::Dir => p.starts_with(m),
-        })
+    // Hard links: any file sharing (dev, ino) with a secret is a secret.
+    let is_secret = |path: &Path, flagged: bool| flagged || is_masked(&masked_hosts, path);
+    let mut secret_inodes: HashMap<(u64, u64), &Path> = HashMap::new();
+    for (key, path, _, secret) in &found.linked {
+        if is_secret(path, *secret) {
+            secret_inodes.entry(*key).or_insert(path);
+        }
     }
-    for (root, link, raw_target) in found.symlinks {
-        let joined = link.parent().unwrap_or(Path::new("/")).join(&raw_target);
-        let target = fs::canonicalize(&joined).unwrap_or_else(|_| normalize(&joined));
+    let mut hard = Vec::new();
+    for (key, path, root, secret) in &found.linked {
+        if is_secret(path, *secret) || !mounted(*root) {
+            continue;
+        }
+        if let Some(of) = secret_inodes.get(key) {
+            hard.push((
+                Masked {
+                    path: to_container(&input.roots[*root], path),
+                    kind: MaskKind::File,
+                    reason: MaskReason::HardLink {
+                        of: of.to_path_buf(),
+                    },
+                },
+                path.clone(),
+            ));
+        }
+    }
+    for (m, host) in hard {
+        out.masked.push(m);
+        masked_hosts.push((host, MaskKind::File));
+    }
+
+    // Now that every mask is known, list the symlinks that lead to a
+    // secret; their targets are masked or not mounted at all.
+    for (root, link, target) in links {
         let denied_home = target
             .strip_prefix(input.home)
             .ok()
@@ -417,45 +476,18 @@ fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
         let denied_system = policy::secrets::SYSTEM_DENY
             .iter()
             .any(|(p, _)| target.starts_with(p));
-        let inside = input
-            .roots
-            .iter()
-            .position(|r| !matches!(r.kind, RootKind::DeniedInodes) && target.starts_with(&r.host));
-        let link_name = link.file_name().unwrap_or(OsStr::new(""));
-        let named_secret = link_name
-            .to_str()
-            .and_then(|n| input.rules.classify(n, n, false))
-            .map(|r| r.describe());
-
-        if is_masked(&masked_hosts, &target) || denied_home || denied_system {
+        let masked = is_masked(&masked_hosts, &target);
+        if masked || denied_home || denied_system {
             out.aliases.push(SymlinkAlias {
                 link: to_container(&input.roots[root], &link),
-                target: target.clone(),
-                target_state: if inside.is_some() && !denied_system {
-                    "masked".into()
-                } else if denied_system {
+                target_state: if denied_system {
                     "masked (system)".into()
+                } else if masked && inside(&target).is_some() {
+                    "masked".into()
                 } else {
                     "not mounted".into()
                 },
-            });
-        } else if let (Some(rule), Some(inside)) = (named_secret, inside)
-            && target.is_file()
-        {
-            // A link named like a secret (`.env -> config/prod.txt`) says
-            // what its target holds: mask the target.
-            out.masked.push(Masked {
-                path: to_container(&input.roots[inside], &target),
-                kind: MaskKind::File,
-                reason: MaskReason::NameRule {
-                    rule: format!("target of symlink {} ({rule})", link.display()),
-                },
-            });
-            masked_hosts.push((target.clone(), MaskKind::File));
-            out.aliases.push(SymlinkAlias {
-                link: to_container(&input.roots[root], &link),
                 target,
-                target_state: "masked".into(),
             });
         }
     }

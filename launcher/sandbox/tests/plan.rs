@@ -228,9 +228,6 @@ fn home_workspace_with_a_symlinked_config_masks_deny_list_entries() {
 }
 
 #[test]
-#[ignore = "BUG: when ~/.config is a symlink (dotfile managers), granting ~/.config exposes \
-            ~/.config/gcloud and ~/.config/gh: deny-list checks compare the canonical mount \
-            source with home-relative names"]
 fn granted_symlinked_config_directory_still_masks_deny_list_entries() {
     let mut exposed = Vec::new();
     for (place, scan) in [
@@ -291,8 +288,6 @@ fn workspace_inside_ssh_is_refused() {
 }
 
 #[test]
-#[ignore = "BUG: the refusal of a workspace inside ~/.ssh says to grant ~/.ssh by name, but the \
-            workspace check ignores grants, so following the fix changes nothing"]
 fn workspace_inside_ssh_refusal_fix_works() {
     let fx = Fx::new();
     let ws = fx.mkdir(fx.home.join(".ssh/proj"));

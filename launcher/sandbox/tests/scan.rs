@@ -450,8 +450,6 @@ fn symlink_named_like_a_secret_masks_its_target() {
 }
 
 #[test]
-#[ignore = "BUG: symlink_aliases depends on walk order: a plain link to a file that a \
-            secret-named link masks is listed only if the walk meets it after that link"]
 fn every_symlink_to_a_file_masked_through_a_named_link_is_listed() {
     let mut fx = Fx::new();
     // One scanner thread: the walk is depth first from the workspace root,
@@ -479,8 +477,6 @@ fn every_symlink_to_a_file_masked_through_a_named_link_is_listed() {
 }
 
 #[test]
-#[ignore = "BUG: a hard link to a file masked only because a secret-named symlink points at \
-            it stays visible; hard links are resolved before symlink targets are masked"]
 fn hard_link_to_a_symlink_masked_target_is_masked() {
     let fx = Fx::new();
     let prod = fx.write(fx.ws.join("config/prod.txt"), "DB_PASSWORD=x\n");
