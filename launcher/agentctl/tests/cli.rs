@@ -278,3 +278,108 @@ fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
         "Ctrl-C must stop the agent with 130: {out}"
     );
 }
+
+#[test]
+fn command_line_mounts_are_read_only_unless_rw() {
+    let ws = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "DATA").unwrap();
+    let d = data.path().display().to_string();
+    let o = agentctl(
+        &[
+            "run",
+            "-q",
+            "--mount",
+            &format!("{d}:/mnt/ro"),
+            "--mount",
+            &format!("{d}:/mnt/rw:rw"),
+            "--",
+            "sh",
+            "-c",
+            "cat /mnt/ro/in.txt; (echo x > /mnt/ro/new) 2>/dev/null && echo ro-writable; echo y > /mnt/rw/new && echo rw-ok",
+        ],
+        ws.path(),
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out} {}", text(&o.stderr));
+    assert!(out.contains("DATA"), "{out}");
+    assert!(!out.contains("ro-writable"), "{out}");
+    assert!(out.contains("rw-ok"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("new")).unwrap(),
+        "y\n"
+    );
+}
+
+#[test]
+fn bridge_network_reaches_out_but_not_the_hosts_loopback() {
+    if !require(
+        std::path::Path::new("/usr/bin/slirp4netns").exists(),
+        "slirp4netns (`apt-get install slirp4netns`)",
+    ) || !require(
+        is_root() || std::fs::metadata("/dev/net/tun").is_ok(),
+        "/dev/net/tun",
+    ) {
+        return;
+    }
+    // A service on the host's loopback that a bridged agent must not reach.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ws = tempfile::tempdir().unwrap();
+    let script = format!(
+        "cat /etc/resolv.conf; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; \
+         python3 -c '\nimport socket\nfor host in (\"10.0.2.2\", \"127.0.0.1\"):\n    s = socket.socket(); s.settimeout(3)\n    try:\n        s.connect((host, {port})); print(\"reached\", host)\n    except OSError as e:\n        print(\"blocked\", host)\n'"
+    );
+    let o = agentctl(
+        &[
+            "run",
+            "-q",
+            "--network",
+            "bridge",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        ws.path(),
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out} {}", text(&o.stderr));
+    assert!(out.contains("nameserver 10.0.2.3"), "{out}");
+    assert!(
+        out.lines().any(|l| l == "tap0"),
+        "no bridge interface: {out}"
+    );
+    assert!(
+        out.contains("blocked 10.0.2.2"),
+        "the host's loopback is reachable: {out}"
+    );
+    assert!(out.contains("blocked 127.0.0.1"), "{out}");
+    drop(listener);
+}
+
+#[test]
+fn host_network_shares_the_hosts_interfaces() {
+    let ws = tempfile::tempdir().unwrap();
+    let o = agentctl(
+        &[
+            "run",
+            "-q",
+            "--network",
+            "host",
+            "--",
+            "sh",
+            "-c",
+            "tail -n +3 /proc/net/dev | wc -l",
+        ],
+        ws.path(),
+    );
+    let inside: usize = text(&o.stdout).trim().parse().unwrap_or(0);
+    let host = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(inside, host);
+}
