@@ -263,9 +263,15 @@ impl Session {
                 cgroup::create_v1(mounts, path, &self.cfg.limits).map_err(fail)?;
             }
             (CgroupMode::Hidden { .. }, _) => cgroup::hide_cgroupfs().map_err(fail)?,
-            (CgroupMode::DelegatedV2 { path }, Hierarchy::V2) => {
-                cgroup::v2_prepare_delegated_scope().map_err(fail)?;
-                cgroup::create_v2(path, &self.cfg.limits).map_err(fail)?;
+            (CgroupMode::DelegatedV2 { .. }, Hierarchy::V2) => {
+                // systemd-run put this process alone in a delegated scope:
+                // move aside, enable the controllers, and make the session's
+                // cgroup next to us.
+                let scope = cgroup::v2_prepare_delegated_scope().map_err(fail)?;
+                let path = format!("{scope}/sandbox");
+                cgroup::create_v2(&path, &self.cfg.limits).map_err(fail)?;
+                set_cgroups_path(&self.cfg.bundle, &path)?;
+                self.cfg.cgroup = CgroupMode::DelegatedV2 { path };
             }
             _ => {}
         }
@@ -425,6 +431,16 @@ pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
         let _ = fs::remove_dir_all(&state);
     }
     let _ = fs::remove_dir_all(&cfg.session_dir);
+}
+
+/// Points the bundle at a cgroup known only once the helper runs.
+fn set_cgroups_path(bundle: &Path, path: &str) -> Result<(), String> {
+    let file = bundle.join("config.json");
+    let mut spec = oci_spec::runtime::Spec::load(&file).map_err(|e| e.to_string())?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(PathBuf::from(path)));
+    }
+    spec.save(&file).map_err(|e| e.to_string())
 }
 
 /// True inside a user namespace that maps a single id (the helper's own).

@@ -20,11 +20,7 @@ pub const SLIRP_DNS: &str = "10.0.2.3";
 
 /// Finds the slirp4netns binary.
 pub fn find_slirp4netns() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join("slirp4netns"))
-        .find(|p| p.is_file())
+    crate::find_program("slirp4netns")
 }
 
 /// Brings up `lo` inside the network namespace of `pid`. Joining a network

@@ -166,18 +166,28 @@ fn cgroup_mode(
                     path: format!("{own}/agentctl-{id}"),
                 });
             }
-            if cgroup::v2_delegated_here() {
+            // The helper runs in a scope of its own that systemd delegates
+            // to the user; the session's cgroup is made inside it then.
+            if systemd_user_manager() {
                 Ok(CgroupMode::DelegatedV2 {
-                    path: format!("{own}/sandbox"),
+                    path: String::new(),
                 })
             } else {
                 Err(both_fixes(format!(
-                    "cgroup v2: your cgroup {own} is not delegated to you (systemd delegates one \
-                     per `systemd-run --user --scope`, which agentctl could not use)"
+                    "cgroup v2: your cgroup {own} is not delegated to you, and there is no \
+                     systemd user manager to delegate one (`systemd-run --user --scope`)"
                 )))
             }
         }
     }
+}
+
+/// True when `systemd-run --user` can reach the user's systemd manager.
+fn systemd_user_manager() -> bool {
+    let bus = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|d| Path::new(&d).join("bus").exists())
+        .unwrap_or(false);
+    bus && crate::find_program("systemd-run").is_some()
 }
 
 /// The first limit controller the host lacks, if any.
