@@ -1,15 +1,18 @@
 //! The secret scanner: a parallel walk over everything the sandbox will
 //! see, which finds the paths to mask.
 //!
-//! It reads directory entries with their types (no stat for directories or
-//! symlinks) and stats only regular files, whose link count and inode are
-//! needed to find hard-link aliases of secrets. It never consults
-//! `.gitignore`: ignored files are exactly where secrets tend to live.
+//! It reads directory entries with their types and inode numbers and, like
+//! `find -name`, stats almost nothing: only secrets themselves (whose device
+//! and inode identify their hard links) and, after the walk, the few files
+//! whose inode number equals a secret's. Where a file system's directory
+//! inode numbers cannot be trusted to equal `stat`'s (overlayfs, FUSE,
+//! network file systems), every file there is stat'ed instead. It never
+//! consults `.gitignore`: ignored files are exactly where secrets live.
 
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -64,13 +67,19 @@ struct Job {
     root: usize,
     /// Inside a masked directory: only collect inodes.
     under_mask: bool,
+    /// Directory inode numbers here may differ from stat's: stat files.
+    stat_all: bool,
 }
 
 #[derive(Default)]
 struct Found {
     masked: Vec<(usize, PathBuf, MaskKind, MaskReason)>,
-    /// Files with more than one link: (dev, ino) -> (host path, root, is secret).
+    /// Stat'ed files with more than one link: (dev, ino), path, root, secret.
     linked: Vec<((u64, u64), PathBuf, usize, bool)>,
+    /// Files known only by their directory entry: (d_ino, index into
+    /// `dir_list`). Checked against the secrets' inodes after the walk.
+    plain: Vec<(u64, u32)>,
+    dir_list: Vec<(PathBuf, usize)>,
     symlinks: Vec<(usize, PathBuf, PathBuf)>,
     dirs: u64,
     files: u64,
@@ -89,6 +98,7 @@ pub fn scan(input: &ScanInput<'_>) -> ScanOutput {
     });
     let ready = Condvar::new();
     let mut top = Found::default();
+    let trusted = DinoTrust::read(&input.roots);
 
     for (i, root) in input.roots.iter().enumerate() {
         let Ok(meta) = fs::symlink_metadata(&root.host) else {
@@ -101,6 +111,7 @@ pub fn scan(input: &ScanInput<'_>) -> ScanOutput {
                 dir: root.host.clone(),
                 root: i,
                 under_mask,
+                stat_all: !trusted.trusted(&root.host),
             });
             q.pending += 1;
         } else if meta.is_file() {
@@ -116,7 +127,7 @@ pub fn scan(input: &ScanInput<'_>) -> ScanOutput {
     let threads = input.threads.max(1);
     let results: Vec<Found> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| s.spawn(|| worker(input, &queue, &ready)))
+            .map(|_| s.spawn(|| worker(input, &trusted, &queue, &ready)))
             .collect();
         handles
             .into_iter()
@@ -126,6 +137,10 @@ pub fn scan(input: &ScanInput<'_>) -> ScanOutput {
 
     let mut all = top;
     for r in results {
+        let offset = all.dir_list.len() as u32;
+        all.plain
+            .extend(r.plain.into_iter().map(|(ino, d)| (ino, d + offset)));
+        all.dir_list.extend(r.dir_list);
         all.masked.extend(r.masked);
         all.linked.extend(r.linked);
         all.symlinks.extend(r.symlinks);
@@ -138,7 +153,12 @@ pub fn scan(input: &ScanInput<'_>) -> ScanOutput {
     out
 }
 
-fn worker(input: &ScanInput<'_>, queue: &Mutex<Queue>, ready: &Condvar) -> Found {
+fn worker(
+    input: &ScanInput<'_>,
+    trusted: &DinoTrust,
+    queue: &Mutex<Queue>,
+    ready: &Condvar,
+) -> Found {
     let mut found = Found::default();
     let mut local: Vec<Job> = Vec::new();
     loop {
@@ -166,7 +186,7 @@ fn worker(input: &ScanInput<'_>, queue: &Mutex<Queue>, ready: &Condvar) -> Found
             }
         };
         let before = local.len();
-        visit(input, &job, &mut found, &mut local);
+        visit(input, trusted, &job, &mut found, &mut local);
         let added = local.len() - before;
         let mut q = queue.lock().unwrap();
         q.pending += added;
@@ -208,11 +228,27 @@ fn home_deny_children(
     out
 }
 
-fn visit(input: &ScanInput<'_>, job: &Job, found: &mut Found, out: &mut Vec<Job>) {
-    let Ok(entries) = fs::read_dir(&job.dir) else {
+fn visit(
+    input: &ScanInput<'_>,
+    trusted: &DinoTrust,
+    job: &Job,
+    found: &mut Found,
+    out: &mut Vec<Job>,
+) {
+    use nix::dir::{Dir, Type};
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{Mode, SFlag, fstatat};
+
+    let Ok(mut dir) = Dir::open(
+        &job.dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
         return;
     };
     found.dirs += 1;
+    let dir_index = found.dir_list.len() as u32;
+    found.dir_list.push((job.dir.clone(), job.root));
     let root = &input.roots[job.root];
     let content = matches!(root.kind, RootKind::Content { .. }) && !job.under_mask;
     let name_rules = matches!(root.kind, RootKind::Content { name_rules: true });
@@ -223,106 +259,224 @@ fn visit(input: &ScanInput<'_>, job: &Job, found: &mut Found, out: &mut Vec<Job>
         Vec::new()
     };
     let needs_rel = name_rules && input.rules.has_path_rules();
+    let rel_dir = if needs_rel {
+        job.dir
+            .strip_prefix(&root.host)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let dirfd = std::os::fd::AsRawFd::as_raw_fd(&dir);
 
-    for entry in entries.flatten() {
-        let Ok(ft) = entry.file_type() else { continue };
-        let name_os = entry.file_name();
-        let path = entry.path();
+    for entry in dir.iter().flatten() {
+        let cname = entry.file_name();
+        let bytes = cname.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
         let lossy;
-        let name: &str = match name_os.to_str() {
-            Some(n) => n,
-            None => {
-                lossy = name_os.to_string_lossy().into_owned();
+        let name: &str = match std::str::from_utf8(bytes) {
+            Ok(n) => n,
+            Err(_) => {
+                lossy = String::from_utf8_lossy(bytes).into_owned();
                 &lossy
             }
         };
+        let stat = || fstatat(Some(dirfd), cname, AtFlags::AT_SYMLINK_NOFOLLOW).ok();
+        let mut st = None;
+        let kind = match entry.file_type() {
+            Some(t) => Some(t),
+            None => {
+                // DT_UNKNOWN: the file system does not say; ask stat.
+                st = stat();
+                st.map(
+                    |s| match SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT {
+                        SFlag::S_IFDIR => Type::Directory,
+                        SFlag::S_IFREG => Type::File,
+                        SFlag::S_IFLNK => Type::Symlink,
+                        SFlag::S_IFSOCK => Type::Socket,
+                        _ => Type::Fifo,
+                    },
+                )
+            }
+        };
+        let Some(kind) = kind else { continue };
+        let path = || job.dir.join(std::ffi::OsStr::from_bytes(bytes));
         let rel_owned;
         let rel: &str = if needs_rel {
-            rel_owned = path
-                .strip_prefix(&root.host)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            rel_owned = if rel_dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel_dir}/{name}")
+            };
             &rel_owned
         } else {
             ""
         };
 
-        if ft.is_dir() {
-            let mut masked = job.under_mask;
-            if private && let Ok(meta) = entry.metadata() {
-                if meta.mode() & 0o004 == 0 {
-                    found.masked.push((
-                        job.root,
-                        path.clone(),
-                        MaskKind::Dir,
-                        MaskReason::PrivateSystemFile,
-                    ));
-                    masked = true;
+        match kind {
+            Type::Directory => {
+                let path = path();
+                let mut masked = job.under_mask;
+                if private {
+                    if let Some(s) = st.or_else(stat)
+                        && s.st_mode & 0o004 == 0
+                    {
+                        found.masked.push((
+                            job.root,
+                            path.clone(),
+                            MaskKind::Dir,
+                            MaskReason::PrivateSystemFile,
+                        ));
+                        masked = true;
+                    }
+                } else if content {
+                    if let Some((entry_name, _)) = home_names.iter().find(|(_, n)| *n == name) {
+                        found.masked.push((
+                            job.root,
+                            path.clone(),
+                            MaskKind::Dir,
+                            home_reason(entry_name),
+                        ));
+                        masked = true;
+                    } else if name_rules && let Some(rule) = input.rules.classify(rel, name, true) {
+                        found.masked.push((
+                            job.root,
+                            path.clone(),
+                            MaskKind::Dir,
+                            MaskReason::NameRule {
+                                rule: rule.describe(),
+                            },
+                        ));
+                        masked = true;
+                    }
                 }
-            } else if content {
-                if let Some((entry_name, _)) = home_names.iter().find(|(_, n)| *n == name) {
-                    found.masked.push((
-                        job.root,
-                        path.clone(),
-                        MaskKind::Dir,
-                        home_reason(entry_name),
-                    ));
-                    masked = true;
-                } else if name_rules && let Some(rule) = input.rules.classify(rel, name, true) {
-                    found.masked.push((
-                        job.root,
-                        path.clone(),
-                        MaskKind::Dir,
-                        MaskReason::NameRule {
+                let stat_all = job.stat_all || !trusted.trusted(&path);
+                out.push(Job {
+                    dir: path,
+                    root: job.root,
+                    under_mask: masked,
+                    stat_all,
+                });
+            }
+            Type::File => {
+                found.files += 1;
+                let mut reason = None;
+                if content {
+                    if let Some((entry_name, _)) = home_names.iter().find(|(_, n)| *n == name) {
+                        reason = Some(home_reason(entry_name));
+                    } else if name_rules && let Some(rule) = input.rules.classify(rel, name, false)
+                    {
+                        reason = Some(MaskReason::NameRule {
                             rule: rule.describe(),
-                        },
-                    ));
-                    masked = true;
+                        });
+                    }
+                }
+                let secret = job.under_mask || reason.is_some();
+                if !secret && !private && !job.stat_all {
+                    // The common case: no stat, the inode from the entry.
+                    found.plain.push((entry.ino(), dir_index));
+                    continue;
+                }
+                let Some(s) = st.or_else(stat) else { continue };
+                if private && s.st_mode & 0o004 == 0 {
+                    reason = Some(MaskReason::PrivateSystemFile);
+                }
+                let secret = secret || reason.is_some();
+                if let Some(reason) = reason {
+                    found
+                        .masked
+                        .push((job.root, path(), MaskKind::File, reason));
+                }
+                if s.st_nlink > 1 {
+                    found
+                        .linked
+                        .push(((s.st_dev, s.st_ino), path(), job.root, secret));
                 }
             }
-            out.push(Job {
-                dir: path,
-                root: job.root,
-                under_mask: masked,
-            });
-        } else if ft.is_file() {
-            found.files += 1;
-            let mut secret = job.under_mask;
-            let mut reason = None;
-            if content {
-                if let Some((entry_name, _)) = home_names.iter().find(|(_, n)| *n == name) {
-                    reason = Some(home_reason(entry_name));
-                } else if name_rules && let Some(rule) = input.rules.classify(rel, name, false) {
-                    reason = Some(MaskReason::NameRule {
-                        rule: rule.describe(),
-                    });
+            Type::Symlink => {
+                if content && let Ok(target) = fs::read_link(path()) {
+                    found.symlinks.push((job.root, path(), target));
                 }
             }
-            let Ok(meta) = entry.metadata() else { continue };
-            if private && meta.mode() & 0o004 == 0 {
-                reason = Some(MaskReason::PrivateSystemFile);
-            }
-            if let Some(reason) = reason {
+            Type::Socket if content => {
                 found
                     .masked
-                    .push((job.root, path.clone(), MaskKind::File, reason));
-                secret = true;
+                    .push((job.root, path(), MaskKind::File, MaskReason::Socket));
             }
-            if meta.nlink() > 1 {
-                found
-                    .linked
-                    .push(((meta.dev(), meta.ino()), path, job.root, secret));
-            }
-        } else if ft.is_symlink() {
-            if content && let Ok(target) = fs::read_link(&path) {
-                found.symlinks.push((job.root, path, target));
-            }
-        } else if ft.is_socket() && content {
-            found
-                .masked
-                .push((job.root, path, MaskKind::File, MaskReason::Socket));
+            _ => {}
         }
     }
+}
+
+/// Which mounts report directory inode numbers that equal `stat`'s. Local
+/// disk file systems and tmpfs do; overlayfs (without xino), FUSE and
+/// network file systems may not, so files there are stat'ed one by one.
+struct DinoTrust {
+    /// Mount points under the scanned roots, with whether to trust them.
+    mounts: Vec<(PathBuf, bool)>,
+}
+
+impl DinoTrust {
+    const TRUSTED: &'static [&'static str] = &[
+        "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "f2fs", "jfs", "bcachefs",
+        "reiserfs", "ramfs",
+    ];
+
+    fn read(roots: &[ScanRoot]) -> DinoTrust {
+        let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<(PathBuf, bool)> = Vec::new();
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let (Some(point), Some(fstype)) = (
+                left.split_whitespace().nth(4),
+                right.split_whitespace().next(),
+            ) else {
+                continue;
+            };
+            let point = PathBuf::from(unescape_mountinfo(point));
+            // Keep the mounts that hold a root or lie inside one.
+            if roots
+                .iter()
+                .any(|r| r.host.starts_with(&point) || point.starts_with(&r.host))
+            {
+                mounts.push((point, Self::TRUSTED.contains(&fstype)));
+            }
+        }
+        // Longest mount point first: the innermost mount decides.
+        mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().len()));
+        DinoTrust { mounts }
+    }
+
+    fn trusted(&self, dir: &Path) -> bool {
+        self.mounts
+            .iter()
+            .find(|(p, _)| dir.starts_with(p))
+            .is_none_or(|(_, ok)| *ok)
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn home_reason(entry: &str) -> MaskReason {
@@ -354,6 +508,16 @@ pub fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+fn hard_link_mask(root: &ScanRoot, path: &Path, of: &Path) -> Masked {
+    Masked {
+        path: to_container(root, path),
+        kind: MaskKind::File,
+        reason: MaskReason::HardLink {
+            of: of.to_path_buf(),
+        },
+    }
 }
 
 /// True when `p` is a masked file or lies in a masked directory.
@@ -429,28 +593,67 @@ fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
 
     // Hard links: any file sharing (dev, ino) with a secret is a secret.
     let is_secret = |path: &Path, flagged: bool| flagged || is_masked(&masked_hosts, path);
-    let mut secret_inodes: HashMap<(u64, u64), &Path> = HashMap::new();
+    let mut secret_inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for (key, path, _, secret) in &found.linked {
         if is_secret(path, *secret) {
-            secret_inodes.entry(*key).or_insert(path);
+            secret_inodes.entry(*key).or_insert_with(|| path.clone());
         }
     }
-    let mut hard = Vec::new();
+    // Targets of secret-named links were not stat'ed during the walk.
+    for (target, _) in &masked_hosts {
+        if let Ok(m) = fs::symlink_metadata(target)
+            && m.is_file()
+            && m.nlink() > 1
+        {
+            secret_inodes
+                .entry((m.dev(), m.ino()))
+                .or_insert_with(|| target.clone());
+        }
+    }
+    let mut hard: Vec<(Masked, PathBuf)> = Vec::new();
     for (key, path, root, secret) in &found.linked {
         if is_secret(path, *secret) || !mounted(*root) {
             continue;
         }
         if let Some(of) = secret_inodes.get(key) {
-            hard.push((
-                Masked {
-                    path: to_container(&input.roots[*root], path),
-                    kind: MaskKind::File,
-                    reason: MaskReason::HardLink {
-                        of: of.to_path_buf(),
-                    },
-                },
-                path.clone(),
-            ));
+            hard.push((hard_link_mask(&input.roots[*root], path, of), path.clone()));
+        }
+    }
+    // Files known by their directory entry alone: only those whose inode
+    // number equals a secret's are stat'ed, to compare the device too.
+    let secret_inos: std::collections::HashSet<u64> =
+        secret_inodes.keys().map(|(_, ino)| *ino).collect();
+    let mut candidates: Vec<(u32, u64)> = found
+        .plain
+        .iter()
+        .filter(|(ino, _)| secret_inos.contains(ino))
+        .map(|(ino, d)| (*d, *ino))
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    for (d, ino) in candidates {
+        let (dir, root) = &found.dir_list[d as usize];
+        if !mounted(*root) {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            use std::os::unix::fs::DirEntryExt;
+            if e.ino() != ino {
+                continue;
+            }
+            let path = e.path();
+            let Ok(m) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if m.is_file()
+                && !is_masked(&masked_hosts, &path)
+                && let Some(of) = secret_inodes.get(&(m.dev(), m.ino()))
+            {
+                hard.push((hard_link_mask(&input.roots[*root], &path, of), path));
+            }
         }
     }
     for (m, host) in hard {
@@ -505,4 +708,31 @@ fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
         .retain(|m| !dirs.iter().any(|d| m.path != *d && m.path.starts_with(d)));
     out.aliases.sort_by(|a, b| a.link.cmp(&b.link));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo(r"/x\134y"), r"/x\y");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
+    }
+
+    #[test]
+    fn innermost_mount_decides_trust() {
+        let t = DinoTrust {
+            mounts: vec![
+                (PathBuf::from("/w/overlay/sub"), true),
+                (PathBuf::from("/w/overlay"), false),
+                (PathBuf::from("/"), true),
+            ],
+        };
+        assert!(t.trusted(Path::new("/w/src")));
+        assert!(!t.trusted(Path::new("/w/overlay/x")));
+        assert!(t.trusted(Path::new("/w/overlay/sub/y")));
+    }
 }
