@@ -54,6 +54,8 @@ pub struct HelperConfig {
     /// helper holds the capabilities (in that namespace only) to configure
     /// the sandbox's network, which the runtime makes non-dumpable.
     pub enter_userns: Option<(u32, u32)>,
+    /// The paths that must be masked, checked before the agent starts.
+    pub masked: Vec<PathBuf>,
 }
 
 impl HelperConfig {
@@ -226,6 +228,8 @@ impl Session {
             cgroup::verify(hierarchy, self.cfg.cgroup.path(), pid, &self.cfg.limits)
                 .map_err(|e| format!("cannot apply resource limits: {e}; refusing to start"))?;
         }
+        verify_masks(pid, &self.cfg.masked)
+            .map_err(|e| format!("cannot mask a secret: {e}; refusing to start"))?;
 
         let master = match &console {
             Some((listener, _)) => Some(receive_master(listener)?),
@@ -431,6 +435,43 @@ pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
         let _ = fs::remove_dir_all(&state);
     }
     let _ = fs::remove_dir_all(&cfg.session_dir);
+}
+
+/// Checks, from the sandbox's own mount table, that every secret the plan
+/// masks is covered by a mount. The runtime skips a masked path it cannot
+/// find; a path that exists inside but carries no mount is a mask that did
+/// not take.
+fn verify_masks(pid: i32, masked: &[PathBuf]) -> Result<(), String> {
+    if masked.is_empty() {
+        return Ok(());
+    }
+    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map_err(|e| format!("cannot read the sandbox's mount table: {e}"))?;
+    let points: std::collections::HashSet<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|p| {
+            p.replace("\\040", " ")
+                .replace("\\011", "\t")
+                .replace("\\012", "\n")
+                .replace("\\134", "\\")
+        })
+        .collect();
+    for path in masked {
+        let shown = path.to_string_lossy();
+        if points.contains(shown.as_ref()) {
+            continue;
+        }
+        let inside =
+            Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+        if fs::symlink_metadata(&inside).is_ok() {
+            return Err(format!(
+                "{} is visible unmasked inside the sandbox",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Points the bundle at a cgroup known only once the helper runs.

@@ -163,6 +163,7 @@ impl NativeBackend {
             cgroup,
             limits: spec.limits.clone(),
             enter_userns: rootless.then_some((spec.identity.host_uid, spec.identity.host_gid)),
+            masked: spec.masked.iter().map(|m| m.path.clone()).collect(),
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)
