@@ -74,6 +74,10 @@ pub struct PolicyArgs {
     /// Pass a host variable (NAME) or set one (NAME=VALUE).
     #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]", value_parser = parse_env)]
     pub env: Vec<CliEnv>,
+    /// Run from an OCI image instead of the host's root filesystem: a
+    /// registry reference, oci:DIR[:TAG] or docker-archive:FILE[:TAG].
+    #[arg(long)]
+    pub image: Option<String>,
     /// Mount a host path: SRC[:DST][:ro|rw], read-only unless :rw.
     #[arg(long = "mount", short = 'm', value_name = "SRC:DST[:ro|rw]", value_parser = parse_mount)]
     pub mounts: Vec<policy::MountEntry>,

@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::types::EnvPattern;
 
+/// The PATH of a session without a better one.
+pub const STANDARD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Variables every sandbox gets.
 pub const BASE_VARS: &[&str] = &["PATH", "HOME", "USER", "TERM", "LANG", "TZ"];
 
@@ -146,6 +149,9 @@ impl std::str::FromStr for CliEnv {
 pub struct BaseEnv<'a> {
     pub home: &'a str,
     pub user: &'a str,
+    /// The session runs from an image, whose PATH the host's means nothing
+    /// to: use a standard one (backends may replace it with the image's).
+    pub image: bool,
 }
 
 /// Builds the sandbox environment from the host's.
@@ -171,10 +177,8 @@ pub fn plan_env(
         let value = match *name {
             "HOME" => Some(base.home.to_string()),
             "USER" => Some(base.user.to_string()),
-            "PATH" => Some(
-                lookup("PATH")
-                    .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
-            ),
+            "PATH" if base.image => Some(STANDARD_PATH.into()),
+            "PATH" => Some(lookup("PATH").unwrap_or_else(|| STANDARD_PATH.into())),
             other => lookup(other),
         };
         if let Some(v) = value {
@@ -263,6 +267,7 @@ mod tests {
     const BASE: BaseEnv<'static> = BaseEnv {
         home: "/home/a",
         user: "a",
+        image: false,
     };
 
     #[test]

@@ -45,6 +45,9 @@ pub struct ProfileFile {
     pub limits: LimitsEntry,
     /// `host` (default) or `UID:GID`.
     pub user: Option<UserSpec>,
+    /// Run from this OCI image instead of the host's root filesystem: a
+    /// registry reference, `oci:DIR[:TAG]` or `docker-archive:FILE[:TAG]`.
+    pub image: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -81,6 +81,8 @@ pub struct Policy {
     pub network_reason: Option<String>,
     pub limits: Limits,
     pub user: UserSpec,
+    /// An image to run from; `None` runs from the host's root filesystem.
+    pub image: Option<String>,
 }
 
 impl Default for Policy {
@@ -103,6 +105,7 @@ impl Default for Policy {
                 cpus: Cpus(2000),
             },
             user: UserSpec::Host,
+            image: None,
         }
     }
 }
@@ -218,6 +221,9 @@ fn apply(policy: &mut Policy, layer: ProfileFile) {
     }
     if let Some(u) = layer.user {
         policy.user = u;
+    }
+    if let Some(i) = layer.image {
+        policy.image = Some(i);
     }
 }
 

@@ -79,6 +79,8 @@ pub struct PlanRequest {
     pub network: Option<NetworkMode>,
     pub mounts: Vec<MountEntry>,
     pub env: Vec<CliEnv>,
+    /// `--image`, overriding the profile's `image:`.
+    pub image: Option<String>,
 }
 
 /// Builds the plan. Fails, naming the path and the fix, when a grant would
@@ -105,7 +107,14 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
     let mut mounts = Vec::new();
     let mut skipped = Vec::new();
     let mut roots = Vec::new();
-    let (rootfs_binds, rootfs_symlinks) = rootfs();
+    let image = req.image.clone().or_else(|| policy.image.clone());
+    // From an image, the root filesystem is the image's: the host's system
+    // directories and their secrets are not there at all.
+    let (rootfs_binds, rootfs_symlinks) = if image.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        rootfs()
+    };
     for dir in &rootfs_binds {
         mounts.push(MountPlan {
             destination: dir.clone(),
@@ -270,7 +279,11 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             });
         }
     }
-    let system = system_denied();
+    let system = if image.is_some() {
+        Vec::new()
+    } else {
+        system_denied()
+    };
     for (path, _, _) in &system {
         roots.push(ScanRoot {
             host: path.clone(),
@@ -363,6 +376,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         &BaseEnv {
             home: &home.to_string_lossy(),
             user: &identity.user_name,
+            image: image.is_some(),
         },
         &policy.env,
         &policy.env_set,
@@ -401,6 +415,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             })
             .collect(),
         env_refused: env.refused,
+        image,
         rootfs_binds,
         rootfs_symlinks,
         mounts,

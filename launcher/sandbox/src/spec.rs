@@ -216,6 +216,9 @@ pub struct SandboxSpec {
     pub hostname: String,
     pub env: Vec<EnvEntry>,
     pub env_refused: Vec<RefusedVar>,
+    /// The OCI image whose filesystem is the read-only root; `None` for the
+    /// host's own directories below.
+    pub image: Option<String>,
     /// Host directories and symlinks that form the read-only root, e.g.
     /// `/usr` bound and `/bin -> usr/bin` recreated.
     pub rootfs_binds: Vec<PathBuf>,

@@ -445,6 +445,7 @@ fn command_line_mount_into_proc_is_refused() {
                 policy::resolve::parse_cli_mount(&format!("{}:/proc/x", data.display())).unwrap(),
             ],
             env: Vec::new(),
+            image: None,
         },
         &fx.host(),
     )
@@ -570,6 +571,7 @@ fn environment_holds_only_base_and_profile_names_and_never_prints_values() {
                 "FROM_CLI".into(),
                 policy::env::Redacted(CLI_SECRET.into()),
             )],
+            image: None,
         },
         &fx.host(),
     )

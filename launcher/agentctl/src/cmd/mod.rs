@@ -43,6 +43,7 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
             network: args.network.map(Into::into),
             mounts: args.mounts.clone(),
             env: args.env.clone(),
+            image: args.image.clone(),
         },
         &host,
     )?;

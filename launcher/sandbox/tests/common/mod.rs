@@ -97,6 +97,7 @@ impl Fx {
                 network: None,
                 mounts: Vec::new(),
                 env: Vec::new(),
+                image: None,
             },
             &self.host(),
         )
