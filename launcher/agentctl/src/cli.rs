@@ -32,6 +32,14 @@ pub enum Command {
     Setup(SetupArgs),
     /// Write the OCI bundle a session would run, without running it.
     Bundle(BundleArgs),
+    /// Internal: PID 1 of a Docker host-root sandbox.
+    #[command(name = "__init", hide = true)]
+    Init {
+        #[arg(long)]
+        tty: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Internal: the single-threaded session helper.
     #[command(name = "__native-helper", hide = true)]
     NativeHelper { session_dir: PathBuf },
@@ -39,7 +47,10 @@ pub enum Command {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
+    /// Daemonless, through libcontainer (the default).
     Native,
+    /// The Docker Engine at DOCKER_HOST or the default socket.
+    Docker,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

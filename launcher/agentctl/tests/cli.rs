@@ -248,6 +248,21 @@ print("\nEXIT", os.waitstatus_to_exitcode(status))
 
 #[test]
 fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
+    interactive("native");
+}
+
+#[test]
+fn interactive_docker_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
+    let docker = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if require(docker, "a Docker daemon") {
+        interactive("docker");
+    }
+}
+
+fn interactive(backend: &str) {
     if !require(
         Command::new("python3").arg("-V").output().is_ok(),
         "python3 (drives a pseudo-terminal)",
@@ -261,6 +276,8 @@ fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
         .args([
             "run",
             "-q",
+            "--backend",
+            backend,
             "--",
             "sh",
             "-c",
@@ -270,7 +287,7 @@ fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
         .output()
         .unwrap();
     let out = text(&o.stdout);
-    assert!(out.contains("/dev/pts/"), "no terminal inside: {out}");
+    assert!(out.contains("/dev/pts/"), "{backend}: no terminal inside: {out}");
     assert!(out.contains("41 101"), "window size not passed: {out}");
     assert!(out.contains("got:typed-line"), "input not passed: {out}");
     assert!(

@@ -474,3 +474,39 @@ fn native_rootless() {
     }
     conformance(Backend("native"), runner);
 }
+
+/// True when a Docker daemon answers on the default socket or DOCKER_HOST.
+fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn docker_leftovers() -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.agentctl.managed=true",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ])
+        .output()
+        .unwrap();
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn docker_as_invoking_user() {
+    if !support::require(
+        docker_available(),
+        "a Docker daemon (`apt-get install docker.io`, then start dockerd)",
+    ) {
+        return;
+    }
+    conformance(Backend("docker"), Runner::Current);
+    let left = docker_leftovers();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}

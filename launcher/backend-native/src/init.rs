@@ -56,36 +56,43 @@ impl Executor for AgentInit {
             .map(|a| CString::new(a.as_bytes()).map_err(|_| ExecutorError::InvalidArg))
             .collect::<Result<_, _>>()?;
 
-        let mut set = SigSet::empty();
-        for s in FORWARDED {
-            set.add(*s);
-        }
-        set.add(Signal::SIGCHLD);
-        // A real handler, not SIG_DFL: the kernel discards signals sent to
-        // a namespace's init that would take the default action.
-        let action = SigAction::new(
-            SigHandler::Handler(noop),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        for s in FORWARDED {
-            // SAFETY: `noop` is async-signal-safe; it does nothing.
-            unsafe { sigaction(*s, &action) }.map_err(other)?;
-        }
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(other)?;
+        run_as_init(&argv, self.tty)
+    }
+}
 
-        // SAFETY: this process is single-threaded (a fresh fork of the
-        // single-threaded helper), so the child may run arbitrary code.
-        match unsafe { fork() }.map_err(other)? {
-            ForkResult::Child => run_agent(&argv, self.tty),
-            ForkResult::Parent { child } => supervise(child, &set),
+/// Becomes the sandbox's PID 1 for `argv`: forks the agent, forwards
+/// signals to it, reaps orphans, and exits with the agent's status. Also
+/// the body of `agentctl __init`, which the Docker backend runs as PID 1 of
+/// host-root containers.
+pub fn run_as_init(argv: &[CString], tty: bool) -> ! {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    // A real handler, not SIG_DFL: the kernel discards signals sent to a
+    // namespace's init that would take the default action.
+    let action = SigAction::new(SigHandler::Handler(noop), SaFlags::SA_RESTART, SigSet::empty());
+    for s in FORWARDED {
+        // SAFETY: `noop` is async-signal-safe; it does nothing.
+        let _ = unsafe { sigaction(*s, &action) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+
+    // SAFETY: this process is single-threaded (a fresh fork of the
+    // single-threaded helper, or a fresh exec), so the child may run
+    // arbitrary code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => run_agent(argv, tty),
+        Ok(ForkResult::Parent { child }) => supervise(child, &set),
+        Err(e) => {
+            let msg = format!("agentctl: cannot start the agent: {e}\n");
+            let _ = nix::unistd::write(std::io::stderr(), msg.as_bytes());
+            exit(126)
         }
     }
 }
 
-fn other(e: Errno) -> ExecutorError {
-    ExecutorError::Other(e.to_string())
-}
 
 fn run_agent(argv: &[CString], tty: bool) -> ! {
     if tty {

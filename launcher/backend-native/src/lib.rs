@@ -8,6 +8,7 @@
 pub mod cgroup;
 mod helper;
 mod init;
+pub use init::run_as_init;
 mod net;
 pub mod oci;
 pub mod preflight;

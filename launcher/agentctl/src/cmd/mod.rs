@@ -19,6 +19,13 @@ pub fn dispatch(command: Command) -> Result<u8> {
         Command::Profiles(args) => profiles::profiles(args),
         Command::Setup(args) => setup::setup(args),
         Command::Bundle(args) => bundle::bundle(args),
+        Command::Init { tty, command } => {
+            let argv: Vec<std::ffi::CString> = command
+                .into_iter()
+                .map(|a| std::ffi::CString::new(a).context("an argument contains a NUL byte"))
+                .collect::<Result<_>>()?;
+            backend_native::run_as_init(&argv, tty)
+        }
         Command::NativeHelper { session_dir } => {
             let code = backend_native::helper_main(&session_dir);
             Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
@@ -48,6 +55,11 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
         &host,
     )?;
     Ok(spec)
+}
+
+/// This binary, for backends that run it again (inside or beside a sandbox).
+pub fn self_path() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
 
 /// The argv that starts this binary's helper mode.

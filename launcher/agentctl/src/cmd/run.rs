@@ -14,6 +14,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     let backend: Box<dyn Backend> = match args.backend {
         BackendKind::Native => Box::new(NativeBackend::new(super::helper_command())),
+        BackendKind::Docker => Box::new(backend_docker::DockerBackend::new(super::self_path())),
     };
     if !args.quiet {
         let network = match &spec.network_reason {

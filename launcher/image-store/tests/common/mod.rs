@@ -320,14 +320,21 @@ impl Registry {
 
     /// Starts a registry on a free loopback port, storing in a temp dir.
     pub fn start() -> Registry {
+        Self::start_with(None, "")
+    }
+
+    /// Starts a registry storing in `data` (default: its own temp dir),
+    /// with `extra` appended to its configuration (an `auth:` section).
+    pub fn start_with(data: Option<&Path>, extra: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
+        let data = data.map_or_else(|| dir.path().join("data"), Path::to_owned);
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+                data.display()
             ),
         )
         .unwrap();
@@ -344,19 +351,28 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(30);
         let agent = ureq::Agent::new_with_defaults();
         loop {
-            if let Ok(r) = agent.get(&format!("{}/v2/", reg.url())).call()
-                && r.status() == 200
-            {
-                break;
+            match agent.get(&format!("{}/v2/", reg.url())).call() {
+                Ok(r) if r.status() == 200 => break,
+                Err(ureq::Error::StatusCode(401)) => break, // up, wants a token
+                _ => {}
             }
             assert!(
                 Instant::now() < deadline,
                 "the registry did not come up: {}",
-                fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default()
+                reg.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Where this registry keeps its content.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     pub fn host(&self) -> String {

@@ -1,0 +1,197 @@
+//! A [`SandboxSpec`] as a Docker container: `ContainerCreateBody` and its
+//! `HostConfig`. Pure, so the mapping is snapshot-tested; the daemon sees
+//! exactly what this returns.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountType,
+};
+use policy::NetworkMode;
+use sandbox::SandboxSpec;
+use sandbox::spec::MountSource;
+
+/// Labels that mark a container as agentctl's.
+pub const LABEL_MANAGED: &str = "io.agentctl.managed";
+pub const LABEL_SESSION: &str = "io.agentctl.session";
+pub const LABEL_PROFILE: &str = "io.agentctl.profile";
+pub const LABEL_POLICY: &str = "io.agentctl.policy-sha256";
+
+/// What the translation needs besides the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The image to create the container from (the host-root image for a
+    /// session on the host's root filesystem).
+    pub image: String,
+    pub tty: bool,
+    /// Keep the container's stdin open for the caller's input.
+    pub stdin: bool,
+    /// The engine makes read-only bind mounts read-only recursively
+    /// (API 1.44 and later). Older engines get non-recursive binds instead,
+    /// so that no writable submount shows through.
+    pub recursive_read_only: bool,
+    /// PATH from the image's config, used when the plan's PATH is only the
+    /// standard default.
+    pub image_path: Option<String>,
+    pub no_limits: bool,
+    /// Run this agentctl binary as PID 1 (`__init`) instead of Docker's
+    /// init: for host-root images, whose /sbin is the host's, read-only.
+    pub init: Option<std::path::PathBuf>,
+}
+
+/// Where the agentctl init binary is mounted in host-root containers.
+pub const INIT_PATH: &str = "/.agentctl/init";
+
+pub fn container_name(spec: &SandboxSpec) -> String {
+    format!("agentctl-{}", spec.session.short())
+}
+
+pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
+    let uid = spec.identity.host_uid;
+    let gid = spec.identity.host_gid;
+
+    let mut mounts = Vec::new();
+    let mut tmpfs = HashMap::new();
+    for m in &spec.mounts {
+        let target = m.destination.to_string_lossy().into_owned();
+        match &m.source {
+            MountSource::Bind { path, file } => {
+                let read_only = !m.writable;
+                let tree = !file;
+                mounts.push(Mount {
+                    target: Some(target),
+                    source: Some(path.to_string_lossy().into_owned()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(read_only),
+                    bind_options: Some(MountBindOptions {
+                        propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                        non_recursive: Some(read_only && tree && !opts.recursive_read_only),
+                        read_only_force_recursive: (read_only
+                            && tree
+                            && opts.recursive_read_only)
+                            .then_some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+            MountSource::Tmpfs { size, mode } => {
+                // Owned by the session's user, as the native backend's tmpfs
+                // is owned by the user's id inside its namespace.
+                let mut options = format!(
+                    "{},nosuid,nodev,mode={mode:o},uid={uid},gid={gid}",
+                    if m.writable { "rw" } else { "ro" }
+                );
+                if let Some(size) = size {
+                    options.push_str(&format!(",size={size}"));
+                }
+                tmpfs.insert(target, options);
+            }
+        }
+    }
+
+    if let Some(init) = &opts.init {
+        mounts.push(Mount {
+            target: Some(INIT_PATH.into()),
+            source: Some(init.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let mut masked: Vec<String> = spec
+        .masked_proc_paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    masked.extend(spec.masked.iter().map(|m| m.path.to_string_lossy().into_owned()));
+
+    let env: Vec<String> = spec
+        .env
+        .iter()
+        .map(|e| {
+            let value = match (&opts.image_path, e.name.as_str(), &e.source) {
+                (Some(p), "PATH", policy::env::EnvSource::Base) => p.clone(),
+                _ => e.value.0.clone(),
+            };
+            format!("{}={value}", e.name)
+        })
+        .collect();
+
+    let l = &spec.limits;
+    let host_config = HostConfig {
+        mounts: Some(mounts),
+        tmpfs: Some(tmpfs),
+        readonly_rootfs: Some(true),
+        masked_paths: Some(masked),
+        readonly_paths: Some(
+            spec.readonly_proc_paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        ),
+        network_mode: Some(
+            match spec.network {
+                NetworkMode::None => "none",
+                NetworkMode::Bridge => "bridge",
+                NetworkMode::Host => "host",
+            }
+            .into(),
+        ),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec![
+            "no-new-privileges:true".into(),
+            format!("seccomp={}", crate::seccomp::docker_json(&spec.seccomp)),
+        ]),
+        pids_limit: (!opts.no_limits).then_some(i64::from(l.pids)),
+        memory: (!opts.no_limits).then_some(l.memory_bytes as i64),
+        memory_swap: (!opts.no_limits).then_some(l.memory_bytes as i64),
+        nano_cpus: (!opts.no_limits).then_some(i64::from(l.cpu_millis) * 1_000_000),
+        // An init as PID 1 forwards signals and reaps, like the native
+        // backend's: docker-init from an image, agentctl's own otherwise.
+        init: Some(opts.init.is_none()),
+        ipc_mode: Some("private".into()),
+        privileged: Some(false),
+        auto_remove: Some(false),
+        ..Default::default()
+    };
+
+    ContainerCreateBody {
+        image: Some(opts.image.clone()),
+        cmd: Some(spec.command.clone()),
+        // The image's entrypoint would change what runs; the plan's command
+        // is the whole command.
+        entrypoint: Some(match &opts.init {
+            Some(_) => {
+                let mut e = vec![INIT_PATH.to_string(), "__init".to_string()];
+                if opts.tty {
+                    e.push("--tty".into());
+                }
+                e.push("--".into());
+                e
+            }
+            None => Vec::new(),
+        }),
+        env: Some(env),
+        working_dir: Some(spec.cwd.to_string_lossy().into_owned()),
+        user: Some(format!("{uid}:{gid}")),
+        hostname: Some(spec.hostname.clone()),
+        tty: Some(opts.tty),
+        open_stdin: Some(opts.stdin),
+        stdin_once: Some(opts.stdin),
+        attach_stdin: Some(opts.stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        network_disabled: Some(spec.network == NetworkMode::None),
+        labels: Some(HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_SESSION.to_string(), spec.session.to_string()),
+            (LABEL_PROFILE.to_string(), spec.profile.clone()),
+            (LABEL_POLICY.to_string(), spec.policy_sha256.clone()),
+        ])),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
