@@ -37,6 +37,9 @@ pub enum Command {
     Init {
         #[arg(long)]
         tty: bool,
+        /// The terminal's size as ROWSxCOLS, set before the agent starts.
+        #[arg(long)]
+        size: Option<String>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

@@ -287,7 +287,10 @@ fn interactive(backend: &str) {
         .output()
         .unwrap();
     let out = text(&o.stdout);
-    assert!(out.contains("/dev/pts/"), "{backend}: no terminal inside: {out}");
+    assert!(
+        out.contains("/dev/pts/"),
+        "{backend}: no terminal inside: {out}"
+    );
     assert!(out.contains("41 101"), "window size not passed: {out}");
     assert!(out.contains("got:typed-line"), "input not passed: {out}");
     assert!(
@@ -399,4 +402,86 @@ fn host_network_shares_the_hosts_interfaces() {
         - 2;
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(inside, host);
+}
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn docker_backend_refuses_an_unreachable_daemon_with_the_fixes() {
+    let ws = tempfile::tempdir().unwrap();
+    let o = Command::new(binary())
+        .args(["run", "-q", "--backend", "docker", "--", "true"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("unix:///nonexistent/docker.sock"), "{err}");
+    assert!(err.contains("--backend native"), "{err}");
+    assert!(err.contains("start"), "{err}");
+}
+
+/// Forwards TCP connections to the local Docker socket: a remote engine,
+/// as far as agentctl can tell.
+fn tcp_to_docker_socket() -> u16 {
+    use std::io::copy;
+    use std::net::TcpListener;
+    use std::os::unix::net::UnixStream;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let Ok(unix) = UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            let (mut a, mut b) = (conn.try_clone().unwrap(), unix.try_clone().unwrap());
+            let (mut c, mut d) = (conn, unix);
+            std::thread::spawn(move || {
+                let _ = copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = copy(&mut d, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn docker_backend_works_over_tcp() {
+    if !require(
+        docker_available(),
+        "a Docker daemon on /var/run/docker.sock",
+    ) {
+        return;
+    }
+    let port = tcp_to_docker_socket();
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join(".env"), "SECRET-tcp").unwrap();
+    let o = Command::new(binary())
+        .args([
+            "run",
+            "-q",
+            "--backend",
+            "docker",
+            "--",
+            "sh",
+            "-c",
+            "cat .env; echo via-tcp; exit 5",
+        ])
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(5), "{out} {}", text(&o.stderr));
+    assert_eq!(out, "via-tcp\n");
 }

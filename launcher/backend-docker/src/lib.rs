@@ -81,7 +81,10 @@ async fn connect() -> Result<Docker, BackendError> {
         }
     };
     let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
-    let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| unreachable(&e))?;
     docker.ping().await.map_err(|e| unreachable(&e))?;
     Ok(docker)
 }
@@ -122,14 +125,30 @@ async fn host_root_image(docker: &Docker, spec: &SandboxSpec) -> Result<String, 
         h.update(target.as_os_str().as_encoded_bytes());
         h.update(b"\n");
     }
-    let tag: String = h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let tag: String = h
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let name = format!("agentctl/hostroot:{tag}");
     if docker.inspect_image(&name).await.is_ok() {
         return Ok(name);
     }
     let mut tar = tar::Builder::new(Vec::new());
     for dir in [
-        "usr", "etc", "proc", "sys", "dev", "tmp", "home", "root", "run", "var", "mnt", ".agentctl",
+        "usr",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "home",
+        "root",
+        "run",
+        "var",
+        "mnt",
+        ".agentctl",
     ] {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Directory);
@@ -256,6 +275,7 @@ async fn run(
             image_path,
             no_limits: opts.no_limits,
             init: spec.image.is_none().then(|| init.to_path_buf()),
+            tty_size: if opts.tty { terminal_size() } else { None },
         },
     );
     let name = translate::container_name(spec);
@@ -272,7 +292,12 @@ async fn run(
     let _ = docker
         .remove_container(
             &id,
-            Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()),
+            Some(
+                RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
         )
         .await;
     result
@@ -419,7 +444,10 @@ async fn run_created(
         signal(SignalKind::window_change()).map_err(|e| runtime_err("signals", e))?;
     let kill = |sig: &'static str| async move {
         let _ = docker
-            .kill_container(id, Some(KillContainerOptionsBuilder::default().signal(sig).build()))
+            .kill_container(
+                id,
+                Some(KillContainerOptionsBuilder::default().signal(sig).build()),
+            )
             .await;
     };
     let code = loop {

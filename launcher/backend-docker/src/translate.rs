@@ -38,6 +38,10 @@ pub struct Options {
     /// Run this agentctl binary as PID 1 (`__init`) instead of Docker's
     /// init: for host-root images, whose /sbin is the host's, read-only.
     pub init: Option<std::path::PathBuf>,
+    /// The caller's terminal size (rows, columns), given to agentctl's init
+    /// so the agent starts with it: a resize through the API can only
+    /// follow the start, and would race the agent's first look.
+    pub tty_size: Option<(u16, u16)>,
 }
 
 /// Where the agentctl init binary is mounted in host-root containers.
@@ -67,9 +71,7 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
                     bind_options: Some(MountBindOptions {
                         propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
                         non_recursive: Some(read_only && tree && !opts.recursive_read_only),
-                        read_only_force_recursive: (read_only
-                            && tree
-                            && opts.recursive_read_only)
+                        read_only_force_recursive: (read_only && tree && opts.recursive_read_only)
                             .then_some(true),
                         ..Default::default()
                     }),
@@ -106,7 +108,11 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    masked.extend(spec.masked.iter().map(|m| m.path.to_string_lossy().into_owned()));
+    masked.extend(
+        spec.masked
+            .iter()
+            .map(|m| m.path.to_string_lossy().into_owned()),
+    );
 
     let env: Vec<String> = spec
         .env
@@ -168,6 +174,9 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
                 let mut e = vec![INIT_PATH.to_string(), "__init".to_string()];
                 if opts.tty {
                     e.push("--tty".into());
+                }
+                if let Some((rows, cols)) = opts.tty_size {
+                    e.push(format!("--size={rows}x{cols}"));
                 }
                 e.push("--".into());
                 e

@@ -72,7 +72,11 @@ pub fn run_as_init(argv: &[CString], tty: bool) -> ! {
     set.add(Signal::SIGCHLD);
     // A real handler, not SIG_DFL: the kernel discards signals sent to a
     // namespace's init that would take the default action.
-    let action = SigAction::new(SigHandler::Handler(noop), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(noop),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for s in FORWARDED {
         // SAFETY: `noop` is async-signal-safe; it does nothing.
         let _ = unsafe { sigaction(*s, &action) };
@@ -92,7 +96,6 @@ pub fn run_as_init(argv: &[CString], tty: bool) -> ! {
         }
     }
 }
-
 
 fn run_agent(argv: &[CString], tty: bool) -> ! {
     if tty {

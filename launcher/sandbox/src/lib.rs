@@ -9,6 +9,8 @@
 
 pub mod backend;
 mod error;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod plan;
 pub mod scan;
 pub mod spec;

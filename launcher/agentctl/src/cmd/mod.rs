@@ -19,7 +19,17 @@ pub fn dispatch(command: Command) -> Result<u8> {
         Command::Profiles(args) => profiles::profiles(args),
         Command::Setup(args) => setup::setup(args),
         Command::Bundle(args) => bundle::bundle(args),
-        Command::Init { tty, command } => {
+        Command::Init { tty, size, command } => {
+            if let Some((rows, cols)) = size.as_deref().and_then(|s| s.split_once('x')) {
+                let ws = libc::winsize {
+                    ws_row: rows.parse().unwrap_or(0),
+                    ws_col: cols.parse().unwrap_or(0),
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads a winsize we own.
+                unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &ws) };
+            }
             let argv: Vec<std::ffi::CString> = command
                 .into_iter()
                 .map(|a| std::ffi::CString::new(a).context("an argument contains a NUL byte"))
