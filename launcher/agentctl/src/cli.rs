@@ -30,6 +30,9 @@ pub enum Command {
     /// Delegate a cgroup subtree to a user, so that unprivileged sessions
     /// get resource limits (run once, as root).
     Setup(SetupArgs),
+    /// Manage images: the native backend's cache, and the agent images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Write the OCI bundle a session would run, without running it.
     Bundle(BundleArgs),
     /// Internal: PID 1 of a Docker host-root sandbox.
@@ -167,4 +170,32 @@ pub struct BundleArgs {
     pub cgroups_path: String,
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build an agent image from images/ on the Docker Engine
+    /// (agent-base, claude-code, codex, aider).
+    Build {
+        name: String,
+        /// The BASE build argument of the first image built (e.g. a local
+        /// base made by images/make-base.sh: agentctl/debian:bookworm).
+        #[arg(long)]
+        base: Option<String>,
+        /// Rebuild the images it builds on even when they exist.
+        #[arg(long)]
+        rebuild_deps: bool,
+    },
+    /// Fetch and unpack an image into the native backend's cache: a
+    /// registry reference, oci:DIR[:TAG] or docker-archive:FILE[:TAG].
+    Pull { source: String },
+    /// List the images in the native backend's cache.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image's name from the cache (`prune` frees the space).
+    Rm { reference: String },
+    /// Delete cached layers and root filesystems no image uses.
+    Prune,
 }

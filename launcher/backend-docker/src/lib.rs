@@ -3,6 +3,7 @@
 //! more: every decision is already in the spec. Only this crate knows
 //! bollard.
 
+pub mod images;
 pub mod seccomp;
 pub mod translate;
 
@@ -47,6 +48,19 @@ impl DockerBackend {
         let out = rt.block_on(f);
         rt.shutdown_background();
         out
+    }
+
+    /// Builds an agent image from `images/` (see [`images::build`]).
+    pub fn build_image(
+        &self,
+        name: &str,
+        base: Option<&str>,
+        rebuild_deps: bool,
+    ) -> Result<String, BackendError> {
+        self.block_on(async {
+            let docker = connect().await?;
+            images::build(&docker, name, base, rebuild_deps).await
+        })
     }
 
     /// Connects to `DOCKER_HOST` (unix or tcp) or the default socket, and

@@ -1,5 +1,6 @@
 mod bundle;
 mod explain;
+mod image;
 mod profiles;
 mod run;
 mod setup;
@@ -19,6 +20,7 @@ pub fn dispatch(command: Command) -> Result<u8> {
         Command::Profiles(args) => profiles::profiles(args),
         Command::Setup(args) => setup::setup(args),
         Command::Bundle(args) => bundle::bundle(args),
+        Command::Image(cmd) => image::image(cmd),
         Command::Init { tty, size, command } => {
             if let Some((rows, cols)) = size.as_deref().and_then(|s| s.split_once('x')) {
                 let ws = libc::winsize {
