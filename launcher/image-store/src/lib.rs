@@ -9,7 +9,8 @@
 //! <root>/index.json              tags: reference -> config digest, manifest, layers, size
 //! <root>/blobs/sha256/<hex>      manifests, configs and compressed layers, verified
 //! <root>/rootfs/<config-hex>/    the flattened rootfs of an image, built once
-//! <root>/tmp/                    downloads and unpacks in progress
+//! <root>/rootfs/.<hex>-…/        an unpack in progress
+//! <root>/tmp/                    downloads in progress
 //! <root>/locks/                  flock files that let processes share the store
 //! ```
 //!

@@ -134,7 +134,9 @@ impl Client {
         accept: Option<&str>,
     ) -> Result<Response<ureq::Body>, ImageError> {
         let url = format!("{}/v2/{}/{path}", self.base, self.reference.repository);
-        let mut authenticated = false;
+        // One (new) token per request: the first 401 gets a token, and a
+        // 401 with a token (it expired during a long pull) gets a new one.
+        let mut fresh_token = false;
         loop {
             let mut request = self.agent.get(&url);
             if let Some(a) = accept {
@@ -146,7 +148,7 @@ impl Client {
             tracing::debug!(%url, "GET");
             let response = request.call().map_err(|e| self.unreachable(e))?;
             let status = response.status().as_u16();
-            if status == 401 && !authenticated && self.token.is_none() {
+            if status == 401 && !fresh_token {
                 let challenge = response
                     .headers()
                     .get("www-authenticate")
@@ -154,7 +156,7 @@ impl Client {
                     .unwrap_or("")
                     .to_owned();
                 self.token = Some(self.fetch_token(&challenge)?);
-                authenticated = true;
+                fresh_token = true;
                 continue;
             }
             if status == 401 || status == 403 {

@@ -5,9 +5,9 @@
 //! `prune` holds it exclusively, so prune never deletes what a pull is
 //! about to tag. A blob download holds `locks/blob-<hex>.lock` and an
 //! unpack `locks/rootfs-<hex>.lock`, so two processes pulling the same image
-//! do the work once; both write to unique names under `tmp/` and rename
-//! into place, so a crash leaves no half-written blob or rootfs under its
-//! final name. Index updates hold `locks/index.lock` and replace
+//! do the work once; both write to unique names (blobs under `tmp/`, a
+//! rootfs under `rootfs/.<hex>-…`) and rename into place, so a crash leaves
+//! no half-written blob or rootfs under its final name. Index updates hold `locks/index.lock` and replace
 //! `index.json` by rename. Readers (`get`, `list`) take no lock.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -293,7 +293,7 @@ impl Store {
     }
 
     /// Deletes the blobs and rootfs directories that no tag references, and
-    /// what crashed pulls left in `tmp/`. Waits for pulls in progress.
+    /// what crashed pulls left behind. Waits for pulls in progress.
     pub fn prune(&self) -> Result<PruneReport, ImageError> {
         let _gc = self.lock("gc", true, &crate::NoProgress)?;
         let index = self.read_index()?;
@@ -322,7 +322,10 @@ impl Store {
             let path = rootfs.join(&name);
             report.bytes_freed += fsutil::disk_usage(&path);
             fsutil::remove_all(&path).map_err(io_err("remove", &path))?;
-            report.rootfs_removed += 1;
+            // ".<hex>-…" is an unpack a crash left behind, not an image.
+            if !name.starts_with('.') {
+                report.rootfs_removed += 1;
+            }
         }
         // No pull runs (we hold gc exclusively): everything in tmp/ is
         // left over, and no one holds or waits for the per-object locks.
@@ -522,7 +525,13 @@ impl Store {
             return Ok(self.known_size(&resolved.config, &dir));
         }
         progress.phase(Phase::Unpacking);
-        let tmp = self.tmp_path("rootfs");
+        // Unpacked next to its final name: renaming a directory into another
+        // parent needs write permission on it, which an image may withhold
+        // (a read-only "./"). prune removes leftovers (names starting with ".").
+        let tmp = self
+            .root
+            .join("rootfs")
+            .join(format!(".{}", fsutil::unique_name(resolved.config.hex())));
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&tmp)

@@ -489,12 +489,31 @@ impl Unpacker {
         ) {
             return Ok(());
         }
-        let meta = Meta {
+        let mut meta = Meta {
             mode: header.mode().map_err(|e| ctx.io(e))?,
             uid: header.uid().unwrap_or(0),
             gid: header.gid().unwrap_or(0),
             mtime: header.mtime().unwrap_or(0),
         };
+        // PAX records override the header's (large ids, exact times).
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                let value = || ext.value().ok().map(str::trim);
+                match ext.key() {
+                    Ok("uid") => {
+                        meta.uid = value().and_then(|v| v.parse().ok()).unwrap_or(meta.uid)
+                    }
+                    Ok("gid") => {
+                        meta.gid = value().and_then(|v| v.parse().ok()).unwrap_or(meta.gid)
+                    }
+                    Ok("mtime") => {
+                        let secs = value().map(|v| v.split('.').next().unwrap_or(v));
+                        meta.mtime = secs.and_then(|v| v.parse().ok()).unwrap_or(meta.mtime);
+                    }
+                    _ => {}
+                }
+            }
+        }
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let comps = split_path(&raw).map_err(|r| ctx.refuse(r))?;
         let path = join(&comps);

@@ -358,7 +358,7 @@ fn corrupted_store_blobs_are_detected_when_unpacking() {
     assert!(err.to_string().contains("stored layer"), "{err}");
     assert!(!blob.exists(), "the corrupted blob is deleted");
     assert_eq!(
-        count(&store.root().join("tmp")),
+        count(&store.root().join("rootfs")) + count(&store.root().join("tmp")),
         0,
         "the partial rootfs is cleaned up"
     );
@@ -444,4 +444,180 @@ fn default_root_follows_the_user() {
     } else {
         assert!(root.ends_with("agentctl/images"), "{}", root.display());
     }
+}
+
+/// A `docker save` archive written by hand: the legacy layout (`<id>/layer.tar`,
+/// `<config-hex>.json`, repeated layers linked to the first copy) or the
+/// newer one (`blobs/sha256/<hex>`).
+fn docker_archive(images: &[(&TestImage, &[&str])], new_style: bool) -> Vec<u8> {
+    fn add(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let mut written: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut manifest = Vec::new();
+    for (n, (image, tags)) in images.iter().enumerate() {
+        let mut layer_paths: Vec<String> = Vec::new();
+        for (i, (tar, _, _)) in image.layers.iter().enumerate() {
+            let p = if new_style {
+                format!("blobs/sha256/{}", &sha256(tar)[7..])
+            } else {
+                format!("layer{n}-{i}/layer.tar")
+            };
+            match written.iter().find(|(t, _)| t == tar) {
+                Some((_, first)) if new_style => layer_paths.push(first.clone()),
+                Some((_, first)) => {
+                    let mut h = tar::Header::new_ustar();
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, &p, format!("../{first}")).unwrap();
+                    layer_paths.push(p);
+                }
+                None => {
+                    add(&mut b, &p, tar);
+                    written.push((tar.clone(), p.clone()));
+                    layer_paths.push(p);
+                }
+            }
+        }
+        let config = image.config_bytes();
+        let hex = &sha256(&config)[7..];
+        let config_path = if new_style {
+            format!("blobs/sha256/{hex}")
+        } else {
+            format!("{hex}.json")
+        };
+        add(&mut b, &config_path, &config);
+        manifest.push(json!({"Config": config_path, "RepoTags": tags, "Layers": layer_paths}));
+    }
+    add(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn hand_made_docker_archives() {
+    let t = tempfile::tempdir().unwrap();
+    let l1 = Layer::new()
+        .file("one", 0o644, b"1")
+        .file("again", 0o644, b"first")
+        .tar();
+    let l2 = Layer::new()
+        .file("two", 0o644, b"2")
+        .file("again", 0o644, b"second")
+        .tar();
+    let image = TestImage::new(&["X=1"], &["/x"])
+        .layer(l1.clone(), TAR)
+        .layer(l2, TAR)
+        .layer(l1.clone(), TAR);
+    let store = Store::open(t.path().join("store")).unwrap();
+    let archive = |name: &str, bytes: Vec<u8>, tag: Option<&str>| {
+        let p = t.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        ImageSource::DockerArchive {
+            path: p,
+            tag: tag.map(str::to_owned),
+        }
+    };
+
+    let legacy = docker_archive(&[(&image, &["hand/made:1"])], false);
+    let img = store
+        .pull(&archive("legacy.tar", legacy.clone(), None), &NoProgress)
+        .unwrap();
+    assert_eq!(img.reference, "docker.io/hand/made:1");
+    assert_eq!(img.config_digest, sha256(&image.config_bytes()));
+    assert_eq!(img.manifest_digest, None);
+    assert_eq!(img.layers.len(), 3);
+    assert_eq!(
+        img.layers[0], img.layers[2],
+        "the linked layer is the same blob"
+    );
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("again")).unwrap(),
+        "first"
+    );
+    assert!(img.rootfs.join("two").exists());
+
+    // Compressed with gzip, and the newer blobs/ layout: the same image.
+    let gz = archive("legacy.tar.gz", common::gzip(&legacy), None);
+    let fresh = Store::open(t.path().join("store2")).unwrap();
+    assert_eq!(
+        fresh.pull(&gz, &NoProgress).unwrap().config_digest,
+        img.config_digest
+    );
+    let new_style = docker_archive(&[(&image, &[])], true);
+    let fresh = Store::open(t.path().join("store3")).unwrap();
+    let untagged = fresh
+        .pull(&archive("new.tar", new_style, None), &NoProgress)
+        .unwrap();
+    assert_eq!(untagged.config_digest, img.config_digest);
+    assert_eq!(
+        untagged.reference, img.config_digest,
+        "an untagged image is named by its id"
+    );
+    assert_eq!(
+        fresh.get(&img.config_digest[7..17]).unwrap().unwrap(),
+        untagged
+    );
+
+    // Several images: one must be named.
+    let other = TestImage::new(&["Y=1"], &[]).layer(l1, TAR);
+    let both = docker_archive(&[(&image, &["hand/made:1"]), (&other, &["other:2"])], false);
+    let err = store
+        .pull(&archive("both.tar", both.clone(), None), &NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, ImageError::InvalidSource { .. }), "{err}");
+    assert!(err.to_string().contains("hand/made:1, other:2"), "{err}");
+    let img2 = store
+        .pull(
+            &archive("both.tar", both.clone(), Some("docker.io/library/other:2")),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(img2.config.env, ["Y=1"]);
+    assert_eq!(img2.reference, "docker.io/library/other:2");
+    let err = store
+        .pull(&archive("both.tar", both, Some("third:3")), &NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+
+    // A blob whose content does not match the digest in its name.
+    let honest = Layer::new().file("one", 0o644, b"1").tar();
+    let evil = Layer::new().file("evil", 0o644, b"x").tar();
+    let tampered = TestImage::new(&["X=1"], &["/x"]).layer(honest.clone(), TAR);
+    let bytes = docker_archive(&[(&tampered, &[])], true);
+    let honest_path = format!("blobs/sha256/{}", &sha256(&honest)[7..]);
+    let mut out = tar::Builder::new(Vec::new());
+    let mut ar = tar::Archive::new(&bytes[..]);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if path == honest_path {
+            data = evil.clone();
+        }
+        let mut h = e.header().clone();
+        h.set_size(data.len() as u64);
+        out.append_data(&mut h, &path, &data[..]).unwrap();
+    }
+    let fresh = Store::open(t.path().join("store4")).unwrap();
+    let err = fresh
+        .pull(
+            &archive("tampered.tar", out.into_inner().unwrap(), None),
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&sha256(&honest)), "{err}");
+    assert_eq!(
+        fs::read_dir(fresh.root().join("rootfs")).unwrap().count(),
+        0
+    );
 }

@@ -484,3 +484,262 @@ fn read_saved_image(archive: &Path) -> (Vec<u8>, Vec<u8>) {
     });
     (config, layer)
 }
+
+// ----- anonymous bearer tokens -----
+
+const SERVICE: &str = "agentctl-test-registry";
+const ISSUER: &str = "agentctl-test-issuer";
+
+fn base64(bytes: &[u8], url: bool) -> String {
+    let table: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(table[(n >> (18 - 6 * i)) as usize & 63] as char);
+        }
+        if !url {
+            for _ in chunk.len()..3 {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A token service in the style of Docker Hub's: anyone gets a signed
+/// JWT granting `pull` on the repository asked for, except repositories
+/// whose name contains "private", which get a token granting nothing.
+struct TokenServer {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TokenServer {
+    fn start(key: std::path::PathBuf, cert_der: Vec<u8>) -> TokenServer {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (reqs, stopped) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                reqs.lock().unwrap().push(target.clone());
+                let query: HashMap<String, String> = target
+                    .split_once('?')
+                    .map_or("", |(_, q)| q)
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+                    .collect();
+                let scope = query.get("scope").cloned().unwrap_or_default();
+                let name = scope
+                    .strip_prefix("repository:")
+                    .and_then(|s| s.rsplit_once(':'))
+                    .map_or("", |(n, _)| n);
+                let access = if name.contains("private") || name.is_empty() {
+                    json!([])
+                } else {
+                    json!([{"type": "repository", "name": name, "actions": ["pull"]}])
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header =
+                    json!({"alg": "RS256", "typ": "JWT", "x5c": [base64(&cert_der, false)]});
+                let claims = json!({"iss": ISSUER, "sub": "", "aud": query.get("service"),
+                                    "exp": now + 300, "nbf": now - 60, "iat": now,
+                                    "jti": format!("{now}-{}", reqs.lock().unwrap().len()),
+                                    "access": access});
+                let input = format!(
+                    "{}.{}",
+                    base64(&serde_json::to_vec(&header).unwrap(), true),
+                    base64(&serde_json::to_vec(&claims).unwrap(), true)
+                );
+                let mut child = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-binary", "-sign"])
+                    .arg(&key)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let sig = child.wait_with_output().unwrap().stdout;
+                let body = serde_json::to_vec(
+                    &json!({"token": format!("{input}.{}", base64(&sig, true))}),
+                )
+                .unwrap();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(&body);
+            }
+        });
+        TokenServer {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn openssl_available() -> Result<(), String> {
+    match Command::new("openssl").arg("version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("openssl is missing (apt-get install -y openssl)".into()),
+    }
+}
+
+#[test]
+fn anonymous_bearer_tokens() {
+    let test = "anonymous_bearer_tokens";
+    if !common::require(test, Registry::available()) || !common::require(test, openssl_available())
+    {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let key = t.path().join("key.pem");
+    let cert = t.path().join("cert.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=token-issuer",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "der", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .stdout;
+
+    // Push to an open registry, then serve the same storage from one that
+    // wants bearer tokens.
+    let open = Registry::start();
+    let image = small_image("token");
+    open.push_image("agentctl/tok", "v1", &image);
+    open.push_image("agentctl/private", "v1", &image);
+    let tokens = TokenServer::start(key, der);
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+        tokens.port,
+        cert.display()
+    );
+    let guarded = Registry::start_with(Some(&open.data()), &auth);
+    let host = guarded.host();
+
+    let store = Store::open(t.path().join("store")).unwrap();
+    let img = store
+        .pull(&registry(format!("{host}/agentctl/tok:v1")), &NoProgress)
+        .unwrap_or_else(|e| panic!("{e}\nregistry log:\n{}", guarded.log()));
+    assert_eq!(img.config.env, ["MARK=token"]);
+    let requests = tokens.requests.lock().unwrap().clone();
+    assert!(!requests.is_empty(), "no token was requested");
+    assert!(
+        requests[0].contains("agentctl%2Ftok%3Apull") || requests[0].contains("agentctl/tok:pull"),
+        "{requests:?}"
+    );
+    assert!(requests[0].contains(SERVICE), "{requests:?}");
+
+    let err = store
+        .pull(
+            &registry(format!("{host}/agentctl/private:v1")),
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("registry {host} refused anonymous access")),
+        "{text}"
+    );
+    assert!(text.contains("agentctl/private:v1"), "{text}");
+    eprintln!("{text}");
+}

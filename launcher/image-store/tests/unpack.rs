@@ -149,6 +149,34 @@ fn applies_files_dirs_links_and_metadata() {
 }
 
 #[test]
+fn pax_records_and_long_names() {
+    let s = Sandbox::new();
+    let long = format!("{}/{}", "d".repeat(150), "f".repeat(120));
+    let long_target = format!("{}/{}", "d".repeat(150), "t".repeat(120));
+    let layer = Layer::new()
+        .pax(&[
+            ("path", &long),
+            ("mtime", "1234567890.75"),
+            ("uid", "3000000"),
+            ("gid", "3000001"),
+        ])
+        .file("short-name-ignored", 0o640, b"long")
+        .pax(&[("path", "link"), ("linkpath", &long_target)])
+        .symlink("ignored", "ignored")
+        .tar();
+    let stats = unpack_layer(&layer[..], &s.root).unwrap();
+    assert_eq!(stats.entries, 2, "PAX headers are not entries of their own");
+    let meta = fs::symlink_metadata(s.p(&long)).unwrap();
+    assert_eq!(fs::read_to_string(s.p(&long)).unwrap(), "long");
+    assert_eq!(meta.mtime(), 1_234_567_890);
+    if rustix::process::geteuid().is_root() {
+        assert_eq!((meta.uid(), meta.gid()), (3_000_000, 3_000_001));
+    }
+    assert!(!exists(&s.p("short-name-ignored")));
+    assert_eq!(fs::read_link(s.p("link")).unwrap(), Path::new(&long_target));
+}
+
+#[test]
 fn gzip_and_zstd_layers_unpack_the_same() {
     let tar = Layer::new()
         .dir("a/", 0o755)
@@ -523,6 +551,7 @@ fn unprivileged_unpack_handles_read_only_directories() {
 }
 
 fn unprivileged_body(base: &Path) {
+    assert!(!rustix::process::geteuid().is_root());
     let root = base.join("rootfs");
     fs::create_dir(&root).unwrap();
     let lower = Layer::new()
@@ -556,6 +585,36 @@ fn unprivileged_body(base: &Path) {
 
     // The store can delete what it unpacked (prune), read-only or not.
     remove_tree(&root);
+
+    // A whole pull whose image makes its root directory read-only: the
+    // unpacked tree is still moved into place, and pruned again.
+    let image = common::TestImage::new(&[], &[])
+        .layer(
+            Layer::new()
+                .dir("./", 0o555)
+                .dir("ro/", 0o500)
+                .file("ro/f", 0o400, b"f")
+                .tar(),
+            common::GZIP,
+        )
+        .layer(Layer::new().file("ro/g", 0o400, b"g").tar(), common::TAR);
+    let layout = base.join("layout");
+    common::write_layout(&layout, &[("v1", &image)]);
+    let store = image_store::Store::open(base.join("store")).unwrap();
+    let source = image_store::ImageSource::OciLayout {
+        path: layout,
+        tag: Some("v1".into()),
+    };
+    let img = store.pull(&source, &image_store::NoProgress).unwrap();
+    assert_eq!(
+        fs::metadata(&img.rootfs).unwrap().permissions().mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(fs::read(img.rootfs.join("ro/g")).unwrap(), b"g");
+    store.remove("layout:v1").unwrap();
+    let report = store.prune().unwrap();
+    assert_eq!(report.rootfs_removed, 1);
+    assert!(!img.rootfs.exists());
 }
 
 /// Removes a tree the way the store's prune does (it makes directories

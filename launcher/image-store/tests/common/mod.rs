@@ -108,6 +108,26 @@ impl Layer {
     pub fn char_device(self, path: &str) -> Self {
         self.entry(tar::EntryType::Char, path, 0o666, None, b"")
     }
+    /// A PAX extended header for the next entry.
+    pub fn pax(self, records: &[(&str, &str)]) -> Self {
+        let mut data = String::new();
+        for (k, v) in records {
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}").len() + body.len() != len {
+                len += 1;
+            }
+            data.push_str(&format!("{len}{body}"));
+        }
+        self.entry(
+            tar::EntryType::XHeader,
+            "PaxHeaders/next",
+            0o644,
+            None,
+            data.as_bytes(),
+        )
+    }
+
     /// A file whose content comes from the host.
     pub fn host_file(self, path: &str, mode: u32, host: &Path) -> Self {
         let data = fs::read(host).unwrap();
