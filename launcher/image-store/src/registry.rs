@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ureq::Agent;
 use ureq::http::Response;
+use ureq::tls::RootCerts;
 
 use crate::Progress;
 use crate::digest::Digest;
@@ -22,19 +25,29 @@ use crate::store::{Resolved, Store};
 
 pub(crate) const INSECURE_ENV: &str = "AGENTCTL_INSECURE_REGISTRIES";
 
-/// Whether `host` (`name[:port]`) is spoken to over plain http.
-pub(crate) fn is_insecure(host: &str, insecure_list: Option<&str>) -> bool {
-    let hostname = if let Some(rest) = host.strip_prefix('[') {
+/// `host` without its port (and without the brackets of an IPv6 address).
+fn hostname(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    if hostname == "localhost" || hostname.ends_with(".localhost") {
+    }
+}
+
+/// Whether `host` (`name[:port]`) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let hostname = hostname(host);
+    hostname == "localhost"
+        || hostname.ends_with(".localhost")
+        || hostname.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `host` (`name[:port]`) is spoken to over plain http.
+pub(crate) fn is_insecure(host: &str, insecure_list: Option<&str>) -> bool {
+    if is_loopback(host) {
         return true;
     }
-    if hostname.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
-        return true;
-    }
+    let hostname = hostname(host);
     insecure_list
         .unwrap_or("")
         .split(',')
@@ -75,6 +88,36 @@ pub(crate) fn parse_challenge(header: &str) -> Option<(String, HashMap<String, S
     Some((scheme.to_ascii_lowercase(), params))
 }
 
+/// The CA bundle of the system (`SSL_CERT_FILE`, else Debian's
+/// `/etc/ssl/certs/ca-certificates.crt`), which holds the CAs an
+/// administrator added (a TLS-inspecting proxy's, a private registry's);
+/// Mozilla's roots, built in, when there is none.
+fn trusted_roots() -> RootCerts {
+    static ROOTS: OnceLock<RootCerts> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let path = std::env::var_os("SSL_CERT_FILE")
+                .map_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE), PathBuf::from);
+            load_roots(&path).unwrap_or(RootCerts::WebPki)
+        })
+        .clone()
+}
+
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The certificates of a PEM bundle, if it has any.
+fn load_roots(path: &Path) -> Option<RootCerts> {
+    let pem = std::fs::read(path).ok()?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    tracing::debug!(bundle = %path.display(), certificates = certs.len(), "trusted roots");
+    (!certs.is_empty()).then(|| RootCerts::new_with_certs(&certs))
+}
+
 pub(crate) struct Client {
     agent: Agent,
     base: String,
@@ -92,7 +135,15 @@ impl Client {
         } else {
             "https"
         };
-        let agent: Agent = Agent::config_builder()
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(trusted_roots())
+            .build();
+        let mut config = Agent::config_builder().tls_config(tls);
+        if is_loopback(&host) {
+            // Never through a proxy (as Go's clients, docker's included).
+            config = config.proxy(None);
+        }
+        let agent: Agent = config
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
@@ -524,6 +575,21 @@ mod tests {
         assert_eq!(p["error"], "insufficient_scope");
         let (_, p) = parse_challenge(r#"Bearer realm="a\"b""#).unwrap();
         assert_eq!(p["realm"], "a\"b");
+    }
+
+    #[test]
+    fn trusts_the_system_bundle_when_there_is_one() {
+        let t = tempfile::tempdir().unwrap();
+        let empty = t.path().join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").unwrap();
+        assert!(load_roots(&empty).is_none());
+        assert!(load_roots(&t.path().join("missing.pem")).is_none());
+        if Path::new(SYSTEM_CA_BUNDLE).exists() {
+            match load_roots(Path::new(SYSTEM_CA_BUNDLE)) {
+                Some(RootCerts::Specific(certs)) => assert!(certs.len() > 10),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
