@@ -18,9 +18,20 @@ use support::{Runner, chown_tree, leftovers, require, run, session_id, text};
 
 const PROBE: &str = include_str!("conformance/probe.sh");
 
-/// A backend under test, as `agentctl run --backend` names it.
-#[derive(Clone, Copy, Debug)]
-struct Backend(&'static str);
+/// A backend under test, as `agentctl run --backend` names it, with the
+/// arguments that choose its root filesystem (`--image ...`).
+#[derive(Clone, Debug)]
+struct Backend(&'static str, Vec<String>);
+
+impl Backend {
+    fn host(name: &'static str) -> Backend {
+        Backend(name, Vec::new())
+    }
+
+    fn image(name: &'static str, image: &str) -> Backend {
+        Backend(name, vec!["--image".into(), image.into()])
+    }
+}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -149,7 +160,7 @@ struct Session {
 fn agentctl_run(
     runner: &Runner,
     fx: &Fixture,
-    backend: Backend,
+    backend: &Backend,
     extra: &[&str],
     cmd: &[&str],
     stdin: &[u8],
@@ -157,6 +168,7 @@ fn agentctl_run(
     let mut c = runner.agentctl(&fx.home, &fx.ws);
     c.args(["run", "--backend", backend.0, "--profile"])
         .arg(&fx.profile)
+        .args(&backend.1)
         .args(extra)
         .arg("--")
         .args(cmd);
@@ -189,6 +201,7 @@ fn assert_clean(runner: &Runner, s: &Session, failures: &mut Vec<String>) {
 /// The whole suite for one backend and one identity. Collects every
 /// failure, so one run shows all that is wrong.
 fn conformance(backend: Backend, runner: Runner) {
+    let backend = &backend;
     let fx = fixture(&runner, 256);
     let mut failures: Vec<String> = Vec::new();
     let mut check = |ok: bool, what: String| {
@@ -333,7 +346,7 @@ fn conformance(backend: Backend, runner: Runner) {
     );
 }
 
-fn exit_codes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
+fn exit_codes(backend: &Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
     for (cmd, want) in [
         (vec!["sh", "-c", "exit 42"], 42),
         (vec!["true"], 0),
@@ -354,7 +367,7 @@ fn exit_codes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Ve
     }
 }
 
-fn stdin_passes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
+fn stdin_passes(backend: &Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
     let s = agentctl_run(
         runner,
         fx,
@@ -371,7 +384,7 @@ fn stdin_passes(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut 
     }
 }
 
-fn signals(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
+fn signals(backend: &Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
     use std::io::{BufRead, BufReader};
     for (sig, want) in [
         (nix::sys::signal::Signal::SIGTERM, 143),
@@ -380,6 +393,7 @@ fn signals(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<S
         let mut c = runner.agentctl(&fx.home, &fx.ws);
         c.args(["run", "-q", "--backend", backend.0, "--profile"])
             .arg(&fx.profile)
+            .args(&backend.1)
             .args(["--", "sh", "-c", "echo ready; exec sleep 60"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -415,7 +429,7 @@ fn signals(backend: Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<S
     }
 }
 
-fn fork_bomb(backend: Backend, runner: &Runner, failures: &mut Vec<String>) {
+fn fork_bomb(backend: &Backend, runner: &Runner, failures: &mut Vec<String>) {
     if Command::new("python3").arg("-V").output().is_err() {
         failures.push("python3 is needed for the fork-bomb check".into());
         return;
@@ -461,7 +475,7 @@ print("forked", n, "errno", err)
 
 #[test]
 fn native_as_invoking_user() {
-    conformance(Backend("native"), Runner::Current);
+    conformance(Backend::host("native"), Runner::Current);
 }
 
 #[test]
@@ -472,16 +486,10 @@ fn native_rootless() {
     if !require(true, "") {
         return;
     }
-    conformance(Backend("native"), runner);
+    conformance(Backend::host("native"), runner);
 }
 
-/// True when a Docker daemon answers on the default socket or DOCKER_HOST.
-fn docker_available() -> bool {
-    Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use support::docker_available;
 
 fn docker_leftovers() -> Vec<String> {
     let out = Command::new("docker")
@@ -506,7 +514,61 @@ fn docker_as_invoking_user() {
     ) {
         return;
     }
-    conformance(Backend("docker"), Runner::Current);
+    conformance(Backend::host("docker"), Runner::Current);
     let left = docker_leftovers();
     assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+#[test]
+fn docker_from_an_image() {
+    let Some(image) = support::test_image() else {
+        return;
+    };
+    conformance(Backend::image("docker", &image), Runner::Current);
+    let left = docker_leftovers();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+/// Runs `f` with the native backend's image cache in a fresh directory, so
+/// the test pulls for real.
+fn with_fresh_image_cache(f: impl FnOnce()) {
+    let cache = tempfile::tempdir().unwrap();
+    // SAFETY: the tests in this file that touch the variable run one at a
+    // time (IMAGE_CACHE), and nothing reads it concurrently.
+    let _guard = IMAGE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    unsafe { std::env::set_var("AGENTCTL_IMAGES", cache.path()) };
+    f();
+    unsafe { std::env::remove_var("AGENTCTL_IMAGES") };
+}
+
+static IMAGE_CACHE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn native_from_a_registry_image() {
+    let Some(image) = support::test_image() else {
+        return;
+    };
+    let Some(registry) = support::Registry::start() else {
+        return;
+    };
+    let remote = registry.push(&image, "agentctl-conformance:test");
+    with_fresh_image_cache(|| conformance(Backend::image("native", &remote), Runner::Current));
+}
+
+#[test]
+fn native_from_a_docker_save_archive() {
+    let Some(image) = support::test_image() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let o = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker save: {}", text(&o.stderr));
+    let source = format!("docker-archive:{}", archive.display());
+    with_fresh_image_cache(|| conformance(Backend::image("native", &source), Runner::Current));
 }

@@ -56,6 +56,10 @@ pub struct HelperConfig {
     pub enter_userns: Option<(u32, u32)>,
     /// The paths that must be masked, checked before the agent starts.
     pub masked: Vec<PathBuf>,
+    /// An image's unpacked root filesystem: the sandbox's root is an
+    /// overlay of it (read-only below, a throwaway layer above for the
+    /// runtime's mount points), so the shared cache is never written.
+    pub image_rootfs: Option<PathBuf>,
 }
 
 impl HelperConfig {
@@ -185,6 +189,13 @@ impl Session {
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| format!("cannot create a signalfd: {e}"))?;
 
+        if let Some(lower) = &self.cfg.image_rootfs {
+            mount_image_root(
+                lower,
+                &self.cfg.session_dir,
+                &self.cfg.bundle.join("rootfs"),
+            )?;
+        }
         self.prepare_cgroup()?;
 
         let console = if self.cfg.tty {
@@ -408,6 +419,11 @@ impl Session {
 /// mount table once per controller. Anything unexpected (a cgroup that
 /// stays busy, state that cannot be removed) falls back to that delete.
 pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
+    if cfg.image_rootfs.is_some() {
+        // Removing the session directory through a mounted overlay would
+        // write a whiteout for every file of the image.
+        let _ = nix::mount::umount2(&cfg.bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+    }
     let state = cfg.state_root.join(&cfg.id);
     let container_gone = container
         .as_ref()
@@ -472,6 +488,42 @@ fn verify_masks(pid: i32, masked: &[PathBuf]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Mounts the overlay root of an image session in a mount namespace of the
+/// helper's own, so the host never sees it and it goes with the helper.
+fn mount_image_root(lower: &Path, session: &Path, target: &Path) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| format!("cannot mount the image ({what}): {e}");
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| fail("unshare", &e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| fail("private mounts", &e))?;
+    let upper = session.join("upper");
+    let work = session.join("work");
+    for d in [&upper, &work] {
+        fs::create_dir_all(d).map_err(|e| fail("overlay directories", &e))?;
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| fail("overlay", &e))
 }
 
 /// Points the bundle at a cgroup known only once the helper runs.

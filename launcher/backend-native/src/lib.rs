@@ -93,6 +93,10 @@ pub struct NativeBackend {
     /// select its helper mode; the session directory is appended.
     pub helper: Vec<String>,
     pub dirs: Dirs,
+    /// Where images are pulled to and unpacked.
+    pub images: PathBuf,
+    /// Shown the progress of an image pull.
+    pub progress: Box<dyn image_store::Progress>,
 }
 
 impl NativeBackend {
@@ -100,7 +104,27 @@ impl NativeBackend {
         NativeBackend {
             helper,
             dirs: Dirs::for_current_user(),
+            images: image_store::Store::default_root(),
+            progress: Box::new(image_store::NoProgress),
         }
+    }
+
+    /// The image a session runs from: from the cache, or pulled and
+    /// unpacked into it.
+    fn image(&self, reference: &str) -> Result<image_store::Image, BackendError> {
+        let fail = |e: image_store::ImageError| BackendError::Control {
+            control: "image",
+            reason: format!("cannot use image {reference}: {e}"),
+            fix: "check the reference (`agentctl image ls` lists the cache), or pull it with \
+                  `agentctl image pull`"
+                .into(),
+        };
+        let store = image_store::Store::open(&self.images).map_err(fail)?;
+        if let Some(image) = store.get(reference).map_err(fail)? {
+            return Ok(image);
+        }
+        let source: image_store::ImageSource = reference.parse().map_err(fail)?;
+        store.pull(&source, self.progress.as_ref()).map_err(fail)
     }
 
     /// Writes the bundle and the helper's configuration for `spec`.
@@ -110,6 +134,7 @@ impl NativeBackend {
         spec: &SandboxSpec,
         opts: &RunOptions,
         cgroup: cgroup::CgroupMode,
+        image: Option<&image_store::Image>,
     ) -> Result<HelperConfig, BackendError> {
         self.dirs.ensure()?;
         let rootless = !nix::unistd::geteuid().is_root();
@@ -149,6 +174,12 @@ impl NativeBackend {
                 no_limits: opts.no_limits,
                 nofile: nofile(),
                 user_namespace: !rootless,
+                image_path: image.and_then(|i| {
+                    i.config
+                        .env
+                        .iter()
+                        .find_map(|e| e.strip_prefix("PATH=").map(str::to_string))
+                }),
             },
         )
         .map_err(|e| BackendError::Runtime(format!("cannot build the OCI spec: {e}")))?;
@@ -165,6 +196,7 @@ impl NativeBackend {
             limits: spec.limits.clone(),
             enter_userns: rootless.then_some((spec.identity.host_uid, spec.identity.host_gid)),
             masked: spec.masked.iter().map(|m| m.path.clone()).collect(),
+            image_rootfs: image.map(|i| i.rootfs.clone()),
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)
@@ -225,7 +257,8 @@ impl Backend for NativeBackend {
 
     fn run(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<ExitStatus, BackendError> {
         let cgroup = preflight::check(spec, opts)?;
-        let cfg = match self.prepare(spec, opts, cgroup) {
+        let image = spec.image.as_deref().map(|r| self.image(r)).transpose()?;
+        let cfg = match self.prepare(spec, opts, cgroup, image.as_ref()) {
             Ok(cfg) => cfg,
             Err(e) => {
                 let _ = fs::remove_dir_all(self.dirs.sessions().join(spec.session.as_str()));
@@ -379,6 +412,7 @@ pub fn export_bundle(
             no_limits: false,
             nofile: nofile(),
             user_namespace: true,
+            image_path: None,
         },
     )
     .map_err(io::Error::other)?;

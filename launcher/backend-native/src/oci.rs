@@ -41,6 +41,8 @@ pub struct BundleOptions {
     /// The open-files limit (soft, hard), normally the launcher's own:
     /// agents open many files, and the OCI default of 1024 is too few.
     pub nofile: (u64, u64),
+    /// PATH from the image's config, replacing the plan's default PATH.
+    pub image_path: Option<String>,
 }
 
 /// Builds the OCI spec for a session.
@@ -138,8 +140,12 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
         .args(spec.command.clone())
         .env(
-            spec.env_pairs()
-                .map(|(k, v)| format!("{k}={v}"))
+            spec.env
+                .iter()
+                .map(|e| match (&opts.image_path, e.name.as_str(), &e.source) {
+                    (Some(p), "PATH", policy::env::EnvSource::Base) => format!("PATH={p}"),
+                    _ => format!("{}={}", e.name, e.value.0),
+                })
                 .collect::<Vec<_>>(),
         )
         .cwd(spec.cwd.clone())

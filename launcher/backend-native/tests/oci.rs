@@ -15,6 +15,7 @@ fn options(runtime_limits: bool, user_namespace: bool) -> BundleOptions {
         no_limits: false,
         nofile: (1024, 4096),
         user_namespace,
+        image_path: None,
     }
 }
 

@@ -69,6 +69,16 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
     Ok(spec)
 }
 
+/// The native backend, with the image cache from AGENTCTL_IMAGES if set,
+/// and a progress display for pulls when stderr is a terminal.
+pub fn native_backend() -> backend_native::NativeBackend {
+    let mut b = backend_native::NativeBackend::new(helper_command());
+    if let Some(dir) = std::env::var_os("AGENTCTL_IMAGES") {
+        b.images = PathBuf::from(dir);
+    }
+    b
+}
+
 /// This binary, for backends that run it again (inside or beside a sandbox).
 pub fn self_path() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))

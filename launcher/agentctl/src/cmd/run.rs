@@ -1,7 +1,6 @@
 use std::io::IsTerminal;
 
 use anyhow::Result;
-use backend_native::NativeBackend;
 use sandbox::{Backend, BackendError, RunOptions};
 
 use crate::cli::{BackendKind, RunArgs};
@@ -13,7 +12,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         no_limits: args.no_limits,
     };
     let backend: Box<dyn Backend> = match args.backend {
-        BackendKind::Native => Box::new(NativeBackend::new(super::helper_command())),
+        BackendKind::Native => Box::new(super::native_backend()),
         BackendKind::Docker => Box::new(backend_docker::DockerBackend::new(super::self_path())),
     };
     if !args.quiet {

@@ -117,8 +117,10 @@ impl Runner {
             )
             .env("LANG", "C.UTF-8")
             .current_dir(cwd);
-        if let Ok(v) = std::env::var("AGENTCTL_LOG") {
-            cmd.env("AGENTCTL_LOG", v);
+        for var in ["AGENTCTL_LOG", "AGENTCTL_IMAGES"] {
+            if let Ok(v) = std::env::var(var) {
+                cmd.env(var, v);
+            }
         }
         match self {
             Runner::Current => {
@@ -224,4 +226,101 @@ pub fn chown_tree(root: &Path, uid: u32, gid: u32) {
 
 pub fn os(s: &str) -> OsString {
     OsString::from(s)
+}
+
+/// A Docker daemon answers.
+pub fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The image the image-based tests run from: AGENTCTL_TEST_IMAGE, or the
+/// agent-base image that `images/test.sh` builds. `None` (after a loud
+/// skip, or a failure under CI) when it is not on the Docker Engine.
+pub fn test_image() -> Option<String> {
+    let image = std::env::var("AGENTCTL_TEST_IMAGE")
+        .unwrap_or_else(|_| "agentctl/agent-base:latest".into());
+    let present = docker_available()
+        && Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    require(
+        present,
+        &format!("the image {image} on the Docker Engine (`bash images/test.sh` builds it)"),
+    )
+    .then_some(image)
+}
+
+/// A real registry (Debian's docker-registry) on a free loopback port,
+/// stopped when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Option<Registry> {
+        let bin = Path::new("/usr/bin/docker-registry");
+        if !require(
+            bin.exists(),
+            "Debian's docker-registry (`apt-get install docker-registry`)",
+        ) {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Registry {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not start on port {port}");
+    }
+
+    /// Pushes a local Docker image into this registry; returns its name here.
+    pub fn push(&self, image: &str, name: &str) -> String {
+        let remote = format!("127.0.0.1:{}/{name}", self.port);
+        for args in [vec!["tag", image, &remote], vec!["push", &remote]] {
+            let o = Command::new("docker").args(&args).output().unwrap();
+            assert!(o.status.success(), "docker {args:?}: {}", text(&o.stderr));
+        }
+        let _ = Command::new("docker").args(["rmi", &remote]).output();
+        remote
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
