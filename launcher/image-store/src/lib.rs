@@ -63,7 +63,9 @@ impl fmt::Display for Phase {
 /// already in the store is not fetched, and an image whose rootfs exists is
 /// not unpacked; `message` says so.
 pub trait Progress {
-    /// `bytes` is the layer's (compressed) size when known.
+    /// `digest` names the layer (`sha256:…`; while a legacy `docker save`
+    /// archive, whose files are named by id, is copied: the layer's path in
+    /// the archive). `bytes` is the layer's (compressed) size when known.
     fn layer_started(&self, digest: &str, bytes: Option<u64>);
     fn advanced(&self, digest: &str, bytes: u64);
     fn layer_done(&self, digest: &str);

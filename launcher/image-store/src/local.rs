@@ -273,7 +273,13 @@ pub(crate) fn import_oci_layout(
         manifest::check_layer(l)?;
     }
     let config = layout.copy(store, &manifest.config, None)?;
-    progress.phase(Phase::Fetching);
+    let missing = manifest
+        .layers
+        .iter()
+        .any(|l| l.digest().is_ok_and(|d| !store.has_blob(&d)));
+    if missing {
+        progress.phase(Phase::Fetching);
+    }
     let mut layers = Vec::new();
     for l in &manifest.layers {
         layers.push(layout.copy(store, l, Some(progress))?);
@@ -473,7 +479,7 @@ pub(crate) fn import_docker_archive(
     for (p, _) in &layer_paths {
         wanted.insert(p.clone(), None);
     }
-    progress.phase(Phase::Fetching);
+    let mut announced = false;
     let mut archive = open_archive(path)?;
     for entry in archive.entries().map_err(tar_error)? {
         let mut entry = entry.map_err(tar_error)?;
@@ -496,6 +502,10 @@ pub(crate) fn import_docker_archive(
         let label = expected.as_ref().map_or(name.clone(), |d| d.to_string());
         let size = entry.size();
         if is_layer {
+            if !announced {
+                progress.phase(Phase::Fetching);
+                announced = true;
+            }
             progress.layer_started(&label, Some(size));
         }
         let reporter = is_layer.then_some((progress, label.as_str()));

@@ -286,7 +286,7 @@ impl Registry {
             ),
         )
         .unwrap();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -303,6 +303,8 @@ impl Registry {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("docker-registry did not start on port {port}");
     }
 
