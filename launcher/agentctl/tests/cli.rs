@@ -485,3 +485,48 @@ fn docker_backend_works_over_tcp() {
     assert_eq!(o.status.code(), Some(5), "{out} {}", text(&o.stderr));
     assert_eq!(out, "via-tcp\n");
 }
+
+#[test]
+fn image_cache_commands_pull_list_remove_and_prune() {
+    let Some(image) = support::test_image() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let o = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let cache = dir.path().join("cache");
+    let run = |args: &[&str]| {
+        let o = Command::new(binary())
+            .args(args)
+            .env("AGENTCTL_IMAGES", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let pulled = run(&[
+        "image",
+        "pull",
+        &format!("docker-archive:{}", archive.display()),
+    ]);
+    assert!(pulled.contains("sha256:"), "{pulled}");
+    let list: serde_json::Value = serde_json::from_str(&run(&["image", "ls", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let reference = list[0]["reference"].as_str().unwrap().to_string();
+    assert!(
+        std::path::Path::new(list[0]["rootfs"].as_str().unwrap())
+            .join("usr/bin/git")
+            .exists()
+    );
+    run(&["image", "rm", &reference]);
+    let pruned = run(&["image", "prune"]);
+    assert!(pruned.contains("1 root filesystems"), "{pruned}");
+    let list: serde_json::Value = serde_json::from_str(&run(&["image", "ls", "--json"])).unwrap();
+    assert!(list.as_array().unwrap().is_empty());
+}

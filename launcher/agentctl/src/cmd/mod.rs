@@ -73,10 +73,16 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
 /// and a progress display for pulls when stderr is a terminal.
 pub fn native_backend() -> backend_native::NativeBackend {
     let mut b = backend_native::NativeBackend::new(helper_command());
-    if let Some(dir) = std::env::var_os("AGENTCTL_IMAGES") {
-        b.images = PathBuf::from(dir);
-    }
+    b.images = image_root();
+    b.progress = crate::progress::Bars::for_stderr();
     b
+}
+
+/// The native image cache: AGENTCTL_IMAGES, or the per-user default.
+pub fn image_root() -> PathBuf {
+    std::env::var_os("AGENTCTL_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(image_store::Store::default_root)
 }
 
 /// This binary, for backends that run it again (inside or beside a sandbox).
