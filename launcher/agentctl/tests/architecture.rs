@@ -6,7 +6,15 @@ use std::process::Command;
 
 fn graph() -> (HashMap<String, Vec<String>>, HashMap<String, String>) {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        // The host's platform only: the rules are about what gets built
+        // here, and other platforms' crates need not be downloaded.
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            env!("AGENTCTL_TARGET"),
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
@@ -108,6 +116,30 @@ fn the_plan_knows_no_container_runtime() {
             "oci-spec",
             "bollard",
             "backend-native",
+        ],
+    );
+}
+
+#[test]
+fn each_backend_knows_only_its_own_runtime() {
+    forbid("backend-native", &["bollard", "tokio", "backend-docker"]);
+    forbid(
+        "backend-docker",
+        &["libcontainer", "oci-spec", "backend-native"],
+    );
+}
+
+#[test]
+fn the_image_cache_knows_no_runtime() {
+    forbid(
+        "image-store",
+        &[
+            "libcontainer",
+            "oci-spec",
+            "bollard",
+            "tokio",
+            "sandbox",
+            "policy",
         ],
     );
 }
