@@ -253,11 +253,7 @@ fn interactive_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
 
 #[test]
 fn interactive_docker_sessions_get_a_terminal_with_size_input_and_ctrl_c() {
-    let docker = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if require(docker, "a Docker daemon") {
+    if require(support::docker_available(), "a Docker daemon") {
         interactive("docker");
     }
 }
@@ -404,13 +400,6 @@ fn host_network_shares_the_hosts_interfaces() {
     assert_eq!(inside, host);
 }
 
-fn docker_available() -> bool {
-    Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn docker_backend_refuses_an_unreachable_daemon_with_the_fixes() {
     let ws = tempfile::tempdir().unwrap();
@@ -458,7 +447,7 @@ fn tcp_to_docker_socket() -> u16 {
 #[test]
 fn docker_backend_works_over_tcp() {
     if !require(
-        docker_available(),
+        support::docker_available(),
         "a Docker daemon on /var/run/docker.sock",
     ) {
         return;

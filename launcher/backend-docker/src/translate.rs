@@ -103,16 +103,7 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
         });
     }
 
-    let mut masked: Vec<String> = spec
-        .masked_proc_paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    masked.extend(
-        spec.masked
-            .iter()
-            .map(|m| m.path.to_string_lossy().into_owned()),
-    );
+    let masked = spec.all_masked_paths();
 
     let env: Vec<String> = spec
         .env

@@ -373,16 +373,7 @@ pub fn verify(
 pub fn hide_cgroupfs() -> io::Result<()> {
     use nix::mount::{MsFlags, mount};
     use nix::sched::CloneFlags;
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
-        .map_err(io::Error::from)?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(io::Error::from)?;
+    crate::private_mount_namespace(CloneFlags::CLONE_NEWCGROUP).map_err(io::Error::from)?;
     mount(
         Some("cgroup2"),
         CGROUP_ROOT,

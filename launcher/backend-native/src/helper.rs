@@ -496,15 +496,8 @@ fn mount_image_root(lower: &Path, session: &Path, target: &Path) -> Result<(), S
     use nix::mount::{MsFlags, mount};
     let fail =
         |what: &str, e: &dyn std::fmt::Display| format!("cannot mount the image ({what}): {e}");
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| fail("unshare", &e))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| fail("private mounts", &e))?;
+    crate::private_mount_namespace(nix::sched::CloneFlags::empty())
+        .map_err(|e| fail("private mount namespace", &e))?;
     let upper = session.join("upper");
     let work = session.join("work");
     for d in [&upper, &work] {

@@ -419,6 +419,20 @@ pub fn export_bundle(
     oci.save(dir.join("config.json")).map_err(io::Error::other)
 }
 
+/// Moves the calling process into a mount namespace of its own (plus the
+/// namespaces in `extra`) whose mounts no longer propagate to the host's.
+pub(crate) fn private_mount_namespace(extra: nix::sched::CloneFlags) -> nix::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS | extra)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+}
+
 /// Finds a program on PATH or in the usual system directories.
 pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());

@@ -178,16 +178,7 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut masked: Vec<String> = spec
-        .masked_proc_paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    masked.extend(
-        spec.masked
-            .iter()
-            .map(|m| m.path.to_string_lossy().into_owned()),
-    );
+    let masked = spec.all_masked_paths();
 
     let mut linux = LinuxBuilder::default().namespaces(namespaces);
     if opts.user_namespace {

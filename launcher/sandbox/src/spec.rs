@@ -241,6 +241,16 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
+    /// Every path a runtime must mask: the standard ones under /proc and
+    /// /sys, then the secrets.
+    pub fn all_masked_paths(&self) -> Vec<String> {
+        self.masked_proc_paths
+            .iter()
+            .chain(self.masked.iter().map(|m| &m.path))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// Looks up a variable's value, for backends that build an environment.
     pub fn env_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.env

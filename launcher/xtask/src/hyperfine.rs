@@ -27,6 +27,11 @@ pub struct Options<'a> {
     /// Run hyperfine (and so every command) in a private mount namespace
     /// with the cgroup2 mount of a hybrid host hidden; see [`in_cgroup_v1_ns`].
     pub cgroup_v1_ns: bool,
+    /// Variables set for hyperfine, and so for every command alike.
+    pub env: &'a [(String, String)],
+    /// A command hyperfine runs before every run of every command (its
+    /// `--prepare`), untimed.
+    pub prepare: Option<&'a str>,
 }
 
 /// Per-run times in milliseconds, indexed `[round][command][run]`.
@@ -78,6 +83,10 @@ pub fn run(benches: &[Bench], opts: &Options) -> Result<Vec<Vec<f64>>> {
         "--export-json".into(),
         opts.json.to_string_lossy().into_owned(),
     ];
+    if let Some(prepare) = opts.prepare {
+        args.push("--prepare".into());
+        args.push(prepare.into());
+    }
     for b in benches {
         args.push("--command-name".into());
         args.push(b.name.clone());
@@ -95,6 +104,7 @@ pub fn run(benches: &[Bench], opts: &Options) -> Result<Vec<Vec<f64>>> {
     // markdown that the task prints.
     let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
     let status = clean_env(&mut cmd)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .current_dir(opts.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
@@ -143,12 +153,14 @@ fn parse_export(text: &str, benches: &[Bench]) -> Result<Vec<Vec<f64>>> {
         .collect()
 }
 
-/// Removes the variables that would change agentctl's profile, backend
-/// or logging, so that its defaults are what is measured.
+/// Removes the variables that would change agentctl's profile, backend,
+/// logging or image cache, so that its defaults are what is measured (a
+/// benchmark that needs an image cache sets AGENTCTL_IMAGES itself).
 pub fn clean_env(cmd: &mut Command) -> &mut Command {
     cmd.env_remove("AGENTCTL_PROFILE")
         .env_remove("AGENTCTL_BACKEND")
         .env_remove("AGENTCTL_LOG")
+        .env_remove("AGENTCTL_IMAGES")
 }
 
 /// The shell script that sets up the namespace, then execs its arguments.
@@ -173,6 +185,16 @@ pub fn in_cgroup_v1_ns(argv: &[String]) -> Command {
 /// Runs a benchmarked command once, outside hyperfine, and fails with its
 /// output unless it exits 0. `words` is the command already split.
 pub fn verify(words: &[String], cwd: &Path, cgroup_v1_ns: bool) -> Result<String> {
+    verify_with(words, cwd, cgroup_v1_ns, &[])
+}
+
+/// [`verify`] with variables set, as [`Options::env`] sets them for hyperfine.
+pub fn verify_with(
+    words: &[String],
+    cwd: &Path,
+    cgroup_v1_ns: bool,
+    env: &[(String, String)],
+) -> Result<String> {
     let mut cmd = if cgroup_v1_ns {
         in_cgroup_v1_ns(words)
     } else {
@@ -181,6 +203,7 @@ pub fn verify(words: &[String], cwd: &Path, cgroup_v1_ns: bool) -> Result<String
         c
     };
     let out = clean_env(&mut cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)
         .stdin(Stdio::null())
         .output()

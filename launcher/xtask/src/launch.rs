@@ -47,7 +47,7 @@ pub fn quote(word: &str) -> String {
 /// shell, which the runtimes need anyway for a unique container id
 /// (`$$`, the wrapper's pid). `exec` keeps the process tree the same for
 /// all rows; `tail` is appended unquoted so that the shell expands it.
-fn wrapped(words: &[&str], tail: &str) -> Vec<String> {
+pub fn wrapped(words: &[&str], tail: &str) -> Vec<String> {
     let mut script = String::from("exec");
     for w in words {
         script.push(' ');
@@ -57,7 +57,7 @@ fn wrapped(words: &[&str], tail: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script]
 }
 
-fn bench(name: &str, words: &[String]) -> Bench {
+pub fn bench(name: &str, words: &[String]) -> Bench {
     Bench {
         name: name.into(),
         command: words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "),
@@ -128,6 +128,8 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
             cwd: &ws,
             json: base.join("launch.json"),
             cgroup_v1_ns: true,
+            env: &[],
+            prepare: None,
         },
         rounds,
     );

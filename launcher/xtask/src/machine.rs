@@ -14,6 +14,10 @@ pub struct Machine {
     pub crun: String,
     pub runc: String,
     pub hyperfine: String,
+    /// The daemon's version, API version and storage driver.
+    pub docker_engine: String,
+    pub docker_cli: String,
+    pub tar: String,
     pub rustc: String,
     pub commit: String,
     pub loadavg: String,
@@ -53,6 +57,26 @@ impl Machine {
             crun: first_line("crun", &["--version"]).unwrap_or_else(unknown),
             runc: first_line("runc", &["--version"]).unwrap_or_else(unknown),
             hyperfine: first_line("hyperfine", &["--version"]).unwrap_or_else(unknown),
+            docker_engine: first_line(
+                "docker",
+                &[
+                    "info",
+                    "--format",
+                    "Docker Engine {{.ServerVersion}}, storage driver {{.Driver}}",
+                ],
+            )
+            .map(|engine| {
+                let api = first_line("docker", &["version", "--format", "{{.Server.APIVersion}}"]);
+                match api {
+                    Some(api) => format!("{engine}, API {api}"),
+                    None => engine,
+                }
+            })
+            .unwrap_or_else(unknown),
+            docker_cli: first_line("docker", &["version", "--format", "{{.Client.Version}}"])
+                .map(|v| format!("docker {v}"))
+                .unwrap_or_else(unknown),
+            tar: first_line("tar", &["--version"]).unwrap_or_else(unknown),
             rustc: first_line("rustc", &["--version"]).unwrap_or_else(unknown),
             commit,
             loadavg: loadavg(),

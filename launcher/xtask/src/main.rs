@@ -3,17 +3,20 @@
 //!
 //! The benchmarks are not timed tests: they never fail on a slow number.
 //! They time real commands with hyperfine, compute min, median and p95
-//! from its per-run times, compare agentctl with crun, runc and find side
-//! by side (every hyperfine run times all the commands of a benchmark,
-//! and a few such rounds run back to back), and `cargo xtask bench`
-//! writes the result, with the machine it ran on, to `docs/BENCHMARKS.md`.
+//! from its per-run times, compare agentctl with crun, runc, find, the
+//! docker CLI and tar side by side (every hyperfine run times all the
+//! commands of a benchmark, and a few such rounds run back to back), and
+//! `cargo xtask bench` writes the result, with the machine it ran on, to
+//! `docs/BENCHMARKS.md`.
 
+mod docker;
 mod hyperfine;
 mod launch;
 mod machine;
 mod report;
 mod scan;
 mod stats;
+mod unpack;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,6 +29,11 @@ const MIN_RUNS: usize = 30;
 const DEFAULT_RUNS: usize = 50;
 const DEFAULT_FILES: usize = 100_000;
 const DEFAULT_ROUNDS: usize = 5;
+/// An unpack takes seconds: fewer runs per round, and the p95 comes from
+/// the runs of all rounds pooled (at least `MIN_RUNS` of them).
+const DEFAULT_UNPACK_RUNS: usize = 10;
+const DEFAULT_UNPACK_ROUNDS: usize = 3;
+const MIN_UNPACK_RUNS: usize = 5;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,7 +71,30 @@ enum Task {
         #[arg(long, default_value_t = DEFAULT_ROUNDS)]
         rounds: usize,
     },
-    /// Both benchmarks; rewrites docs/BENCHMARKS.md.
+    /// A `true` in a container of agentctl/debian:bookworm: agentctl's
+    /// Docker backend against the docker CLI and agentctl's native backend
+    /// (from its image cache); prints a markdown section.
+    BenchDocker {
+        /// Timed runs per command and round (at least 30).
+        #[arg(long, default_value_t = DEFAULT_RUNS)]
+        runs: usize,
+        /// Hyperfine runs, one after the other, each timing every command.
+        #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+        rounds: usize,
+    },
+    /// Unpacking agentctl/agent-base:latest: `agentctl image pull` of its
+    /// `docker save` archive against `tar -x` of its layers and the
+    /// unpacker alone; prints a markdown section.
+    BenchUnpack {
+        /// Timed runs per command and round (at least 5, and 30 over all
+        /// rounds).
+        #[arg(long, default_value_t = DEFAULT_UNPACK_RUNS)]
+        runs: usize,
+        /// Hyperfine runs, one after the other, each timing every command.
+        #[arg(long, default_value_t = DEFAULT_UNPACK_ROUNDS)]
+        rounds: usize,
+    },
+    /// All benchmarks; rewrites docs/BENCHMARKS.md.
     Bench {
         /// Timed runs per command and round (at least 30).
         #[arg(long, default_value_t = DEFAULT_RUNS)]
@@ -74,9 +105,23 @@ enum Task {
         /// Files in the generated tree of the scan benchmark.
         #[arg(long, default_value_t = DEFAULT_FILES)]
         files: usize,
+        /// Timed runs per command and round of the unpack benchmark.
+        #[arg(long, default_value_t = DEFAULT_UNPACK_RUNS)]
+        unpack_runs: usize,
+        /// Rounds of the unpack benchmark.
+        #[arg(long, default_value_t = DEFAULT_UNPACK_ROUNDS)]
+        unpack_rounds: usize,
         /// Print the document instead of writing docs/BENCHMARKS.md.
         #[arg(long)]
         print: bool,
+    },
+    /// Applies docker-save layer tars in order to the empty directory DEST
+    /// with image-store's Unpacker (the third row of bench-unpack).
+    #[command(hide = true)]
+    UnpackLayers {
+        dest: PathBuf,
+        #[arg(required = true)]
+        layers: Vec<PathBuf>,
     },
 }
 
@@ -101,7 +146,7 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::BenchLaunch { runs, rounds } => {
             check_runs(runs, rounds)?;
-            let ctx = prepare()?;
+            let ctx = prepare(LAUNCH_TOOLS)?;
             let launch = launch::bench_launch(&ctx, runs, rounds)?;
             print!("{}", report::launch_section(&launch));
         }
@@ -112,25 +157,46 @@ fn run(task: Task) -> Result<()> {
         } => {
             check_runs(runs, rounds)?;
             scan::check_files(files)?;
-            let ctx = prepare()?;
+            let ctx = prepare(SCAN_TOOLS)?;
             let scan = scan::bench_scan(&ctx, files, runs, rounds)?;
             print!("{}", report::scan_section(&scan));
         }
+        Task::BenchDocker { runs, rounds } => {
+            check_runs(runs, rounds)?;
+            let ctx = prepare(DOCKER_TOOLS)?;
+            let docker = docker::bench_docker(&ctx, runs, rounds)?;
+            print!("{}", report::docker_section(&docker));
+        }
+        Task::BenchUnpack { runs, rounds } => {
+            check_unpack_runs(runs, rounds)?;
+            let ctx = prepare(UNPACK_TOOLS)?;
+            let unpack = unpack::bench_unpack(&ctx, runs, rounds)?;
+            print!("{}", report::unpack_section(&unpack));
+        }
+        Task::UnpackLayers { dest, layers } => unpack::unpack_layers(&dest, &layers)?,
         Task::Bench {
             runs,
             rounds,
             files,
+            unpack_runs,
+            unpack_rounds,
             print,
         } => {
             check_runs(runs, rounds)?;
+            check_unpack_runs(unpack_runs, unpack_rounds)?;
             scan::check_files(files)?;
-            let ctx = prepare()?;
+            let tools: Vec<&str> = [LAUNCH_TOOLS, SCAN_TOOLS, DOCKER_TOOLS, UNPACK_TOOLS].concat();
+            let ctx = prepare(&tools)?;
             let before = machine::Machine::collect(&ctx.root);
-            let launch = launch::bench_launch(&ctx, runs, rounds)?;
-            let scan = scan::bench_scan(&ctx, files, runs, rounds)?;
+            let results = report::Results {
+                launch: launch::bench_launch(&ctx, runs, rounds)?,
+                scan: scan::bench_scan(&ctx, files, runs, rounds)?,
+                docker: docker::bench_docker(&ctx, runs, rounds)?,
+                unpack: unpack::bench_unpack(&ctx, unpack_runs, unpack_rounds)?,
+            };
             let load_after = machine::loadavg();
-            let command = bench_command(runs, rounds, files);
-            let doc = report::document(&command, &before, &load_after, &launch, &scan);
+            let command = bench_command(runs, rounds, files, unpack_runs, unpack_rounds);
+            let doc = report::document(&command, &before, &load_after, &results);
             if print {
                 print!("{doc}");
             } else {
@@ -153,8 +219,27 @@ fn check_runs(runs: usize, rounds: usize) -> Result<()> {
     Ok(())
 }
 
+fn check_unpack_runs(runs: usize, rounds: usize) -> Result<()> {
+    ensure!(
+        runs >= MIN_UNPACK_RUNS,
+        "{runs} unpack runs: at least {MIN_UNPACK_RUNS} per round"
+    );
+    ensure!(
+        runs * rounds >= MIN_RUNS,
+        "{runs} unpack runs in {rounds} rounds: at least {MIN_RUNS} runs over all rounds \
+         are needed for a meaningful p95"
+    );
+    Ok(())
+}
+
 /// The command that reproduces the document, as the reader would type it.
-fn bench_command(runs: usize, rounds: usize, files: usize) -> String {
+fn bench_command(
+    runs: usize,
+    rounds: usize,
+    files: usize,
+    unpack_runs: usize,
+    unpack_rounds: usize,
+) -> String {
     let mut cmd = String::from("cargo xtask bench");
     if runs != DEFAULT_RUNS {
         cmd.push_str(&format!(" --runs {runs}"));
@@ -165,12 +250,24 @@ fn bench_command(runs: usize, rounds: usize, files: usize) -> String {
     if files != DEFAULT_FILES {
         cmd.push_str(&format!(" --files {files}"));
     }
+    if unpack_runs != DEFAULT_UNPACK_RUNS {
+        cmd.push_str(&format!(" --unpack-runs {unpack_runs}"));
+    }
+    if unpack_rounds != DEFAULT_UNPACK_ROUNDS {
+        cmd.push_str(&format!(" --unpack-rounds {unpack_rounds}"));
+    }
     cmd
 }
 
+/// The programs each benchmark runs.
+const LAUNCH_TOOLS: &[&str] = &["hyperfine", "crun", "runc", "unshare", "sh"];
+const SCAN_TOOLS: &[&str] = &["hyperfine", "find"];
+const DOCKER_TOOLS: &[&str] = &["hyperfine", "docker", "sh"];
+const UNPACK_TOOLS: &[&str] = &["hyperfine", "docker", "tar", "sh", "sync"];
+
 /// Checks the tools, builds agentctl in release mode and finds it.
-fn prepare() -> Result<Ctx> {
-    for tool in ["hyperfine", "crun", "runc", "unshare", "find"] {
+fn prepare(tools: &[&str]) -> Result<Ctx> {
+    for tool in tools {
         ensure!(
             which(tool).is_some(),
             "`{tool}` is not on PATH; the benchmarks need it"

@@ -107,6 +107,8 @@ pub fn bench_scan(ctx: &Ctx, files: usize, runs: usize, rounds: usize) -> Result
             cwd: base,
             json: base.join("scan.json"),
             cgroup_v1_ns: false,
+            env: &[],
+            prepare: None,
         },
         rounds,
     )?;
