@@ -218,6 +218,305 @@ pub fn scan_section(r: &ScanReport) -> String {
     o
 }
 
+pub fn docker_section(r: &DockerReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "## Docker backend: a `true` in a container, from start to exit\n"
+    );
+    let _ = writeln!(
+        o,
+        "{} rounds back to back; in each, one hyperfine run times all five commands \
+         side by side, {} timed runs each after {} warm-up runs, from an empty \
+         workspace. The table pools the {} runs of each command. Milliseconds.\n",
+        r.rounds,
+        r.runs,
+        r.warmup,
+        r.rounds * r.runs
+    );
+    let image = &r.image;
+    table_head(&mut o);
+    row(&mut o, "`sh -c true` (the wrapper alone)", &r.baseline);
+    row(
+        &mut o,
+        &format!("`agentctl run -q --backend docker --image {image} -- true`"),
+        &r.agentctl_docker,
+    );
+    row(
+        &mut o,
+        &format!("`docker run --rm {image} true` (the docker CLI)"),
+        &r.docker_cli,
+    );
+    row(
+        &mut o,
+        &format!(
+            "`docker run --rm --network none {image} true` (the docker CLI, \
+             agentctl's network mode)"
+        ),
+        &r.docker_cli_no_net,
+    );
+    row(
+        &mut o,
+        &format!(
+            "`agentctl run -q --image {} -- true` (native backend, from its image cache)",
+            r.native_ref
+        ),
+        &r.native,
+    );
+    // Indexes into each round's summaries.
+    let (docker, cli, cli_no_net, native) = (1, 2, 3, 4);
+    let per_round = |a: usize, b: usize| -> Vec<f64> {
+        r.per_round
+            .iter()
+            .map(|s| ratios(&s[a], &s[b], &s[0]).1)
+            .collect()
+    };
+    let (vs_cli, vs_cli_net) = ratios(&r.agentctl_docker, &r.docker_cli, &r.baseline);
+    let (vs_no_net, vs_no_net_net) = ratios(&r.agentctl_docker, &r.docker_cli_no_net, &r.baseline);
+    let (daemon, daemon_net) = ratios(&r.native, &r.agentctl_docker, &r.baseline);
+    let (native_cli, native_cli_net) = ratios(&r.native, &r.docker_cli, &r.baseline);
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "| Ratio of medians | as measured | wrapper subtracted | wrapper subtracted, each round |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---|");
+    let _ = writeln!(
+        o,
+        "| agentctl docker / docker CLI | {vs_cli:.2}× | {vs_cli_net:.2}× | {} |",
+        round_spread(&per_round(docker, cli), DOCKER_GOAL)
+    );
+    let _ = writeln!(
+        o,
+        "| agentctl docker / docker CLI `--network none` | {vs_no_net:.2}× | \
+         {vs_no_net_net:.2}× | {} |",
+        round_range(&per_round(docker, cli_no_net))
+    );
+    let _ = writeln!(
+        o,
+        "| agentctl native / agentctl docker | {daemon:.2}× | {daemon_net:.2}× | {} |",
+        round_range(&per_round(native, docker))
+    );
+    let _ = writeln!(
+        o,
+        "| agentctl native / docker CLI | {native_cli:.2}× | {native_cli_net:.2}× | {} |",
+        round_range(&per_round(native, cli))
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Goal, agentctl docker's median at most {DOCKER_GOAL}× the docker CLI's \
+         (pooled, wrapper subtracted): {}.\n",
+        verdict(vs_cli_net, DOCKER_GOAL)
+    );
+    let _ = writeln!(
+        o,
+        "The cost of the daemon: for the same image and the same `true`, agentctl's \
+         Docker backend takes {:.1} ms (median) longer than its native backend; the \
+         native backend needs {:.2}× the Docker backend's time (wrapper subtracted).\n",
+        r.agentctl_docker.median - r.native.median,
+        daemon_net
+    );
+    let _ = writeln!(
+        o,
+        "Every row runs through the same `sh -c 'exec …'` wrapper as the launch \
+         benchmark, with the same environment (AGENTCTL_IMAGES set to the cache \
+         below for all of them). agentctl plans each session as in the launch \
+         benchmark (profile, secret scan); its Docker backend then talks to the \
+         daemon over its API socket: it negotiates the API version, inspects the \
+         image, then creates, attaches to, starts, waits for and removes the \
+         container. That container gets what the plan asks for: the default \
+         profile's network `none`, a read-only root with tmpfs on /tmp and the home, \
+         the workspace bind-mounted, agentctl's seccomp profile, no capabilities, \
+         and memory, pids and CPU limits. `docker run --rm` takes the daemon's \
+         defaults instead (a bridge network, a writable root, Docker's seccomp \
+         profile, no limits) and leaves the removal to the daemon, waiting for it; \
+         the `--network none` row takes the bridge network away, which agentctl's \
+         profile does not ask for. The native backend needs no daemon: the image \
+         was imported into a temporary image cache once before timing (`docker save` \
+         of {image}, then `agentctl image pull docker-archive:FILE` with \
+         AGENTCTL_IMAGES pointing at the cache), and every run mounts a fresh \
+         overlay over the unpacked root filesystem and runs it with libcontainer, \
+         as in the launch benchmark.\n"
+    );
+    let _ = writeln!(
+        o,
+        "The native backend's `--image` takes the cache's reference (`{}`, what \
+         `agentctl image ls` shows after the import) or a source; given the \
+         `docker-archive:FILE` source instead, it imports the archive again on every \
+         run before finding the root filesystem already unpacked. One more hyperfine \
+         run timed both side by side, {} runs each: median {:.2} ms by the reference, \
+         {:.2} ms by the archive (p95 {:.2} and {:.2} ms). The table uses the \
+         reference.\n",
+        r.native_ref,
+        r.by_reference.runs,
+        r.by_reference.median,
+        r.by_archive.median,
+        r.by_reference.p95,
+        r.by_archive.p95
+    );
+    let others = match r.others {
+        0 => String::new(),
+        n => format!(
+            " ({n} labelled containers of other users of the daemon, with none of this \
+             benchmark's directories mounted, were there too)"
+        ),
+    };
+    if r.leftovers.is_empty() {
+        let _ = writeln!(
+            o,
+            "Containers labelled `io.agentctl.managed=true` left behind by this \
+             benchmark afterwards (`docker ps -a --filter \
+             label=io.agentctl.managed=true`, those that mount its directories): \
+             none{others}.\n"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Containers labelled `io.agentctl.managed=true` left behind by this \
+             benchmark afterwards (`docker ps -a --filter \
+             label=io.agentctl.managed=true`, those that mount its directories): \
+             **{}**: {}{others}.\n",
+            r.leftovers.len(),
+            r.leftovers
+                .iter()
+                .map(|id| format!("`{}`", id.get(..12).unwrap_or(id)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Load average (1, 5, 15 min) before / after: {} / {}.\n",
+        r.load.0, r.load.1
+    );
+    o
+}
+
+/// Decimal megabytes, as the MB/s column counts them.
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+pub fn unpack_section(r: &UnpackReport) -> String {
+    let a = &r.applied;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "## Image unpack: {}, {} of layers\n",
+        r.image,
+        mb(a.tar_bytes)
+    );
+    let plain = if r.layer_file_bytes == a.tar_bytes {
+        "plain tar (Docker 20.10's save format), so their size is the uncompressed size".to_string()
+    } else {
+        format!("compressed, {} on disk", mb(r.layer_file_bytes))
+    };
+    let _ = writeln!(
+        o,
+        "`docker save {}` wrote a {} archive with {} layers: {} of tar ({} entries, \
+         {} regular files, {} whiteouts, {} entries agentctl skips: device nodes); the \
+         layer files are {plain}. The archive was unpacked once beforehand so that \
+         tar reads the same layer files as the others. All three commands turn \
+         those layers, in order, into a directory on {} (the temporary directory), \
+         which hyperfine's `--prepare` empties before every run, untimed, and follows \
+         with `sync` so that no run starts with the previous run's dirty pages. The \
+         page cache was warmed once by reading the archive and the layer files, then \
+         by one untimed run of each command (to check that it exits 0); there are \
+         no hyperfine warm-up runs. {} rounds back to back; in each, one hyperfine \
+         run times the three commands side by side, {} timed runs each. The table \
+         pools the {} runs of each command. Milliseconds, and MB/s: the {} of \
+         uncompressed layers (10^6 bytes a MB) over the median.\n",
+        r.image,
+        mb(r.archive_bytes),
+        a.layers,
+        mb(a.tar_bytes),
+        group(a.entries as usize),
+        group(a.files as usize),
+        a.whiteouts,
+        a.skipped,
+        r.fs_type,
+        r.rounds,
+        r.runs,
+        r.rounds * r.runs,
+        mb(a.tar_bytes),
+    );
+    let _ = writeln!(o, "| Command | min | median | p95 | MB/s |");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+    for (label, s) in [
+        (
+            "`agentctl image pull docker-archive:FILE` (into an empty `AGENTCTL_IMAGES`)",
+            &r.pull,
+        ),
+        ("`tar -xf LAYER -C DIR` for each layer (GNU tar)", &r.tar),
+        (
+            "`Unpacker::apply_layer` for each layer, then `finish` (`xtask unpack-layers`)",
+            &r.apply,
+        ),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            s.min,
+            s.median,
+            s.p95,
+            r.mb_per_s(s)
+        );
+    }
+    let per_round = |a: usize, b: usize| -> Vec<f64> {
+        r.per_round
+            .iter()
+            .map(|s| s[a].median / s[b].median)
+            .collect()
+    };
+    let (pull, tar, apply) = (0, 1, 2);
+    let _ = writeln!(o);
+    let _ = writeln!(o, "| Ratio of medians | pooled | each round |");
+    let _ = writeln!(o, "|---|---:|---|");
+    for (label, x, y, sx, sy) in [
+        ("agentctl image pull / tar", pull, tar, &r.pull, &r.tar),
+        ("Unpacker / tar", apply, tar, &r.apply, &r.tar),
+        (
+            "agentctl image pull / Unpacker",
+            pull,
+            apply,
+            &r.pull,
+            &r.apply,
+        ),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {label} | {:.2}× | {} |",
+            sx.median / sy.median,
+            round_range(&per_round(x, y))
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "The pull is the whole import that `agentctl run --image` would do on a cold \
+         cache, and it includes hashing: it reads the archive twice (its table of \
+         contents, then the files it needs), copies every layer into the blob store \
+         while computing its sha256, then unpacks from the blob store, hashing each \
+         blob again against its digest and its uncompressed stream against the \
+         config's diff id, and finally measures the root filesystem's size. The \
+         `Unpacker` row is the unpack alone, in one process: every path resolved \
+         from a descriptor of the root without following links, whiteouts applied, \
+         device nodes skipped, owners, modes and times restored, and the diff id \
+         (sha256) of each layer computed as it is read, but no blob copied or \
+         hashed. tar does the least: it hashes nothing and applies no whiteouts (it \
+         writes them as plain files), and it creates the device nodes. None of them \
+         syncs the files it writes: they land in the page cache. There is no goal \
+         for this benchmark.\n"
+    );
+    let _ = writeln!(
+        o,
+        "Load average (1, 5, 15 min) before / after: {} / {}.\n",
+        r.load.0, r.load.1
+    );
+    o
+}
+
 const HOW_TO_READ: &str = "\
 Every number is wall-clock time, from hyperfine starting the command to its \
 exit, in milliseconds. min is the best run, median the typical one, p95 the \
@@ -250,20 +549,17 @@ first move of a process into a cgroup after a quiet spell waits for an RCU \
 grace period (several milliseconds); every runtime pays it on some runs and \
 not on others, and it is much of the distance between min and p95.";
 
-pub fn document(
-    command: &str,
-    m: &Machine,
-    load_after: &str,
-    launch: &LaunchReport,
-    scan: &ScanReport,
-) -> String {
+pub fn document(command: &str, m: &Machine, load_after: &str, results: &Results) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# Benchmarks\n");
     let _ = writeln!(
         o,
         "Written by `cargo xtask bench` (launcher/xtask); do not edit the numbers by \
          hand. Every number below comes from one run of this command, as root, from \
-         the repository root (it needs hyperfine, crun, runc and unshare):\n"
+         the repository root (it needs hyperfine, crun, runc, unshare, GNU tar, and a \
+         Docker daemon with the images agentctl/debian:bookworm, from \
+         images/make-base.sh, and agentctl/agent-base:latest, from `agentctl image \
+         build`):\n"
     );
     let _ = writeln!(o, "```sh\n{command}\n```\n");
     let _ = writeln!(o, "- Date: {}", m.date);
@@ -285,6 +581,9 @@ pub fn document(
         ("crun", &m.crun),
         ("runc", &m.runc),
         ("hyperfine", &m.hyperfine),
+        ("Docker", &m.docker_engine),
+        ("docker CLI", &m.docker_cli),
+        ("tar", &m.tar),
         ("rustc", &m.rustc),
     ] {
         let _ = writeln!(o, "| {k} | {v} |");
@@ -296,10 +595,14 @@ pub fn document(
     );
     let _ = writeln!(o);
     let _ = writeln!(o, "## How to read\n\n{HOW_TO_READ}\n");
-    o.push_str(&launch_section(launch));
-    o.push_str(&scan_section(scan));
-    let _ = writeln!(o, "## Docker backend\n");
-    let _ = writeln!(o, "Measured once the Docker backend exists (issue 3).");
+    o.push_str(&launch_section(&results.launch));
+    o.push_str(&scan_section(&results.scan));
+    o.push_str(&docker_section(&results.docker));
+    o.push_str(&unpack_section(&results.unpack));
+    // One newline at the end of the file, not a blank line.
+    while o.ends_with("\n\n") {
+        o.pop();
+    }
     o
 }
 
