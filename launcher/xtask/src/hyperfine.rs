@@ -30,7 +30,7 @@ pub struct Options<'a> {
     /// Variables set for hyperfine, and so for every command alike.
     pub env: &'a [(String, String)],
     /// A command hyperfine runs before every run of every command (its
-    /// `--prepare`), untimed.
+    /// `--prepare`), untimed; split into words like [`Bench::command`].
     pub prepare: Option<&'a str>,
 }
 

@@ -111,6 +111,22 @@ pub fn fs_type(path: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Whether `path` is on an ext4 file system without a journal.
+pub fn ext4_without_journal(path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    let Some(source) = first_line("findmnt", &["-n", "-o", "FSTYPE,SOURCE", "--target", &p]) else {
+        return false;
+    };
+    let mut words = source.split_whitespace();
+    let (Some("ext4"), Some(dev)) = (words.next(), words.next()) else {
+        return false;
+    };
+    let dev = dev.rsplit('/').next().unwrap_or(dev);
+    std::fs::read_to_string(format!("/sys/fs/ext4/{dev}/journal_task"))
+        .map(|t| t.trim() == "<none>")
+        .unwrap_or(false)
+}
+
 fn proc_field(file: &str, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines().find_map(|l| {

@@ -32,7 +32,7 @@ const DEFAULT_ROUNDS: usize = 5;
 /// An unpack takes seconds: fewer runs per round, and the p95 comes from
 /// the runs of all rounds pooled (at least `MIN_RUNS` of them).
 const DEFAULT_UNPACK_RUNS: usize = 10;
-const DEFAULT_UNPACK_ROUNDS: usize = 3;
+const DEFAULT_UNPACK_ROUNDS: usize = 5;
 const MIN_UNPACK_RUNS: usize = 5;
 
 #[derive(Parser, Debug)]
@@ -263,7 +263,7 @@ fn bench_command(
 const LAUNCH_TOOLS: &[&str] = &["hyperfine", "crun", "runc", "unshare", "sh"];
 const SCAN_TOOLS: &[&str] = &["hyperfine", "find"];
 const DOCKER_TOOLS: &[&str] = &["hyperfine", "docker", "sh"];
-const UNPACK_TOOLS: &[&str] = &["hyperfine", "docker", "tar", "sh", "sync"];
+const UNPACK_TOOLS: &[&str] = &["hyperfine", "docker", "tar", "sh"];
 
 /// Checks the tools, builds agentctl in release mode and finds it.
 fn prepare(tools: &[&str]) -> Result<Ctx> {

@@ -328,9 +328,10 @@ pub fn docker_section(r: &DockerReport) -> String {
          container. That container gets what the plan asks for: the default \
          profile's network `none`, a read-only root with tmpfs on /tmp and the home, \
          the workspace bind-mounted, agentctl's seccomp profile, no capabilities, \
-         and memory, pids and CPU limits. `docker run --rm` takes the daemon's \
-         defaults instead (a bridge network, a writable root, Docker's seccomp \
-         profile, no limits) and leaves the removal to the daemon, waiting for it; \
+         memory, pids and CPU limits, and Docker's init as PID 1. `docker run --rm` \
+         takes the daemon's defaults instead (a bridge network, a writable root, \
+         Docker's seccomp profile, no limits) and leaves the removal to the daemon, \
+         waiting for it; \
          the `--network none` row takes the bridge network away, which agentctl's \
          profile does not ask for. The native backend needs no daemon: the image \
          was imported into a temporary image cache once before timing (`docker save` \
@@ -415,18 +416,17 @@ pub fn unpack_section(r: &UnpackReport) -> String {
     let _ = writeln!(
         o,
         "`docker save {}` wrote a {} archive with {} layers: {} of tar ({} entries, \
-         {} regular files, {} whiteouts, {} entries agentctl skips: device nodes); the \
-         layer files are {plain}. The archive was unpacked once beforehand so that \
-         tar reads the same layer files as the others. All three commands turn \
-         those layers, in order, into a directory on {} (the temporary directory), \
-         which hyperfine's `--prepare` empties before every run, untimed, and follows \
-         with `sync` so that no run starts with the previous run's dirty pages. The \
-         page cache was warmed once by reading the archive and the layer files, then \
-         by one untimed run of each command (to check that it exits 0); there are \
-         no hyperfine warm-up runs. {} rounds back to back; in each, one hyperfine \
-         run times the three commands side by side, {} timed runs each. The table \
-         pools the {} runs of each command. Milliseconds, and MB/s: the {} of \
-         uncompressed layers (10^6 bytes a MB) over the median.\n",
+         {} regular files, {} whiteouts, and {} device nodes, which agentctl skips); \
+         the layer files are {plain}. The archive was unpacked once beforehand so that \
+         tar reads the same layer files as the others. All three commands turn those \
+         layers, in order, into an empty directory on {} (under {}), which hyperfine's \
+         `--prepare` empties before every run, untimed. The page cache was warmed \
+         once by reading the archive and the layer files, then by one untimed run of \
+         each command (to check that it exits 0); there are no hyperfine warm-up \
+         runs. {} rounds back to back; in each, one hyperfine run times the three \
+         commands side by side, {} timed runs each. The table pools the {} runs of \
+         each command. Milliseconds, and MB/s: the {} of uncompressed layers (10^6 \
+         bytes a MB) over the median.\n",
         r.image,
         mb(r.archive_bytes),
         a.layers,
@@ -436,6 +436,7 @@ pub fn unpack_section(r: &UnpackReport) -> String {
         a.whiteouts,
         a.skipped,
         r.fs_type,
+        r.dest_dir,
         r.rounds,
         r.runs,
         r.rounds * r.runs,
@@ -505,9 +506,23 @@ pub fn unpack_section(r: &UnpackReport) -> String {
          device nodes skipped, owners, modes and times restored, and the diff id \
          (sha256) of each layer computed as it is read, but no blob copied or \
          hashed. tar does the least: it hashes nothing and applies no whiteouts (it \
-         writes them as plain files), and it creates the device nodes. None of them \
-         syncs the files it writes: they land in the page cache. There is no goal \
-         for this benchmark.\n"
+         writes them as plain files), and it creates the device nodes. There is no \
+         goal for this benchmark.\n"
+    );
+    let here = if r.tmp_is_unjournaled_ext4 {
+        " (the file system of this machine's temporary directory)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        o,
+        "The destination is on tmpfs so that the rows compare the unpackers, not the \
+         disk and how its file system copes with the previous run's deletions: ext4 \
+         without a journal{here}, for one, does not reuse an inode for a minute or \
+         more after its deletion and checks every such inode again on each inode \
+         allocation, so a run that follows the removal of the previous run's tens of \
+         thousands of files spends most of its time in that check, whichever command \
+         it is.\n"
     );
     let _ = writeln!(
         o,

@@ -17,6 +17,8 @@ use crate::stats::Summary;
 
 /// The image: over 100 MB of layers (made by `agentctl image build`).
 pub const IMAGE: &str = "agentctl/agent-base:latest";
+/// Where the layers are unpacked to: a tmpfs.
+pub const SHM: &str = "/dev/shm";
 
 /// What `unpack-layers` applied, from the line it prints.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,8 +42,12 @@ pub struct UnpackReport {
     /// (then it equals the uncompressed bytes).
     pub layer_file_bytes: u64,
     pub applied: Applied,
-    /// The file system the temporary directory (and every unpack) is on.
+    /// The file system every unpack writes to.
     pub fs_type: String,
+    /// Where: a directory under [`SHM`].
+    pub dest_dir: String,
+    /// Whether the temporary directory is on ext4 without a journal.
+    pub tmp_is_unjournaled_ext4: bool,
     pub pull: Summary,
     pub tar: Summary,
     pub apply: Summary,
@@ -65,8 +71,17 @@ pub fn bench_unpack(ctx: &Ctx, runs: usize, rounds: usize) -> Result<UnpackRepor
     let base = tmp.path();
     let archive = base.join("image.tar");
     let extracted = base.join("archive");
-    let dest = base.join("dest");
-    let fs_type = crate::machine::fs_type(base);
+    // The destination is on tmpfs: see DEST_ON_TMPFS in report.rs.
+    let shm = tempfile::Builder::new()
+        .prefix("agentctl-bench-unpack-")
+        .tempdir_in(SHM)
+        .with_context(|| format!("cannot create a temporary directory in {SHM}"))?;
+    let fs_type = crate::machine::fs_type(shm.path());
+    ensure!(
+        fs_type == "tmpfs",
+        "{SHM} is {fs_type}, not tmpfs; the unpack benchmark writes there"
+    );
+    let dest = shm.path().join("dest");
 
     eprintln!("xtask: docker save -o {} {IMAGE}", archive.display());
     crate::docker::docker_save(IMAGE, &archive)?;
@@ -113,9 +128,13 @@ pub fn bench_unpack(ctx: &Ctx, runs: usize, rounds: usize) -> Result<UnpackRepor
         ("Unpacker::apply_layer", wrapped(&apply_refs, "")),
     ];
     // Untimed before every run: an empty destination (the image cache of
-    // the pull), and nothing dirty left from the run before.
-    let prepare = format!("rm -rf {0} && mkdir {0} && sync", quote(&dest_s));
-    let prepare_words = vec!["sh".to_string(), "-c".to_string(), prepare.clone()];
+    // the pull).
+    let prepare_words = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!("rm -rf {0} && mkdir {0}", quote(&dest_s)),
+    ];
+    let prepare = bench("prepare", &prepare_words).command;
 
     // Reading everything once warms the page cache for every row alike;
     // checking every command then reads it all again.
@@ -165,6 +184,8 @@ pub fn bench_unpack(ctx: &Ctx, runs: usize, rounds: usize) -> Result<UnpackRepor
         layer_file_bytes,
         applied,
         fs_type,
+        dest_dir: SHM.into(),
+        tmp_is_unjournaled_ext4: crate::machine::ext4_without_journal(base),
         pull: t.pooled(0)?,
         tar: t.pooled(1)?,
         apply: t.pooled(2)?,
