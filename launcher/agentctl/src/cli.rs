@@ -46,6 +46,15 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Internal: runs a command inside a running native session.
+    #[command(name = "__native-exec", hide = true)]
+    NativeExec {
+        session_dir: PathBuf,
+        #[arg(long)]
+        tty: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Internal: the single-threaded session helper.
     #[command(name = "__native-helper", hide = true)]
     NativeHelper { session_dir: PathBuf },

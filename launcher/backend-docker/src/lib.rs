@@ -4,6 +4,7 @@
 //! bollard.
 
 pub mod images;
+mod lifecycle;
 pub mod seccomp;
 pub mod translate;
 
@@ -17,7 +18,9 @@ use bollard::query_parameters::{
     KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
 };
 use futures_util::StreamExt;
-use sandbox::{Backend, BackendError, ExitStatus, RunOptions, SandboxSpec};
+use sandbox::{
+    Backend, BackendError, ExitStatus, Handle, Liveness, Observer, Orphan, RunOptions, SandboxSpec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use translate::{LABEL_MANAGED, LABEL_SESSION};
@@ -76,7 +79,7 @@ fn daemon_address() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
-async fn connect() -> Result<Docker, BackendError> {
+pub(crate) async fn connect() -> Result<Docker, BackendError> {
     let unreachable = |e: &dyn std::fmt::Display| {
         let address = daemon_address();
         let mut fix = String::from(
@@ -108,7 +111,7 @@ fn api_at_least(docker: &Docker, want: (u32, u32)) -> bool {
     (v.major_version as u32, v.minor_version as u32) >= want
 }
 
-fn runtime_err(what: &str, e: impl std::fmt::Display) -> BackendError {
+pub(crate) fn runtime_err(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Runtime(format!("{what}: {e}"))
 }
 
@@ -121,8 +124,57 @@ impl Backend for DockerBackend {
         self.connect().map(|_| ())
     }
 
-    fn run(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<ExitStatus, BackendError> {
-        self.block_on(run(spec, opts, &self.init))
+    fn run(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        observer: &dyn Observer,
+    ) -> Result<ExitStatus, BackendError> {
+        self.block_on(run(spec, opts, &self.init, observer))
+    }
+
+    fn start_detached(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        _on_exit: &[String],
+    ) -> Result<Handle, BackendError> {
+        // The engine keeps the exit status; reconciliation reads it there.
+        self.block_on(lifecycle::start_detached(spec, opts, &self.init))
+    }
+
+    fn stop(&self, handle: &Handle, timeout: std::time::Duration) -> Result<(), BackendError> {
+        self.block_on(lifecycle::stop(handle, timeout))
+    }
+
+    fn exec(
+        &self,
+        handle: &Handle,
+        command: &[String],
+        tty: bool,
+    ) -> Result<ExitStatus, BackendError> {
+        self.block_on(lifecycle::exec(handle, command, tty))
+    }
+
+    fn logs(
+        &self,
+        handle: &Handle,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError> {
+        self.block_on(lifecycle::logs(handle, follow, out))
+    }
+
+    fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError> {
+        self.block_on(lifecycle::liveness(handle))
+    }
+
+    fn remove(&self, handle: &Handle) -> Result<(), BackendError> {
+        self.block_on(lifecycle::remove(handle))
+    }
+
+    fn orphans(&self, known: &dyn Fn(&str) -> bool) -> Result<Vec<Orphan>, BackendError> {
+        self.block_on(lifecycle::orphans(known))
     }
 }
 
@@ -256,7 +308,7 @@ fn image_path(image: &bollard::models::ImageInspect) -> Option<String> {
 
 /// Whether the caller has input to give: a terminal, a pipe or a file, but
 /// not /dev/null. With none, the stdin half of the attach is skipped.
-fn has_stdin() -> bool {
+pub(crate) fn has_stdin() -> bool {
     let fd = std::io::stdin().as_raw_fd();
     match nix::sys::stat::fstat(fd) {
         Ok(st) => {
@@ -268,24 +320,25 @@ fn has_stdin() -> bool {
     }
 }
 
-async fn run(
+/// The container for `spec`, created but not started.
+pub(crate) async fn create(
+    docker: &Docker,
     spec: &SandboxSpec,
     opts: &RunOptions,
     init: &std::path::Path,
-) -> Result<ExitStatus, BackendError> {
-    let docker = connect().await?;
+    stdin: bool,
+) -> Result<String, BackendError> {
     let (image, image_path) = match &spec.image {
-        Some(reference) => (reference.clone(), ensure_image(&docker, reference).await?),
-        None => (host_root_image(&docker, spec).await?, None),
+        Some(reference) => (reference.clone(), ensure_image(docker, reference).await?),
+        None => (host_root_image(docker, spec).await?, None),
     };
-    let stdin = opts.tty || has_stdin();
     let body = translate::to_container(
         spec,
         &translate::Options {
             image,
             tty: opts.tty,
             stdin,
-            recursive_read_only: api_at_least(&docker, RECURSIVE_RO_API),
+            recursive_read_only: api_at_least(docker, RECURSIVE_RO_API),
             image_path,
             no_limits: opts.no_limits,
             init: spec.image.is_none().then(|| init.to_path_buf()),
@@ -293,16 +346,27 @@ async fn run(
         },
     );
     let name = translate::container_name(spec);
-    let id = docker
+    docker
         .create_container(
             Some(CreateContainerOptionsBuilder::default().name(&name).build()),
             body,
         )
         .await
-        .map_err(|e| runtime_err("cannot create the container", e))?
-        .id;
+        .map_err(|e| runtime_err("cannot create the container", e))
+        .map(|r| r.id)
+}
+
+async fn run(
+    spec: &SandboxSpec,
+    opts: &RunOptions,
+    init: &std::path::Path,
+    observer: &dyn Observer,
+) -> Result<ExitStatus, BackendError> {
+    let docker = connect().await?;
+    let stdin = opts.tty || has_stdin();
+    let id = create(&docker, spec, opts, init, stdin).await?;
     // Every way out of here removes the container, started or not.
-    let result = run_created(&docker, &id, opts, stdin).await;
+    let result = run_created(&docker, &id, opts, stdin, observer).await;
     let _ = docker
         .remove_container(
             &id,
@@ -318,10 +382,10 @@ async fn run(
 }
 
 /// Restores the terminal when dropped.
-struct RawMode(Option<nix::sys::termios::Termios>);
+pub(crate) struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
-    fn enter(tty: bool) -> RawMode {
+    pub(crate) fn enter(tty: bool) -> RawMode {
         use nix::sys::termios;
         if !tty {
             return RawMode(None);
@@ -349,7 +413,7 @@ impl Drop for RawMode {
     }
 }
 
-fn terminal_size() -> Option<(u16, u16)> {
+pub(crate) fn terminal_size() -> Option<(u16, u16)> {
     // SAFETY: TIOCGWINSZ fills a winsize we own.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
@@ -381,6 +445,7 @@ async fn run_created(
     id: &str,
     opts: &RunOptions,
     stdin: bool,
+    observer: &dyn Observer,
 ) -> Result<ExitStatus, BackendError> {
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -405,6 +470,7 @@ async fn run_created(
     if let Err(e) = docker.start_container(id, None).await {
         return Err(start_error(e));
     }
+    observer.started(None);
     let _raw = RawMode::enter(opts.tty);
     if opts.tty {
         resize(docker, id).await;
@@ -488,7 +554,7 @@ async fn run_created(
 
 /// Reports a failed start as docker's CLI does: 127 when the command is not
 /// there, 126 when it cannot be executed, with the daemon's reason.
-fn start_error(e: bollard::errors::Error) -> BackendError {
+pub(crate) fn start_error(e: bollard::errors::Error) -> BackendError {
     let text = e.to_string();
     let code = if text.contains("executable file not found")
         || text.contains("no such file or directory")

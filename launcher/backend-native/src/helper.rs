@@ -60,7 +60,28 @@ pub struct HelperConfig {
     /// overlay of it (read-only below, a throwaway layer above for the
     /// runtime's mount points), so the shared cache is never written.
     pub image_rootfs: Option<PathBuf>,
+    /// Running in the background: no terminal, and the helper outlives the
+    /// launcher.
+    #[serde(default)]
+    pub detached: bool,
+    /// Run after the session ended and was cleaned up, with
+    /// `AGENTCTL_EXIT_CODE` set: how a detached session's end is recorded.
+    #[serde(default)]
+    pub on_exit: Vec<String>,
+    /// Where the exit code is written for whoever reconciles later.
+    #[serde(default)]
+    pub exit_file: Option<PathBuf>,
 }
+
+/// The helper holds a lock on this file in the session directory for as
+/// long as it lives: a session whose lock is free has no supervisor.
+pub const LOCK_FILE: &str = "lock";
+/// The helper's pid, for `exec` to find its user namespace.
+pub const PID_FILE: &str = "helper.pid";
+
+/// What the helper reports on its status pipe.
+pub const MSG_STARTED: u8 = b'S';
+pub const MSG_EXITED: u8 = b'X';
 
 impl HelperConfig {
     pub const FILE: &'static str = "helper.json";
@@ -111,7 +132,21 @@ pub const STATUS_FD_ENV: &str = "AGENTCTL_STATUS_FD";
 /// the prompt back while the helper removes the cgroup and state, which it
 /// always finishes, with its stdin and stdout already let go.
 pub fn run_session(cfg: HelperConfig, status: Option<OwnedFd>) -> i32 {
+    let lock = match take_lock(&cfg.session_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("agentctl: {e}");
+            return LAUNCHER_FAILURE;
+        }
+    };
+    if !cfg.detached {
+        // A foreground session belongs to its launcher: if the launcher is
+        // killed, the agent is told to stop rather than run on unwatched.
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    }
     let mut session = Session::new(cfg);
+    session.status = status;
     let code = match session.run() {
         Ok(code) => code,
         Err(e) => {
@@ -120,13 +155,162 @@ pub fn run_session(cfg: HelperConfig, status: Option<OwnedFd>) -> i32 {
         }
     };
     session.release_terminal();
-    if let Some(fd) = status {
-        let _ = nix::unistd::write(&fd, &code.to_le_bytes());
+    if let Some(fd) = session.status.take() {
+        let mut msg = vec![MSG_EXITED];
+        msg.extend_from_slice(&code.to_le_bytes());
+        let _ = nix::unistd::write(&fd, &msg);
         drop(fd);
         detach_stdio();
     }
+    if let Some(file) = &session.cfg.exit_file {
+        let _ = fs::create_dir_all(file.parent().unwrap_or(Path::new("/")));
+        let _ = fs::write(file, code.to_string());
+    }
     session.cleanup();
+    drop(lock);
+    let on_exit = std::mem::take(&mut session.cfg.on_exit);
+    if !on_exit.is_empty() {
+        run_on_exit(&on_exit, code);
+    }
     code
+}
+
+/// Entry point of `agentctl __native-exec <session-dir> [--tty] -- CMD`: runs
+/// a command inside a running session, with the caller's stdio, and
+/// returns its exit code. Single-threaded, like the helper: libcontainer
+/// forks without exec.
+pub fn exec_main(session_dir: &Path, tty: bool, command: Vec<String>) -> i32 {
+    match exec_in(session_dir, tty, command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agentctl: {e}");
+            LAUNCHER_FAILURE
+        }
+    }
+}
+
+fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, String> {
+    let cfg = HelperConfig::load(session_dir)
+        .map_err(|e| format!("cannot read session {}: {e}", session_dir.display()))?;
+    if !supervised(session_dir) {
+        return Err(format!("session {} is not running", cfg.id));
+    }
+    if cfg.enter_userns.is_some() {
+        // The sandbox lives in its helper's user namespace; join it to have
+        // the capabilities there that joining the sandbox takes.
+        let pid = fs::read_to_string(session_dir.join(PID_FILE))
+            .map_err(|e| format!("cannot find the session's helper: {e}"))?;
+        let ns = fs::File::open(format!("/proc/{}/ns/user", pid.trim()))
+            .map_err(|e| format!("cannot open the session's user namespace: {e}"))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("cannot join the session's user namespace: {e}"))?;
+    }
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("cannot create a signalfd: {e}"))?;
+
+    let exec_dir = tempfile_dir(session_dir)?;
+    let console = if tty {
+        let path = exec_dir.join("console.sock");
+        Some((
+            UnixListener::bind(&path)
+                .map_err(|e| format!("cannot create the console socket: {e}"))?,
+            path,
+        ))
+    } else {
+        None
+    };
+    let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
+        .with_executor(AgentInit { tty })
+        .with_root_path(&cfg.state_root)
+        .map_err(|e| format!("cannot use state directory: {e}"))?;
+    match &console {
+        Some((_, path)) => builder = builder.with_console_socket(Some(path)),
+        None => {
+            builder = builder
+                .with_stdin(dup(io::stdin().as_fd())?)
+                .with_stdout(dup(io::stdout().as_fd())?)
+                .with_stderr(dup(io::stderr().as_fd())?);
+        }
+    }
+    let result = (|| {
+        let pid = builder
+            .as_tenant()
+            .with_container_args(command)
+            .with_detach(tty)
+            .build()
+            .map_err(|e| format!("cannot run the command in the session: {e}"))?;
+        let master = match &console {
+            Some((listener, _)) => Some(receive_master(listener)?),
+            None => None,
+        };
+        let mut session = Session::new(cfg.clone());
+        if let Some(m) = &master {
+            session.enter_raw_mode();
+            copy_winsize(m.as_fd());
+        }
+        let code = session.wait(pid, &sigfd, master.as_ref());
+        session.release_terminal();
+        code
+    })();
+    let _ = fs::remove_dir_all(&exec_dir);
+    result
+}
+
+/// A scratch directory for one exec, inside the session directory.
+fn tempfile_dir(session_dir: &Path) -> Result<PathBuf, String> {
+    let dir = session_dir.join(format!("exec-{}", std::process::id()));
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Takes the session's lock, held until the helper exits.
+fn take_lock(session_dir: &Path) -> Result<fs::File, String> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(session_dir.join(LOCK_FILE))
+        .map_err(|e| format!("cannot create the session lock: {e}"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err("the session is already supervised".into());
+    }
+    Ok(file)
+}
+
+/// True when a live helper holds the lock of the session in `session_dir`.
+pub fn supervised(session_dir: &Path) -> bool {
+    let Ok(file) = fs::OpenOptions::new()
+        .write(true)
+        .open(session_dir.join(LOCK_FILE))
+    else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; released when it closes.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
+fn run_on_exit(argv: &[String], code: i32) {
+    let Some((program, args)) = argv.split_first() else {
+        return;
+    };
+    match std::process::Command::new(program)
+        .args(args)
+        .env("AGENTCTL_EXIT_CODE", code.to_string())
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("agentctl: recording the session's end failed ({s})"),
+        Err(e) => eprintln!("agentctl: cannot record the session's end: {e}"),
+    }
 }
 
 /// Points stdin and stdout at /dev/null, so that a pipeline reading the
@@ -159,6 +343,7 @@ fn inherited_status_fd() -> Option<OwnedFd> {
 
 struct Session {
     cfg: HelperConfig,
+    status: Option<OwnedFd>,
     container: Option<Container>,
     hierarchy: Option<Hierarchy>,
     slirp: Option<net::Slirp>,
@@ -169,6 +354,7 @@ impl Session {
     fn new(cfg: HelperConfig) -> Session {
         Session {
             cfg,
+            status: None,
             container: None,
             hierarchy: None,
             slirp: None,
@@ -265,6 +451,15 @@ impl Session {
             .expect("container built")
             .start()
             .map_err(|e| format!("cannot start the sandbox: {e}"))?;
+        let _ = fs::write(
+            self.cfg.session_dir.join(PID_FILE),
+            std::process::id().to_string(),
+        );
+        if let Some(fd) = &self.status {
+            let mut msg = vec![MSG_STARTED];
+            msg.extend_from_slice(&(pid as u32).to_le_bytes());
+            let _ = nix::unistd::write(fd, &msg);
+        }
 
         let status = self.wait(Pid::from_raw(pid), &sigfd, master.as_ref())?;
         Ok(status)
@@ -307,12 +502,7 @@ impl Session {
 
     /// Waits for the agent while relaying the terminal and forwarding
     /// signals. Returns the agent's exit code.
-    fn wait(
-        &mut self,
-        pid: Pid,
-        sigfd: &SignalFd,
-        master: Option<&OwnedFd>,
-    ) -> Result<i32, String> {
+    fn wait(&self, pid: Pid, sigfd: &SignalFd, master: Option<&OwnedFd>) -> Result<i32, String> {
         let mut to_agent: Vec<u8> = Vec::new();
         let mut stdin_open = master.is_some();
         let mut buf = vec![0u8; 16 * 1024];

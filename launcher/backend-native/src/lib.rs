@@ -8,6 +8,7 @@
 pub mod cgroup;
 mod helper;
 mod init;
+mod lifecycle;
 pub use init::run_as_init;
 mod net;
 pub mod oci;
@@ -25,10 +26,13 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci::BundleOptions;
-use sandbox::{Backend, BackendError, ExitStatus, RunOptions, SandboxSpec};
+use sandbox::{
+    Backend, BackendError, ExitStatus, Handle, Liveness, Observer, Orphan, RunOptions, SandboxSpec,
+};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-pub use helper::{HelperConfig, LAUNCHER_FAILURE, cleanup_session, helper_main};
+pub use helper::{HelperConfig, LAUNCHER_FAILURE, cleanup_session, exec_main, helper_main};
+pub use lifecycle::forget_exit;
 
 /// Where sessions keep their bundles and libcontainer keeps its state.
 #[derive(Clone, Debug)]
@@ -59,6 +63,11 @@ impl Dirs {
 
     pub fn state(&self) -> PathBuf {
         self.base.join("state")
+    }
+
+    /// Exit codes of ended sessions that nobody recorded yet.
+    pub fn exits(&self) -> PathBuf {
+        self.base.join("exits")
     }
 
     /// Creates the directories, private to the user. Refuses a base that
@@ -92,20 +101,31 @@ pub struct NativeBackend {
     /// How to start the helper: the agentctl binary and the arguments that
     /// select its helper mode; the session directory is appended.
     pub helper: Vec<String>,
+    /// How to start the exec helper (`agentctl __native-exec`).
+    pub exec_helper: Vec<String>,
     pub dirs: Dirs,
     /// Where images are pulled to and unpacked.
     pub images: PathBuf,
     /// Shown the progress of an image pull.
     pub progress: Box<dyn image_store::Progress>,
+    /// Where detached sessions' output is kept (it outlives the runtime
+    /// directory).
+    pub logs: PathBuf,
 }
 
 impl NativeBackend {
     pub fn new(helper: Vec<String>) -> NativeBackend {
+        let exec_helper = helper
+            .first()
+            .map(|exe| vec![exe.clone(), "__native-exec".to_string()])
+            .unwrap_or_default();
         NativeBackend {
             helper,
+            exec_helper,
             dirs: Dirs::for_current_user(),
             images: image_store::Store::default_root(),
             progress: Box::new(image_store::NoProgress),
+            logs: default_logs_dir(),
         }
     }
 
@@ -197,6 +217,9 @@ impl NativeBackend {
             enter_userns: rootless.then_some((spec.identity.host_uid, spec.identity.host_gid)),
             masked: spec.masked.iter().map(|m| m.path.clone()).collect(),
             image_rootfs: image.map(|i| i.rootfs.clone()),
+            detached: false,
+            on_exit: Vec::new(),
+            exit_file: Some(self.dirs.exits().join(id)),
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)
@@ -204,7 +227,12 @@ impl NativeBackend {
         Ok(cfg)
     }
 
-    fn spawn_helper(&self, cfg: &HelperConfig, status: &OwnedFd) -> Result<Child, BackendError> {
+    fn spawn_helper(
+        &self,
+        cfg: &HelperConfig,
+        status: &OwnedFd,
+        log: Option<&Path>,
+    ) -> Result<Child, BackendError> {
         let (program, args) = self
             .helper
             .split_first()
@@ -232,12 +260,31 @@ impl NativeBackend {
         cmd.args(args)
             .arg(&cfg.session_dir)
             .env(helper::STATUS_FD_ENV, fd.to_string());
-        // SAFETY: clearing FD_CLOEXEC on one descriptor is async-signal-safe.
+        let detached = log.is_some();
+        if let Some(log) = log {
+            let out = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| BackendError::io(format!("cannot open {}", log.display()), e))?;
+            let err = out
+                .try_clone()
+                .map_err(|e| BackendError::io("cannot open the log", e))?;
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err);
+        }
+        // SAFETY: clearing FD_CLOEXEC on one descriptor and setsid are
+        // async-signal-safe.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(move || {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                if detached {
+                    // Its own session: no terminal signals, and it outlives us.
+                    libc::setsid();
+                }
                 Ok(())
             });
         }
@@ -255,7 +302,12 @@ impl Backend for NativeBackend {
         preflight::check(spec, opts).map(|_| ())
     }
 
-    fn run(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<ExitStatus, BackendError> {
+    fn run(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        observer: &dyn Observer,
+    ) -> Result<ExitStatus, BackendError> {
         let cgroup = preflight::check(spec, opts)?;
         let image = spec.image.as_deref().map(|r| self.image(r)).transpose()?;
         let cfg = match self.prepare(spec, opts, cgroup, image.as_ref()) {
@@ -280,10 +332,68 @@ impl Backend for NativeBackend {
         // mask, a forked one blocks what it needs itself.
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
             .map_err(|e| BackendError::Runtime(format!("cannot block signals: {e}")))?;
-        let result = start_and_wait(self, &cfg, &mask);
+        let result = start_and_wait(self, &cfg, &mask, observer);
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
         result
     }
+
+    fn start_detached(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        on_exit: &[String],
+    ) -> Result<Handle, BackendError> {
+        lifecycle::start_detached(self, spec, opts, on_exit)
+    }
+
+    fn stop(&self, handle: &Handle, timeout: std::time::Duration) -> Result<(), BackendError> {
+        lifecycle::stop(self, handle, timeout)
+    }
+
+    fn exec(
+        &self,
+        handle: &Handle,
+        command: &[String],
+        tty: bool,
+    ) -> Result<ExitStatus, BackendError> {
+        lifecycle::exec(self, handle, command, tty)
+    }
+
+    fn logs(
+        &self,
+        handle: &Handle,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError> {
+        lifecycle::logs(self, handle, follow, out)
+    }
+
+    fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError> {
+        Ok(lifecycle::liveness(self, &handle.session))
+    }
+
+    fn remove(&self, handle: &Handle) -> Result<(), BackendError> {
+        lifecycle::remove(self, &handle.session);
+        Ok(())
+    }
+
+    fn orphans(&self, known: &dyn Fn(&str) -> bool) -> Result<Vec<Orphan>, BackendError> {
+        Ok(lifecycle::orphans(self, known))
+    }
+}
+
+/// `/var/lib/agentctl/logs` for root, `$XDG_DATA_HOME/agentctl/logs`
+/// otherwise.
+pub fn default_logs_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/agentctl/logs");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("agentctl/logs")
 }
 
 /// Starts the helper, then waits for the exit code it reports, passing on
@@ -292,6 +402,7 @@ fn start_and_wait(
     backend: &NativeBackend,
     cfg: &HelperConfig,
     mask: &SigSet,
+    observer: &dyn Observer,
 ) -> Result<ExitStatus, BackendError> {
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
@@ -299,7 +410,7 @@ fn start_and_wait(
         .map_err(|e| BackendError::Runtime(format!("cannot create a signalfd: {e}")))?;
     let pid = if cfg.enter_userns.is_some() {
         // Rootless: the helper must be a fresh exec (see helper.rs).
-        let child = backend.spawn_helper(cfg, &status_w)?;
+        let child = backend.spawn_helper(cfg, &status_w, None)?;
         Pid::from_raw(child.id() as i32)
     } else {
         fork_helper(
@@ -310,8 +421,7 @@ fn start_and_wait(
         )?
     };
     drop(status_w);
-    let mut code = [0u8; 4];
-    let mut got = 0;
+    let mut reader = StatusReader::default();
     loop {
         let mut fds = [
             PollFd::new(status_r.as_fd(), PollFlags::POLLIN),
@@ -332,21 +442,17 @@ fn start_and_wait(
             let from_process = info.ssi_code == libc::SI_USER || info.ssi_code == libc::SI_QUEUE;
             if from_process || matches!(sig, Signal::SIGTERM | Signal::SIGHUP) {
                 let _ = nix::sys::signal::kill(pid, sig);
+                observer.signal(sig.as_str());
             }
         }
         if !status_ready {
             continue;
         }
-        match nix::unistd::read(status_r.as_raw_fd(), &mut code[got..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                got += n;
-                if got == code.len() {
-                    return Ok(ExitStatus::Code(i32::from_le_bytes(code)));
-                }
-            }
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => break,
+        match reader.read(&status_r) {
+            Ok(Some(StatusMsg::Started(init))) => observer.started(Some(init)),
+            Ok(Some(StatusMsg::Exited(code))) => return Ok(ExitStatus::Code(code)),
+            Ok(None) => {}
+            Err(()) => break,
         }
     }
     // The helper went away without reporting: find out how, and clean up
@@ -363,6 +469,50 @@ fn start_and_wait(
         other => Err(BackendError::Runtime(format!(
             "the session helper ended without a status: {other:?}"
         ))),
+    }
+}
+
+/// A message from the helper's status pipe.
+pub(crate) enum StatusMsg {
+    Started(u32),
+    Exited(i32),
+}
+
+/// Reassembles the helper's five-byte messages from pipe reads.
+#[derive(Default)]
+pub(crate) struct StatusReader {
+    buf: Vec<u8>,
+}
+
+impl StatusReader {
+    /// Reads what is there; `Err` at end of file (the helper is gone).
+    pub(crate) fn read(&mut self, fd: &OwnedFd) -> Result<Option<StatusMsg>, ()> {
+        if let Some(m) = self.take() {
+            return Ok(Some(m));
+        }
+        let mut chunk = [0u8; 64];
+        match nix::unistd::read(fd.as_raw_fd(), &mut chunk) {
+            Ok(0) => Err(()),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(self.take())
+            }
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(None),
+            Err(_) => Err(()),
+        }
+    }
+
+    fn take(&mut self) -> Option<StatusMsg> {
+        if self.buf.len() < 5 {
+            return None;
+        }
+        let value: [u8; 4] = self.buf[1..5].try_into().expect("four bytes");
+        let msg = match self.buf[0] {
+            helper::MSG_STARTED => StatusMsg::Started(u32::from_le_bytes(value)),
+            _ => StatusMsg::Exited(i32::from_le_bytes(value)),
+        };
+        self.buf.drain(..5);
+        Some(msg)
     }
 }
 

@@ -64,6 +64,55 @@ impl BackendError {
     }
 }
 
+/// Told what happens during a foreground session, so the caller can keep
+/// its record (the session store's audit log).
+pub trait Observer {
+    /// The agent is running; `pid` is its sandbox's init on the host, if
+    /// the backend knows it.
+    fn started(&self, pid: Option<u32>);
+    /// A signal was passed on to the agent.
+    fn signal(&self, name: &str);
+}
+
+/// An observer that records nothing.
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn started(&self, _pid: Option<u32>) {}
+    fn signal(&self, _name: &str) {}
+}
+
+/// How to find a detached session again. Stored by the caller; given back
+/// to the backend for `stop`, `logs`, `exec` and reconciliation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handle {
+    pub session: String,
+    /// The native backend's supervising helper.
+    pub helper_pid: Option<u32>,
+    /// The Docker backend's container.
+    pub container_id: Option<String>,
+    /// Where a detached session's output goes.
+    pub log_path: Option<std::path::PathBuf>,
+}
+
+/// What a backend can tell about a session it ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its sandbox is there and running.
+    Running,
+    /// It ended, with this status, and nobody recorded it yet.
+    Exited(ExitStatus),
+    /// It is gone, and how it ended is unknown.
+    Gone,
+}
+
+/// A sandbox with agentctl's marks that no session record claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orphan {
+    pub session: String,
+    pub what: String,
+}
+
 pub trait Backend {
     fn name(&self) -> &'static str;
 
@@ -74,5 +123,51 @@ pub trait Backend {
     /// Runs the session in the foreground with the caller's stdio and
     /// returns how it ended. The sandbox is gone when this returns, whatever
     /// the outcome.
-    fn run(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<ExitStatus, BackendError>;
+    fn run(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        observer: &dyn Observer,
+    ) -> Result<ExitStatus, BackendError>;
+
+    /// Starts the session in the background and returns once it runs.
+    /// `on_exit`, when given, is run (as a command) after the session ends
+    /// and its sandbox is gone, with `AGENTCTL_EXIT_CODE` set; backends
+    /// whose engine keeps the exit status may ignore it.
+    fn start_detached(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        on_exit: &[String],
+    ) -> Result<Handle, BackendError>;
+
+    /// Asks a session to stop (SIGTERM), then kills it after `timeout`.
+    fn stop(&self, handle: &Handle, timeout: std::time::Duration) -> Result<(), BackendError>;
+
+    /// Runs a command inside a running session with the caller's stdio.
+    fn exec(
+        &self,
+        handle: &Handle,
+        command: &[String],
+        tty: bool,
+    ) -> Result<ExitStatus, BackendError>;
+
+    /// Copies a detached session's output to `out`; with `follow`, until
+    /// the session ends.
+    fn logs(
+        &self,
+        handle: &Handle,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError>;
+
+    /// Whether the session's sandbox still exists.
+    fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError>;
+
+    /// Removes whatever is left of a session's sandbox (a lost one).
+    fn remove(&self, handle: &Handle) -> Result<(), BackendError>;
+
+    /// Sandboxes of this backend that carry agentctl's marks but whose
+    /// session is not in `known`.
+    fn orphans(&self, known: &dyn Fn(&str) -> bool) -> Result<Vec<Orphan>, BackendError>;
 }

@@ -15,7 +15,9 @@ pub mod plan;
 pub mod scan;
 pub mod spec;
 
-pub use backend::{Backend, BackendError, ExitStatus, RunOptions};
+pub use backend::{
+    Backend, BackendError, ExitStatus, Handle, Liveness, NoObserver, Observer, Orphan, RunOptions,
+};
 pub use error::PlanError;
 pub use plan::{HostFacts, PlanRequest, plan, policy_hash};
 pub use spec::SandboxSpec;

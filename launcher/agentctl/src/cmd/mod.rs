@@ -38,6 +38,14 @@ pub fn dispatch(command: Command) -> Result<u8> {
                 .collect::<Result<_>>()?;
             backend_native::run_as_init(&argv, tty)
         }
+        Command::NativeExec {
+            session_dir,
+            tty,
+            command,
+        } => {
+            let code = backend_native::exec_main(&session_dir, tty, command);
+            Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
+        }
         Command::NativeHelper { session_dir } => {
             let code = backend_native::helper_main(&session_dir);
             Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))

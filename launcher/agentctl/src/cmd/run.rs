@@ -29,7 +29,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             if args.no_limits { " · NO LIMITS" } else { "" },
         );
     }
-    match backend.run(&spec, &opts) {
+    match backend.run(&spec, &opts, &sandbox::NoObserver) {
         Ok(status) => Ok(status.code().clamp(0, 255) as u8),
         Err(BackendError::Exec { message, code }) => {
             eprintln!("agentctl: {message}");
