@@ -65,6 +65,11 @@ impl Executor for AgentInit {
 /// the body of `agentctl __init`, which the Docker backend runs as PID 1 of
 /// host-root containers.
 pub fn run_as_init(argv: &[CString], tty: bool) -> ! {
+    // Nothing of the helper's may live on inside the sandbox: not its
+    // session lock (which says whether the session is supervised), not its
+    // status pipe (which reports the exit code). The agent gets stdio only.
+    // SAFETY: close_range on descriptors this process no longer needs.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
