@@ -1,0 +1,64 @@
+//! The session store: every session agentctl runs, and its audit log.
+//!
+//! One API over SQLite (the embedded default, one file per user) and
+//! Postgres (a server a team shares), chosen by URL:
+//!
+//! - `sqlite://PATH`: a file, relative to the working directory or
+//!   absolute (`sqlite:///var/lib/agentctl/agentctl.db`). Its directory and
+//!   the file (mode 0600) are created as needed; WAL mode, foreign keys on,
+//!   writers wait up to 5 s for each other.
+//! - `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
+//!
+//! [`Store::connect`] applies the schema's migrations (`migrations/` at the
+//! workspace root, embedded at build time) every time it opens a store.
+//!
+//! A session's audit log is a hash chain: each event's hash covers the
+//! previous event's hash and the event's canonical JSON (see [`chain`]),
+//! and the session row keeps the number of events and the last hash,
+//! updated in the transaction of every append. [`Store::verify`]
+//! recomputes the chain and names the first row that does not fit.
+//!
+//! The store takes plain values and knows nothing of sandboxes or
+//! backends. It logs with `tracing`, never an event's data.
+
+pub mod chain;
+mod error;
+mod store;
+mod types;
+mod url;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::StoreError;
+pub use store::{Store, hostname, now_ms};
+pub use types::{
+    Backend, BrokenLink, DbKind, Event, ListQuery, NewEvent, NewSession, Problem, Session,
+    SessionUpdate, Status, Verification,
+};
+
+/// The page size of [`Store::list`] unless the query says otherwise.
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// The most ids a [`StoreError::Ambiguous`] lists.
+pub const MAX_CANDIDATES: usize = 10;
+
+/// The event kinds the store knows; anything else is spelled
+/// `other:NAME`.
+pub const EVENT_KINDS: &[&str] = &[
+    // The session's life.
+    "created",
+    "started",
+    "attached",
+    "detached",
+    "signal",
+    "stop_requested",
+    "exec",
+    "exited",
+    "failed",
+    "stopped",
+    "lost",
+    // What the sandbox refused.
+    "proxy_denied",
+    "policy_denied",
+];

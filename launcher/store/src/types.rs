@@ -1,0 +1,337 @@
+//! The values the store takes and returns. Plain data: the CLI prints them
+//! as JSON.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::StoreError;
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for DbKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        })
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Recorded, not started yet.
+    Created,
+    Running,
+    /// The agent exited by itself (any exit code).
+    Exited,
+    /// The session could not start or its supervisor failed.
+    Failed,
+    /// Stopped on request.
+    Stopped,
+    /// Its supervisor vanished without a word (found by reconciliation).
+    Lost,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Created,
+        Status::Running,
+        Status::Exited,
+        Status::Failed,
+        Status::Stopped,
+        Status::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+            Status::Failed => "failed",
+            Status::Stopped => "stopped",
+            Status::Lost => "lost",
+        }
+    }
+
+    /// Created or running: what `list` shows without `all`.
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Created | Status::Running)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Status, StoreError> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::invalid(
+                    "status",
+                    s,
+                    "use created, running, exited, failed, stopped or lost",
+                )
+            })
+    }
+}
+
+/// Which backend runs a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Native,
+    Docker,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::Docker => "docker",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Backend, StoreError> {
+        match s {
+            "native" => Ok(Backend::Native),
+            "docker" => Ok(Backend::Docker),
+            _ => Err(StoreError::invalid("backend", s, "use native or docker")),
+        }
+    }
+}
+
+/// A session to record. It starts as [`Status::Created`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewSession {
+    /// 32 lowercase hex digits.
+    pub id: String,
+    pub profile: String,
+    pub backend: Backend,
+    /// The OCI image, or `None` for the host's root filesystem.
+    pub image: Option<String>,
+    pub workspace: String,
+    pub command: Vec<String>,
+    /// Who started it: user name and uid.
+    pub user: String,
+    pub uid: u32,
+    /// The host it runs on (see [`crate::hostname`]).
+    pub host: String,
+    /// Unix milliseconds; `None` for now.
+    pub created_at: Option<i64>,
+    /// Whether the session runs without a terminal attached.
+    pub detached: bool,
+    /// The effective policy, as JSON text.
+    pub policy: String,
+    /// The hex sha256 of `policy`, byte for byte.
+    pub policy_sha256: String,
+}
+
+/// A recorded session.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub profile: String,
+    pub backend: Backend,
+    pub image: Option<String>,
+    pub workspace: String,
+    pub command: Vec<String>,
+    pub user: String,
+    pub uid: u32,
+    pub host: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub detached: bool,
+    /// The effective policy's JSON text (printed as JSON when it is JSON).
+    #[serde(serialize_with = "as_json")]
+    pub policy: String,
+    pub policy_sha256: String,
+    /// The process supervising the session (the native helper).
+    pub helper_pid: Option<u32>,
+    /// The container's id on the Docker Engine.
+    pub container_id: Option<String>,
+    /// Where a detached session's output goes.
+    pub log_path: Option<String>,
+    /// The audit log's length and the hash of its last event.
+    pub events_count: u64,
+    pub events_head: String,
+}
+
+impl Session {
+    /// The first 12 digits of the id, as `docker ps` shows them.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
+    }
+}
+
+fn as_json<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v.serialize(s),
+        Err(_) => s.serialize_str(text),
+    }
+}
+
+/// An event to append to a session's audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// One of [`EVENT_KINDS`](crate::EVENT_KINDS), or `other:NAME` with a
+    /// NAME of lowercase letters, digits, `_`, `-` and `.`.
+    pub kind: String,
+    /// Who did it, e.g. `uid 1000 (alice)`; `None` for the system.
+    pub actor: Option<String>,
+    /// Anything; stored as JSON with sorted keys.
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event without an actor and with `{}` as data.
+    pub fn new(kind: impl Into<String>) -> NewEvent {
+        NewEvent {
+            kind: kind.into(),
+            actor: None,
+            data: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn actor(mut self, actor: impl Into<String>) -> NewEvent {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    pub fn data(mut self, data: serde_json::Value) -> NewEvent {
+        self.data = data;
+        self
+    }
+}
+
+/// One entry of a session's audit log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub session: String,
+    /// 1, 2, 3, ... without gaps.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub data: serde_json::Value,
+    /// The previous event's hash (64 zeros for the first).
+    pub prev_hash: String,
+    /// hex(sha256(prev_hash || canonical JSON of
+    /// {actor, at, data, kind, seq, session})).
+    pub hash: String,
+}
+
+/// Changes to a session's row; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionUpdate {
+    pub status: Option<Status>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub helper_pid: Option<u32>,
+    pub container_id: Option<String>,
+    pub log_path: Option<String>,
+}
+
+/// The sessions `list` returns: newest first, one page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Every session; otherwise only created and running ones.
+    pub all: bool,
+    /// The page size ([`DEFAULT_PAGE`](crate::DEFAULT_PAGE) by default).
+    pub limit: u32,
+    /// Sessions to skip, newest first.
+    pub offset: u64,
+}
+
+impl Default for ListQuery {
+    fn default() -> ListQuery {
+        ListQuery {
+            all: false,
+            limit: crate::DEFAULT_PAGE,
+            offset: 0,
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub session: String,
+    /// Whether the whole log is intact and matches the session's head.
+    pub ok: bool,
+    /// Events in the log.
+    pub events: u64,
+    /// What the session row records: the number of events and the hash
+    /// of the last one.
+    pub recorded_count: u64,
+    pub recorded_head: String,
+    /// The last seq up to which the chain is intact (0 if none).
+    pub intact_through: u64,
+    /// The first broken link, if any.
+    pub broken: Option<BrokenLink>,
+}
+
+/// The first place where a session's audit log does not hold together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    /// The seq of the event at fault: the row that fails its check, or the
+    /// seq that is missing.
+    pub seq: u64,
+    pub problem: Problem,
+    /// One sentence: what is wrong and what it means.
+    pub reason: String,
+}
+
+/// How a chain broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Problem {
+    /// A row does not match its own hash: its content was changed.
+    Edited,
+    /// A seq is missing from the middle: an event was deleted.
+    Deleted,
+    /// A row is at another seq than it was written at, or does not link to
+    /// the row before it.
+    Reordered,
+    /// The log ends before the count the session records: the last events
+    /// were deleted.
+    Truncated,
+    /// The log goes on past the count the session records: events were
+    /// added outside the store.
+    Added,
+    /// The chain holds but ends in another hash than the session records.
+    HeadMismatch,
+}

@@ -1,0 +1,158 @@
+//! Opening stores: URLs, the SQLite file's mode and journal, and the
+//! errors for what cannot be opened.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use sqlx::Connection;
+use store::{DbKind, Store, StoreError};
+
+#[tokio::test]
+async fn refuses_unsupported_urls() {
+    for url in [
+        "mysql://root:hunter2@db.example/agentctl",
+        "sqlite:",
+        "sqlite://",
+        "/var/lib/agentctl/agentctl.db",
+        "",
+    ] {
+        let e = match Store::connect(url).await {
+            Err(e) => e,
+            Ok(_) => panic!("{url} was accepted"),
+        };
+        assert!(
+            matches!(e, StoreError::UnsupportedUrl { .. }),
+            "{url}: {e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("unsupported store URL \"")
+                && msg.contains("; use sqlite://PATH or postgres://"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn names_the_host_it_cannot_reach() {
+    // A port nothing listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://agentctl:s3cret@127.0.0.1:{port}/agentctl");
+    let e = match Store::connect(&url).await {
+        Err(e) => e,
+        Ok(_) => panic!("connected to a closed port"),
+    };
+    assert!(matches!(e, StoreError::Unreachable { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains("check that the server runs"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+}
+
+#[tokio::test]
+async fn names_the_database_that_refuses() {
+    let Some(db) = Db::postgres("names_the_database_that_refuses").await else {
+        return;
+    };
+    let url = store::testing::with_database(db.url(), "agentctl_no_such_database");
+    let e = match Store::connect(&url).await {
+        Err(e) => e,
+        Ok(_) => panic!("connected to a database that does not exist"),
+    };
+    assert!(matches!(e, StoreError::Connect { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("check the user, password and database name"),
+        "{e}"
+    );
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn names_the_file_it_cannot_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    // Its directory would have to be inside a regular file.
+    let path = file.join("agentctl.db");
+    let e = match Store::connect(&format!("sqlite://{}", path.display())).await {
+        Err(e) => e,
+        Ok(_) => panic!("opened a store inside a file"),
+    };
+    assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("check that its directory is writable"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{} is not a directory", file.display())),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn creates_a_private_sqlite_file_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/agentctl.db");
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(store.kind(), DbKind::Sqlite);
+    create_at(&store, &new_id(), 1).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let wal = path.with_extension("db-wal");
+    assert!(wal.exists(), "no WAL next to the database");
+    assert_eq!(mode(&wal), 0o600);
+
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+    let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(journal, "wal");
+    c.close().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn opens_a_relative_sqlite_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    // The same place, spelled relative to the working directory.
+    let up = "../".repeat(cwd.components().count() - 1);
+    let rel = format!(
+        "{up}{}",
+        dir.path()
+            .join("rel.db")
+            .strip_prefix("/")
+            .unwrap()
+            .display()
+    );
+    assert!(!rel.starts_with('/'));
+    let store = Store::connect(&format!("sqlite://{rel}")).await.unwrap();
+    create_at(&store, &new_id(), 1).await;
+    assert!(dir.path().join("rel.db").is_file());
+    assert_eq!(store.location(), format!("sqlite://{rel}"));
+}
+
+#[test]
+fn the_default_url_is_a_sqlite_file() {
+    let url = Store::default_url();
+    assert!(url.starts_with("sqlite:///"), "{url}");
+    assert!(url.ends_with("/agentctl/agentctl.db"), "{url}");
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(url, "sqlite:///var/lib/agentctl/agentctl.db");
+    }
+}

@@ -1,0 +1,88 @@
+//! Migrations are append-only. A store that applied a migration records its
+//! checksum and refuses to open if the embedded file changed, so editing a
+//! committed migration would lock every existing store out.
+//!
+//! To change the schema, do not edit a file below: add the next numbered
+//! file to both migrations/sqlite/ and migrations/postgres/, and append its
+//! two lines to `COMMITTED`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Every committed migration, relative to migrations/, and the sha256 of
+/// its content. Append only.
+const COMMITTED: &[(&str, &str)] = &[
+    (
+        "sqlite/0001_sessions.sql",
+        "37e1f0144670246eef1c7b0ac95fe9a0c57d0f90f66c66fda1849929356f301c",
+    ),
+    (
+        "postgres/0001_sessions.sql",
+        "2bc638cd8b8db13ad24f804339f731b5222e60b84423f7d9abbfbbd8f5f091a4",
+    ),
+];
+
+fn migrations_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
+}
+
+/// The .sql files of migrations/sqlite and migrations/postgres.
+fn files() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for db in ["sqlite", "postgres"] {
+        for e in std::fs::read_dir(migrations_dir().join(db)).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".sql") {
+                out.insert(format!("{db}/{name}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn committed_migrations_never_change() {
+    for (file, want) in COMMITTED {
+        let path = migrations_dir().join(file);
+        let text = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "migrations/{file} is gone ({e}); committed migrations are never removed, \
+                 restore it"
+            )
+        });
+        let got = store::chain::sha256_hex(&text);
+        assert_eq!(
+            &got, want,
+            "migrations/{file} changed after it was committed; restore it and put the change in \
+             a new migration (append, never edit)"
+        );
+    }
+}
+
+#[test]
+fn every_migration_is_listed() {
+    let listed: BTreeSet<String> = COMMITTED.iter().map(|(f, _)| f.to_string()).collect();
+    for file in files() {
+        assert!(
+            listed.contains(&file),
+            "migrations/{file} is not in COMMITTED; append it with its sha256 (`sha256sum \
+             migrations/{file}`)"
+        );
+    }
+}
+
+#[test]
+fn both_databases_have_the_same_versions() {
+    let versions = |db: &str| -> BTreeSet<String> {
+        files()
+            .iter()
+            .filter_map(|f| f.strip_prefix(&format!("{db}/")))
+            .map(|f| f.split('_').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        versions("sqlite"),
+        versions("postgres"),
+        "each migration needs a SQLite and a Postgres file with the same number"
+    );
+}

@@ -1,0 +1,680 @@
+//! The store's API, on SQLite and on a real Postgres: every test below
+//! runs twice, as `NAME::sqlite` and `NAME::postgres`.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use store::{Backend, ListQuery, NewEvent, Problem, SessionUpdate, Status, Store, StoreError};
+
+both!(
+    create_get_list,
+    prefixes,
+    updates,
+    removal,
+    with_status,
+    refusals,
+    migrations_are_idempotent,
+    chain_verifies,
+    tamper_edit,
+    tamper_edit_and_rehash,
+    tamper_delete_middle,
+    tamper_delete_last,
+    tamper_swap_seqs,
+    concurrent_appends,
+    concurrent_appends_from_processes,
+    concurrent_creates,
+);
+
+async fn create_get_list(db: &Db) {
+    let store = db.store().await;
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    let sa = create_at(&store, &a, 1_000).await;
+    let mut nb = session(&b);
+    nb.created_at = Some(2_000);
+    nb.backend = Backend::Docker;
+    nb.image = Some("agentctl/claude-code:latest".into());
+    nb.uid = u32::MAX;
+    nb.detached = true;
+    let sb = store.create_session(&nb, created()).await.unwrap();
+    create_at(&store, &c, 3_000).await;
+    store
+        .update(
+            &c,
+            &SessionUpdate {
+                status: Some(Status::Exited),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // What create returned is what get reads back, field for field.
+    assert_eq!(store.get(&a).await.unwrap(), sa);
+    let got = store.get(&b).await.unwrap();
+    assert_eq!(got, sb);
+    assert_eq!(got.backend, Backend::Docker);
+    assert_eq!(got.uid, u32::MAX);
+    assert!(got.detached);
+    assert_eq!(got.command[2], "echo 'hi there' ✓");
+    assert_eq!(got.policy, POLICY);
+    assert_eq!((got.status, got.events_count), (Status::Created, 1));
+    assert_eq!(store.get(&b[..12]).await.unwrap().id, b);
+
+    let ids = |v: Vec<store::Session>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    // Newest first; the default page hides ended sessions.
+    assert_eq!(
+        ids(store.list(&ListQuery::default()).await.unwrap()),
+        [b.clone(), a.clone()]
+    );
+    let all = ListQuery {
+        all: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.list(&all).await.unwrap()),
+        [c.clone(), b.clone(), a.clone()]
+    );
+    let page = ListQuery {
+        all: true,
+        limit: 1,
+        offset: 1,
+    };
+    assert_eq!(
+        ids(store.list(&page).await.unwrap()),
+        std::slice::from_ref(&b)
+    );
+    assert_eq!(store.count().await.unwrap(), 3);
+
+    // The JSON the CLI prints: the policy as JSON, enums in lowercase.
+    let printed = serde_json::to_value(&got).unwrap();
+    assert_eq!(printed["policy"]["network"], "none");
+    assert_eq!(printed["backend"], "docker");
+    assert_eq!(printed["status"], "created");
+    store.close().await;
+}
+
+async fn prefixes(db: &Db) {
+    let store = db.store().await;
+    let p = &new_id()[..6];
+    let one = id_with_prefix(&format!("{p}0"));
+    let two = id_with_prefix(&format!("{p}1"));
+    let three = id_with_prefix(&format!("{p}2"));
+    for id in [&one, &two, &three] {
+        create_at(&store, id, 1).await;
+    }
+    assert_eq!(store.get(&one[..7]).await.unwrap().id, one);
+    assert_eq!(store.get(&one).await.unwrap().id, one);
+
+    match store.get(p).await {
+        Err(StoreError::Ambiguous { prefix, candidates }) => {
+            assert_eq!(prefix, p);
+            let mut want = vec![one.clone(), two.clone(), three.clone()];
+            want.sort();
+            assert_eq!(candidates, want);
+        }
+        other => panic!("{p} is ambiguous, got {other:?}"),
+    }
+    let e = store.get(p).await.unwrap_err().to_string();
+    assert!(e.contains("give more of the id"), "{e}");
+
+    // A prefix that sorts right after the others, and a missing full id.
+    let missing = format!("{p}3");
+    assert!(matches!(
+        store.get(&missing).await,
+        Err(StoreError::NotFound { id }) if id == missing
+    ));
+    assert!(matches!(
+        store.get(&id_with_prefix(&missing)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    for bad in ["", "ABC", "abcg", "0123456789abcdef0123456789abcdef0"] {
+        let e = store.get(bad).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid { .. }), "{bad}: {e:?}");
+        assert!(e.to_string().contains("lowercase hex"), "{e}");
+    }
+}
+
+async fn updates(db: &Db) {
+    let store = db.store().await;
+    let id = new_id();
+    let before = create_at(&store, &id, 5).await;
+    store
+        .update(
+            &id,
+            &SessionUpdate {
+                status: Some(Status::Running),
+                started_at: Some(10),
+                helper_pid: Some(4242),
+                container_id: Some("c0ffee".into()),
+                log_path: Some("/var/log/agentctl/x.log".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let s = store.get(&id).await.unwrap();
+    assert_eq!(s.status, Status::Running);
+    assert_eq!(s.started_at, Some(10));
+    assert_eq!(s.helper_pid, Some(4242));
+    assert_eq!(s.container_id.as_deref(), Some("c0ffee"));
+    assert_eq!(s.log_path.as_deref(), Some("/var/log/agentctl/x.log"));
+    assert_eq!((s.ended_at, s.exit_code), (None, None));
+
+    // Only the given fields change.
+    store
+        .update(
+            &id,
+            &SessionUpdate {
+                status: Some(Status::Exited),
+                ended_at: Some(20),
+                exit_code: Some(-3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let s = store.get(&id).await.unwrap();
+    assert_eq!(
+        (s.status, s.started_at, s.ended_at, s.exit_code),
+        (Status::Exited, Some(10), Some(20), Some(-3))
+    );
+    assert_eq!(s.helper_pid, Some(4242));
+    assert_eq!(
+        (s.profile, s.created_at),
+        (before.profile, before.created_at)
+    );
+
+    let missing = new_id();
+    assert!(matches!(
+        store.update(&missing, &SessionUpdate::default()).await,
+        Err(StoreError::NotFound { id }) if id == missing
+    ));
+    assert!(matches!(
+        store.update(&id[..12], &SessionUpdate::default()).await,
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+async fn removal(db: &Db) {
+    let store = db.store().await;
+    let (gone, kept) = (new_id(), new_id());
+    create_at(&store, &gone, 1).await;
+    create_at(&store, &kept, 2).await;
+    for id in [&gone, &kept] {
+        store
+            .append_event(id, NewEvent::new("started"))
+            .await
+            .unwrap();
+    }
+    store.remove(&gone).await.unwrap();
+
+    assert!(matches!(
+        store.get(&gone).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.events(&gone).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.verify(&gone).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.remove(&gone).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM session_events WHERE session_id = '{gone}'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.events(&kept).await.unwrap().len(), 2);
+    assert!(store.verify(&kept).await.unwrap().ok);
+}
+
+async fn with_status(db: &Db) {
+    let store = db.store().await;
+    let mut by_status = Vec::new();
+    for (i, st) in Status::ALL.into_iter().enumerate() {
+        let id = new_id();
+        create_at(&store, &id, i as i64).await;
+        store
+            .update(
+                &id,
+                &SessionUpdate {
+                    status: Some(st),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        by_status.push((st, id));
+    }
+    let live = store
+        .with_status(&[Status::Running, Status::Created])
+        .await
+        .unwrap();
+    let live: Vec<(Status, String)> = live.into_iter().map(|s| (s.status, s.id)).collect();
+    // Newest first: running was created after created.
+    assert_eq!(live, [by_status[1].clone(), by_status[0].clone()]);
+    let lost = store.with_status(&[Status::Lost]).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].id, by_status[5].1);
+    assert!(store.with_status(&[]).await.unwrap().is_empty());
+}
+
+async fn refusals(db: &Db) {
+    let store = db.store().await;
+    let id = new_id();
+    create_at(&store, &id, 1).await;
+    assert!(matches!(
+        store.create_session(&session(&id), created()).await,
+        Err(StoreError::AlreadyExists { id: dup }) if dup == id
+    ));
+
+    let other = new_id();
+    let e = store
+        .create_session(&session(&other), NewEvent::new("started"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("first event is \"created\""), "{e}");
+
+    let mut bad_hash = session(&other);
+    bad_hash.policy_sha256 = "0".repeat(64);
+    let e = store
+        .create_session(&bad_hash, created())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("sha256 of the policy text"), "{e}");
+
+    let mut bad_id = session("not-an-id");
+    bad_id.id = "XYZ".into();
+    assert!(matches!(
+        store.create_session(&bad_id, created()).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    // Nothing of the refused sessions was written.
+    assert_eq!(store.count().await.unwrap(), 1);
+
+    for bad in ["exploded", "other:", "other:Upper", "CREATED"] {
+        let e = store
+            .append_event(&id, NewEvent::new(bad))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("other:NAME"), "{bad}: {e}");
+    }
+    let ev = store
+        .append_event(&id, NewEvent::new("other:checkpoint.v2"))
+        .await
+        .unwrap();
+    assert_eq!(ev.seq, 2);
+    assert!(matches!(
+        store.append_event(&new_id(), NewEvent::new("signal")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn migrations_are_idempotent(db: &Db) {
+    // Three processes opening a new store at once: all migrate it, or find
+    // it migrated.
+    let (a, b, c) = tokio::join!(
+        Store::connect(db.url()),
+        Store::connect(db.url()),
+        Store::connect(db.url())
+    );
+    for s in [a, b, c] {
+        s.unwrap().close().await;
+    }
+    let id = new_id();
+    {
+        let store = db.store().await;
+        create_at(&store, &id, 1).await;
+        store.close().await;
+    }
+    // Again, twice at once, as two agentctl processes would.
+    let (s1, s2) = tokio::join!(Store::connect(db.url()), Store::connect(db.url()));
+    let (s1, s2) = (s1.unwrap(), s2.unwrap());
+    assert_eq!(s1.get(&id).await.unwrap().id, id);
+    assert_eq!(s2.count().await.unwrap(), 1);
+    let dir = if db.is_sqlite() { "sqlite" } else { "postgres" };
+    let files = std::fs::read_dir(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../migrations")
+            .join(dir),
+    )
+    .unwrap()
+    .filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".sql")
+    })
+    .count();
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .await,
+        files as i64
+    );
+}
+
+/// A session with `n` events in all (the first is `created`).
+async fn chain_of(store: &Store, n: u64) -> String {
+    let id = new_id();
+    create_at(store, &id, 100).await;
+    for i in 2..=n {
+        let ev = NewEvent::new(if i % 2 == 0 { "signal" } else { "other:note" })
+            .data(json!({"i": i, "z": [1, 2], "a": {"y": null, "x": "✓"}}));
+        store.append_event(&id, ev).await.unwrap();
+    }
+    id
+}
+
+async fn chain_verifies(db: &Db) {
+    let store = db.store().await;
+    let id = new_id();
+    create_at(&store, &id, 100).await;
+    let mut appended = Vec::new();
+    for i in 2..=10u64 {
+        let mut ev = NewEvent::new("signal").data(json!({"signal": "SIGWINCH", "n": i}));
+        if i % 3 == 0 {
+            ev = ev.actor(format!("uid {i} (user{i})"));
+        }
+        let e = store.append_event(&id, ev).await.unwrap();
+        assert_eq!(e.seq, i);
+        appended.push(e);
+    }
+    let events = store.events(&id).await.unwrap();
+    assert_eq!(events.len(), 10);
+    assert_eq!(&events[1..], &appended[..]);
+    assert_eq!(events[0].kind, "created");
+    assert_eq!(events[0].prev_hash, store::chain::GENESIS);
+    assert_eq!(events[0].at, 100);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        if i > 0 {
+            assert_eq!(e.prev_hash, events[i - 1].hash);
+        }
+        // The documented formula, recomputed here.
+        let again = store::chain::event_hash(
+            &e.prev_hash,
+            &store::chain::Fields {
+                session: &e.session,
+                seq: e.seq,
+                at: e.at,
+                kind: &e.kind,
+                actor: e.actor.as_deref(),
+                data: &e.data,
+            },
+        );
+        assert_eq!(again, e.hash);
+    }
+    let s = store.get(&id).await.unwrap();
+    assert_eq!(s.events_count, 10);
+    assert_eq!(s.events_head, events[9].hash);
+
+    let v = store.verify(&id).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!((v.events, v.intact_through, v.broken), (10, 10, None));
+    // Stored data has sorted keys and no whitespace.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM session_events WHERE session_id = '{id}' \
+             AND data = '{{\"n\":2,\"signal\":\"SIGWINCH\"}}'"
+        ))
+        .await,
+        1
+    );
+}
+
+async fn assert_broken(store: &Store, id: &str, seq: u64, problem: Problem) {
+    let v = store.verify(id).await.unwrap();
+    assert!(!v.ok, "{v:?}");
+    let b = v.broken.as_ref().unwrap();
+    assert_eq!((b.seq, b.problem), (seq, problem), "{}", b.reason);
+    assert!(b.reason.contains(&seq.to_string()), "{}", b.reason);
+    assert_eq!(v.intact_through, seq - 1, "{v:?}");
+}
+
+async fn tamper_edit(db: &Db) {
+    let store = db.store().await;
+    let id = chain_of(&store, 6).await;
+    let n = db
+        .exec(&format!(
+            "UPDATE session_events SET data = '{{\"i\":3,\"sneaky\":true}}' \
+             WHERE session_id = '{id}' AND seq = 3"
+        ))
+        .await;
+    assert_eq!(n, 1);
+    assert_broken(&store, &id, 3, Problem::Edited).await;
+    // The reader still gets the edited log; only verify can tell.
+    assert_eq!(store.events(&id).await.unwrap()[2].data["sneaky"], true);
+}
+
+async fn tamper_edit_and_rehash(db: &Db) {
+    let store = db.store().await;
+    let id = chain_of(&store, 6).await;
+    // A careful forger edits event 2 and recomputes its hash; event 3 still
+    // points at the old one.
+    let e2 = store.events(&id).await.unwrap()[1].clone();
+    let forged_data = json!({"i": 2, "forged": true});
+    let forged = store::chain::event_hash(
+        &e2.prev_hash,
+        &store::chain::Fields {
+            data: &forged_data,
+            session: &e2.session,
+            seq: 2,
+            at: e2.at,
+            kind: &e2.kind,
+            actor: e2.actor.as_deref(),
+        },
+    );
+    db.exec(&format!(
+        "UPDATE session_events SET data = '{}', hash = '{forged}' \
+         WHERE session_id = '{id}' AND seq = 2",
+        store::chain::canonical_json(&forged_data)
+    ))
+    .await;
+    assert_broken(&store, &id, 3, Problem::Reordered).await;
+}
+
+async fn tamper_delete_middle(db: &Db) {
+    let store = db.store().await;
+    let id = chain_of(&store, 6).await;
+    let n = db
+        .exec(&format!(
+            "DELETE FROM session_events WHERE session_id = '{id}' AND seq = 4"
+        ))
+        .await;
+    assert_eq!(n, 1);
+    assert_broken(&store, &id, 4, Problem::Deleted).await;
+}
+
+async fn tamper_delete_last(db: &Db) {
+    let store = db.store().await;
+    let id = chain_of(&store, 6).await;
+    db.exec(&format!(
+        "DELETE FROM session_events WHERE session_id = '{id}' AND seq = 6"
+    ))
+    .await;
+    let v = store.verify(&id).await.unwrap();
+    let b = v.broken.as_ref().unwrap();
+    assert_eq!((b.seq, b.problem), (6, Problem::Truncated), "{}", b.reason);
+    assert!(b.reason.contains("event 6 was deleted"), "{}", b.reason);
+    assert_eq!(v.intact_through, 5);
+}
+
+async fn tamper_swap_seqs(db: &Db) {
+    let store = db.store().await;
+    let id = chain_of(&store, 6).await;
+    // Swap events 2 and 5 (through a free seq: the key is unique).
+    for (from, to) in [(2, 1000), (5, 2), (1000, 5)] {
+        db.exec(&format!(
+            "UPDATE session_events SET seq = {to} WHERE session_id = '{id}' AND seq = {from}"
+        ))
+        .await;
+    }
+    assert_broken(&store, &id, 2, Problem::Reordered).await;
+    let reason = store.verify(&id).await.unwrap().broken.unwrap().reason;
+    assert!(reason.contains("written as event 5"), "{reason}");
+}
+
+/// Checks that `id`'s log is exactly seqs 1..=n and verifies.
+async fn assert_whole_chain(store: &Store, id: &str, n: u64) {
+    let events = store.events(id).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+    let v = store.verify(id).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.events, n);
+}
+
+async fn concurrent_appends(db: &Db) {
+    // Three pools, as three processes would have, four tasks on each.
+    let stores = [db.store().await, db.store().await, db.store().await];
+    let id = new_id();
+    create_at(&stores[0], &id, 1).await;
+    let stores: Vec<std::sync::Arc<Store>> = stores.into_iter().map(Into::into).collect();
+    let mut tasks = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for t in 0..4 {
+            let (store, id) = (store.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20 {
+                    let ev = NewEvent::new("signal").data(json!({"pool": s, "task": t, "i": i}));
+                    store.append_event(&id, ev).await.unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_whole_chain(&stores[1], &id, 1 + 3 * 4 * 20).await;
+}
+
+/// The body of `concurrent_appends_from_processes`' child processes.
+#[test]
+#[ignore = "a helper that concurrent_appends_from_processes runs in child processes"]
+fn append_child() {
+    let (Ok(url), Ok(id), Ok(n)) = (
+        std::env::var("STORE_CHILD_URL"),
+        std::env::var("STORE_CHILD_ID"),
+        std::env::var("STORE_CHILD_EVENTS"),
+    ) else {
+        return;
+    };
+    let n: u32 = n.parse().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = Store::connect(&url).await.unwrap();
+        let pid = std::process::id();
+        let tasks: Vec<_> = (0..2)
+            .map(|t| {
+                let (store, id) = (&store, &id);
+                async move {
+                    for i in 0..n / 2 {
+                        let ev = NewEvent::new("signal").data(json!({"pid": pid, "t": t, "i": i}));
+                        store.append_event(id, ev).await.unwrap();
+                    }
+                }
+            })
+            .collect();
+        futures_join_all(tasks).await;
+        store.close().await;
+    });
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: Vec<F>) {
+    let mut set = Vec::new();
+    for f in fs {
+        set.push(Box::pin(f));
+    }
+    for f in set {
+        f.await;
+    }
+}
+
+async fn concurrent_appends_from_processes(db: &Db) {
+    let store = db.store().await;
+    let id = new_id();
+    create_at(&store, &id, 1).await;
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "append_child", "--ignored", "--test-threads=1"])
+                .env("STORE_CHILD_URL", db.url())
+                .env("STORE_CHILD_ID", &id)
+                .env("STORE_CHILD_EVENTS", "30")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // And this process appends at the same time.
+    for i in 0..30 {
+        let ev = NewEvent::new("signal").data(json!({"parent": i}));
+        store.append_event(&id, ev).await.unwrap();
+    }
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child ran no test: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_whole_chain(&store, &id, 1 + 30 + 3 * 30).await;
+}
+
+async fn concurrent_creates(db: &Db) {
+    let store = std::sync::Arc::new(db.store().await);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = new_id();
+                create_at(&store, &id, i).await;
+                id
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for t in tasks {
+        created.push(t.await.unwrap());
+    }
+    assert_eq!(store.count().await.unwrap(), 50);
+    let all = store
+        .list(&ListQuery {
+            all: true,
+            limit: 100,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
+    listed.sort();
+    listed.dedup();
+    created.sort();
+    assert_eq!(listed, created);
+    for id in &created {
+        assert!(store.verify(id).await.unwrap().ok);
+    }
+    assert_eq!(db.count("SELECT COUNT(*) FROM session_events").await, 50);
+    assert_eq!(db.count("SELECT COUNT(*) FROM policies").await, 1);
+}
