@@ -7,7 +7,8 @@
 //! docker CLI and tar side by side (every hyperfine run times all the
 //! commands of a benchmark, and a few such rounds run back to back), and
 //! `cargo xtask bench` writes the result, with the machine it ran on, to
-//! `docs/BENCHMARKS.md`.
+//! `docs/BENCHMARKS.md`. The session store's benchmark times its API in
+//! process instead, on SQLite and Postgres side by side.
 
 mod docker;
 mod hyperfine;
@@ -15,6 +16,7 @@ mod launch;
 mod machine;
 mod report;
 mod scan;
+mod session_store;
 mod stats;
 mod unpack;
 
@@ -94,6 +96,27 @@ enum Task {
         #[arg(long, default_value_t = DEFAULT_UNPACK_ROUNDS)]
         rounds: usize,
     },
+    /// The session store on SQLite and Postgres side by side: event
+    /// appends with the hash chain, and `list` and friends with 100,000
+    /// sessions in the store; prints a markdown section.
+    BenchStore {
+        /// Sessions recorded in each store before the reads are timed.
+        #[arg(long, default_value_t = session_store::DEFAULT_SESSIONS)]
+        sessions: usize,
+        /// Events appended per round by each append benchmark.
+        #[arg(long, default_value_t = session_store::DEFAULT_EVENTS)]
+        events: usize,
+        /// Timed runs of each read per round (at least 30).
+        #[arg(long, default_value_t = DEFAULT_RUNS)]
+        runs: usize,
+        /// Rounds, one after the other, each timing everything.
+        #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+        rounds: usize,
+        /// Also put the section into docs/BENCHMARKS.md, replacing the
+        /// one there (the rest of the document stays as it is).
+        #[arg(long)]
+        write: bool,
+    },
     /// All benchmarks; rewrites docs/BENCHMARKS.md.
     Bench {
         /// Timed runs per command and round (at least 30).
@@ -111,6 +134,12 @@ enum Task {
         /// Rounds of the unpack benchmark.
         #[arg(long, default_value_t = DEFAULT_UNPACK_ROUNDS)]
         unpack_rounds: usize,
+        /// Sessions in the stores of the session store benchmark.
+        #[arg(long, default_value_t = session_store::DEFAULT_SESSIONS)]
+        store_sessions: usize,
+        /// Events appended per round by each session store append benchmark.
+        #[arg(long, default_value_t = session_store::DEFAULT_EVENTS)]
+        store_events: usize,
         /// Print the document instead of writing docs/BENCHMARKS.md.
         #[arg(long)]
         print: bool,
@@ -173,6 +202,54 @@ fn run(task: Task) -> Result<()> {
             let unpack = unpack::bench_unpack(&ctx, runs, rounds)?;
             print!("{}", report::unpack_section(&unpack));
         }
+        Task::BenchStore {
+            sessions,
+            events,
+            runs,
+            rounds,
+            write,
+        } => {
+            check_runs(runs, rounds)?;
+            session_store::check_sizes(sessions, events)?;
+            session_store::preflight()?;
+            let root = workspace_root();
+            let store = session_store::bench_store(sessions, events, runs, rounds)?;
+            let mut cmd = String::from("cargo xtask bench-store");
+            if sessions != session_store::DEFAULT_SESSIONS {
+                cmd.push_str(&format!(" --sessions {sessions}"));
+            }
+            if events != session_store::DEFAULT_EVENTS {
+                cmd.push_str(&format!(" --events {events}"));
+            }
+            if runs != DEFAULT_RUNS {
+                cmd.push_str(&format!(" --runs {runs}"));
+            }
+            if rounds != DEFAULT_ROUNDS {
+                cmd.push_str(&format!(" --rounds {rounds}"));
+            }
+            if write {
+                cmd.push_str(" --write");
+                let m = machine::Machine::collect(&root);
+                let apart = report::Provenance {
+                    command: cmd,
+                    date: m.date,
+                    commit: m.commit,
+                };
+                let section = report::store_section(&store, Some(&apart));
+                let path = root.join("docs/BENCHMARKS.md");
+                let doc = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                std::fs::write(&path, report::splice_store_section(&doc, &section))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!(
+                    "xtask: wrote the session store section of {}",
+                    path.display()
+                );
+                print!("{section}");
+            } else {
+                print!("{}", report::store_section(&store, None));
+            }
+        }
         Task::UnpackLayers { dest, layers } => unpack::unpack_layers(&dest, &layers)?,
         Task::Bench {
             runs,
@@ -180,11 +257,15 @@ fn run(task: Task) -> Result<()> {
             files,
             unpack_runs,
             unpack_rounds,
+            store_sessions,
+            store_events,
             print,
         } => {
             check_runs(runs, rounds)?;
             check_unpack_runs(unpack_runs, unpack_rounds)?;
             scan::check_files(files)?;
+            session_store::check_sizes(store_sessions, store_events)?;
+            session_store::preflight()?;
             let tools: Vec<&str> = [LAUNCH_TOOLS, SCAN_TOOLS, DOCKER_TOOLS, UNPACK_TOOLS].concat();
             let ctx = prepare(&tools)?;
             let before = machine::Machine::collect(&ctx.root);
@@ -193,9 +274,18 @@ fn run(task: Task) -> Result<()> {
                 scan: scan::bench_scan(&ctx, files, runs, rounds)?,
                 docker: docker::bench_docker(&ctx, runs, rounds)?,
                 unpack: unpack::bench_unpack(&ctx, unpack_runs, unpack_rounds)?,
+                store: session_store::bench_store(store_sessions, store_events, runs, rounds)?,
             };
             let load_after = machine::loadavg();
-            let command = bench_command(runs, rounds, files, unpack_runs, unpack_rounds);
+            let command = bench_command(&BenchArgs {
+                runs,
+                rounds,
+                files,
+                unpack_runs,
+                unpack_rounds,
+                store_sessions,
+                store_events,
+            });
             let doc = report::document(&command, &before, &load_after, &results);
             if print {
                 print!("{doc}");
@@ -232,29 +322,40 @@ fn check_unpack_runs(runs: usize, rounds: usize) -> Result<()> {
     Ok(())
 }
 
-/// The command that reproduces the document, as the reader would type it.
-fn bench_command(
+/// The sizes `cargo xtask bench` was given.
+struct BenchArgs {
     runs: usize,
     rounds: usize,
     files: usize,
     unpack_runs: usize,
     unpack_rounds: usize,
-) -> String {
+    store_sessions: usize,
+    store_events: usize,
+}
+
+/// The command that reproduces the document, as the reader would type it.
+fn bench_command(a: &BenchArgs) -> String {
     let mut cmd = String::from("cargo xtask bench");
-    if runs != DEFAULT_RUNS {
-        cmd.push_str(&format!(" --runs {runs}"));
-    }
-    if rounds != DEFAULT_ROUNDS {
-        cmd.push_str(&format!(" --rounds {rounds}"));
-    }
-    if files != DEFAULT_FILES {
-        cmd.push_str(&format!(" --files {files}"));
-    }
-    if unpack_runs != DEFAULT_UNPACK_RUNS {
-        cmd.push_str(&format!(" --unpack-runs {unpack_runs}"));
-    }
-    if unpack_rounds != DEFAULT_UNPACK_ROUNDS {
-        cmd.push_str(&format!(" --unpack-rounds {unpack_rounds}"));
+    for (flag, value, default) in [
+        ("--runs", a.runs, DEFAULT_RUNS),
+        ("--rounds", a.rounds, DEFAULT_ROUNDS),
+        ("--files", a.files, DEFAULT_FILES),
+        ("--unpack-runs", a.unpack_runs, DEFAULT_UNPACK_RUNS),
+        ("--unpack-rounds", a.unpack_rounds, DEFAULT_UNPACK_ROUNDS),
+        (
+            "--store-sessions",
+            a.store_sessions,
+            session_store::DEFAULT_SESSIONS,
+        ),
+        (
+            "--store-events",
+            a.store_events,
+            session_store::DEFAULT_EVENTS,
+        ),
+    ] {
+        if value != default {
+            cmd.push_str(&format!(" {flag} {value}"));
+        }
     }
     cmd
 }

@@ -7,6 +7,7 @@ use crate::docker::DockerReport;
 use crate::launch::LaunchReport;
 use crate::machine::Machine;
 use crate::scan::ScanReport;
+use crate::session_store::{self, StoreReport};
 use crate::stats::Summary;
 use crate::unpack::UnpackReport;
 
@@ -23,6 +24,7 @@ pub struct Results {
     pub scan: ScanReport,
     pub docker: DockerReport,
     pub unpack: UnpackReport,
+    pub store: StoreReport,
 }
 
 fn row(o: &mut String, label: &str, s: &Summary) {
@@ -532,6 +534,227 @@ pub fn unpack_section(r: &UnpackReport) -> String {
     o
 }
 
+/// When a section was measured apart from the rest of the document.
+pub struct Provenance {
+    pub command: String,
+    pub date: String,
+    pub commit: String,
+}
+
+/// "1,234 (1,100–1,300)": the median round's rate, and the range.
+fn rate(per_round: &[f64]) -> String {
+    let mut v = per_round.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    let r = |x: f64| group(x.round() as usize);
+    format!("{} ({}–{})", r(median), r(v[0]), r(v[v.len() - 1]))
+}
+
+/// The session store: appends and reads on SQLite and Postgres side by
+/// side. `apart` says when the section was measured on its own.
+pub fn store_section(r: &StoreReport, apart: Option<&Provenance>) -> String {
+    let (sq, pg) = (&r.sqlite, &r.postgres);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "## Session store: {} sessions, SQLite and Postgres\n",
+        group(r.sessions)
+    );
+    if let Some(p) = apart {
+        let _ = writeln!(
+            o,
+            "Measured apart from the sections above, by `{}` on {} at commit {}, on the same \
+             kind of machine; `cargo xtask bench` measures it with the others.\n",
+            p.command, p.date, p.commit
+        );
+    }
+    let _ = writeln!(
+        o,
+        "The session store (launcher/store) through its public API, in one process: no \
+         command runs, and each operation is timed with a clock around the awaited call, the \
+         round trip to the database included. {}: one file on {}, in WAL mode with \
+         `synchronous=FULL` (every commit reaches the disk). {}: {} ({}), over TCP on \
+         127.0.0.1. Each store has a pool of {} connections.\n",
+        sq.version, r.sqlite_fs, pg.version, r.postgres_origin, r.postgres_settings, r.writers
+    );
+    let per_s = |secs: f64| group((r.sessions as f64 / secs).round() as usize);
+    let _ = writeln!(
+        o,
+        "Both stores first got their {} sessions through `create_session`, from {} tasks: one \
+         in {} stays live (created or running; {} in all), and every other one is then \
+         `update`d to exited, failed, stopped or lost, so most sessions take two transactions. \
+         That took {:.1} s on SQLite ({} sessions/s) and {:.1} s on Postgres ({} sessions/s).\n",
+        group(r.sessions),
+        r.writers,
+        session_store::LIVE_EVERY,
+        group(r.live),
+        sq.populate_secs,
+        per_s(sq.populate_secs),
+        pg.populate_secs,
+        per_s(pg.populate_secs)
+    );
+    let _ = writeln!(
+        o,
+        "**Event appends**, with the hash chain. An append is one transaction: it takes the \
+         session's row (SQLite's write lock, Postgres' row lock) while moving its event count, \
+         hashes the event onto the previous hash, inserts it and stores the new head. {} rounds \
+         back to back; in each, every benchmark appends {} events on SQLite, then on Postgres: \
+         one writer to one session, {} writers (tasks, sharing the pool) to one session, and {} \
+         writers to a session each. Events per second over the wall-clock time of a round: the \
+         median round, and the slowest and fastest in parentheses. Every chain verified \
+         afterwards.\n",
+        r.rounds,
+        group(r.events),
+        r.writers,
+        r.writers
+    );
+    let _ = writeln!(o, "| Appends | SQLite, events/s | Postgres, events/s |");
+    let _ = writeln!(o, "|---|---:|---:|");
+    let _ = writeln!(
+        o,
+        "| 1 writer, 1 session | {} | {} |",
+        rate(&sq.one_writer),
+        rate(&pg.one_writer)
+    );
+    let _ = writeln!(
+        o,
+        "| {} writers, 1 session (one chain) | {} | {} |",
+        r.writers,
+        rate(&sq.contended),
+        rate(&pg.contended)
+    );
+    let _ = writeln!(
+        o,
+        "| {} writers, {} sessions | {} | {} |",
+        r.writers,
+        r.writers,
+        rate(&sq.spread),
+        rate(&pg.spread)
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "**Latency**, with {} sessions in the store. {} rounds back to back; in each, {} runs of \
+         every read on SQLite, then on Postgres. The table pools the {} runs of each (the \
+         append row: all {} appends of the one-writer benchmark above). Milliseconds.\n",
+        group(r.sessions),
+        r.rounds,
+        r.runs,
+        r.rounds * r.runs,
+        group(r.rounds * r.events)
+    );
+    let _ = writeln!(
+        o,
+        "| Operation | SQLite min | median | p95 | Postgres min | median | p95 |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
+    let both = |o: &mut String, label: &str, a: &Summary, b: &Summary| {
+        let _ = writeln!(
+            o,
+            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            a.min, a.median, a.p95, b.min, b.median, b.p95
+        );
+    };
+    both(&mut o, "`append_event`, 1 writer", &sq.append, &pg.append);
+    both(
+        &mut o,
+        &format!(
+            "`list`, default page (the newest {} of the {} live sessions)",
+            (store::DEFAULT_PAGE as usize).min(r.live + 1),
+            group(r.live + 1)
+        ),
+        &sq.list_live,
+        &pg.list_live,
+    );
+    both(
+        &mut o,
+        &format!(
+            "`list` with `all`, first page (of {})",
+            group(r.sessions + 1)
+        ),
+        &sq.list_all,
+        &pg.list_all,
+    );
+    both(
+        &mut o,
+        "`get` by a 12-digit prefix (a different session each run)",
+        &sq.get_prefix,
+        &pg.get_prefix,
+    );
+    both(&mut o, "`count`", &sq.count, &pg.count);
+    both(
+        &mut o,
+        &format!("`verify`, a chain of {} events", group(r.events + 1)),
+        &sq.verify,
+        &pg.verify,
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "The live and the full listing each walk an index in `created_at` order (a partial \
+         index holds the live sessions), so a page costs the same whatever the store's size; \
+         `get` resolves a prefix as a range of the primary key, as docker does; `count` counts \
+         every row.\n"
+    );
+    let goal = session_store::LIST_GOAL_MS;
+    let met = |s: &Summary| s.p95 < goal;
+    let verdict = if met(&sq.list_live) && met(&pg.list_live) {
+        "**met**"
+    } else {
+        "**not met**"
+    };
+    let _ = writeln!(
+        o,
+        "Goal, `list`'s default page under {goal:.0} ms (p95) with {} sessions: {verdict} \
+         (SQLite {:.2} ms, Postgres {:.2} ms).\n",
+        group(r.sessions),
+        sq.list_live.p95,
+        pg.list_live.p95
+    );
+    let _ = writeln!(
+        o,
+        "Load average (1, 5, 15 min) before / after: {} / {}.\n",
+        r.load.0, r.load.1
+    );
+    o
+}
+
+/// `doc` with its session store section replaced by `section`, or with
+/// `section` appended if it has none.
+pub fn splice_store_section(doc: &str, section: &str) -> String {
+    const HEADING: &str = "## Session store";
+    let mut out = String::new();
+    let mut lines = doc.lines().peekable();
+    let mut replaced = false;
+    while let Some(line) = lines.next() {
+        if line.starts_with(HEADING) && !replaced {
+            out.push_str(section.trim_end());
+            out.push_str("\n\n");
+            while lines.peek().is_some_and(|l| !l.starts_with("## ")) {
+                lines.next();
+            }
+            replaced = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        while out.ends_with("\n\n") {
+            out.pop();
+        }
+        out.push('\n');
+        out.push_str(section.trim_end());
+    }
+    let mut out = out.trim_end().to_string();
+    out.push('\n');
+    out
+}
+
 const HOW_TO_READ: &str = "\
 Every number is wall-clock time, from hyperfine starting the command to its \
 exit, in milliseconds. min is the best run, median the typical one, p95 the \
@@ -571,7 +794,8 @@ pub fn document(command: &str, m: &Machine, load_after: &str, results: &Results)
         o,
         "Written by `cargo xtask bench` (launcher/xtask); do not edit the numbers by \
          hand. Every number below comes from one run of this command, as root, from \
-         the repository root (it needs hyperfine, crun, runc, unshare, GNU tar, and a \
+         the repository root (it needs hyperfine, crun, runc, unshare, GNU tar, \
+         PostgreSQL's server programs or a server at AGENTCTL_TEST_POSTGRES, and a \
          Docker daemon with the images agentctl/debian:bookworm, from \
          images/make-base.sh, and agentctl/agent-base:latest, from `agentctl image \
          build`):\n"
@@ -614,6 +838,7 @@ pub fn document(command: &str, m: &Machine, load_after: &str, results: &Results)
     o.push_str(&scan_section(&results.scan));
     o.push_str(&docker_section(&results.docker));
     o.push_str(&unpack_section(&results.unpack));
+    o.push_str(&store_section(&results.store, None));
     // One newline at the end of the file, not a blank line.
     while o.ends_with("\n\n") {
         o.pop();
@@ -664,6 +889,32 @@ mod tests {
         assert!(verdict(1.51, GOAL).starts_with("**not met**"));
         assert!(verdict(0.7, DOCKER_GOAL).starts_with("**met**"));
         assert!(verdict(0.71, DOCKER_GOAL).starts_with("**not met**"));
+    }
+
+    #[test]
+    fn rates_show_the_median_round_and_the_range() {
+        assert_eq!(rate(&[1200.4, 998.0, 1500.0]), "1,200 (998–1,500)");
+        assert_eq!(rate(&[10.0, 20.0]), "15 (10–20)");
+    }
+
+    #[test]
+    fn splices_the_store_section() {
+        let doc = "# B\n\n## A\n\nx\n\n## Session store: 5 sessions\n\nold\n\n## C\n\ny\n";
+        let new = "## Session store: 9 sessions\n\nnew\n\n";
+        assert_eq!(
+            splice_store_section(doc, new),
+            "# B\n\n## A\n\nx\n\n## Session store: 9 sessions\n\nnew\n\n## C\n\ny\n"
+        );
+        let without = "# B\n\n## A\n\nx\n";
+        assert_eq!(
+            splice_store_section(without, new),
+            "# B\n\n## A\n\nx\n\n## Session store: 9 sessions\n\nnew\n"
+        );
+        let last = "# B\n\n## Session store: 5\n\nold\n";
+        assert_eq!(
+            splice_store_section(last, new),
+            "# B\n\n## Session store: 9 sessions\n\nnew\n"
+        );
     }
 
     #[test]
