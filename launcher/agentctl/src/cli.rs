@@ -15,6 +15,10 @@ use policy::env::CliEnv;
     long_about = None,
 )]
 pub struct Cli {
+    /// The session store: sqlite://PATH, postgres://..., or `none` to keep
+    /// no record [default: sqlite in $XDG_DATA_HOME/agentctl/agentctl.db].
+    #[arg(long, env = "AGENTCTL_STORE", global = true)]
+    pub store: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -23,6 +27,52 @@ pub struct Cli {
 pub enum Command {
     /// Run a command (an agent) in a sandbox.
     Run(RunArgs),
+    /// List sessions.
+    Ps(PsArgs),
+    /// Show a detached session's output.
+    Logs {
+        session: String,
+        /// Keep following until the session ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Stop a session: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        session: String,
+        /// Seconds to wait before killing it.
+        #[arg(long, short = 't', default_value_t = 10)]
+        time: u64,
+    },
+    /// Remove an ended session, its record and what is left of it.
+    Rm {
+        session: String,
+        /// Stop it first if it is running.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Run a command inside a running session.
+    Exec {
+        session: String,
+        /// Do not allocate a terminal even when stdin and stdout are terminals.
+        #[arg(long)]
+        no_tty: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a session's audit trail.
+    Audit {
+        session: String,
+        /// Recompute the hash chain; exit non-zero at the first broken link.
+        #[arg(long)]
+        verify: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove sandboxes that carry agentctl's marks but no session record.
+    Gc,
+    /// Internal: records the end of a detached session.
+    #[command(name = "__session-exit", hide = true)]
+    SessionExit { session: String },
     /// Print the sandbox plan without running anything.
     Explain(ExplainArgs),
     /// List the available profiles.
@@ -134,6 +184,9 @@ pub struct RunArgs {
     /// No summary line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Start the session in the background and print its id.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
     /// The command to run, after `--` [default: /bin/sh].
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -207,4 +260,19 @@ pub enum ImageCommand {
     Rm { reference: String },
     /// Delete cached layers and root filesystems no image uses.
     Prune,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// All sessions, not only live ones.
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// List sandboxes that carry agentctl's marks but no session record.
+    #[arg(long)]
+    pub orphans: bool,
+    /// At most this many sessions.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
 }

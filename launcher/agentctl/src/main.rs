@@ -5,6 +5,7 @@ mod cli;
 mod cmd;
 mod loader;
 mod progress;
+mod record;
 
 use std::process::ExitCode;
 
@@ -16,7 +17,8 @@ const LAUNCHER_FAILURE: u8 = 125;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
-    match cmd::dispatch(cli.command) {
+    let store = record::StoreUrl::resolve(cli.store);
+    match cmd::dispatch(cli.command, &store) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("agentctl: {err:#}");

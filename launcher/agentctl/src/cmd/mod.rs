@@ -2,7 +2,9 @@ mod bundle;
 mod explain;
 mod image;
 mod profiles;
+mod ps;
 mod run;
+mod session;
 mod setup;
 
 use std::path::PathBuf;
@@ -13,9 +15,25 @@ use sandbox::{HostFacts, PlanRequest, SandboxSpec};
 use crate::cli::{Command, PolicyArgs};
 use crate::loader::FsLoader;
 
-pub fn dispatch(command: Command) -> Result<u8> {
+pub fn dispatch(command: Command, store: &crate::record::StoreUrl) -> Result<u8> {
     match command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, store),
+        Command::Ps(args) => ps::ps(args, store),
+        Command::Logs { session, follow } => session::logs(&session, follow, store),
+        Command::Stop { session, time } => session::stop(&session, time, store),
+        Command::Rm { session, force } => session::rm(&session, force, store),
+        Command::Exec {
+            session,
+            no_tty,
+            command,
+        } => session::exec(&session, no_tty, command, store),
+        Command::Audit {
+            session,
+            verify,
+            json,
+        } => session::audit(&session, verify, json, store),
+        Command::Gc => session::gc(store),
+        Command::SessionExit { session } => session::session_exit(&session, store),
         Command::Explain(args) => explain::explain(args),
         Command::Profiles(args) => profiles::profiles(args),
         Command::Setup(args) => setup::setup(args),
@@ -75,6 +93,14 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
         &host,
     )?;
     Ok(spec)
+}
+
+/// The backend that runs (or ran) sessions of `kind`.
+pub fn backend_for(kind: store::Backend) -> Box<dyn sandbox::Backend> {
+    match kind {
+        store::Backend::Native => Box::new(native_backend()),
+        store::Backend::Docker => Box::new(backend_docker::DockerBackend::new(self_path())),
+    }
 }
 
 /// The native backend, with the image cache from AGENTCTL_IMAGES if set,

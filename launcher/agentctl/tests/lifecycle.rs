@@ -1,0 +1,499 @@
+//! Sessions on record: the lifecycle commands, the audit trail, crash
+//! recovery and concurrency, against both stores (SQLite and a real
+//! PostgreSQL) and both backends.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{binary, docker_available, require, text};
+
+/// A store for one test: a SQLite file, or a fresh PostgreSQL database.
+struct Db {
+    url: String,
+    kind: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<store::testing::TestDatabase>,
+}
+
+fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    Db {
+        url: format!("sqlite://{}", dir.path().join("agentctl.db").display()),
+        kind: "sqlite",
+        _dir: Some(dir),
+        _pg: None,
+    }
+}
+
+fn postgres() -> Option<Db> {
+    let server = match store::testing::server() {
+        Ok(s) => s,
+        Err(why) => {
+            store::testing::skip("postgres lifecycle", &why);
+            return None;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt
+        .block_on(store::testing::TestDatabase::create(server))
+        .unwrap();
+    Some(Db {
+        url: db.url.clone(),
+        kind: "postgres",
+        _dir: None,
+        _pg: Some(db),
+    })
+}
+
+fn both_stores() -> Vec<Db> {
+    let mut v = vec![sqlite()];
+    v.extend(postgres());
+    v
+}
+
+struct Ctl<'a> {
+    db: &'a Db,
+    ws: tempfile::TempDir,
+}
+
+impl Ctl<'_> {
+    fn new(db: &Db) -> Ctl<'_> {
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::write(ws.path().join(".env"), "SECRET-lifecycle").unwrap();
+        Ctl { db, ws }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary());
+        c.args(args)
+            .env("AGENTCTL_STORE", &self.db.url)
+            .env("AGENTCTL_LAUNCH_GRACE_MS", "500")
+            .current_dir(self.ws.path());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            o.status.success(),
+            "[{}] agentctl {args:?} failed ({:?}): {}",
+            self.db.kind,
+            o.status.code(),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    fn code(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let o = self.cmd(args).stdin(Stdio::null()).output().unwrap();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    }
+
+    fn sessions(&self) -> Vec<Value> {
+        serde_json::from_str::<Value>(&self.ok(&["ps", "-a", "--json", "--limit", "10000"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn session(&self, id: &str) -> Value {
+        self.sessions()
+            .into_iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("session {id} not listed"))
+    }
+
+    fn events(&self, id: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(&self.ok(&["audit", "--json", id])).unwrap();
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn wait_status(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.session(id);
+            if s["status"] == want || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn lifecycle(db: &Db, backend: &str) {
+    let c = Ctl::new(db);
+    let tag = format!("[{} {backend}]", db.kind);
+
+    // Foreground: recorded with its exit code, chain intact.
+    let (code, out, err) = c.code(&[
+        "run",
+        "-q",
+        "--backend",
+        backend,
+        "--",
+        "sh",
+        "-c",
+        "echo fg; exit 3",
+    ]);
+    assert_eq!(code, Some(3), "{tag} {err}");
+    assert_eq!(out, "fg\n");
+    let fg = c
+        .sessions()
+        .into_iter()
+        .find(|s| s["detached"] == false)
+        .unwrap();
+    assert_eq!(fg["status"], "exited", "{tag}");
+    assert_eq!(fg["exit_code"], 3, "{tag}");
+    assert_eq!(
+        c.events(fg["id"].as_str().unwrap()),
+        ["created", "started", "exited"],
+        "{tag}"
+    );
+    c.ok(&["audit", "--verify", fg["id"].as_str().unwrap()]);
+
+    // Detached: running, output kept, exec into it, stopped by someone.
+    let id = c
+        .ok(&[
+            "run",
+            "-d",
+            "-q",
+            "--backend",
+            backend,
+            "--",
+            "sh",
+            "-c",
+            "echo first; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 32, "{tag} {id}");
+    let prefix = &id[..10];
+    let running: Vec<Value> = serde_json::from_str::<Value>(&c.ok(&["ps", "--json"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        running
+            .iter()
+            .any(|s| s["id"] == id.as_str() && s["status"] == "running"),
+        "{tag} {running:?}"
+    );
+    let (code, out, err) = c.code(&[
+        "exec",
+        prefix,
+        "--",
+        "sh",
+        "-c",
+        "echo from-exec; cat .env; exit 4",
+    ]);
+    assert_eq!(code, Some(4), "{tag} exec: {err}");
+    assert_eq!(
+        out, "from-exec\n",
+        "{tag} exec must run masked like the session"
+    );
+    let (code, _, err) = c.code(&["rm", prefix]);
+    assert_ne!(
+        code,
+        Some(0),
+        "{tag} rm of a running session must be refused"
+    );
+    assert!(err.contains("-f"), "{tag} {err}");
+    c.ok(&["stop", "-t", "5", prefix]);
+    let s = c.wait_status(&id, "stopped");
+    assert_eq!(s["status"], "stopped", "{tag} {s}");
+    let logs = c.ok(&["logs", prefix]);
+    assert!(
+        logs.contains("first") && logs.contains("bye"),
+        "{tag} logs: {logs:?}"
+    );
+    let kinds = c.events(&id);
+    assert!(
+        kinds.contains(&"stop_requested".to_string()) && kinds.last().unwrap() == "stopped",
+        "{tag} {kinds:?}"
+    );
+    let audit: Value = serde_json::from_str(&c.ok(&["audit", "--json", prefix])).unwrap();
+    let stop = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "stop_requested")
+        .unwrap();
+    assert!(
+        stop["actor"].as_str().unwrap().starts_with("uid "),
+        "{tag} who stopped it: {stop}"
+    );
+    c.ok(&["audit", "--verify", prefix]);
+    c.ok(&["rm", prefix]);
+    assert!(
+        !c.sessions().iter().any(|s| s["id"] == id.as_str()),
+        "{tag} rm left the record"
+    );
+
+    // logs -f follows until the session ends.
+    let id = c
+        .ok(&[
+            "run",
+            "-d",
+            "-q",
+            "--backend",
+            backend,
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
+        ])
+        .trim()
+        .to_string();
+    let started = Instant::now();
+    let out = c.ok(&["logs", "-f", &id]);
+    assert_eq!(out, "tick1\ntick2\ntick3\n", "{tag}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{tag} -f returned before the end"
+    );
+    let s = c.wait_status(&id, "exited");
+    assert_eq!(
+        (s["status"].as_str(), s["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{tag} {s}"
+    );
+    c.ok(&["rm", &id]);
+
+    for s in c.sessions() {
+        let left = leftovers_of(s["id"].as_str().unwrap());
+        assert!(left.is_empty(), "{tag} left behind: {left:?}");
+    }
+}
+
+#[test]
+fn lifecycle_native() {
+    for db in both_stores() {
+        lifecycle(&db, "native");
+    }
+}
+
+#[test]
+fn lifecycle_docker() {
+    if !require(docker_available(), "a Docker daemon") {
+        return;
+    }
+    for db in both_stores() {
+        lifecycle(&db, "docker");
+    }
+}
+
+/// Changes the database behind agentctl's back.
+fn tamper(db: &Db, sql: &str) {
+    let o = if db.kind == "sqlite" {
+        let path = db.url.trim_start_matches("sqlite://");
+        Command::new("python3")
+            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", path, sql])
+            .output()
+            .unwrap()
+    } else {
+        Command::new("psql")
+            .args([db.url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .output()
+            .unwrap()
+    };
+    assert!(o.status.success(), "tampering failed: {}", text(&o.stderr));
+}
+
+#[test]
+fn audit_verify_names_the_tampered_row() {
+    for db in both_stores() {
+        let c = Ctl::new(&db);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let (code, _, err) = c.code(&["run", "-q", "--", "sh", "-c", "kill -TERM $$"]);
+            assert_eq!(code, Some(143), "{err}");
+        }
+        for s in c.sessions() {
+            ids.push(s["id"].as_str().unwrap().to_string());
+        }
+        for id in &ids {
+            c.ok(&["audit", "--verify", id]);
+        }
+        let cases = [
+            (
+                "edited",
+                format!(
+                    "UPDATE session_events SET data = '{{\"code\":0}}' WHERE session_id = '{}' AND seq = 3",
+                    ids[0]
+                ),
+                "event 3",
+            ),
+            (
+                "deleted",
+                format!(
+                    "DELETE FROM session_events WHERE session_id = '{}' AND seq = 2",
+                    ids[1]
+                ),
+                "event 2",
+            ),
+            (
+                "last deleted",
+                format!(
+                    "DELETE FROM session_events WHERE session_id = '{}' AND seq = 3",
+                    ids[2]
+                ),
+                "event 3",
+            ),
+            (
+                "reordered",
+                format!(
+                    "UPDATE session_events SET seq = 100 WHERE session_id = '{0}' AND seq = 2; \
+                 UPDATE session_events SET seq = 2 WHERE session_id = '{0}' AND seq = 3; \
+                 UPDATE session_events SET seq = 3 WHERE session_id = '{0}' AND seq = 100;",
+                    ids[3]
+                ),
+                "event 2",
+            ),
+        ];
+        for ((what, sql, named), id) in cases.iter().zip(&ids) {
+            tamper(&db, sql);
+            let (code, _, err) = c.code(&["audit", "--verify", id]);
+            assert_eq!(
+                code,
+                Some(1),
+                "[{}] {what}: verify must fail: {err}",
+                db.kind
+            );
+            assert!(
+                err.contains(named),
+                "[{}] {what}: must name {named}: {err}",
+                db.kind
+            );
+        }
+    }
+}
+
+#[test]
+fn concurrent_sessions_lose_no_rows() {
+    for db in both_stores() {
+        let c = Ctl::new(&db);
+        let children: Vec<_> = (0..50)
+            .map(|_| {
+                c.cmd(&["run", "-q", "--", "true"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "[{}] {}", db.kind, text(&o.stderr));
+        }
+        let sessions = c.sessions();
+        let mut ids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 50, "[{}] rows lost", db.kind);
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 50, "[{}] duplicate ids", db.kind);
+        for s in &sessions {
+            assert_eq!(
+                (s["status"].as_str(), s["exit_code"].as_i64()),
+                (Some("exited"), Some(0)),
+                "[{}] {s}",
+                db.kind
+            );
+        }
+    }
+}
+
+fn leftovers_of(id: &str) -> Vec<String> {
+    support::leftovers(&support::Runner::Current.runtime_base(), &id[..12])
+}
+
+#[test]
+fn killed_launchers_and_supervisors_are_reconciled() {
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    // The launcher killed at every stage of a launch, from "just started"
+    // to "the agent runs".
+    for delay_ms in [0u64, 5, 10, 20, 40, 80, 150, 300] {
+        let mut child = c
+            .cmd(&["run", "-q", "--", "sleep", "30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // A detached session whose supervisor dies.
+    let id = c
+        .ok(&["run", "-d", "-q", "--", "sleep", "30"])
+        .trim()
+        .to_string();
+    let s = c.session(&id);
+    let helper = s["helper_pid"].as_u64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    // Give killed launchers' sessions time to end (their helpers are told
+    // to stop when the launcher dies) and the launch grace to pass.
+    std::thread::sleep(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sessions = loop {
+        let sessions = c.sessions();
+        if sessions
+            .iter()
+            .all(|s| s["status"] != "running" && s["status"] != "created")
+            || Instant::now() > deadline
+        {
+            break sessions;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ended = ["exited", "failed", "stopped", "lost"];
+    for s in &sessions {
+        assert!(
+            ended.contains(&s["status"].as_str().unwrap()),
+            "not reconciled: {s}"
+        );
+        let left = leftovers_of(s["id"].as_str().unwrap());
+        assert!(left.is_empty(), "left behind by {}: {left:?}", s["id"]);
+    }
+    assert_eq!(
+        c.session(&id)["status"],
+        "lost",
+        "a dead supervisor's session is lost"
+    );
+    assert!(c.events(&id).last().unwrap() == "lost");
+    // No sandbox runs untracked: nothing of these sessions is an orphan.
+    let orphans = c.ok(&["ps", "--orphans"]);
+    for s in &sessions {
+        let short = &s["id"].as_str().unwrap()[..12];
+        assert!(!orphans.contains(short), "{short} is an orphan: {orphans}");
+    }
+    let sleeping = Command::new("pgrep")
+        .args(["-f", "^sleep 30$"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&sleeping.stdout).trim().is_empty(),
+        "an agent still runs: {}",
+        text(&sleeping.stdout)
+    );
+}
