@@ -232,6 +232,7 @@ fn run(task: Task) -> Result<()> {
                 let m = machine::Machine::collect(&root);
                 let apart = report::Provenance {
                     command: cmd,
+                    machine: format!("{} CPUs ({}), kernel {}", m.nproc, m.cpu, m.kernel),
                     date: m.date,
                     commit: m.commit,
                 };

@@ -539,6 +539,8 @@ pub struct Provenance {
     pub command: String,
     pub date: String,
     pub commit: String,
+    /// CPUs, CPU model, kernel.
+    pub machine: String,
 }
 
 /// "1,234 (1,100–1,300)": the median round's rate, and the range.
@@ -567,9 +569,9 @@ pub fn store_section(r: &StoreReport, apart: Option<&Provenance>) -> String {
     if let Some(p) = apart {
         let _ = writeln!(
             o,
-            "Measured apart from the sections above, by `{}` on {} at commit {}, on the same \
-             kind of machine; `cargo xtask bench` measures it with the others.\n",
-            p.command, p.date, p.commit
+            "Measured apart from the sections above, by `{}` on {} at commit {}, on {}; `cargo \
+             xtask bench` measures it with the others.\n",
+            p.command, p.date, p.commit, p.machine
         );
     }
     let _ = writeln!(
@@ -586,8 +588,8 @@ pub fn store_section(r: &StoreReport, apart: Option<&Provenance>) -> String {
         o,
         "Both stores first got their {} sessions through `create_session`, from {} tasks: one \
          in {} stays live (created or running; {} in all), and every other one is then \
-         `update`d to exited, failed, stopped or lost, so most sessions take two transactions. \
-         That took {:.1} s on SQLite ({} sessions/s) and {:.1} s on Postgres ({} sessions/s).\n",
+         `update`d to exited, failed, stopped or lost, so most sessions take two transactions \
+         (one more session, ended, holds the chain that `verify` reads below). That took {:.1} s on SQLite ({} sessions/s) and {:.1} s on Postgres ({} sessions/s).\n",
         group(r.sessions),
         r.writers,
         session_store::LIVE_EVERY,
@@ -599,9 +601,10 @@ pub fn store_section(r: &StoreReport, apart: Option<&Provenance>) -> String {
     );
     let _ = writeln!(
         o,
-        "**Event appends**, with the hash chain. An append is one transaction: it takes the \
-         session's row (SQLite's write lock, Postgres' row lock) while moving its event count, \
-         hashes the event onto the previous hash, inserts it and stores the new head. {} rounds \
+        "**Event appends**, with the hash chain. An append is one transaction: it locks the \
+         session's row (SQLite: the database, from `BEGIN IMMEDIATE`) and reads its event count \
+         and head, hashes the event onto the previous hash, inserts it and moves the count and \
+         head. {} rounds \
          back to back; in each, every benchmark appends {} events on SQLite, then on Postgres: \
          one writer to one session, {} writers (tasks, sharing the pool) to one session, and {} \
          writers to a session each. Events per second over the wall-clock time of a round: the \
@@ -664,8 +667,8 @@ pub fn store_section(r: &StoreReport, apart: Option<&Provenance>) -> String {
         &mut o,
         &format!(
             "`list`, default page (the newest {} of the {} live sessions)",
-            (store::DEFAULT_PAGE as usize).min(r.live + 1),
-            group(r.live + 1)
+            (store::DEFAULT_PAGE as usize).min(r.live),
+            group(r.live)
         ),
         &sq.list_live,
         &pg.list_live,
@@ -696,7 +699,8 @@ pub fn store_section(r: &StoreReport, apart: Option<&Provenance>) -> String {
     let _ = writeln!(
         o,
         "The live and the full listing each walk an index in `created_at` order (a partial \
-         index holds the live sessions), so a page costs the same whatever the store's size; \
+         index holds the live sessions), so a page near the top costs the same whatever the \
+         store's size; \
          `get` resolves a prefix as a range of the primary key, as docker does; `count` counts \
          every row.\n"
     );

@@ -413,6 +413,16 @@ impl Appends {
         if let Some(previous) = self.chain.replace(one.id.clone()) {
             store.remove(&previous).await?;
         }
+        // Ended, so that the live sessions stay those recorded first.
+        store
+            .update(
+                &one.id,
+                &SessionUpdate {
+                    status: Some(Status::Exited),
+                    ..Default::default()
+                },
+            )
+            .await?;
         Ok(())
     }
 }
@@ -448,7 +458,7 @@ impl Reads {
             let got = store.list(&page).await?;
             self.list_live.push(ms(t));
             ensure!(
-                got.len() == (store::DEFAULT_PAGE as usize).min(live + 1),
+                got.len() == (store::DEFAULT_PAGE as usize).min(live),
                 "list returned {} sessions",
                 got.len()
             );
