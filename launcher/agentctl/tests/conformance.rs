@@ -335,6 +335,12 @@ fn conformance(backend: Backend, runner: Runner) {
     stdin_passes(backend, &runner, &fx, &mut failures);
     signals(backend, &runner, &fx, &mut failures);
     fork_bomb(backend, &runner, &mut failures);
+    if backend.0 == "docker" {
+        let left = docker_leftovers(&fx.profile);
+        if !left.is_empty() {
+            failures.push(format!("containers left behind: {left:?}"));
+        }
+    }
 
     assert!(
         failures.is_empty(),
@@ -471,6 +477,12 @@ print("forked", n, "errno", err)
             s.stdout, s.stderr
         )),
     }
+    if backend.0 == "docker" {
+        let left = docker_leftovers(&fx.profile);
+        if !left.is_empty() {
+            failures.push(format!("containers left behind: {left:?}"));
+        }
+    }
 }
 
 #[test]
@@ -491,13 +503,15 @@ fn native_rootless() {
 
 use support::docker_available;
 
-fn docker_leftovers() -> Vec<String> {
+/// Containers left by sessions run with `profile` (unique per fixture, so
+/// tests running side by side do not see each other's).
+fn docker_leftovers(profile: &Path) -> Vec<String> {
     let out = Command::new("docker")
         .args([
             "ps",
             "-a",
             "--filter",
-            "label=io.agentctl.managed=true",
+            &format!("label=io.agentctl.profile={}", profile.display()),
             "--format",
             "{{.Names}} {{.Status}}",
         ])
@@ -515,8 +529,6 @@ fn docker_as_invoking_user() {
         return;
     }
     conformance(Backend::host("docker"), Runner::Current);
-    let left = docker_leftovers();
-    assert!(left.is_empty(), "containers left behind: {left:?}");
 }
 
 #[test]
@@ -525,8 +537,6 @@ fn docker_from_an_image() {
         return;
     };
     conformance(Backend::image("docker", &image), Runner::Current);
-    let left = docker_leftovers();
-    assert!(left.is_empty(), "containers left behind: {left:?}");
 }
 
 /// Runs `f` with the native backend's image cache in a fresh directory, so
