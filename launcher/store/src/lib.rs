@@ -31,7 +31,7 @@ mod url;
 pub mod testing;
 
 pub use error::StoreError;
-pub use store::{Store, hostname, now_ms};
+pub use store::{ConnectOptions, Store, hostname, now_ms};
 pub use types::{
     Backend, BrokenLink, DbKind, Event, ListQuery, NewEvent, NewSession, Problem, Session,
     SessionUpdate, Status, Verification,

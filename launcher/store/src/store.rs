@@ -98,6 +98,27 @@ const IDS_WITH_PREFIX: &str =
 const SELECT_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_hash, hash \
      FROM session_events WHERE session_id = $1 ORDER BY seq";
 
+/// How [`Store::connect_with`] opens a store.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Connections in the pool; 8 by default. A process that does one
+    /// thing at a time, like the CLI, needs one: a pool of more opens a
+    /// second connection as soon as the first is busy being handed back.
+    pub max_connections: u32,
+    /// Bring the schema up to date first, as [`Store::connect`] does. Only
+    /// a process that has just done so for this very store may skip it.
+    pub migrate: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            max_connections: POOL_SIZE,
+            migrate: true,
+        }
+    }
+}
+
 /// The session store. Cheap to clone: the clones share one connection
 /// pool.
 #[derive(Clone)]
@@ -157,10 +178,16 @@ impl Store {
     /// A SQLite store's directory and file are created as needed (the
     /// file with mode 0600), in WAL mode with foreign keys on.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// [`Store::connect`], as `o` says.
+    pub async fn connect_with(url: &str, o: &ConnectOptions) -> Result<Store, StoreError> {
         let location = url::redact(url);
+        let size = o.max_connections.max(1);
         let store = match url::parse(url)? {
             Target::Sqlite(path) => {
-                let pool = open_sqlite(&path).await?;
+                let pool = open_sqlite(&path, size).await?;
                 Store {
                     pool: Pool::Sqlite(pool),
                     kind: DbKind::Sqlite,
@@ -169,7 +196,7 @@ impl Store {
                 }
             }
             Target::Postgres(url) => {
-                let pool = open_postgres(&url).await?;
+                let pool = open_postgres(&url, size).await?;
                 Store {
                     pool: Pool::Postgres(pool),
                     kind: DbKind::Postgres,
@@ -178,7 +205,9 @@ impl Store {
                 }
             }
         };
-        store.migrate().await?;
+        if o.migrate {
+            store.migrate().await?;
+        }
         info!(kind = %store.kind, location = %store.location, "session store open");
         Ok(store)
     }
@@ -393,18 +422,46 @@ impl Store {
     }
 
     /// Appends an event to session `id`'s audit log (exact id), chained to
-    /// the previous one. The session row's count and head move in the same
-    /// transaction, which locks the row (SQLite: the database) before
-    /// reading them, so concurrent appends, from any number of processes,
-    /// queue up; busy databases and conflicts are retried.
+    /// the previous one. See [`Store::record`].
     pub async fn append_event(&self, id: &str, event: NewEvent) -> Result<Event, StoreError> {
+        let mut events = self
+            .record(id, vec![event], &SessionUpdate::default())
+            .await?;
+        Ok(events.pop().expect("one event in, one out"))
+    }
+
+    /// Sets the fields of `u` that are `Some` on session `id` (exact id).
+    pub async fn update(&self, id: &str, u: &SessionUpdate) -> Result<(), StoreError> {
+        self.record(id, Vec::new(), u).await?;
+        Ok(())
+    }
+
+    /// Appends `events` to session `id`'s audit log (exact id), in order and
+    /// chained, and applies `u`, all in one transaction: a session's end and
+    /// its row change together or not at all, and a launcher pays for one
+    /// commit (one sync to disk) rather than one per event.
+    ///
+    /// The transaction locks the row (SQLite: the database) before reading
+    /// the count and head, so concurrent appends, from any number of
+    /// processes, queue up; busy databases and conflicts are retried.
+    pub async fn record(
+        &self,
+        id: &str,
+        events: Vec<NewEvent>,
+        u: &SessionUpdate,
+    ) -> Result<Vec<Event>, StoreError> {
         check_id(id)?;
-        check_event_kind(&event.kind)?;
-        let data_text = chain::canonical_json(&event.data);
-        let (data_text, event_ref) = (&data_text, &event);
-        let (seq, at, prev_hash, hash) = self
+        for e in &events {
+            check_event_kind(&e.kind)?;
+        }
+        let texts: Vec<String> = events
+            .iter()
+            .map(|e| chain::canonical_json(&e.data))
+            .collect();
+        let changes_row = *u != SessionUpdate::default();
+        let (events_ref, texts) = (&events, &texts);
+        let written = self
             .retrying(id, move || async move {
-                let event = event_ref;
                 let _serial = self.serialize_writers().await;
                 let r = dispatch!(&self.pool, |p| {
                     let mut tx = p.begin_with(self.begin_write()).await?;
@@ -415,102 +472,103 @@ impl Store {
                         .bind(id)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    let Some((count, prev_hash)) = head else {
+                    let Some((mut count, mut head)) = head else {
                         return Err(StoreError::NotFound { id: id.into() });
                     };
-                    let seq = count + 1;
-                    let at = now_ms();
-                    let hash = chain::event_hash(
-                        &prev_hash,
-                        &Fields {
-                            session: id,
-                            seq: seq as u64,
-                            at,
-                            kind: &event.kind,
-                            actor: event.actor.as_deref(),
-                            data: &event.data,
-                        },
-                    );
-                    sqlx::query(
-                        "INSERT INTO session_events \
-                         (session_id, seq, at, kind, actor, data, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(id)
-                    .bind(seq)
-                    .bind(at)
-                    .bind(&event.kind)
-                    .bind(&event.actor)
-                    .bind(data_text)
-                    .bind(&prev_hash)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE sessions SET events_count = $2, events_head = $3 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(seq)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
+                    let mut written = Vec::with_capacity(events_ref.len());
+                    for (event, text) in events_ref.iter().zip(texts) {
+                        let seq = count + 1;
+                        let at = now_ms();
+                        let hash = chain::event_hash(
+                            &head,
+                            &Fields {
+                                session: id,
+                                seq: seq as u64,
+                                at,
+                                kind: &event.kind,
+                                actor: event.actor.as_deref(),
+                                data: &event.data,
+                            },
+                        );
+                        sqlx::query(
+                            "INSERT INTO session_events \
+                             (session_id, seq, at, kind, actor, data, prev_hash, hash) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(id)
+                        .bind(seq)
+                        .bind(at)
+                        .bind(&event.kind)
+                        .bind(&event.actor)
+                        .bind(text)
+                        .bind(&head)
+                        .bind(&hash)
+                        .execute(&mut *tx)
+                        .await?;
+                        let prev = std::mem::replace(&mut head, hash.clone());
+                        written.push((seq as u64, at, prev, hash));
+                        count = seq;
+                    }
+                    if !written.is_empty() {
+                        sqlx::query(
+                            "UPDATE sessions SET events_count = $2, events_head = $3 \
+                             WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(count)
+                        .bind(&head)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    if changes_row {
+                        sqlx::query(
+                            "UPDATE sessions SET \
+                             status = COALESCE($2, status), \
+                             started_at = COALESCE($3, started_at), \
+                             ended_at = COALESCE($4, ended_at), \
+                             exit_code = COALESCE($5, exit_code), \
+                             helper_pid = COALESCE($6, helper_pid), \
+                             container_id = COALESCE($7, container_id), \
+                             log_path = COALESCE($8, log_path) \
+                             WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(u.status.map(Status::as_str))
+                        .bind(u.started_at)
+                        .bind(u.ended_at)
+                        .bind(u.exit_code)
+                        .bind(u.helper_pid.map(i64::from))
+                        .bind(&u.container_id)
+                        .bind(&u.log_path)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     tx.commit().await?;
-                    (seq as u64, at, prev_hash, hash)
+                    written
                 });
                 Ok(r)
             })
             .await?;
-        tracing::trace!(session = %id, seq, kind = %event.kind, "event appended");
-        Ok(Event {
-            session: id.to_string(),
-            seq,
-            at,
-            kind: event.kind,
-            actor: event.actor,
-            data: event.data,
-            prev_hash,
-            hash,
-        })
-    }
-
-    /// Sets the fields of `u` that are `Some` on session `id` (exact id).
-    pub async fn update(&self, id: &str, u: &SessionUpdate) -> Result<(), StoreError> {
-        check_id(id)?;
-        let changed = self
-            .retrying(id, move || async move {
-                let _serial = self.serialize_writers().await;
-                let r = dispatch!(&self.pool, |p| {
-                    sqlx::query(
-                        "UPDATE sessions SET \
-                         status = COALESCE($2, status), \
-                         started_at = COALESCE($3, started_at), \
-                         ended_at = COALESCE($4, ended_at), \
-                         exit_code = COALESCE($5, exit_code), \
-                         helper_pid = COALESCE($6, helper_pid), \
-                         container_id = COALESCE($7, container_id), \
-                         log_path = COALESCE($8, log_path) \
-                         WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(u.status.map(Status::as_str))
-                    .bind(u.started_at)
-                    .bind(u.ended_at)
-                    .bind(u.exit_code)
-                    .bind(u.helper_pid.map(i64::from))
-                    .bind(&u.container_id)
-                    .bind(&u.log_path)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-                });
-                Ok(r)
-            })
-            .await?;
-        if changed == 0 {
-            return Err(StoreError::NotFound { id: id.into() });
+        for (e, (seq, ..)) in events.iter().zip(&written) {
+            tracing::trace!(session = %id, seq, kind = %e.kind, "event appended");
         }
-        debug!(session = %id, status = ?u.status, "session updated");
-        Ok(())
+        if changes_row {
+            debug!(session = %id, status = ?u.status, "session updated");
+        }
+        Ok(events
+            .into_iter()
+            .zip(written)
+            .map(|(e, (seq, at, prev_hash, hash))| Event {
+                session: id.to_string(),
+                seq,
+                at,
+                kind: e.kind,
+                actor: e.actor,
+                data: e.data,
+                prev_hash,
+                hash,
+            })
+            .collect())
     }
 
     /// The session whose id is `id_or_prefix`, or the only one whose id
@@ -550,6 +608,36 @@ impl Store {
         });
         row.ok_or_else(|| StoreError::NotFound { id: id.into() })?
             .into_session()
+    }
+
+    /// Session `id`'s status (exact id), and whether its audit log holds an
+    /// event of `kind`: what recording a session's end needs to know, in one
+    /// query rather than the whole row and log.
+    pub async fn status_with_event(
+        &self,
+        id: &str,
+        kind: &str,
+    ) -> Result<(Status, bool), StoreError> {
+        check_id(id)?;
+        check_event_kind(kind)?;
+        let row: Option<(String, bool)> = dispatch!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT s.status, EXISTS (SELECT 1 FROM session_events e \
+                 WHERE e.session_id = s.id AND e.kind = $2) \
+                 FROM sessions s WHERE s.id = $1",
+            )
+            .bind(id)
+            .bind(kind)
+            .fetch_optional(p)
+            .await?
+        });
+        let (status, found) = row.ok_or_else(|| StoreError::NotFound { id: id.into() })?;
+        let status = Status::from_str(&status).map_err(|e| StoreError::Corrupt {
+            id: id.into(),
+            field: "status",
+            reason: e.to_string(),
+        })?;
+        Ok((status, found))
     }
 
     /// One page of sessions, newest first: only created and running ones
@@ -777,7 +865,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
-async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
+async fn open_sqlite(path: &Path, size: u32) -> Result<SqlitePool, StoreError> {
     let open_err = |source: std::io::Error| StoreError::Open {
         path: path.to_path_buf(),
         source,
@@ -827,7 +915,7 @@ async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
     let mut attempt = 1;
     loop {
         let opened = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(size)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts.clone())
             .await;
@@ -843,7 +931,7 @@ async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
     }
 }
 
-async fn open_postgres(url: &str) -> Result<PgPool, StoreError> {
+async fn open_postgres(url: &str, size: u32) -> Result<PgPool, StoreError> {
     let opts = PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl {
         url: url::redact(url),
     })?;
@@ -868,7 +956,7 @@ async fn open_postgres(url: &str) -> Result<PgPool, StoreError> {
         Err(source) => return Err(StoreError::Connect { host, source }),
     }
     Ok(PgPoolOptions::new()
-        .max_connections(POOL_SIZE)
+        .max_connections(size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_lazy_with(opts))
 }

@@ -16,6 +16,7 @@ both!(
     refusals,
     migrations_are_idempotent,
     chain_verifies,
+    record_is_one_transaction,
     tamper_edit,
     tamper_edit_and_rehash,
     tamper_delete_middle,
@@ -429,6 +430,79 @@ async fn chain_verifies(db: &Db) {
         ))
         .await,
         1
+    );
+}
+
+async fn record_is_one_transaction(db: &Db) {
+    let store = db.store().await;
+    let id = new_id();
+    create_at(&store, &id, 100).await;
+    let written = store
+        .record(
+            &id,
+            vec![
+                NewEvent::new("started").data(json!({"pid": 7})),
+                NewEvent::new("signal").data(json!({"signal": "SIGINT"})),
+                NewEvent::new("exited").data(json!({"code": 130})),
+            ],
+            &SessionUpdate {
+                status: Some(Status::Exited),
+                started_at: Some(150),
+                ended_at: Some(200),
+                exit_code: Some(130),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        written
+            .iter()
+            .map(|e| (e.seq, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "started"), (3, "signal"), (4, "exited")]
+    );
+    assert_eq!(store.events(&id).await.unwrap()[1..], written[..]);
+    let s = store.get(&id).await.unwrap();
+    assert_eq!(
+        (s.status, s.started_at, s.ended_at, s.exit_code),
+        (Status::Exited, Some(150), Some(200), Some(130))
+    );
+    assert_eq!(
+        (s.events_count, s.events_head.as_str()),
+        (4, written[2].hash.as_str())
+    );
+    assert!(store.verify(&id).await.unwrap().ok);
+
+    // One bad kind refuses the whole batch: nothing of it is written.
+    let refused = store
+        .record(
+            &id,
+            vec![NewEvent::new("signal"), NewEvent::new("not a kind")],
+            &SessionUpdate {
+                status: Some(Status::Lost),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid { .. })),
+        "{refused:?}"
+    );
+    let s = store.get(&id).await.unwrap();
+    assert_eq!((s.status, s.events_count), (Status::Exited, 4));
+
+    let missing = new_id();
+    assert!(matches!(
+        store.record(&missing, vec![NewEvent::new("signal")], &SessionUpdate::default()).await,
+        Err(StoreError::NotFound { id }) if id == missing
+    ));
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM session_events WHERE session_id = '{missing}'"
+        ))
+        .await,
+        0
     );
 }
 
