@@ -52,11 +52,24 @@ impl StoreUrl {
             .context("this command needs the session store; drop `--store none`")
     }
 
+    /// Opens the store with one connection: the commands do one thing at a
+    /// time. The schema is brought up to date by the first open in this
+    /// process only; a launch opens the store more than once.
     pub async fn open(&self) -> Result<Store> {
+        static MIGRATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        use std::sync::atomic::Ordering;
         let url = self.required()?;
-        Store::connect(url)
-            .await
-            .context("cannot open the session store (choose another with --store URL, or --store none to keep no record)")
+        let store = Store::connect_with(
+            url,
+            &store::ConnectOptions {
+                max_connections: 1,
+                migrate: !MIGRATED.load(Ordering::Acquire),
+            },
+        )
+        .await
+        .context("cannot open the session store (choose another with --store URL, or --store none to keep no record)")?;
+        MIGRATED.store(true, Ordering::Release);
+        Ok(store)
     }
 }
 
@@ -169,12 +182,22 @@ pub fn handle(s: &Session) -> Handle {
 
 /// Records how a session ended. `stopped` when someone stopped it.
 pub async fn record_end(store: &Store, id: &str, code: i32) -> Result<()> {
-    let s = store.get(id).await?;
-    if !s.status.is_live() {
+    record_end_after(store, id, code, Vec::new(), SessionUpdate::default()).await
+}
+
+/// Records `before` (events of the run, in order) and the session's end,
+/// with `update`'s fields, in one transaction.
+pub async fn record_end_after(
+    store: &Store,
+    id: &str,
+    code: i32,
+    mut before: Vec<NewEvent>,
+    update: SessionUpdate,
+) -> Result<()> {
+    let (now, stopped) = store.status_with_event(id, "stop_requested").await?;
+    if !now.is_live() {
         return Ok(());
     }
-    let events = store.events(id).await?;
-    let stopped = events.iter().any(|e| e.kind == "stop_requested");
     let status = if stopped {
         Status::Stopped
     } else if code == backend_native::LAUNCHER_FAILURE {
@@ -187,21 +210,228 @@ pub async fn record_end(store: &Store, id: &str, code: i32) -> Result<()> {
         Status::Stopped => "stopped",
         _ => "exited",
     };
+    before.push(NewEvent::new(kind).data(json!({ "code": code })));
     store
-        .append_event(id, NewEvent::new(kind).data(json!({ "code": code })))
-        .await?;
-    store
-        .update(
+        .record(
             id,
+            before,
             &SessionUpdate {
                 status: Some(status),
                 ended_at: Some(store::now_ms()),
                 exit_code: Some(code),
-                ..SessionUpdate::default()
+                ..update
             },
         )
         .await?;
     Ok(())
+}
+
+/// Records `before` and the launch's failure in one transaction.
+pub async fn record_failure(
+    store: &Store,
+    id: &str,
+    error: &str,
+    mut before: Vec<NewEvent>,
+    update: SessionUpdate,
+) -> Result<()> {
+    before.push(NewEvent::new("failed").data(json!({ "error": error })));
+    store
+        .record(
+            id,
+            before,
+            &SessionUpdate {
+                status: Some(Status::Failed),
+                ended_at: Some(store::now_ms()),
+                exit_code: Some(backend_native::LAUNCHER_FAILURE),
+                ..update
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// How a foreground session ended, as far as the launcher knows.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The agent's exit code (or the launcher's, for a refused command).
+    Exit(i32),
+    /// The backend failed; the message says why.
+    Failed(String),
+}
+
+impl Outcome {
+    /// `before`, then the end, in one transaction.
+    pub async fn record(
+        &self,
+        store: &Store,
+        id: &str,
+        before: Vec<NewEvent>,
+        update: SessionUpdate,
+    ) -> Result<()> {
+        match self {
+            Outcome::Exit(code) => record_end_after(store, id, *code, before, update).await,
+            Outcome::Failed(e) => record_failure(store, id, e, before, update).await,
+        }
+    }
+}
+
+/// Puts a new session on record, having reconciled the store. Started
+/// before planning: a thread opens the store and looks for live sessions
+/// meanwhile, and [`Opening::create`] hands it the session. When every
+/// live session has a launcher of its own (the usual case: none is live)
+/// there is nothing to reconcile, and that one connection does it all.
+/// The thread is gone when `create` returns, before any backend forks.
+pub struct Opening {
+    store_url: StoreUrl,
+    send: Option<tokio::sync::oneshot::Sender<(NewSession, NewEvent)>>,
+    thread: Option<std::thread::JoinHandle<Result<bool>>>,
+}
+
+impl Opening {
+    pub fn start(store_url: &StoreUrl) -> Opening {
+        let (send, recv) = tokio::sync::oneshot::channel::<(NewSession, NewEvent)>();
+        let url = store_url.clone();
+        let thread = std::thread::spawn(move || {
+            block_on(async move {
+                let store = url.open().await?;
+                let live = store.with_status(&[Status::Created, Status::Running]).await;
+                let settled = match live {
+                    Ok(live) => live.iter().all(|l| LauncherLock::held(&l.id)),
+                    Err(e) => {
+                        store.close().await;
+                        return Err(e.into());
+                    }
+                };
+                let mut created = Ok(false);
+                // No session comes when planning failed.
+                if settled && let Ok((s, first)) = recv.await {
+                    created = store.create_session(&s, first).await.map(|_| true);
+                }
+                store.close().await;
+                Ok(created?)
+            })
+        });
+        Opening {
+            store_url: store_url.clone(),
+            send: Some(send),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn create(mut self, s: NewSession, first: NewEvent) -> Result<()> {
+        let send = self.send.take().expect("create is called once");
+        // A thread that is done already (store unreachable, or sessions to
+        // reconcile) has dropped its receiver; what it says is below.
+        let _ = send.send((s.clone(), first.clone()));
+        let thread = self.thread.take().expect("create is called once");
+        let created = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the session store's thread panicked"))??;
+        if !created {
+            reconcile(&self.store_url)?;
+            block_on(async {
+                let store = self.store_url.open().await?;
+                store.create_session(&s, first).await?;
+                store.close().await;
+                anyhow::Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Opening {
+    /// Planning failed: the thread closes the store and ends.
+    fn drop(&mut self) {
+        self.send.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a [`LiveRecord`] got on record.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub started: bool,
+    pub ended: bool,
+    pub error: Option<anyhow::Error>,
+}
+
+/// A running foreground session's record, kept by a thread of its own:
+/// the session shows as running while it runs, and its end goes on record
+/// over a connection that is already open, which keeps the store's share
+/// of a launch small.
+///
+/// Start it only once the sandbox is running: the native backend forks
+/// its helper before that, and no thread may exist across that fork.
+pub struct LiveRecord {
+    end: Option<tokio::sync::oneshot::Sender<(Vec<NewEvent>, Outcome)>>,
+    thread: std::thread::JoinHandle<Written>,
+}
+
+impl LiveRecord {
+    pub fn start(store_url: &StoreUrl, id: &str, started_at: i64, pid: Option<u32>) -> LiveRecord {
+        let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<NewEvent>, Outcome)>();
+        let (url, id) = (store_url.clone(), id.to_string());
+        let thread = std::thread::spawn(move || {
+            block_on(async move {
+                let mut w = Written::default();
+                let store = match url.open().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        w.error = Some(e);
+                        return w;
+                    }
+                };
+                let started = store
+                    .record(
+                        &id,
+                        vec![NewEvent::new("started").data(json!({ "pid": pid }))],
+                        &SessionUpdate {
+                            status: Some(Status::Running),
+                            started_at: Some(started_at),
+                            ..SessionUpdate::default()
+                        },
+                    )
+                    .await;
+                match started {
+                    Ok(_) => w.started = true,
+                    Err(e) => w.error = Some(e.into()),
+                }
+                // A dropped sender (the launcher gave up) ends the thread.
+                if w.error.is_none()
+                    && let Ok((events, outcome)) = rx.await
+                {
+                    match outcome
+                        .record(&store, &id, events, SessionUpdate::default())
+                        .await
+                    {
+                        Ok(()) => w.ended = true,
+                        Err(e) => w.error = Some(e),
+                    }
+                }
+                store.close().await;
+                w
+            })
+        });
+        LiveRecord {
+            end: Some(tx),
+            thread,
+        }
+    }
+
+    /// Records `events` (the signals passed on) and the end, and waits for
+    /// the thread.
+    pub fn finish(mut self, events: Vec<NewEvent>, outcome: Outcome) -> Written {
+        if let Some(tx) = self.end.take() {
+            let _ = tx.send((events, outcome));
+        }
+        self.thread.join().unwrap_or_else(|_| Written {
+            error: Some(anyhow::anyhow!("the session's recorder thread panicked")),
+            ..Written::default()
+        })
+    }
 }
 
 /// Brings live sessions in the store in line with what their backends
@@ -272,14 +502,9 @@ pub fn reconcile(store_url: &StoreUrl) -> Result<()> {
             match l {
                 Liveness::Running => {
                     store
-                        .append_event(
+                        .record(
                             &s.id,
-                            NewEvent::new("started").data(json!({"recovered": true})),
-                        )
-                        .await?;
-                    store
-                        .update(
-                            &s.id,
+                            vec![NewEvent::new("started").data(json!({"recovered": true}))],
                             &SessionUpdate {
                                 status: Some(Status::Running),
                                 started_at: Some(now),
@@ -291,16 +516,11 @@ pub fn reconcile(store_url: &StoreUrl) -> Result<()> {
                 Liveness::Exited(status) => record_end(&store, &s.id, status.code()).await?,
                 Liveness::Gone => {
                     store
-                        .append_event(
+                        .record(
                             &s.id,
-                            NewEvent::new("lost").data(json!({
+                            vec![NewEvent::new("lost").data(json!({
                                 "reason": "its sandbox or supervisor disappeared without a recorded end"
-                            })),
-                        )
-                        .await?;
-                    store
-                        .update(
-                            &s.id,
+                            }))],
                             &SessionUpdate {
                                 status: Some(Status::Lost),
                                 ended_at: Some(now),

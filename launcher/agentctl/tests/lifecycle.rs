@@ -163,6 +163,71 @@ fn lifecycle(db: &Db, backend: &str) {
     );
     c.ok(&["audit", "--verify", fg["id"].as_str().unwrap()]);
 
+    // A foreground session is on record as running while it runs, and
+    // `stop` from another terminal ends it as stopped.
+    let mut launcher = c
+        .cmd(&[
+            "run",
+            "-q",
+            "--backend",
+            backend,
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let live = loop {
+        let live: Vec<Value> = serde_json::from_str::<Value>(&c.ok(&["ps", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+        if let Some(s) = live.into_iter().find(|s| s["status"] == "running") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tag} the foreground session never showed as running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(live["detached"], false, "{tag} {live}");
+    assert!(live["started_at"].is_i64(), "{tag} {live}");
+    let fid = live["id"].as_str().unwrap().to_string();
+    c.ok(&["stop", "-t", "5", &fid]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = launcher.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = launcher.kill();
+            panic!("{tag} the launcher did not end after `agentctl stop`");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut launcher.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{tag} {err}");
+    let s = c.session(&fid);
+    assert_eq!(
+        (s["status"].as_str(), s["exit_code"].as_i64()),
+        (Some("stopped"), Some(0)),
+        "{tag} {s}"
+    );
+    assert_eq!(
+        c.events(&fid),
+        ["created", "started", "stop_requested", "stopped"],
+        "{tag}"
+    );
+    c.ok(&["audit", "--verify", &fid]);
+
     // Detached: running, output kept, exec into it, stopped by someone.
     let id = c
         .ok(&[

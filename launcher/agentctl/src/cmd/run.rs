@@ -1,4 +1,4 @@
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::IsTerminal;
 
 use anyhow::Result;
@@ -7,19 +7,26 @@ use serde_json::json;
 use store::{NewEvent, SessionUpdate, Status};
 
 use crate::cli::{BackendKind, RunArgs};
-use crate::record::{self, StoreUrl, block_on};
+use crate::record::{self, LiveRecord, Outcome, StoreUrl, Written, block_on};
 
-/// Collects what happens during a foreground session, to record it after:
-/// no store connection may be open while the native backend forks.
-#[derive(Default)]
-struct Collected {
-    started: RefCell<Option<(i64, Option<u32>)>>,
+/// Keeps the record of a foreground session while it runs: a
+/// [`LiveRecord`] from the moment the sandbox runs (the native backend has
+/// forked by then), and what happened, in case that record cannot finish.
+struct Recording<'a> {
+    store_url: &'a StoreUrl,
+    id: &'a str,
+    started: Cell<Option<(i64, Option<u32>)>>,
     signals: RefCell<Vec<(i64, String)>>,
+    live: RefCell<Option<LiveRecord>>,
 }
 
-impl Observer for Collected {
+impl Observer for Recording<'_> {
     fn started(&self, pid: Option<u32>) {
-        *self.started.borrow_mut() = Some((store::now_ms(), pid));
+        let at = store::now_ms();
+        self.started.set(Some((at, pid)));
+        if self.store_url.0.is_some() {
+            *self.live.borrow_mut() = Some(LiveRecord::start(self.store_url, self.id, at, pid));
+        }
     }
     fn signal(&self, name: &str) {
         self.signals
@@ -28,7 +35,49 @@ impl Observer for Collected {
     }
 }
 
+impl Recording<'_> {
+    /// Puts the end on record: through the live record, or, if it never
+    /// started or failed, over a new connection with whatever it missed.
+    fn finish(self, outcome: Outcome) -> Result<()> {
+        let signals: Vec<NewEvent> = self
+            .signals
+            .take()
+            .into_iter()
+            .map(|(at, sig)| NewEvent::new("signal").data(json!({"signal": sig, "at": at})))
+            .collect();
+        let written = match self.live.take() {
+            Some(live) => live.finish(signals.clone(), outcome.clone()),
+            None => Written::default(),
+        };
+        if written.ended {
+            return Ok(());
+        }
+        if let Some(e) = &written.error {
+            tracing::warn!("recording the running session failed, trying again: {e:#}");
+        }
+        let mut events = Vec::new();
+        let mut update = SessionUpdate::default();
+        if let Some((at, pid)) = self.started.get().filter(|_| !written.started) {
+            events.push(NewEvent::new("started").data(json!({"pid": pid})));
+            update.started_at = Some(at);
+        }
+        events.extend(signals);
+        let id = self.id;
+        block_on(async {
+            let store = self.store_url.open().await?;
+            outcome.record(&store, id, events, update).await?;
+            store.close().await;
+            anyhow::Ok(())
+        })
+    }
+}
+
 pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
+    // The store opens while the session is planned.
+    let opening = store_url
+        .0
+        .as_ref()
+        .map(|_| record::Opening::start(store_url));
     let spec = super::plan(&args.policy, args.command.clone())?;
     let opts = RunOptions {
         tty: !args.detach
@@ -55,19 +104,11 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
         None => None,
     };
     // On record before anything runs; reconciling first keeps `ps` true.
-    if store_url.0.is_some() {
-        record::reconcile(store_url)?;
-        block_on(async {
-            let store = store_url.open().await?;
-            store
-                .create_session(
-                    &record::new_session(&spec, backend_name, args.detach)?,
-                    record::created_event(&spec),
-                )
-                .await?;
-            store.close().await;
-            anyhow::Ok(())
-        })?;
+    if let Some(opening) = opening {
+        opening.create(
+            record::new_session(&spec, backend_name, args.detach)?,
+            record::created_event(&spec),
+        )?;
     }
     if !args.quiet {
         let network = match &spec.network_reason {
@@ -98,14 +139,9 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             match &result {
                 Ok(h) => {
                     store
-                        .append_event(
+                        .record(
                             &id,
-                            NewEvent::new("started").data(json!({"detached": true})),
-                        )
-                        .await?;
-                    store
-                        .update(
-                            &id,
+                            vec![NewEvent::new("started").data(json!({"detached": true}))],
                             &SessionUpdate {
                                 status: Some(Status::Running),
                                 started_at: Some(store::now_ms()),
@@ -120,7 +156,16 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
                         )
                         .await?;
                 }
-                Err(e) => fail(&store, &id, &e.to_string()).await?,
+                Err(e) => {
+                    record::record_failure(
+                        &store,
+                        &id,
+                        &e.to_string(),
+                        Vec::new(),
+                        SessionUpdate::default(),
+                    )
+                    .await?
+                }
             }
             store.close().await;
             anyhow::Ok(())
@@ -130,48 +175,22 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
         return Ok(0);
     }
 
-    let observer = Collected::default();
-    let result = backend.run(&spec, &opts, &observer);
+    let recording = Recording {
+        store_url,
+        id: &id,
+        started: Cell::new(None),
+        signals: RefCell::default(),
+        live: RefCell::default(),
+    };
+    let result = backend.run(&spec, &opts, &recording);
     if store_url.0.is_some() {
-        let started = *observer.started.borrow();
-        let signals = observer.signals.take();
+        let outcome = match &result {
+            Ok(status) => Outcome::Exit(status.code()),
+            Err(BackendError::Exec { code, .. }) => Outcome::Exit(*code),
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
         // The exit code is the user's whatever happens to the record.
-        let recorded = block_on(async {
-            let store = store_url.open().await?;
-            if let Some((at, pid)) = started {
-                store
-                    .append_event(&id, NewEvent::new("started").data(json!({"pid": pid})))
-                    .await?;
-                store
-                    .update(
-                        &id,
-                        &SessionUpdate {
-                            status: Some(Status::Running),
-                            started_at: Some(at),
-                            ..SessionUpdate::default()
-                        },
-                    )
-                    .await?;
-            }
-            for (at, sig) in &signals {
-                store
-                    .append_event(
-                        &id,
-                        NewEvent::new("signal").data(json!({"signal": sig, "at": at})),
-                    )
-                    .await?;
-            }
-            match &result {
-                Ok(status) => record::record_end(&store, &id, status.code()).await?,
-                Err(BackendError::Exec { code, .. }) => {
-                    record::record_end(&store, &id, *code).await?
-                }
-                Err(e) => fail(&store, &id, &e.to_string()).await?,
-            }
-            store.close().await;
-            anyhow::Ok(())
-        });
-        if let Err(e) = recorded {
+        if let Err(e) = recording.finish(outcome) {
             eprintln!("agentctl: the session's end was not recorded: {e:#}");
         }
     }
@@ -183,24 +202,6 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-async fn fail(store: &store::Store, id: &str, error: &str) -> Result<()> {
-    store
-        .append_event(id, NewEvent::new("failed").data(json!({"error": error})))
-        .await?;
-    store
-        .update(
-            id,
-            &SessionUpdate {
-                status: Some(Status::Failed),
-                ended_at: Some(store::now_ms()),
-                exit_code: Some(backend_native::LAUNCHER_FAILURE),
-                ..SessionUpdate::default()
-            },
-        )
-        .await?;
-    Ok(())
 }
 
 pub fn plural(n: usize, what: &str) -> String {
