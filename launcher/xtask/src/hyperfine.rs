@@ -161,6 +161,7 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
         .env_remove("AGENTCTL_BACKEND")
         .env_remove("AGENTCTL_LOG")
         .env_remove("AGENTCTL_IMAGES")
+        .env_remove("AGENTCTL_STORE")
 }
 
 /// The shell script that sets up the namespace, then execs its arguments.

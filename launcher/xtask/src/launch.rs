@@ -24,6 +24,9 @@ pub struct LaunchReport {
     pub agentctl_plan: Summary,
     pub crun: Summary,
     pub runc: Summary,
+    /// `agentctl run --store none`: the same session without a record, so
+    /// that the difference to `agentctl_run` is what the store costs.
+    pub agentctl_unrecorded: Summary,
     /// Each round's summaries: wrapper, agentctl run, crun, runc.
     pub per_round: Vec<[Summary; 4]>,
     /// The scheduling load before and after the hyperfine run.
@@ -98,12 +101,18 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
         bundles.push((rt, dir, state));
     }
 
+    // The recorded row writes to a throwaway SQLite store rather than the
+    // user's own, on the same file system as the default one would be.
+    let store = format!("sqlite://{}", base.join("sessions.db").display());
     let id = " bench-$$";
     let mut rows: Vec<(&str, Vec<String>)> = vec![
         ("sh -c true", vec!["sh".into(), "-c".into(), "true".into()]),
         (
             "agentctl run -q -- true",
-            wrapped(&[&agentctl, "run", "-q", "--", "true"], ""),
+            wrapped(
+                &[&agentctl, "--store", &store, "run", "-q", "--", "true"],
+                "",
+            ),
         ),
         ("agentctl explain", wrapped(&[&agentctl, "explain"], "")),
     ];
@@ -112,6 +121,13 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
         let words = wrapped(&[rt, "--root", &state, "run", "--bundle", &dir], id);
         rows.push((rt, words));
     }
+    rows.push((
+        "agentctl run -q --store none -- true",
+        wrapped(
+            &[&agentctl, "--store", "none", "run", "-q", "--", "true"],
+            "",
+        ),
+    ));
 
     eprintln!("xtask: checking that every command exits 0 in the benchmark namespace");
     for (name, words) in &rows {
@@ -150,6 +166,7 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
         agentctl_plan: t.pooled(2)?,
         crun: t.pooled(3)?,
         runc: t.pooled(4)?,
+        agentctl_unrecorded: t.pooled(5)?,
         per_round,
         load: (load_before, load_after),
     })

@@ -48,6 +48,17 @@ fn verdict(ratio: f64, goal: f64) -> String {
     }
 }
 
+/// The team's ceiling on what keeping a session on record may add to a launch.
+pub const STORE_GOAL_MS: f64 = 5.0;
+
+fn store_verdict(ms: f64) -> String {
+    if ms < STORE_GOAL_MS {
+        format!("{ms:.2} ms, goal under {STORE_GOAL_MS} ms **met**")
+    } else {
+        format!("{ms:.2} ms, goal under {STORE_GOAL_MS} ms **not met**")
+    }
+}
+
 /// The ratio of medians, and the same with `base` (the wrapper's median)
 /// taken off both sides.
 fn ratios(a: &Summary, b: &Summary, base: &Summary) -> (f64, f64) {
@@ -83,9 +94,10 @@ pub fn launch_section(r: &LaunchReport) -> String {
     );
     let _ = writeln!(
         o,
-        "{} rounds back to back; in each, one hyperfine run times all five commands \
+        "{} rounds back to back; in each, one hyperfine run times all six commands \
          side by side, {} timed runs each after {} warm-up runs, in one private mount \
-         namespace. The table pools the {} runs of each command. Milliseconds.\n",
+         namespace. The recorded row writes every session and its audit events to a \
+         fresh SQLite store on the same disk as the default one. The table pools the {} runs of each command. Milliseconds.\n",
         r.rounds,
         r.runs,
         r.warmup,
@@ -93,7 +105,16 @@ pub fn launch_section(r: &LaunchReport) -> String {
     );
     table_head(&mut o);
     row(&mut o, "`sh -c true` (the wrapper alone)", &r.baseline);
-    row(&mut o, "`agentctl run -q -- true`", &r.agentctl_run);
+    row(
+        &mut o,
+        "`agentctl run -q -- true` (recorded in a SQLite store)",
+        &r.agentctl_run,
+    );
+    row(
+        &mut o,
+        "`agentctl run -q --store none -- true` (no record)",
+        &r.agentctl_unrecorded,
+    );
     row(
         &mut o,
         "`agentctl explain` (planning only, nothing started)",
@@ -130,6 +151,11 @@ pub fn launch_section(r: &LaunchReport) -> String {
         o,
         "Goal, agentctl's median at most {GOAL}× crun's (pooled, wrapper subtracted): {}.\n",
         verdict(crun_net, GOAL)
+    );
+    let _ = writeln!(
+        o,
+        "Recording the session (recorded median minus unrecorded median): {}.\n",
+        store_verdict(r.agentctl_run.median - r.agentctl_unrecorded.median)
     );
     let _ = writeln!(
         o,
@@ -889,6 +915,8 @@ mod tests {
 
     #[test]
     fn verdicts() {
+        assert!(store_verdict(4.99).ends_with("**met**"));
+        assert!(store_verdict(5.0).ends_with("**not met**"));
         assert!(verdict(1.5, GOAL).starts_with("**met**"));
         assert!(verdict(1.51, GOAL).starts_with("**not met**"));
         assert!(verdict(0.7, DOCKER_GOAL).starts_with("**met**"));
