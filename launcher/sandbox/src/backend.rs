@@ -68,7 +68,9 @@ impl BackendError {
 /// its record (the session store's audit log).
 pub trait Observer {
     /// The agent is running; `pid` is its sandbox's init on the host, if
-    /// the backend knows it.
+    /// the backend knows it. Every process the backend starts by a bare
+    /// fork of the caller has been started by then, so the observer may
+    /// start threads from here on.
     fn started(&self, pid: Option<u32>);
     /// A signal was passed on to the agent.
     fn signal(&self, name: &str);
