@@ -70,6 +70,9 @@ pub enum Command {
     },
     /// Remove sandboxes that carry agentctl's marks but no session record.
     Gc,
+    /// Serve the Docker Engine API to a client under a role: strict HTTP,
+    /// canonical versions and bodies, session ownership.
+    Proxy(ProxyArgs),
     /// Internal: records the end of a detached session.
     #[command(name = "__session-exit", hide = true)]
     SessionExit { session: String },
@@ -108,6 +111,45 @@ pub enum Command {
     /// Internal: the single-threaded session helper.
     #[command(name = "__native-helper", hide = true)]
     NativeHelper { session_dir: PathBuf },
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Where clients connect: unix:///PATH or tcp://HOST:PORT.
+    #[arg(long, required_unless_present = "list_operations")]
+    pub listen: Option<String>,
+    /// The Docker daemon [default: DOCKER_HOST, or unix:///var/run/docker.sock].
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// A built-in role (launcher, logs-reader, session), or the name given
+    /// to the role read from --rules.
+    #[arg(long, required_unless_present_any = ["rules", "list_operations"])]
+    pub role: Option<String>,
+    /// A role file (YAML) to use instead of a built-in role.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// The session whose objects the `session` role serves.
+    #[arg(long, requires = "workspace")]
+    pub session: Option<String>,
+    /// The session's workspace: the only place binds may come from.
+    #[arg(long, requires = "session")]
+    pub workspace: Option<PathBuf>,
+    /// The profile whose limits, network and secret rules the session's
+    /// containers are held to.
+    #[arg(long, default_value = "generic")]
+    pub profile: String,
+    /// Largest request body accepted, in bytes (a larger one gets 413).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body: u64,
+    /// Print the operation names roles can allow, and exit.
+    #[arg(long)]
+    pub list_operations: bool,
+    /// Internal: the session scope as JSON, written by `agentctl run`.
+    #[arg(long, hide = true)]
+    pub scope_file: Option<PathBuf>,
+    /// Internal: write this file once listening (for `agentctl run`).
+    #[arg(long, hide = true)]
+    pub ready_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

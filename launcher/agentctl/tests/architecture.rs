@@ -158,6 +158,26 @@ fn the_web_crate_knows_no_backend() {
     );
 }
 
+/// The proxy writes every byte the daemon reads itself (no client library
+/// that might add or reorder fields), and reaches the store only through the
+/// audit callback the binary gives it.
+#[test]
+fn the_proxy_speaks_http_itself_and_knows_no_store() {
+    forbid(
+        "docker-proxy",
+        &[
+            "bollard",
+            "libcontainer",
+            "oci-spec",
+            "sqlx",
+            "store",
+            "sandbox",
+            "backend-native",
+            "backend-docker",
+        ],
+    );
+}
+
 #[test]
 fn the_check_can_fail() {
     // backend-native does depend on libcontainer: the walk must see it.

@@ -131,6 +131,16 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&s[from..from + len])
 }
 
+/// The candidate closest to `got` by edit distance, if it is close enough
+/// to be what the user meant.
+pub fn nearest<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let (d, best) = candidates
+        .into_iter()
+        .map(|c| (edit_distance(got, c), c))
+        .min()?;
+    (d <= 3 && d < got.len().max(1)).then_some(best)
+}
+
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();

@@ -14,7 +14,7 @@ pub mod seccomp;
 pub mod secrets;
 pub mod types;
 
-pub use error::ProfileError;
+pub use error::{ProfileError, nearest};
 pub use profile::{HomeEntry, MountEntry, ProfileFile, SecretsEntry};
 pub use resolve::{
     BUILTIN_PROFILES, BuiltinOnly, DEFAULT_PROFILE, Limits, Policy, ProfileLoader, available,

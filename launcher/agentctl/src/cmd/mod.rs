@@ -2,6 +2,7 @@ mod bundle;
 mod explain;
 mod image;
 mod profiles;
+mod proxy;
 mod ps;
 mod run;
 mod session;
@@ -33,6 +34,7 @@ pub fn dispatch(command: Command, store: &crate::record::StoreUrl) -> Result<u8>
             json,
         } => session::audit(&session, verify, json, store),
         Command::Gc => session::gc(store),
+        Command::Proxy(args) => proxy::proxy(args, store),
         Command::SessionExit { session } => session::session_exit(&session, store),
         Command::Explain(args) => explain::explain(args),
         Command::Profiles(args) => profiles::profiles(args),

@@ -1,0 +1,216 @@
+//! `agentctl proxy`: wiring for the docker-proxy crate. The scope of a
+//! session comes from its profile (limits, network, the secrets of its
+//! workspace), and denials go to the session's audit trail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use docker_proxy::{Addr, AuditEvent, ChildLimits, Config, Listener, Role, Scope, SessionScope};
+use serde_json::json;
+
+use crate::cli::{PolicyArgs, ProxyArgs};
+use crate::record::StoreUrl;
+
+/// The daemon agentctl talks to when nothing says otherwise.
+pub fn default_upstream() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if !h.is_empty() => h,
+        _ => "unix:///var/run/docker.sock".to_string(),
+    }
+}
+
+/// Works out a session's scope from its profile: what `agentctl run` does
+/// for `docker: true` profiles, and `proxy --session` by hand.
+pub fn scope_from_plan(spec: &sandbox::SandboxSpec) -> Result<SessionScope> {
+    let masked: Vec<PathBuf> = spec
+        .masked
+        .iter()
+        .filter(|m| m.path.starts_with(&spec.workspace))
+        .map(|m| m.path.clone())
+        .collect();
+    let limits = ChildLimits {
+        memory: i64::try_from(spec.limits.memory_bytes)
+            .ok()
+            .filter(|m| *m > 0),
+        nano_cpus: Some(i64::from(spec.limits.cpu_millis) * 1_000_000).filter(|c| *c > 0),
+        pids: Some(i64::from(spec.limits.pids)).filter(|p| *p > 0),
+    };
+    Ok(SessionScope::new(
+        spec.session.to_string(),
+        &spec.workspace,
+        masked,
+        limits,
+        spec.network,
+    )?)
+}
+
+fn load_role(args: &ProxyArgs) -> Result<Role> {
+    match &args.rules {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read role file {}", file.display()))?;
+            let name = args.role.clone().unwrap_or_else(|| {
+                file.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "custom".into())
+            });
+            Ok(Role::parse(&name, &file.display().to_string(), &text)?)
+        }
+        None => Ok(Role::builtin(args.role.as_deref().unwrap_or_default())?),
+    }
+}
+
+fn session_scope(args: &ProxyArgs) -> Result<Option<SessionScope>> {
+    if let Some(file) = &args.scope_file {
+        let text =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        return Ok(Some(serde_json::from_slice(&text).with_context(|| {
+            format!("{}: not a session scope", file.display())
+        })?));
+    }
+    let (Some(id), Some(ws)) = (&args.session, &args.workspace) else {
+        return Ok(None);
+    };
+    let policy_args = PolicyArgs {
+        profile: args.profile.clone(),
+        workspace: Some(ws.clone()),
+        network: None,
+        env: Vec::new(),
+        image: None,
+        mounts: Vec::new(),
+    };
+    let spec = super::plan(&policy_args, vec!["true".into()])?;
+    let mut scope = scope_from_plan(&spec)?;
+    scope.id = id.clone();
+    Ok(Some(scope))
+}
+
+pub fn proxy(args: ProxyArgs, store: &StoreUrl) -> Result<u8> {
+    if args.list_operations {
+        for name in docker_proxy::route::Endpoint::names() {
+            println!("{name}");
+        }
+        return Ok(0);
+    }
+    let role = load_role(&args)?;
+    let listen = Addr::parse(args.listen.as_deref().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("--listen {e}"))?;
+    let upstream_s = args.upstream.clone().unwrap_or_else(default_upstream);
+    let upstream = Addr::parse(&upstream_s).map_err(|e| anyhow::anyhow!("--upstream {e}"))?;
+    let session = session_scope(&args)?;
+    if role.scope == Scope::Session && session.is_none() {
+        bail!(
+            "role {} serves one session's containers: give --session ID --workspace DIR",
+            role.name
+        );
+    }
+    if role.scope == Scope::Global && session.is_some() {
+        bail!(
+            "role {} is not scoped to a session; drop --session, or use --role session",
+            role.name
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the proxy's runtime")?;
+    rt.block_on(serve(args, role, listen, upstream, session, store.clone()))
+}
+
+async fn serve(
+    args: ProxyArgs,
+    role: Role,
+    listen: Addr,
+    upstream: Addr,
+    session: Option<SessionScope>,
+    store: StoreUrl,
+) -> Result<u8> {
+    let api = docker_proxy::negotiate(&upstream).await?;
+    let audit = match (&session, store.0.is_some()) {
+        (Some(s), true) => Some(audit_sink(store.clone(), s.id.clone())),
+        _ => None,
+    };
+    let cfg = Arc::new(Config {
+        role,
+        upstream,
+        api,
+        session,
+        max_body: args.max_body,
+        audit,
+    });
+    let listener = Listener::bind(&listen).await?;
+    eprintln!(
+        "agentctl proxy: role {} on {}, Docker API {}.{} at {}",
+        cfg.role.name,
+        listener.local_addr(),
+        api.0,
+        api.1,
+        cfg.upstream
+    );
+    if let Some(f) = &args.ready_file {
+        write_ready(f)?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    docker_proxy::serve(listener, cfg.clone(), shutdown).await?;
+    if let Some(s) = &cfg.session {
+        match docker_proxy::rules::cleanup_session(&cfg, s).await {
+            Ok(n) => tracing::info!(
+                removed = n,
+                "removed the session's containers, networks and volumes"
+            ),
+            Err(e) => {
+                eprintln!(
+                    "agentctl proxy: cleaning up session {}'s containers failed: {e}",
+                    s.id
+                );
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn write_ready(f: &Path) -> Result<()> {
+    std::fs::write(f, b"ready").with_context(|| format!("cannot write {}", f.display()))
+}
+
+/// Denials go to the session's audit trail, in order, from one task, so a
+/// burst of denials never blocks a connection on the store.
+fn audit_sink(store: StoreUrl, session: String) -> docker_proxy::AuditSink {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AuditEvent>();
+    tokio::spawn(async move {
+        let mut db = None;
+        while let Some(ev) = rx.recv().await {
+            if db.is_none() {
+                match store.open().await {
+                    Ok(s) => db = Some(s),
+                    Err(e) => {
+                        tracing::warn!("cannot record a denial in the session store: {e:#}");
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = db.as_ref() else { continue };
+            let event = store::NewEvent::new("proxy_denied").data(json!({
+                "operation": ev.operation,
+                "role": ev.role,
+                "reason": ev.reason,
+            }));
+            if let Err(e) = s.append_event(&session, event).await {
+                tracing::warn!("cannot record a denial in the session store: {e}");
+            }
+        }
+    });
+    Arc::new(move |ev| {
+        let _ = tx.send(ev);
+    })
+}

@@ -1,0 +1,685 @@
+//! `agentctl proxy` against a real dockerd: the real docker CLI through the
+//! proxy, and raw requests for each class of trick. Every refusal is
+//! checked from the daemon's side too: nothing forbidden was created.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{binary, require, test_image, text};
+
+struct Proxy {
+    child: Option<Child>,
+    sock: PathBuf,
+    session: Option<String>,
+    _dir: tempfile::TempDir,
+    workspace: PathBuf,
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Proxy {
+    fn start(role: &str, session: bool) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        let workspace = dir.path().join("ws");
+        std::fs::create_dir(&workspace).unwrap();
+        std::fs::write(workspace.join("hello.txt"), "hello from the workspace\n").unwrap();
+        std::fs::write(workspace.join(".env"), "API_TOKEN=very-secret\n").unwrap();
+        std::fs::write(workspace.join(".env.example"), "API_TOKEN=\n").unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.args(["--store", "none", "proxy", "--role", role, "--listen"])
+            .arg(format!("unix://{}", sock.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let id = session.then(|| unique("proxytest"));
+        if let Some(id) = &id {
+            cmd.args(["--session", id, "--workspace"]).arg(&workspace);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&sock).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("agentctl proxy exited ({st}): {err}");
+            }
+            assert!(Instant::now() < deadline, "the proxy never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proxy {
+            child: Some(child),
+            sock,
+            session: id,
+            _dir: dir,
+            workspace,
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Sends raw bytes; returns the status and the body of the answer.
+    fn raw(&self, request: &[u8]) -> (u16, String) {
+        let mut s = UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // A refusal may come (and the proxy close) before all was sent.
+        let _ = s.write_all(request);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, String) {
+        self.raw(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.raw(
+            format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    }
+
+    /// Stops the proxy the way agentctl does (SIGTERM) and waits.
+    fn stop(&mut self) -> i32 {
+        let Some(mut child) = self.child.take() else {
+            return 0;
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The daemon's own view, straight from its socket.
+fn direct(args: &[&str]) -> Output {
+    Command::new("docker")
+        .env_remove("DOCKER_HOST")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn direct_ids(args: &[&str]) -> Vec<String> {
+    text(&direct(args).stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn exists(kind: &str, name: &str) -> bool {
+    direct(&[kind, "inspect", name]).status.success()
+}
+
+fn ready() -> Option<String> {
+    let image = test_image()?;
+    require(
+        Command::new("docker")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "the docker CLI",
+    )
+    .then_some(image)
+}
+
+fn assert_denied(out: &Output, needle: &str) {
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "should have been refused: {err}");
+    assert!(
+        err.contains("denied by agentctl") && err.contains(needle),
+        "the refusal should be readable and name {needle:?}: {err}"
+    );
+}
+
+#[test]
+fn logs_reader_reads_and_writes_nothing() {
+    let Some(image) = ready() else { return };
+    let proxy = Proxy::start("logs-reader", false);
+    let name = unique("lr");
+    let made = direct(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        &image,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.2; done",
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+
+    let ps = proxy.docker(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(ps.status.success(), "{}", text(&ps.stderr));
+    assert!(text(&ps.stdout).lines().any(|l| l == name));
+    let logs = proxy.docker(&["logs", "-f", &name]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    assert_eq!(text(&logs.stdout), "line1\nline2\nline3\n");
+    let events = Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", proxy.sock.display()))
+        .args([
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            &format!("container={name}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(events.status.success(), "{}", text(&events.stderr));
+    assert!(
+        text(&events.stdout).contains("container create"),
+        "{}",
+        text(&events.stdout)
+    );
+
+    let run_name = unique("lr-run");
+    assert_denied(
+        &proxy.docker(&["run", "--name", &run_name, &image, "true"]),
+        "containers.create",
+    );
+    assert!(!exists("container", &run_name));
+    assert_denied(&proxy.docker(&["exec", &name, "true"]), "containers.exec");
+    assert_denied(
+        &proxy.docker(&["cp", &format!("{name}:/etc/hostname"), "-"]),
+        "containers.archive",
+    );
+    assert_denied(&proxy.docker(&["rm", "-f", &name]), "containers.remove");
+    assert!(exists("container", &name));
+    direct(&["rm", "-f", &name]);
+}
+
+#[test]
+fn session_runs_its_own_containers_under_its_policy() {
+    let Some(image) = ready() else { return };
+    let mut proxy = Proxy::start("session", true);
+    let session = proxy.session.clone().unwrap();
+    let label = format!("label=io.agentctl.session={session}");
+
+    let out = proxy.docker(&["run", "--rm", &image, "echo", "ok"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok\n");
+
+    // The workspace binds, its secrets masked as in the sandbox.
+    let ws = proxy.workspace.display().to_string();
+    let out = proxy.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{ws}:/w"),
+        &image,
+        "sh",
+        "-c",
+        "cat /w/hello.txt /w/.env.example; echo [$(cat /w/.env)]",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello from the workspace\nAPI_TOKEN=\n[]\n"
+    );
+
+    let name = unique("sess");
+    let out = proxy.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        &image,
+        "sh",
+        "-c",
+        "echo one; sleep 0.3; echo two; sleep 60",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut logs = Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", proxy.sock.display()))
+        .args(["logs", "-f", &name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut stdout = logs.stdout.take().unwrap();
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains("two") && Instant::now() < deadline {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(seen, "one\ntwo\n", "logs -f streams through the proxy");
+    assert!(
+        logs.try_wait().unwrap().is_none(),
+        "logs -f keeps following"
+    );
+    let _ = logs.kill();
+    let _ = logs.wait();
+
+    let out = proxy.docker(&["exec", &name, "sh", "-c", "echo exec-ok"]);
+    assert_eq!(text(&out.stdout), "exec-ok\n", "{}", text(&out.stderr));
+    // exec -it needs a terminal: script gives it one.
+    let out = Command::new("script")
+        .env("DOCKER_HOST", format!("unix://{}", proxy.sock.display()))
+        .args([
+            "-qec",
+            &format!("docker exec -it {name} sh -c 'test -t 0 && echo tty-ok'"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("tty-ok"),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let net = unique("net");
+    let vol = unique("vol");
+    assert!(proxy.docker(&["network", "create", &net]).status.success());
+    assert!(proxy.docker(&["volume", "create", &vol]).status.success());
+    // A session without network gets internal networks only.
+    let internal = direct(&["network", "inspect", &net, "--format", "{{.Internal}}"]);
+    assert_eq!(text(&internal.stdout).trim(), "true");
+    let out = proxy.docker(&[
+        "run",
+        "--rm",
+        "-u",
+        "0",
+        "--network",
+        &net,
+        "-v",
+        &format!("{vol}:/data"),
+        &image,
+        "sh",
+        "-c",
+        "echo hi > /data/x && cat /data/x",
+    ]);
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    assert!(text(&proxy.docker(&["network", "ls"]).stdout).contains(&net));
+    assert!(text(&proxy.docker(&["volume", "ls"]).stdout).contains(&vol));
+
+    // Refused with a readable reason; nothing made on the daemon.
+    for (flags, needle) in [
+        (vec!["--privileged"], "HostConfig.Privileged"),
+        (vec!["-v", "/:/host"], "HostConfig.Binds"),
+        (vec!["-v", "/etc:/host"], "outside the session's workspace"),
+        (
+            vec!["-v", "/var/run/docker.sock:/var/run/docker.sock"],
+            "HostConfig.Binds",
+        ),
+        (vec!["--pid", "host"], "HostConfig.PidMode"),
+        (vec!["--cap-add", "SYS_ADMIN"], "HostConfig.CapAdd"),
+        (vec!["--device", "/dev/null"], "HostConfig.Devices"),
+        (
+            vec!["--security-opt", "seccomp=unconfined"],
+            "HostConfig.SecurityOpt",
+        ),
+        (
+            vec!["--security-opt", "apparmor=unconfined"],
+            "HostConfig.SecurityOpt",
+        ),
+        (vec!["--network", "host"], "HostConfig.NetworkMode"),
+        (vec!["--ipc", "host"], "HostConfig.IpcMode"),
+        (vec!["--uts", "host"], "HostConfig.UTSMode"),
+        (vec!["--userns", "host"], "HostConfig.UsernsMode"),
+        (vec!["--runtime", "runc"], "HostConfig.Runtime"),
+        (vec!["--cgroup-parent", "/x"], "HostConfig.CgroupParent"),
+        (vec!["--log-driver", "syslog"], "HostConfig.LogConfig.Type"),
+        (vec!["--memory", "100g"], "HostConfig.Memory"),
+        (
+            vec!["--label", "io.agentctl.session=other"],
+            "Config.Labels",
+        ),
+        (vec!["-p", "0.0.0.0:8080:80"], "HostConfig.PortBindings"),
+    ] {
+        let cname = unique("bad");
+        let mut args = vec!["run", "--rm", "--name", cname.as_str()];
+        args.extend(flags.iter().copied());
+        args.extend([image.as_str(), "true"]);
+        assert_denied(&proxy.docker(&args), needle);
+        assert!(!exists("container", &cname), "{flags:?} made a container");
+    }
+
+    // What the session made carries its label and its limits.
+    let inspect = direct(&["inspect", &name]);
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let hc = &v[0]["HostConfig"];
+    assert!(hc["Memory"].as_i64().unwrap() > 0, "memory capped: {hc}");
+    assert!(hc["PidsLimit"].as_i64().unwrap() > 0, "pids capped");
+    assert!(hc["NanoCpus"].as_i64().unwrap() > 0, "cpus capped");
+    assert_eq!(hc["NetworkMode"], "none");
+    assert!(
+        hc["SecurityOpt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "no-new-privileges"),
+        "{hc}"
+    );
+    assert_eq!(
+        v[0]["Config"]["Labels"]["io.agentctl.session"],
+        session.as_str()
+    );
+
+    // When the session ends, everything it made goes.
+    assert!(!direct_ids(&["ps", "-aq", "--filter", &label]).is_empty());
+    assert_eq!(proxy.stop(), 0);
+    assert!(direct_ids(&["ps", "-aq", "--filter", &label]).is_empty());
+    assert!(direct_ids(&["network", "ls", "-q", "--filter", &label]).is_empty());
+    assert!(direct_ids(&["volume", "ls", "-q", "--filter", &label]).is_empty());
+}
+
+#[test]
+fn session_cannot_reach_foreign_objects() {
+    let Some(image) = ready() else { return };
+    let proxy = Proxy::start("session", true);
+    let foreign = unique("foreign");
+    let out = direct(&["run", "-d", "--name", &foreign, &image, "sleep", "60"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let fnet = unique("fnet");
+    let fvol = unique("fvol");
+    direct(&["network", "create", &fnet]);
+    direct(&["volume", "create", &fvol]);
+
+    assert!(!text(&proxy.docker(&["ps", "-a", "-q", "--no-trunc"]).stdout).contains(&id));
+    for args in [
+        vec!["logs", foreign.as_str()],
+        vec!["logs", &id[..12]],
+        vec!["inspect", &id[..6]],
+        vec!["exec", foreign.as_str(), "true"],
+        vec!["stop", foreign.as_str()],
+        vec!["rm", "-f", foreign.as_str()],
+        vec!["network", "rm", fnet.as_str()],
+        vec!["volume", "rm", fvol.as_str()],
+    ] {
+        let out = proxy.docker(&args);
+        assert!(!out.status.success(), "{args:?} went through");
+        assert!(
+            text(&out.stderr).contains("is not one of session"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    for flags in [
+        vec!["--network", "container:FOREIGN"],
+        vec!["--pid", "container:FOREIGN"],
+        vec!["--volumes-from", "FOREIGN"],
+        vec!["--network", "FNET"],
+        vec!["-v", "FVOL:/data"],
+    ] {
+        let cname = unique("bad");
+        let mut args = vec![
+            "run".to_string(),
+            "--rm".into(),
+            "--name".into(),
+            cname.clone(),
+        ];
+        args.extend(flags.iter().map(|f| {
+            f.replace("FOREIGN", &foreign)
+                .replace("FNET", &fnet)
+                .replace("FVOL", &fvol)
+        }));
+        args.extend([image.clone(), "true".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = proxy.docker(&args);
+        assert!(!out.status.success(), "{flags:?} went through");
+        assert!(
+            text(&out.stderr).contains("is not one of session"),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!exists("container", &cname));
+    }
+    // The client cannot widen its view with its own filters.
+    let filters = r#"{"label":["io.agentctl.session=someone-else"]}"#;
+    let (status, body) = proxy.get(&format!(
+        "/v1.41/containers/json?all=1&filters={}",
+        filters
+            .replace('"', "%22")
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('[', "%5B")
+            .replace(']', "%5D")
+    ));
+    assert_eq!(status, 200);
+    assert_eq!(body.trim(), "[]");
+    assert!(
+        exists("container", &foreign),
+        "the foreign container is untouched"
+    );
+    direct(&["rm", "-f", &foreign]);
+    direct(&["network", "rm", &fnet]);
+    direct(&["volume", "rm", &fvol]);
+}
+
+/// Each raw request, and what the proxy must answer.
+#[test]
+fn raw_requests_are_canonical_or_refused() {
+    let Some(image) = ready() else { return };
+    let proxy = Proxy::start("session", true);
+    let ok = |req: &str| proxy.raw(req.as_bytes());
+
+    // Framing.
+    for req in [
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+        "GET /v1.41/_ping HTTP/1.1\r\nHost: d\r\nHost: e\r\n\r\n",
+        "GET /v1.41/_ping HTTP/1.1\r\nHost: d\r\nX-A: b\r\n c\r\n\r\n",
+        "GET /v1.41/_ping HTTP/1.1\nHost: d\n\n",
+        "GET http://docker/v1.41/_ping HTTP/1.1\r\nHost: d\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "GET /v1.41/_ping HTTP/1.1\r\nHost: d\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        "GET /v1.41/containers/../images/json HTTP/1.1\r\nHost: d\r\n\r\n",
+        "GET /v1.41/containers/%2e%2e/json HTTP/1.1\r\nHost: d\r\n\r\n",
+        "GET /v1.41/containers/a%2fb/json HTTP/1.1\r\nHost: d\r\n\r\n",
+        "GET /v1.41/containers/json?all=1&all=0 HTTP/1.1\r\nHost: d\r\n\r\n",
+        "POST /v1.41/containers/x/stop HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\nt=0",
+    ] {
+        let (status, body) = ok(req);
+        assert_eq!(status, 400, "{req:?}: {body}");
+        assert!(body.contains("\"message\""), "{req:?}: {body}");
+    }
+    // BuildKit's streams are not for this role.
+    for path in ["/session", "/grpc"] {
+        let (status, body) = proxy.post(path, "");
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    // Versions: read the way the daemon reads them, rewritten to one.
+    for path in ["/v1.44./_ping", "/v%31.41/_ping", "/_ping", "/v1.24/_ping"] {
+        let (status, body) = proxy.get(path);
+        assert_eq!((status, body.as_str()), (200, "OK"), "{path}");
+    }
+    let ping = proxy.raw(b"GET /v9.99/_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n");
+    assert_eq!(ping.0, 200);
+
+    // Bodies.
+    let create = |name: &str, body: &str| {
+        let r = proxy.post(&format!("/v1.41/containers/create?name={name}"), body);
+        assert!(!exists("container", name), "{body} made a container");
+        r
+    };
+    for (body, status, needle) in [
+        (
+            r#"{"Image":"IMG","HostConfig":{"Privileged":false,"privileged":true}}"#,
+            400,
+            "duplicate",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"privileged":true}}"#,
+            400,
+            "Privileged",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"Privileged":false,"PRIVILEGED":true}}"#,
+            400,
+            "duplicate",
+        ),
+        (
+            "{\"Image\":\"IMG\",\"HostConfig\":{\"SecurityOpt\":[],\"\u{17f}ecurityOpt\":[\"seccomp=unconfined\"]}}",
+            400,
+            "duplicate",
+        ),
+        (
+            "{\"Image\":\"IMG\",\"HostConfig\":{\"\u{212a}ernelMemory\":0,\"KernelMemory\":0}}",
+            400,
+            "duplicate",
+        ),
+        (r#"{"Image":"IMG","Privileged":true}"#, 400, "Privileged"),
+        (r#"{"Image":"IMG","Binds":["/:/host"]}"#, 400, "Binds"),
+        (
+            r#"{"Image":"IMG","HostConfig":{"Mounts":[{"Type":"bind","Source":"/","Target":"/host"}]}}"#,
+            403,
+            "Mounts[0]",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"Mounts":[{"Type":"volume","Source":"v","Target":"/d","VolumeOptions":{"DriverConfig":{"Name":"local","Options":{"type":"none","o":"bind","device":"/"}}}}]}}"#,
+            403,
+            "DriverConfig",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"CapAdd":["sys_admin"]}}"#,
+            403,
+            "CapAdd",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"CapAdd":["ALL"]}}"#,
+            403,
+            "CapAdd",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"CapAdd":"CAP_SYS_ADMIN"}}"#,
+            403,
+            "CapAdd",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"NetworkMode":"host"}}"#,
+            403,
+            "NetworkMode",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"UsernsMode":"host"}}"#,
+            403,
+            "UsernsMode",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"MaskedPaths":[]}}"#,
+            403,
+            "MaskedPaths",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"DeviceCgroupRules":["a *:* rwm"]}}"#,
+            403,
+            "Device",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"LogConfig":{"Type":"json-file","Config":{"fluentd-address":"x:1"}}}}"#,
+            403,
+            "LogConfig",
+        ),
+        (
+            r#"{"Image":"IMG","Labels":{"io.agentctl.session":"x"}}"#,
+            403,
+            "Labels",
+        ),
+        (
+            r#"{"Image":"IMG","HostConfig":{"Privileged":true}}  {}"#,
+            400,
+            "",
+        ),
+    ] {
+        let name = unique("raw");
+        let body = body.replace("IMG", &image);
+        let (got, answer) = create(&name, &body);
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer.contains(needle), "{body}: {answer}");
+    }
+    // A canonical body goes through, re-serialized.
+    let name = unique("raw-ok");
+    let (status, answer) = proxy.post(
+        &format!("/v1.41/containers/create?name={name}"),
+        &format!(r#"{{"Image":"{image}","Cmd":["true"],"HostConfig":{{"CapAdd":null}}}}"#),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id: Value = serde_json::from_str(&answer).unwrap();
+    let id = id["Id"].as_str().unwrap().to_string();
+    // Exec with Privileged, by a unique prefix of the session's own container.
+    let (status, answer) = proxy.post(
+        &format!("/v1.41/containers/{}/exec", &id[..10]),
+        r#"{"Cmd":["true"],"Privileged":true}"#,
+    );
+    assert_eq!(status, 403, "{answer}");
+    // Size: a 413, not a truncation.
+    let big = format!(
+        r#"{{"Image":"{image}","Env":["X={}"]}}"#,
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let (status, _) = proxy.post("/v1.41/containers/create", &big);
+    assert_eq!(status, 413);
+    // Volumes with driver options, networks with other drivers.
+    let (status, answer) = proxy.post(
+        "/v1.41/volumes/create",
+        r#"{"Name":"x","DriverOpts":{"type":"none","o":"bind","device":"/"}}"#,
+    );
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = proxy.post(
+        "/v1.41/networks/create",
+        r#"{"Name":"x","Driver":"macvlan"}"#,
+    );
+    assert_eq!(status, 403, "{answer}");
+    direct(&["rm", "-f", &id]);
+}

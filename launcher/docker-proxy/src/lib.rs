@@ -1,0 +1,18 @@
+//! A Docker Engine API proxy that checks what the daemon will actually
+//! execute. Requests are parsed strictly, rewritten to one canonical API
+//! version, and their JSON bodies decoded into typed structs and
+//! re-serialized, so the daemon never sees bytes the proxy did not check.
+
+pub mod body;
+pub mod http1;
+pub mod role;
+pub mod route;
+pub mod rules;
+pub mod server;
+pub mod session;
+pub mod upstream;
+
+pub use role::{Role, RoleError, Scope};
+pub use server::{AuditEvent, AuditSink, Config, Listener, ServeError, serve};
+pub use session::{ChildLimits, SessionScope};
+pub use upstream::{Addr, UpstreamError, negotiate};

@@ -1,0 +1,78 @@
+//! The session a `session`-scoped proxy serves: whose objects are whose,
+//! and the policy its child containers are held to.
+
+use std::path::{Path, PathBuf};
+
+pub use policy::NetworkMode;
+
+/// The label every object a session creates carries. The client can never
+/// set or filter on labels under `io.agentctl.` itself.
+pub const LABEL_SESSION: &str = "io.agentctl.session";
+/// Marks child objects, so that agentctl's own bookkeeping (which looks for
+/// `io.agentctl.managed`) never mistakes them for sandboxes.
+pub const LABEL_CHILD: &str = "io.agentctl.child";
+pub const LABEL_PREFIX: &str = "io.agentctl.";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChildLimits {
+    /// Bytes.
+    pub memory: Option<i64>,
+    /// Billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionScope {
+    pub id: String,
+    /// Canonical (symlinks resolved) when built through `new`.
+    pub workspace: PathBuf,
+    /// Absolute host paths masked in the session's sandbox; binds of the
+    /// workspace into children mask them too.
+    pub masked: Vec<PathBuf>,
+    pub limits: ChildLimits,
+    /// The session's own network. Children of a session without network
+    /// get none either: no bridge, internal networks only, no pulls.
+    pub network: NetworkMode,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("workspace {path}: {source}")]
+pub struct WorkspaceError {
+    pub path: String,
+    pub source: std::io::Error,
+}
+
+impl SessionScope {
+    pub fn new(
+        id: String,
+        workspace: &Path,
+        masked: Vec<PathBuf>,
+        limits: ChildLimits,
+        network: NetworkMode,
+    ) -> Result<SessionScope, WorkspaceError> {
+        let workspace = workspace.canonicalize().map_err(|source| WorkspaceError {
+            path: workspace.display().to_string(),
+            source,
+        })?;
+        Ok(SessionScope {
+            id,
+            workspace,
+            masked,
+            limits,
+            network,
+        })
+    }
+
+    pub fn label(&self) -> String {
+        format!("{LABEL_SESSION}={}", self.id)
+    }
+
+    /// Whether a set of labels marks an object as this session's.
+    pub fn owns(&self, labels: Option<&serde_json::Value>) -> bool {
+        labels
+            .and_then(|l| l.get(LABEL_SESSION))
+            .and_then(|v| v.as_str())
+            == Some(self.id.as_str())
+    }
+}
