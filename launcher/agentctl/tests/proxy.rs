@@ -484,6 +484,19 @@ fn session_cannot_reach_foreign_objects() {
         );
         assert!(!exists("container", &cname));
     }
+    // Events: only the session's own objects (here: none of them).
+    let mine = proxy.docker(&["run", "-d", &image, "true"]);
+    assert!(mine.status.success(), "{}", text(&mine.stderr));
+    // The daemon publishes events a moment after the calls return.
+    std::thread::sleep(Duration::from_millis(500));
+    let events = proxy.docker(&["events", "--since", "2m", "--until", "0s"]);
+    assert!(events.status.success(), "{}", text(&events.stderr));
+    let events = text(&events.stdout);
+    assert!(
+        !events.contains(&foreign) && !events.contains(&id),
+        "{events}"
+    );
+    assert!(events.contains(text(&mine.stdout).trim()), "{events}");
     // The client cannot widen its view with its own filters.
     let filters = r#"{"label":["io.agentctl.session=someone-else"]}"#;
     let (status, body) = proxy.get(&format!(
@@ -496,7 +509,17 @@ fn session_cannot_reach_foreign_objects() {
             .replace(']', "%5D")
     ));
     assert_eq!(status, 200);
-    assert_eq!(body.trim(), "[]");
+    let listed: Value = serde_json::from_str(body.trim()).unwrap();
+    let session = proxy.session.clone().unwrap();
+    assert!(!body.contains(&id), "{body}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["Labels"]["io.agentctl.session"] == session.as_str()),
+        "{body}"
+    );
     assert!(
         exists("container", &foreign),
         "the foreign container is untouched"
@@ -682,4 +705,106 @@ fn raw_requests_are_canonical_or_refused() {
     );
     assert_eq!(status, 403, "{answer}");
     direct(&["rm", "-f", &id]);
+}
+
+/// A `docker: true` profile through `agentctl run`: the agent's docker CLI
+/// reaches the daemon only through the session's proxy, denials go to the
+/// session's audit trail, and the session's containers go with it.
+fn run_with_docker(backend: &str) {
+    let Some(image) = ready() else { return };
+    if !require(
+        support::is_root(),
+        "root (the native backend without a delegated cgroup)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join(".env"), "TOKEN=abc\n").unwrap();
+    std::fs::write(ws.join("a.txt"), "from the workspace\n").unwrap();
+    let profile = dir.path().join("docker.yaml");
+    std::fs::write(&profile, "extends: generic\ndocker: true\n").unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let script = format!(
+        "docker run --rm {image} echo inner-ok && \
+         docker run --rm -v {ws}:/w {image} sh -c 'cat /w/a.txt; echo [$(cat /w/.env)]' && \
+         docker run -d --name keep-{backend}-{pid} {image} sleep 300 >/dev/null && \
+         ! docker run --rm --privileged {image} true && \
+         docker ps --format '{{{{.Names}}}}'",
+        ws = ws.display(),
+        pid = std::process::id(),
+    );
+    let keep = format!("keep-{backend}-{}", std::process::id());
+    let out = Command::new(binary())
+        .args([
+            "--store",
+            &store,
+            "run",
+            "-q",
+            "--backend",
+            backend,
+            "--profile",
+        ])
+        .arg(&profile)
+        .arg("--workspace")
+        .arg(&ws)
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        stdout,
+        format!("inner-ok\nfrom the workspace\n[]\n{keep}\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("HostConfig.Privileged is not allowed"));
+
+    let ps = Command::new(binary())
+        .args(["--store", &store, "ps", "-a", "--json"])
+        .output()
+        .unwrap();
+    let sessions: Value = serde_json::from_slice(&ps.stdout).unwrap();
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    let audit = Command::new(binary())
+        .args(["--store", &store, "audit", &id, "--json"])
+        .output()
+        .unwrap();
+    let events: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let denied: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "proxy_denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "{events}");
+    assert!(
+        denied[0]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Privileged")
+    );
+    let verify = Command::new(binary())
+        .args(["--store", &store, "audit", &id, "--verify"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success());
+
+    // The container it left running went with the session.
+    let label = format!("label=io.agentctl.session={id}");
+    assert!(direct_ids(&["ps", "-aq", "--filter", &label]).is_empty());
+    assert!(!exists("container", &keep));
+}
+
+#[test]
+fn run_with_docker_native() {
+    run_with_docker("native");
+}
+
+#[test]
+fn run_with_docker_on_docker() {
+    run_with_docker("docker");
 }

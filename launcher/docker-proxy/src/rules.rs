@@ -402,7 +402,7 @@ fn canonical_filters(raw: &str, session: Option<&SessionScope>) -> Result<String
         // replaces them.
         let labels = f.entry("label".to_string()).or_default();
         labels.retain(|l| !l.starts_with(LABEL_PREFIX));
-        labels.push(s.label());
+        labels.extend(s.label_filters());
     }
     Ok(encode_filters(&f))
 }
@@ -1184,10 +1184,7 @@ impl EventFilter {
         while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=pos).collect();
             if let Ok(ev) = serde_json::from_slice::<Value>(&line)
-                && ev
-                    .pointer("/Actor/Attributes/io.agentctl.session")
-                    .and_then(Value::as_str)
-                    == Some(s.id.as_str())
+                && s.owns(ev.pointer("/Actor/Attributes"))
             {
                 out.extend_from_slice(&line);
             }
@@ -1206,7 +1203,10 @@ pub async fn cleanup_session(cfg: &Config, s: &SessionScope) -> Result<usize, Up
     let api = cfg.api_string();
     let filters = vec![(
         "filters".to_string(),
-        encode_filters(&BTreeMap::from([("label".to_string(), vec![s.label()])])),
+        encode_filters(&BTreeMap::from([(
+            "label".to_string(),
+            s.label_filters().to_vec(),
+        )])),
     )];
     let mut removed = 0;
     let list = |segs: &'static [&'static str], extra: &[(&str, &str)]| {

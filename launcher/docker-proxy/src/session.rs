@@ -68,11 +68,17 @@ impl SessionScope {
         format!("{LABEL_SESSION}={}", self.id)
     }
 
-    /// Whether a set of labels marks an object as this session's.
+    /// Whether a set of labels marks an object as one this session made.
+    /// The session's own sandbox (on the Docker backend) carries the
+    /// session label too, but not the child label: it is not the agent's
+    /// to inspect, join or remove.
     pub fn owns(&self, labels: Option<&serde_json::Value>) -> bool {
-        labels
-            .and_then(|l| l.get(LABEL_SESSION))
-            .and_then(|v| v.as_str())
-            == Some(self.id.as_str())
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(|v| v.as_str());
+        get(LABEL_SESSION) == Some(self.id.as_str()) && get(LABEL_CHILD) == Some("true")
+    }
+
+    /// The label filters that select this session's children.
+    pub fn label_filters(&self) -> [String; 2] {
+        [self.label(), format!("{LABEL_CHILD}=true")]
     }
 }

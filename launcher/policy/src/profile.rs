@@ -48,6 +48,9 @@ pub struct ProfileFile {
     /// Run from this OCI image instead of the host's root filesystem: a
     /// registry reference, `oci:DIR[:TAG]` or `docker-archive:FILE[:TAG]`.
     pub image: Option<String>,
+    /// Give the agent a Docker socket (agentctl's proxy, role `session`):
+    /// it may run containers of its own, under this profile's policy.
+    pub docker: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -83,6 +83,9 @@ pub struct Policy {
     pub user: UserSpec,
     /// An image to run from; `None` runs from the host's root filesystem.
     pub image: Option<String>,
+    /// The agent gets a Docker socket through agentctl's proxy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub docker: bool,
 }
 
 impl Default for Policy {
@@ -106,6 +109,7 @@ impl Default for Policy {
             },
             user: UserSpec::Host,
             image: None,
+            docker: false,
         }
     }
 }
@@ -203,6 +207,9 @@ fn apply(policy: &mut Policy, layer: ProfileFile) {
     extend_unique(&mut policy.secrets.allow, layer.secrets.allow);
     extend_unique(&mut policy.env, layer.env);
     policy.env_set.extend(layer.env_set);
+    if let Some(d) = layer.docker {
+        policy.docker = d;
+    }
     if let Some(n) = layer.network {
         policy.network = n;
         // A reason belongs to the layer that chose the network.

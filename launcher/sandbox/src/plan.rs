@@ -422,6 +422,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         masked,
         symlink_aliases: scanned.aliases,
         skipped,
+        docker: policy.docker,
         network,
         network_reason,
         limits: LimitsPlan {

@@ -229,6 +229,10 @@ pub struct SandboxSpec {
     pub symlink_aliases: Vec<SymlinkAlias>,
     /// Granted entries the host does not have, for `explain`.
     pub skipped: Vec<String>,
+    /// The agent gets a Docker socket (agentctl's proxy, role `session`);
+    /// the launcher starts the proxy and adds the socket's mount.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub docker: bool,
     pub network: NetworkMode,
     pub network_reason: Option<String>,
     pub limits: LimitsPlan,

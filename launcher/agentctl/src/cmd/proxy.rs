@@ -214,3 +214,139 @@ fn audit_sink(store: StoreUrl, session: String) -> docker_proxy::AuditSink {
         let _ = tx.send(ev);
     })
 }
+
+/// The proxy of a `docker: true` session: a child process of its own
+/// (its own process group, so a Ctrl-C meant for the agent does not take
+/// the agent's Docker away mid-session), serving one socket that is bound
+/// into the sandbox at /var/run/docker.sock.
+pub struct SessionProxy {
+    pid: i32,
+    dir: PathBuf,
+}
+
+/// Where a session's proxy keeps its socket, scope, log and pid.
+fn proxy_dir(id: &str) -> PathBuf {
+    backend_native::Dirs::for_current_user()
+        .base
+        .join("proxies")
+        .join(id)
+}
+
+const SOCKET_IN_SANDBOX: &str = "/var/run/docker.sock";
+
+impl SessionProxy {
+    /// Starts the proxy and waits until it listens. Any failure refuses the
+    /// session: an agent promised a Docker socket under a policy never gets
+    /// one without it.
+    pub fn start(spec: &sandbox::SandboxSpec, store: &StoreUrl) -> Result<SessionProxy> {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let id = spec.session.to_string();
+        let dir = proxy_dir(&id);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let scope = scope_from_plan(spec)?;
+        let scope_file = dir.join("scope.json");
+        std::fs::write(&scope_file, serde_json::to_vec(&scope)?)?;
+        let sock = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("proxy.log"))?;
+        let child = std::process::Command::new(super::self_path())
+            .arg("--store")
+            .arg(store.0.as_deref().unwrap_or("none"))
+            .args(["proxy", "--role", "session", "--listen"])
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--scope-file")
+            .arg(&scope_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("cannot start the Docker proxy")?;
+        let pid = child.id() as i32;
+        std::fs::write(dir.join("proxy.pid"), pid.to_string())?;
+        let proxy = SessionProxy { pid, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut child = child;
+        loop {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(proxy.dir.join("proxy.log")).unwrap_or_default();
+                let _ = std::fs::remove_dir_all(&proxy.dir);
+                bail!(
+                    "the profile gives the agent Docker (`docker: true`), but the Docker proxy did not start ({status}): {}",
+                    log.trim()
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                proxy.stop();
+                bail!("the Docker proxy did not listen within 15 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(proxy)
+    }
+
+    /// Adds the socket's mount and DOCKER_HOST to the sandbox.
+    pub fn attach(&self, spec: &mut sandbox::SandboxSpec) {
+        spec.mounts.push(sandbox::spec::MountPlan {
+            destination: PathBuf::from(SOCKET_IN_SANDBOX),
+            source: sandbox::spec::MountSource::Bind {
+                path: self.dir.join("docker.sock"),
+                file: true,
+            },
+            writable: true,
+            purpose: sandbox::spec::MountPurpose::Generated,
+        });
+        spec.env.retain(|e| e.name != "DOCKER_HOST");
+        spec.env.push(sandbox::spec::EnvEntry {
+            name: "DOCKER_HOST".into(),
+            value: policy::env::Redacted(format!("unix://{SOCKET_IN_SANDBOX}")),
+            source: policy::env::EnvSource::ProfileSet,
+        });
+    }
+
+    /// Stops the proxy, which removes the session's containers, networks
+    /// and volumes before it exits.
+    pub fn stop(&self) {
+        stop_pid(self.pid, &self.dir);
+    }
+}
+
+fn stop_pid(pid: i32, dir: &Path) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(pid);
+    if kill(pid, Signal::SIGTERM).is_ok() {
+        // Reaped here when it is our child; polled when it is not.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => {}
+                Ok(_) => break,
+                Err(_) if kill(pid, None).is_err() => break,
+                Err(_) => {}
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = kill(pid, Signal::SIGKILL);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Stops the proxy of a session that ran detached, if it had one.
+pub fn stop_session_proxy(id: &str) {
+    let dir = proxy_dir(id);
+    if let Some(pid) = std::fs::read_to_string(dir.join("proxy.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        stop_pid(pid, &dir);
+    }
+}

@@ -78,7 +78,7 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
         .0
         .as_ref()
         .map(|_| record::Opening::start(store_url));
-    let spec = super::plan(&args.policy, args.command.clone())?;
+    let mut spec = super::plan(&args.policy, args.command.clone())?;
     let opts = RunOptions {
         tty: !args.detach
             && !args.no_tty
@@ -110,6 +110,36 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             record::created_event(&spec),
         )?;
     }
+    // The agent's Docker socket, when the profile gives it one: started
+    // after the session is on record, so its denials land in the trail.
+    let docker_proxy = if spec.docker {
+        match super::proxy::SessionProxy::start(&spec, store_url) {
+            Ok(p) => {
+                p.attach(&mut spec);
+                Some(p)
+            }
+            Err(e) => {
+                if store_url.0.is_some() {
+                    let _ = block_on(async {
+                        let store = store_url.open().await?;
+                        record::record_failure(
+                            &store,
+                            &id,
+                            &format!("{e:#}"),
+                            Vec::new(),
+                            SessionUpdate::default(),
+                        )
+                        .await?;
+                        store.close().await;
+                        anyhow::Ok(())
+                    });
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     if !args.quiet {
         let network = match &spec.network_reason {
             Some(_) => format!("{} (see `agentctl explain`)", spec.network),
@@ -123,6 +153,11 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             network,
             if args.no_limits { " · NO LIMITS" } else { "" },
         );
+        if spec.docker {
+            eprintln!(
+                "agentctl: Docker at /var/run/docker.sock through agentctl's proxy (role session): the agent's own containers only"
+            );
+        }
     }
 
     if args.detach {
@@ -134,6 +169,11 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             id.clone(),
         ];
         let result = backend.start_detached(&spec, &opts, &on_exit);
+        if result.is_err()
+            && let Some(p) = &docker_proxy
+        {
+            p.stop();
+        }
         block_on(async {
             let store = store_url.open().await?;
             match &result {
@@ -183,6 +223,9 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
         live: RefCell::default(),
     };
     let result = backend.run(&spec, &opts, &recording);
+    if let Some(p) = &docker_proxy {
+        p.stop();
+    }
     if store_url.0.is_some() {
         let outcome = match &result {
             Ok(status) => Outcome::Exit(status.code()),

@@ -194,5 +194,6 @@ pub fn session_exit(id: &str, store_url: &StoreUrl) -> Result<u8> {
         anyhow::Ok(())
     })?;
     backend_native::forget_exit(&super::native_backend(), id);
+    super::proxy::stop_session_proxy(id);
     Ok(0)
 }
