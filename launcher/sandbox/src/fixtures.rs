@@ -105,6 +105,7 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
         ],
         symlink_aliases: vec![],
         skipped: vec![],
+        docker: false,
         network,
         network_reason: None,
         limits: LimitsPlan {
