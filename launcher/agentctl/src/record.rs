@@ -481,6 +481,9 @@ pub fn reconcile(store_url: &StoreUrl) -> Result<()> {
                     }
                     _ => {}
                 }
+                // A session that ended takes its Docker proxy (and the
+                // containers the agent made through it) along.
+                crate::cmd::stop_session_proxy(&s.id);
                 found.push((s, l));
             }
             // The backend cannot say (a Docker daemon that is down): judge

@@ -6,7 +6,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -807,4 +807,48 @@ fn run_with_docker_native() {
 #[test]
 fn run_with_docker_on_docker() {
     run_with_docker("docker");
+}
+
+/// A detached `docker: true` session keeps its proxy while it runs; `stop`
+/// takes the proxy and the agent's containers away with it.
+#[test]
+fn detached_session_keeps_its_proxy_until_stopped() {
+    let Some(image) = ready() else { return };
+    if !require(support::is_root(), "root (the native backend without a delegated cgroup)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let profile = dir.path().join("docker.yaml");
+    std::fs::write(&profile, "extends: generic\ndocker: true\n").unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let agentctl = |args: &[&str]| {
+        Command::new(binary())
+            .args(["--store", &store])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = Command::new(binary())
+        .args(["--store", &store, "run", "-d", "-q", "--profile"])
+        .arg(&profile)
+        .arg("--workspace")
+        .arg(&ws)
+        .args(["--", "sleep", "300"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let out = agentctl(&["exec", "--no-tty", &id, "--", "docker", "run", "-d", &image, "sleep", "300"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let label = format!("label=io.agentctl.session={id}");
+    assert_eq!(direct_ids(&["ps", "-q", "--filter", &label]).len(), 1);
+    let out = agentctl(&["stop", "-t", "1", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(direct_ids(&["ps", "-aq", "--filter", &label]).is_empty());
+    let proxies = Path::new("/run/agentctl/proxies").join(&id);
+    assert!(!proxies.exists(), "{} is left behind", proxies.display());
+    agentctl(&["rm", &id]);
 }

@@ -3,6 +3,8 @@ mod explain;
 mod image;
 mod profiles;
 mod proxy;
+
+pub use proxy::stop_session_proxy;
 mod ps;
 mod run;
 mod session;

@@ -347,6 +347,14 @@ pub fn stop_session_proxy(id: &str) {
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok())
     {
-        stop_pid(pid, &dir);
+        // The pid may have been reused since: only a proxy serving this
+        // directory is stopped.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy());
+        if ours {
+            stop_pid(pid, &dir);
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }

@@ -50,6 +50,7 @@ pub fn stop(id: &str, secs: u64, store_url: &StoreUrl) -> Result<u8> {
     })?;
     let backend = super::backend_for(s.backend);
     backend.stop(&record::handle(&s), Duration::from_secs(secs))?;
+    super::proxy::stop_session_proxy(&s.id);
     // Whatever the backend knows about the end goes on record now.
     record::reconcile(store_url)?;
     println!("{}", s.id);
