@@ -326,6 +326,19 @@ fn session_runs_its_own_containers_under_its_policy() {
         text(&out.stderr)
     );
 
+    // Testcontainers' way: publish every exposed port, then ask which
+    // host port it got. Published on the loopback only.
+    let tc = unique("tc");
+    let out = proxy.docker(&[
+        "run", "-d", "-P", "--expose", "8080", "--name", &tc, "--label", "org.testcontainers=true", &image,
+        "sleep", "60",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let port = proxy.docker(&["port", &tc, "8080"]);
+    assert!(text(&port.stdout).starts_with("127.0.0.1:"), "{}", text(&port.stdout));
+    let listed = proxy.docker(&["ps", "--filter", "label=org.testcontainers=true", "--format", "{{.Names}}"]);
+    assert_eq!(text(&listed.stdout).trim(), tc);
+
     let net = unique("net");
     let vol = unique("vol");
     assert!(proxy.docker(&["network", "create", &net]).status.success());

@@ -133,6 +133,17 @@ impl Role {
                 message,
             }
         })?;
+        if file.binds == Binds::Workspace && file.scope != Scope::Session {
+            return Err(RoleError::Syntax {
+                source_name: source_name.to_string(),
+                line: text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("binds:"))
+                    .map_or(1, |i| i + 1),
+                column: 1,
+                message: "binds: workspace needs scope: session (a global role has no workspace); use none or any".into(),
+            });
+        }
         let mut allow = BTreeSet::new();
         for op in &file.allow {
             match Endpoint::from_name(op) {
@@ -218,6 +229,8 @@ mod tests {
                 .starts_with("my.yaml:3:1: unknown field `bind`"),
             "{err}"
         );
+        let err = Role::parse("x", "w.yaml", "scope: global\nbinds: workspace\nallow: []\n").unwrap_err();
+        assert!(err.to_string().starts_with("w.yaml:2:1: binds: workspace needs scope: session"), "{err}");
         let err = Role::builtin("log-reader").unwrap_err();
         assert_eq!(
             err.to_string(),
