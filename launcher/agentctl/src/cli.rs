@@ -138,6 +138,9 @@ pub struct ProxyArgs {
     /// containers are held to.
     #[arg(long, default_value = "generic")]
     pub profile: String,
+    /// Override the profile's network for the session's containers.
+    #[arg(long, value_enum)]
+    pub network: Option<Network>,
     /// Largest request body accepted, in bytes (a larger one gets 413).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body: u64,

@@ -33,6 +33,10 @@ fn unique(prefix: &str) -> String {
 
 impl Proxy {
     fn start(role: &str, session: bool) -> Proxy {
+        Proxy::start_with(role, session, &[])
+    }
+
+    fn start_with(role: &str, session: bool, extra: &[&str]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("docker.sock");
         let workspace = dir.path().join("ws");
@@ -49,6 +53,7 @@ impl Proxy {
         if let Some(id) = &id {
             cmd.args(["--session", id, "--workspace"]).arg(&workspace);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(&sock).is_err() {
@@ -325,19 +330,6 @@ fn session_runs_its_own_containers_under_its_policy() {
         text(&out.stdout),
         text(&out.stderr)
     );
-
-    // Testcontainers' way: publish every exposed port, then ask which
-    // host port it got. Published on the loopback only.
-    let tc = unique("tc");
-    let out = proxy.docker(&[
-        "run", "-d", "-P", "--expose", "8080", "--name", &tc, "--label", "org.testcontainers=true", &image,
-        "sleep", "60",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let port = proxy.docker(&["port", &tc, "8080"]);
-    assert!(text(&port.stdout).starts_with("127.0.0.1:"), "{}", text(&port.stdout));
-    let listed = proxy.docker(&["ps", "--filter", "label=org.testcontainers=true", "--format", "{{.Names}}"]);
-    assert_eq!(text(&listed.stdout).trim(), tc);
 
     let net = unique("net");
     let vol = unique("vol");
@@ -827,7 +819,10 @@ fn run_with_docker_on_docker() {
 #[test]
 fn detached_session_keeps_its_proxy_until_stopped() {
     let Some(image) = ready() else { return };
-    if !require(support::is_root(), "root (the native backend without a delegated cgroup)") {
+    if !require(
+        support::is_root(),
+        "root (the native backend without a delegated cgroup)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -854,7 +849,9 @@ fn detached_session_keeps_its_proxy_until_stopped() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
-    let out = agentctl(&["exec", "--no-tty", &id, "--", "docker", "run", "-d", &image, "sleep", "300"]);
+    let out = agentctl(&[
+        "exec", "--no-tty", &id, "--", "docker", "run", "-d", &image, "sleep", "300",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let label = format!("label=io.agentctl.session={id}");
     assert_eq!(direct_ids(&["ps", "-q", "--filter", &label]).len(), 1);
@@ -864,4 +861,53 @@ fn detached_session_keeps_its_proxy_until_stopped() {
     let proxies = Path::new("/run/agentctl/proxies").join(&id);
     assert!(!proxies.exists(), "{} is left behind", proxies.display());
     agentctl(&["rm", &id]);
+}
+
+/// Testcontainers' way: publish every exposed port, then ask which host
+/// port it got. A session with a network may do that, on the loopback only.
+#[test]
+fn testcontainers_style_ports_on_the_loopback() {
+    let Some(image) = ready() else { return };
+    let proxy = Proxy::start_with("session", true, &["--network", "bridge"]);
+    // Testcontainers' way: publish every exposed port, then ask which
+    // host port it got. Published on the loopback only.
+    let tc = unique("tc");
+    let out = proxy.docker(&[
+        "run",
+        "-d",
+        "-P",
+        "--expose",
+        "8080",
+        "--name",
+        &tc,
+        "--label",
+        "org.testcontainers=true",
+        &image,
+        "sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let port = proxy.docker(&["port", &tc, "8080"]);
+    assert!(
+        text(&port.stdout).starts_with("127.0.0.1:"),
+        "{}",
+        text(&port.stdout)
+    );
+    let listed = proxy.docker(&[
+        "ps",
+        "--filter",
+        "label=org.testcontainers=true",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(text(&listed.stdout).trim(), tc);
+
+    let inspect = direct(&["inspect", &tc]);
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v[0]["HostConfig"]["PublishAllPorts"], false);
+    assert_eq!(
+        v[0]["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostIp"],
+        "127.0.0.1"
+    );
+    direct(&["rm", "-f", &tc]);
 }

@@ -229,8 +229,17 @@ mod tests {
                 .starts_with("my.yaml:3:1: unknown field `bind`"),
             "{err}"
         );
-        let err = Role::parse("x", "w.yaml", "scope: global\nbinds: workspace\nallow: []\n").unwrap_err();
-        assert!(err.to_string().starts_with("w.yaml:2:1: binds: workspace needs scope: session"), "{err}");
+        let err = Role::parse(
+            "x",
+            "w.yaml",
+            "scope: global\nbinds: workspace\nallow: []\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("w.yaml:2:1: binds: workspace needs scope: session"),
+            "{err}"
+        );
         let err = Role::builtin("log-reader").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -75,7 +75,7 @@ fn session_scope(args: &ProxyArgs) -> Result<Option<SessionScope>> {
     let policy_args = PolicyArgs {
         profile: args.profile.clone(),
         workspace: Some(ws.clone()),
-        network: None,
+        network: args.network,
         env: Vec::new(),
         image: None,
         mounts: Vec::new(),
