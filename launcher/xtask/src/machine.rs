@@ -18,6 +18,8 @@ pub struct Machine {
     pub docker_engine: String,
     pub docker_cli: String,
     pub tar: String,
+    /// `haproxy -v`, the proxy benchmark's reference.
+    pub haproxy: String,
     pub rustc: String,
     pub commit: String,
     pub loadavg: String,
@@ -77,6 +79,7 @@ impl Machine {
                 .map(|v| format!("docker {v}"))
                 .unwrap_or_else(unknown),
             tar: first_line("tar", &["--version"]).unwrap_or_else(unknown),
+            haproxy: crate::proxy::haproxy_version(),
             rustc: first_line("rustc", &["--version"]).unwrap_or_else(unknown),
             commit,
             loadavg: loadavg(),

@@ -8,12 +8,15 @@
 //! commands of a benchmark, and a few such rounds run back to back), and
 //! `cargo xtask bench` writes the result, with the machine it ran on, to
 //! `docs/BENCHMARKS.md`. The session store's benchmark times its API in
-//! process instead, on SQLite and Postgres side by side.
+//! process instead, on SQLite and Postgres side by side; the Docker API
+//! proxy's benchmark puts load on three unix sockets from this process: the
+//! daemon's own, `agentctl proxy`'s and HAProxy's.
 
 mod docker;
 mod hyperfine;
 mod launch;
 mod machine;
+mod proxy;
 mod report;
 mod scan;
 mod session_store;
@@ -117,6 +120,21 @@ enum Task {
         #[arg(long)]
         write: bool,
     },
+    /// The Docker Engine API through `agentctl proxy`, through HAProxy
+    /// configured as Tecnativa's docker-socket-proxy, and on the daemon's
+    /// own socket: `_ping`, `containers/json` and streamed logs; prints a
+    /// markdown section.
+    BenchProxy {
+        /// Seconds of load per request type, path and round.
+        #[arg(long, default_value_t = proxy::DEFAULT_SECONDS)]
+        seconds: usize,
+        /// Rounds, one after the other, each measuring every path.
+        #[arg(long, default_value_t = proxy::DEFAULT_ROUNDS)]
+        rounds: usize,
+        /// Keep-alive connections sending requests at once.
+        #[arg(long, default_value_t = proxy::DEFAULT_CONNECTIONS)]
+        connections: usize,
+    },
     /// All benchmarks; rewrites docs/BENCHMARKS.md.
     Bench {
         /// Timed runs per command and round (at least 30).
@@ -140,6 +158,16 @@ enum Task {
         /// Events appended per round by each session store append benchmark.
         #[arg(long, default_value_t = session_store::DEFAULT_EVENTS)]
         store_events: usize,
+        /// Seconds of load per request type, path and round of the proxy
+        /// benchmark.
+        #[arg(long, default_value_t = proxy::DEFAULT_SECONDS)]
+        proxy_seconds: usize,
+        /// Rounds of the proxy benchmark.
+        #[arg(long, default_value_t = proxy::DEFAULT_ROUNDS)]
+        proxy_rounds: usize,
+        /// Keep-alive connections of the proxy benchmark's load.
+        #[arg(long, default_value_t = proxy::DEFAULT_CONNECTIONS)]
+        proxy_connections: usize,
         /// Print the document instead of writing docs/BENCHMARKS.md.
         #[arg(long)]
         print: bool,
@@ -251,6 +279,17 @@ fn run(task: Task) -> Result<()> {
                 print!("{}", report::store_section(&store, None));
             }
         }
+        Task::BenchProxy {
+            seconds,
+            rounds,
+            connections,
+        } => {
+            proxy::check_sizes(seconds, rounds, connections)?;
+            proxy::preflight()?;
+            let ctx = prepare(PROXY_TOOLS)?;
+            let proxy = proxy::bench_proxy(&ctx, seconds, rounds, connections)?;
+            print!("{}", report::proxy_section(&proxy));
+        }
         Task::UnpackLayers { dest, layers } => unpack::unpack_layers(&dest, &layers)?,
         Task::Bench {
             runs,
@@ -260,6 +299,9 @@ fn run(task: Task) -> Result<()> {
             unpack_rounds,
             store_sessions,
             store_events,
+            proxy_seconds,
+            proxy_rounds,
+            proxy_connections,
             print,
         } => {
             check_runs(runs, rounds)?;
@@ -267,7 +309,16 @@ fn run(task: Task) -> Result<()> {
             scan::check_files(files)?;
             session_store::check_sizes(store_sessions, store_events)?;
             session_store::preflight()?;
-            let tools: Vec<&str> = [LAUNCH_TOOLS, SCAN_TOOLS, DOCKER_TOOLS, UNPACK_TOOLS].concat();
+            proxy::check_sizes(proxy_seconds, proxy_rounds, proxy_connections)?;
+            proxy::preflight()?;
+            let tools: Vec<&str> = [
+                LAUNCH_TOOLS,
+                SCAN_TOOLS,
+                DOCKER_TOOLS,
+                UNPACK_TOOLS,
+                PROXY_TOOLS,
+            ]
+            .concat();
             let ctx = prepare(&tools)?;
             let before = machine::Machine::collect(&ctx.root);
             let results = report::Results {
@@ -276,6 +327,7 @@ fn run(task: Task) -> Result<()> {
                 docker: docker::bench_docker(&ctx, runs, rounds)?,
                 unpack: unpack::bench_unpack(&ctx, unpack_runs, unpack_rounds)?,
                 store: session_store::bench_store(store_sessions, store_events, runs, rounds)?,
+                proxy: proxy::bench_proxy(&ctx, proxy_seconds, proxy_rounds, proxy_connections)?,
             };
             let load_after = machine::loadavg();
             let command = bench_command(&BenchArgs {
@@ -286,6 +338,9 @@ fn run(task: Task) -> Result<()> {
                 unpack_rounds,
                 store_sessions,
                 store_events,
+                proxy_seconds,
+                proxy_rounds,
+                proxy_connections,
             });
             let doc = report::document(&command, &before, &load_after, &results);
             if print {
@@ -332,6 +387,9 @@ struct BenchArgs {
     unpack_rounds: usize,
     store_sessions: usize,
     store_events: usize,
+    proxy_seconds: usize,
+    proxy_rounds: usize,
+    proxy_connections: usize,
 }
 
 /// The command that reproduces the document, as the reader would type it.
@@ -353,6 +411,13 @@ fn bench_command(a: &BenchArgs) -> String {
             a.store_events,
             session_store::DEFAULT_EVENTS,
         ),
+        ("--proxy-seconds", a.proxy_seconds, proxy::DEFAULT_SECONDS),
+        ("--proxy-rounds", a.proxy_rounds, proxy::DEFAULT_ROUNDS),
+        (
+            "--proxy-connections",
+            a.proxy_connections,
+            proxy::DEFAULT_CONNECTIONS,
+        ),
     ] {
         if value != default {
             cmd.push_str(&format!(" {flag} {value}"));
@@ -366,6 +431,9 @@ const LAUNCH_TOOLS: &[&str] = &["hyperfine", "crun", "runc", "unshare", "sh"];
 const SCAN_TOOLS: &[&str] = &["hyperfine", "find"];
 const DOCKER_TOOLS: &[&str] = &["hyperfine", "docker", "sh"];
 const UNPACK_TOOLS: &[&str] = &["hyperfine", "docker", "tar", "sh"];
+/// HAProxy is looked for apart (see [`proxy::preflight`]): Debian puts it
+/// in /usr/sbin.
+const PROXY_TOOLS: &[&str] = &["docker"];
 
 /// Checks the tools, builds agentctl in release mode and finds it.
 fn prepare(tools: &[&str]) -> Result<Ctx> {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use crate::docker::DockerReport;
 use crate::launch::LaunchReport;
 use crate::machine::Machine;
+use crate::proxy::{self, Load, ProxyReport, Requests, Stream, VIAS, Via};
 use crate::scan::ScanReport;
 use crate::session_store::{self, StoreReport};
 use crate::stats::Summary;
@@ -25,6 +26,7 @@ pub struct Results {
     pub docker: DockerReport,
     pub unpack: UnpackReport,
     pub store: StoreReport,
+    pub proxy: ProxyReport,
 }
 
 fn row(o: &mut String, label: &str, s: &Summary) {
@@ -573,13 +575,20 @@ pub struct Provenance {
 fn rate(per_round: &[f64]) -> String {
     let mut v = per_round.to_vec();
     v.sort_by(f64::total_cmp);
-    let median = if v.len() % 2 == 1 {
+    let r = |x: f64| group(x.round() as usize);
+    format!("{} ({}–{})", r(median_of(&v)), r(v[0]), r(v[v.len() - 1]))
+}
+
+/// The median of values in any order; the mean of the two middle ones when
+/// their number is even.
+fn median_of(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.len() % 2 == 1 {
         v[v.len() / 2]
     } else {
         (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    let r = |x: f64| group(x.round() as usize);
-    format!("{} ({}–{})", r(median), r(v[0]), r(v[v.len() - 1]))
+    }
 }
 
 /// The session store: appends and reads on SQLite and Postgres side by
@@ -785,6 +794,312 @@ pub fn splice_store_section(doc: &str, section: &str) -> String {
     out
 }
 
+/// "+85": a difference in microseconds, signed.
+fn us(x: f64) -> String {
+    format!("{x:+.0}")
+}
+
+/// "+80 to +95": the lowest and highest of the rounds' differences.
+fn us_range(diffs: &[f64]) -> String {
+    let lo = diffs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = diffs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} to {}", us(lo), us(hi))
+}
+
+/// Each round's `op(a, b)`, element by element.
+fn per_round(a: &[f64], b: &[f64], op: fn(f64, f64) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| op(*x, *y)).collect()
+}
+
+/// The median latency of `via` minus direct's, in microseconds: all rounds
+/// pooled, and each round.
+fn added_latency(l: &[Load; 3], via: Via) -> (f64, Vec<f64>) {
+    let (this, direct) = (&l[via as usize], &l[Via::Direct as usize]);
+    (
+        this.latency.median - direct.latency.median,
+        per_round(&this.round_medians, &direct.round_medians, |x, y| x - y),
+    )
+}
+
+/// The throughput of `a` over `b`: of the median rounds, and each round.
+fn throughput(a: &[f64], b: &[f64]) -> (f64, Vec<f64>) {
+    (median_of(a) / median_of(b), per_round(a, b, |x, y| x / y))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// One request type: the one-connection rows, then the many-connection
+/// rows.
+fn requests_table(o: &mut String, title: &str, r: &Requests, connections: usize) {
+    let _ = writeln!(o, "{title}\n");
+    let _ = writeln!(
+        o,
+        "| Path | connections | requests | stalled | requests/s | min | median | p95 | p99 | \
+         median over direct |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (conns, l) in [(1, &r.single), (connections, &r.concurrent)] {
+        for via in VIAS {
+            let x = &l[via as usize];
+            let over = match via {
+                Via::Direct => String::new(),
+                _ => us(added_latency(l, via).0),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {conns} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {over} |",
+                via.label(),
+                group(x.requests),
+                x.stalls,
+                rate(&x.rates),
+                x.latency.min,
+                x.latency.median,
+                x.latency.p95,
+                x.p99,
+            );
+        }
+    }
+    let _ = writeln!(o);
+}
+
+/// `agentctl proxy` against the daemon's own socket and HAProxy.
+pub fn proxy_section(r: &ProxyReport) -> String {
+    let mut o = String::new();
+    let api = proxy::API;
+    let n = r.connections;
+    let _ = writeln!(
+        o,
+        "## Docker API proxy: agentctl proxy, HAProxy and the daemon's own socket\n"
+    );
+    let [_, denied_agentctl, denied_haproxy] = r.denied;
+    // "HAProxy 2.6.12-1+deb12u4" out of `haproxy -v`'s "HAProxy version
+    // 2.6.12-1+deb12u4 2026/10/17".
+    let haproxy = match r.haproxy_version.strip_prefix("HAProxy version ") {
+        Some(v) => format!("HAProxy {}", v.split_whitespace().next().unwrap_or(v)),
+        None => r.haproxy_version.clone(),
+    };
+    let _ = writeln!(
+        o,
+        "Three ways to the same Docker daemon, all over unix sockets: its own socket \
+         ({}); `agentctl proxy --role {}` in front of it; and {} configured as Tecnativa's \
+         docker-socket-proxy is, with CONTAINERS=1 and INFO=1 added to its defaults (ping, \
+         version, events), which is what the role allows. HAProxy checks the method (GET \
+         only) and the path against a regular expression and passes the rest through \
+         unread; as docker-socket-proxy does, it opens a new connection to the daemon for \
+         every request (`option http-server-close`) and logs every request (to /dev/null \
+         here). agentctl proxy parses every request strictly, rewrites it to one API \
+         version and checks it against the role. Both refuse what the role leaves out: \
+         `GET {api}/images/json` got {denied_agentctl} from agentctl proxy and \
+         {denied_haproxy} from HAProxy.\n",
+        proxy::DOCKER_SOCK,
+        proxy::ROLE,
+        haproxy,
+    );
+    let _ = writeln!(
+        o,
+        "wrk cannot use a unix socket, so the load comes from xtask itself: hyper's \
+         HTTP/1 client on one thread and keep-alive connections, each sending its next \
+         request as soon as it has read the last response, for {} s per measurement, \
+         after {} s of untimed load on every path. Every response must be a 200. One \
+         connection measures what a request costs with nothing queued before it (the \
+         latency goal); {n} connections at once measure throughput, and their latency \
+         is mostly the wait behind the other connections' requests. The load generator, \
+         the proxy and the daemon share the machine's CPUs. {} rounds back to back; in each, every measurement runs on the three paths in turn (direct, \
+         agentctl proxy, HAProxy). Requests: all rounds; requests per second: the median \
+         round, and the slowest and fastest in parentheses. Latency: from sending a \
+         request to reading the last byte of its response, every request of all rounds \
+         pooled, in microseconds.\n",
+        r.seconds,
+        proxy::WARMUP_MS as f64 / 1000.0,
+        r.rounds
+    );
+    requests_table(
+        &mut o,
+        &format!("**`GET {api}/_ping`** (the body `OK`)"),
+        &r.ping,
+        n,
+    );
+    requests_table(
+        &mut o,
+        &format!(
+            "**`GET {api}/containers/json`** ({} running containers, {} bytes of JSON)",
+            r.listed,
+            group(r.list_bytes)
+        ),
+        &r.list,
+        n,
+    );
+    let _ = writeln!(
+        o,
+        "**Streamed logs**: `GET {api}/containers/ID/logs?stdout=1` of an exited container \
+         of {} that wrote {} lines of {} bytes to stdout ({} of output), read to the end \
+         on a fresh connection, {} times per path and round. MB/s of log output (10^6 \
+         bytes), every read pooled.\n",
+        crate::docker::IMAGE,
+        group(proxy::LOG_LINES as usize),
+        proxy::LOG_LINE,
+        mb(proxy::LOG_BYTES),
+        proxy::LOG_READS,
+    );
+    let _ = writeln!(o, "| Path | reads | stalled | median | slowest | fastest |");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    for via in VIAS {
+        let s: &Stream = &r.logs[via as usize];
+        let lo = s.reads.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = s.reads.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.1} | {lo:.1} | {hi:.1} |",
+            via.label(),
+            s.reads.len(),
+            s.stalls,
+            s.median
+        );
+    }
+    let _ = writeln!(o);
+    let stalls = |via: Via| {
+        let i = via as usize;
+        [&r.ping, &r.list]
+            .iter()
+            .map(|q| q.single[i].stalls + q.concurrent[i].stalls)
+            .sum::<usize>()
+            + r.logs[i].stalls
+    };
+    let _ = writeln!(
+        o,
+        "A response that sends no byte for {} s counts as stalled: the load generator \
+         drops its connection and goes on with a fresh one, and reads the logs again; \
+         the stalled columns count those, and the other columns leave them out (but the \
+         requests per second of a round count the time lost).{}\n",
+        proxy::STALL.as_secs(),
+        if stalls(Via::Haproxy) > 0 && haproxy.starts_with("HAProxy 2.6.12") {
+            " HAProxy's stalls match a bug of the HAProxy 2.6.12 that Debian 12 ships: when \
+             its buffer fills at the boundary of a chunk of a chunked response it stops \
+             reading the daemon's response, and the transfer hangs until a timeout \
+             (`timeout server`, 10 minutes here). The daemon sends every log line as a \
+             chunk of its own, so a read of the logs crosses such boundaries over a hundred \
+             thousand times. Most likely haproxy/haproxy#2262, fixed upstream in September \
+             2023 (\"BUG/MEDIUM: h1-htx: Ensure chunked parsing with full output buffer\")."
+        } else {
+            ""
+        }
+    );
+
+    let (a, h, d) = (
+        Via::Agentctl as usize,
+        Via::Haproxy as usize,
+        Via::Direct as usize,
+    );
+    let ping_added = added_latency(&r.ping.single, Via::Agentctl);
+    let list_added = added_latency(&r.list.single, Via::Agentctl);
+    let ping_ha = added_latency(&r.ping.single, Via::Haproxy);
+    let list_ha = added_latency(&r.list.single, Via::Haproxy);
+    let (pn, ln) = (&r.ping.concurrent, &r.list.concurrent);
+    let ping_vs = throughput(&pn[a].rates, &pn[h].rates);
+    let list_vs = throughput(&ln[a].rates, &ln[h].rates);
+    let logs_vs = (
+        r.logs[a].median / r.logs[h].median,
+        per_round(
+            &r.logs[a].round_medians,
+            &r.logs[h].round_medians,
+            |x, y| x / y,
+        ),
+    );
+    let ping_direct = throughput(&pn[a].rates, &pn[d].rates);
+    let list_direct = throughput(&ln[a].rates, &ln[d].rates);
+    let logs_direct = r.logs[a].median / r.logs[d].median;
+    let _ = writeln!(
+        o,
+        "| Difference or ratio | `_ping` | `containers/json` | logs |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        o,
+        "| agentctl proxy − direct, median latency, 1 connection (µs) | {} | {} | |",
+        us(ping_added.0),
+        us(list_added.0)
+    );
+    let _ = writeln!(
+        o,
+        "| the same, each round | {} | {} | |",
+        us_range(&ping_added.1),
+        us_range(&list_added.1)
+    );
+    let _ = writeln!(
+        o,
+        "| HAProxy − direct, median latency, 1 connection (µs) | {} | {} | |",
+        us(ping_ha.0),
+        us(list_ha.0)
+    );
+    let _ = writeln!(
+        o,
+        "| agentctl proxy / HAProxy, throughput ({n} connections; logs: 1) | {:.2}× | {:.2}× | \
+         {:.2}× |",
+        ping_vs.0, list_vs.0, logs_vs.0
+    );
+    let _ = writeln!(
+        o,
+        "| the same, each round | {} | {} | {} |",
+        round_range(&ping_vs.1),
+        round_range(&list_vs.1),
+        round_range(&logs_vs.1)
+    );
+    let _ = writeln!(
+        o,
+        "| agentctl proxy / direct, throughput ({n} connections; logs: 1) | {:.2}× | {:.2}× | \
+         {:.2}× |",
+        ping_direct.0, list_direct.0, logs_direct
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "The logs column is one connection reading one stream: its ratios are of the \
+         median reads, and each round's of that round's median reads.\n"
+    );
+    let met = |ok: bool| if ok { "**met**" } else { "**not met**" };
+    let goal = proxy::LATENCY_GOAL_US;
+    let _ = writeln!(
+        o,
+        "Goal, agentctl proxy adds at most {goal:.0} µs to the median latency over direct \
+         (one connection, all rounds pooled): {} (`_ping` {} µs, `containers/json` {} µs).\n",
+        met(ping_added.0 <= goal && list_added.0 <= goal),
+        us(ping_added.0),
+        us(list_added.0)
+    );
+    let goal = proxy::THROUGHPUT_GOAL;
+    let _ = writeln!(
+        o,
+        "Goal, agentctl proxy's throughput at least {goal:.1}× HAProxy's (requests: {n} \
+         connections, the median rounds; logs: the median reads): {} (`_ping` {:.2}×, \
+         `containers/json` {:.2}×, logs {:.2}×).\n",
+        met(ping_vs.0 >= goal && list_vs.0 >= goal && logs_vs.0 >= goal),
+        ping_vs.0,
+        list_vs.0,
+        logs_vs.0
+    );
+    let goal = proxy::RSS_GOAL_MIB;
+    let (ar, hr) = (r.agentctl_rss, r.haproxy_rss);
+    let _ = writeln!(
+        o,
+        "Goal, agentctl proxy's resident memory at most {goal:.0} MiB when idle (VmRSS, \
+         after it started and answered the checks above, then 1 s idle): {} ({}; {} idle \
+         after all rounds). HAProxy: {} and {}.\n",
+        met(ar.idle_kib as f64 / 1024.0 <= goal),
+        mib(ar.idle_kib),
+        mib(ar.after_kib),
+        mib(hr.idle_kib),
+        mib(hr.after_kib)
+    );
+    let _ = writeln!(
+        o,
+        "Load average (1, 5, 15 min) before / after: {} / {}.\n",
+        r.load.0, r.load.1
+    );
+    o
+}
+
 const HOW_TO_READ: &str = "\
 Every number is wall-clock time, from hyperfine starting the command to its \
 exit, in milliseconds. min is the best run, median the typical one, p95 the \
@@ -825,8 +1140,8 @@ pub fn document(command: &str, m: &Machine, load_after: &str, results: &Results)
         "Written by `cargo xtask bench` (launcher/xtask); do not edit the numbers by \
          hand. Every number below comes from one run of this command, as root, from \
          the repository root (it needs hyperfine, crun, runc, unshare, GNU tar, \
-         PostgreSQL's server programs or a server at AGENTCTL_TEST_POSTGRES, and a \
-         Docker daemon with the images agentctl/debian:bookworm, from \
+         PostgreSQL's server programs or a server at AGENTCTL_TEST_POSTGRES, HAProxy, \
+         and a Docker daemon with the images agentctl/debian:bookworm, from \
          images/make-base.sh, and agentctl/agent-base:latest, from `agentctl image \
          build`):\n"
     );
@@ -853,6 +1168,7 @@ pub fn document(command: &str, m: &Machine, load_after: &str, results: &Results)
         ("Docker", &m.docker_engine),
         ("docker CLI", &m.docker_cli),
         ("tar", &m.tar),
+        ("HAProxy", &m.haproxy),
         ("rustc", &m.rustc),
     ] {
         let _ = writeln!(o, "| {k} | {v} |");
@@ -869,6 +1185,7 @@ pub fn document(command: &str, m: &Machine, load_after: &str, results: &Results)
     o.push_str(&docker_section(&results.docker));
     o.push_str(&unpack_section(&results.unpack));
     o.push_str(&store_section(&results.store, None));
+    o.push_str(&proxy_section(&results.proxy));
     // One newline at the end of the file, not a blank line.
     while o.ends_with("\n\n") {
         o.pop();
@@ -947,6 +1264,115 @@ mod tests {
             splice_store_section(last, new),
             "# B\n\n## Session store: 9 sessions\n\nnew\n"
         );
+    }
+
+    fn load(median: f64, rates: &[f64], stalls: usize) -> Load {
+        Load {
+            requests: 1000,
+            rates: rates.to_vec(),
+            latency: Summary {
+                runs: 1000,
+                min: median / 2.0,
+                median,
+                p95: median * 2.0,
+            },
+            p99: median * 3.0,
+            round_medians: vec![median - 5.0, median + 5.0],
+            stalls,
+        }
+    }
+
+    fn stream(median: f64, stalls: usize) -> Stream {
+        Stream {
+            reads: vec![median - 1.0, median, median + 1.0],
+            median,
+            round_medians: vec![median, median],
+            stalls,
+        }
+    }
+
+    /// Direct, agentctl proxy, HAProxy: `_ping` medians 60/140/200 µs
+    /// (one connection), throughput 30,000/20,000/10,000 a second.
+    fn proxy_report(haproxy_stalls: usize, agentctl_rss_kib: u64) -> ProxyReport {
+        let requests = |medians: [f64; 3]| Requests {
+            single: medians.map(|m| load(m, &[1e6 / m, 1e6 / m], 0)),
+            concurrent: [
+                load(300.0, &[30_000.0, 31_000.0], 0),
+                load(400.0, &[20_000.0, 19_000.0], 0),
+                load(800.0, &[10_000.0, 10_500.0], 0),
+            ],
+        };
+        ProxyReport {
+            seconds: 3,
+            rounds: 2,
+            connections: 8,
+            haproxy_version: "HAProxy version 2.6.12-1+deb12u4 2026/10/17".into(),
+            ping: requests([60.0, 140.0, 200.0]),
+            list: requests([500.0, 550.0, 700.0]),
+            logs: [
+                stream(30.0, 0),
+                stream(20.0, 0),
+                stream(25.0, haproxy_stalls),
+            ],
+            listed: 10,
+            list_bytes: 10_500,
+            denied: [200, 403, 403],
+            agentctl_rss: proxy::Rss {
+                idle_kib: agentctl_rss_kib,
+                after_kib: agentctl_rss_kib + 512,
+            },
+            haproxy_rss: proxy::Rss {
+                idle_kib: 15_000,
+                after_kib: 15_500,
+            },
+            load: ("1.00 1.00 1.00".into(), "1.10 1.00 1.00".into()),
+        }
+    }
+
+    #[test]
+    fn proxy_section_judges_the_goals() {
+        let s = proxy_section(&proxy_report(0, 9 * 1024));
+        assert!(s.starts_with("## Docker API proxy"));
+        assert!(s.contains("and HAProxy 2.6.12-1+deb12u4 configured as"));
+        // +80 µs on `_ping`, +50 µs on containers/json: at most 100.
+        assert!(s.contains(
+            "over direct (one connection, all rounds pooled): **met** (`_ping` +80 µs, \
+             `containers/json` +50 µs)."
+        ));
+        // 19,500 / 10,250 for the requests, 20 / 25 MB/s for the logs.
+        assert!(s.contains("**not met** (`_ping` 1.90×, `containers/json` 1.90×, logs 0.80×)."));
+        assert!(s.contains("idle): **met** (9.0 MiB; 9.5 MiB idle after all rounds)"));
+        assert!(s.contains(
+            "| agentctl proxy | 1 | 1,000 | 0 | 7,143 (7,143–7,143) | 70 | 140 | 280 | 420 | +80 |"
+        ));
+        assert!(s.contains("| the same, each round | +80 to +80 | +50 to +50 | |"));
+        assert!(!s.contains("haproxy/haproxy#2262"));
+        assert!(s.ends_with("/ 1.10 1.00 1.00.\n\n"));
+    }
+
+    #[test]
+    fn proxy_section_explains_haproxy_stalls_and_memory() {
+        let s = proxy_section(&proxy_report(2, 11 * 1024));
+        assert!(s.contains("| HAProxy (docker-socket-proxy's configuration) | 3 | 2 | 25.0 |"));
+        assert!(s.contains("haproxy/haproxy#2262"));
+        assert!(s.contains("idle): **not met** (11.0 MiB;"));
+    }
+
+    #[test]
+    fn proxy_differences_and_ratios() {
+        let l = [
+            load(60.0, &[1.0], 0),
+            load(140.0, &[1.0], 0),
+            load(200.0, &[1.0], 0),
+        ];
+        let (added, rounds) = added_latency(&l, Via::Agentctl);
+        assert_eq!(added, 80.0);
+        assert_eq!(rounds, vec![80.0, 80.0]);
+        assert_eq!(us_range(&[-3.0, 12.4, 7.0]), "-3 to +12");
+        let (ratio, each) = throughput(&[30.0, 10.0, 20.0], &[10.0, 10.0, 10.0]);
+        assert_eq!(ratio, 2.0);
+        assert_eq!(each, vec![3.0, 1.0, 2.0]);
+        assert_eq!(median_of(&[3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 
     #[test]

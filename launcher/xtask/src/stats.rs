@@ -29,6 +29,16 @@ impl Summary {
     }
 }
 
+/// The nearest-rank `p`th percentile of unsorted values (see
+/// [`percentile_nearest_rank`]): the p99 that [`Summary`] does not keep.
+pub fn percentile(values: &[f64], p: usize) -> Result<f64> {
+    ensure!(!values.is_empty(), "no values to take a percentile of");
+    ensure!(p <= 100, "percentile {p} is over 100");
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Ok(percentile_nearest_rank(&v, p))
+}
+
 /// The median of sorted values; the mean of the two middle ones when
 /// their number is even (as hyperfine computes it).
 fn median(sorted: &[f64]) -> f64 {
@@ -71,6 +81,21 @@ mod tests {
         assert_eq!(Summary::from_millis(&v).unwrap().p95, 48.0);
         // A single run is its own p95.
         assert_eq!(Summary::from_millis(&[7.0]).unwrap().p95, 7.0);
+    }
+
+    #[test]
+    fn percentiles_of_unsorted_values() {
+        let v: Vec<f64> = (1..=1000).rev().map(f64::from).collect();
+        assert_eq!(percentile(&v, 99).unwrap(), 990.0);
+        assert_eq!(
+            percentile(&v, 95).unwrap(),
+            Summary::from_millis(&v).unwrap().p95
+        );
+        assert_eq!(percentile(&v, 100).unwrap(), 1000.0);
+        assert_eq!(percentile(&v, 0).unwrap(), 1.0);
+        assert_eq!(percentile(&[5.0, 1.0], 50).unwrap(), 1.0);
+        assert!(percentile(&[], 99).is_err());
+        assert!(percentile(&[1.0], 101).is_err());
     }
 
     #[test]
