@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod http1;
+pub mod relay;
 pub mod role;
 pub mod route;
 pub mod rules;

@@ -12,7 +12,7 @@ use crate::role::{Binds, Scope};
 use crate::route::{BodyKind, Endpoint, Target};
 use crate::server::Config;
 use crate::session::{LABEL_CHILD, LABEL_PREFIX, LABEL_SESSION, NetworkMode, SessionScope};
-use crate::upstream::{self, Sender, UpstreamError};
+use crate::upstream::{self, Lazy, UpstreamError};
 
 /// The request the daemon will see.
 #[derive(Debug)]
@@ -123,7 +123,7 @@ fn not_found<T>(what: &str, name: &str) -> Result<T, Why> {
 /// Decides one request.
 pub async fn check(
     cfg: &Config,
-    up: &mut Sender,
+    up: &mut Lazy,
     head: &RequestHead,
     target: Target,
     body: Vec<u8>,
@@ -143,7 +143,7 @@ struct Ctx<'a> {
 
 async fn decide(
     cfg: &Config,
-    up: &mut Sender,
+    up: &mut Lazy,
     head: &RequestHead,
     target: Target,
     body: Vec<u8>,
@@ -230,7 +230,7 @@ async fn decide(
 async fn own_object(
     cx: &Ctx<'_>,
     s: &SessionScope,
-    up: &mut Sender,
+    up: &mut Lazy,
     ep: Endpoint,
     name: &str,
 ) -> Result<String, Why> {
@@ -263,9 +263,9 @@ async fn own_object(
     }
 }
 
-async fn lookup(cx: &Ctx<'_>, up: &mut Sender, segs: &[&str]) -> Result<Option<Value>, Why> {
+async fn lookup(cx: &Ctx<'_>, up: &mut Lazy, segs: &[&str]) -> Result<Option<Value>, Why> {
     let target = crate::route::build_target(&cx.cfg.api_string(), segs, &[]);
-    let (status, body) = upstream::get(up, "GET", &target).await?;
+    let (status, body) = upstream::get(up.sender().await?, "GET", &target).await?;
     match status {
         200 => serde_json::from_slice(&body).map(Some).map_err(|e| {
             Why::Fail(UpstreamError::Unexpected {
@@ -284,7 +284,7 @@ async fn lookup(cx: &Ctx<'_>, up: &mut Sender, segs: &[&str]) -> Result<Option<V
 async fn own_container(
     cx: &Ctx<'_>,
     s: &SessionScope,
-    up: &mut Sender,
+    up: &mut Lazy,
     name: &str,
     what: &str,
     shown: &str,
@@ -307,7 +307,7 @@ async fn own_container(
 async fn own_network(
     cx: &Ctx<'_>,
     s: &SessionScope,
-    up: &mut Sender,
+    up: &mut Lazy,
     name: &str,
 ) -> Result<String, Why> {
     let Some(n) = lookup(cx, up, &["networks", name]).await? else {
@@ -328,7 +328,7 @@ async fn own_network(
 async fn own_volume(
     cx: &Ctx<'_>,
     s: &SessionScope,
-    up: &mut Sender,
+    up: &mut Lazy,
     name: &str,
 ) -> Result<String, Why> {
     let Some(v) = lookup(cx, up, &["volumes", name]).await? else {
@@ -421,7 +421,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Why> {
 
 async fn json_body(
     cx: &Ctx<'_>,
-    up: &mut Sender,
+    up: &mut Lazy,
     ep: Endpoint,
     object: Option<&str>,
     bytes: &[u8],
@@ -598,7 +598,7 @@ fn cap(field: &mut Option<i64>, limit: Option<i64>, name: &str, role: &str) -> R
 
 async fn container_create(
     cx: &Ctx<'_>,
-    up: &mut Sender,
+    up: &mut Lazy,
     c: &mut types::ContainerCreate,
 ) -> Result<(), Why> {
     let role = cx.role;
@@ -1015,7 +1015,7 @@ fn check_host_path(
     Ok(real.display().to_string())
 }
 
-async fn named_volume(cx: &Ctx<'_>, up: &mut Sender, field: &str, name: &str) -> Result<(), Why> {
+async fn named_volume(cx: &Ctx<'_>, up: &mut Lazy, field: &str, name: &str) -> Result<(), Why> {
     let Some(s) = cx.session else { return Ok(()) };
     match lookup(cx, up, &["volumes", name]).await? {
         Some(v) if s.owns(v.get("Labels")) => Ok(()),
@@ -1032,7 +1032,8 @@ async fn named_volume(cx: &Ctx<'_>, up: &mut Sender, field: &str, name: &str) ->
             inject_labels(&mut v.labels, s);
             let target =
                 crate::route::build_target(&cx.cfg.api_string(), &["volumes", "create"], &[]);
-            let (status, _) = upstream::post_json(up, &target, body::encode(&v)).await?;
+            let (status, _) =
+                upstream::post_json(up.sender().await?, &target, body::encode(&v)).await?;
             if status != 201 && status != 200 {
                 return Err(Why::Fail(UpstreamError::Status {
                     what: target,
@@ -1046,7 +1047,7 @@ async fn named_volume(cx: &Ctx<'_>, up: &mut Sender, field: &str, name: &str) ->
 
 async fn check_bind_string(
     cx: &Ctx<'_>,
-    up: &mut Sender,
+    up: &mut Lazy,
     bind: &str,
     binds: Binds,
     masks: &mut Vec<types::Mount>,
@@ -1091,7 +1092,7 @@ async fn check_bind_string(
 
 async fn check_mount(
     cx: &Ctx<'_>,
-    up: &mut Sender,
+    up: &mut Lazy,
     i: usize,
     m: &mut types::Mount,
     binds: Binds,

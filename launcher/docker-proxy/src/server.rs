@@ -5,18 +5,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::http1::{self, Framing, HttpError, ReadError, Reader, RequestHead};
+use crate::relay::{self, RelayError};
 use crate::role::{Role, Scope};
 use crate::route::{self, BodyKind, RouteError};
 use crate::rules::{self, Decision, Denial, Forward, ResponseFilter};
 use crate::session::SessionScope;
-use crate::upstream::{self, Addr, Sender};
+use crate::upstream::{self, Addr};
 
 /// Default cap on a request body. Container create bodies are a few KiB.
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
@@ -136,10 +134,14 @@ pub async fn serve(
                     let cfg = cfg.clone();
                     tokio::spawn(async move {
                         match conn {
-                            Conn::Unix(s) => handle(s, cfg).await,
+                            Conn::Unix(s) => {
+                                let (r, w) = s.into_split();
+                                handle(r, w, cfg).await
+                            }
                             Conn::Tcp(s) => {
                                 let _ = s.set_nodelay(true);
-                                handle(s, cfg).await
+                                let (r, w) = s.into_split();
+                                handle(r, w, cfg).await
                             }
                         }
                     });
@@ -165,13 +167,14 @@ async fn accept(l: &Listener) -> std::io::Result<Conn> {
     }
 }
 
-async fn handle<S>(stream: S, cfg: Arc<Config>)
+async fn handle<R, W>(rd: R, mut wr: W, cfg: Arc<Config>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = Reader::new(rd);
-    let mut up: Option<Sender> = None;
+    let mut up: Option<relay::Conn> = None;
+    let mut lookups = upstream::Lazy::new(cfg.upstream.clone());
     loop {
         let (head, framing) = match reader.read_head().await {
             Ok(Some(h)) => h,
@@ -182,13 +185,24 @@ where
             }
             Err(ReadError::Io(_)) => return,
         };
-        match one_request(&cfg, &mut reader, &mut wr, &mut up, head, framing).await {
+        match one_request(
+            &cfg,
+            &mut reader,
+            &mut wr,
+            &mut up,
+            &mut lookups,
+            head,
+            framing,
+        )
+        .await
+        {
             Next::KeepAlive => {}
             Next::Close => return,
-            Next::Hijacked(upgraded) => {
+            Next::Hijacked => {
+                let Some(daemon) = up.take() else { return };
                 let leftover = std::mem::take(&mut reader.buf);
                 let client = tokio::io::join(reader.io, wr);
-                tunnel(client, upgraded, leftover).await;
+                tunnel(client, daemon, leftover).await;
                 return;
             }
         }
@@ -198,7 +212,7 @@ where
 enum Next {
     KeepAlive,
     Close,
-    Hijacked(hyper::upgrade::Upgraded),
+    Hijacked,
 }
 
 async fn refuse_http<W: AsyncWrite + Unpin>(wr: &mut W, e: &HttpError) {
@@ -210,7 +224,8 @@ async fn one_request<R, W>(
     cfg: &Config,
     reader: &mut Reader<R>,
     wr: &mut W,
-    up: &mut Option<Sender>,
+    up: &mut Option<relay::Conn>,
+    lookups: &mut upstream::Lazy,
     head: RequestHead,
     framing: Framing,
 ) -> Next
@@ -281,15 +296,7 @@ where
         return Next::Close;
     }
 
-    let sender = match upstream_sender(cfg, up).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "daemon unreachable");
-            let _ = http1::write_json(wr, 502, &http1::error_body(&e.to_string()), true).await;
-            return Next::Close;
-        }
-    };
-    let decision = rules::check(cfg, sender, &head, target, body).await;
+    let decision = rules::check(cfg, lookups, &head, target, body).await;
     let fwd = match decision {
         Decision::Forward(f) => f,
         Decision::Deny(d) => return deny(cfg, wr, op, d, !keep_alive).await,
@@ -299,32 +306,36 @@ where
             return Next::Close;
         }
     };
+    if up.is_none() {
+        match relay::Conn::connect(&cfg.upstream).await {
+            Ok(c) => *up = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "daemon unreachable");
+                let _ = http1::write_json(wr, 502, &http1::error_body(&e.to_string()), true).await;
+                return Next::Close;
+            }
+        }
+    }
+    let conn = up.as_mut().expect("just connected");
     tracing::debug!(operation = op, method = %fwd.method, "forwarding");
-    match forward(cfg, sender, &head, fwd, wr).await {
-        Ok(Some(upgraded)) => Next::Hijacked(upgraded),
-        Ok(None) if keep_alive => Next::KeepAlive,
-        Ok(None) => Next::Close,
+    match forward(cfg, conn, &head, fwd, wr).await {
+        Ok(true) => Next::Hijacked,
+        Ok(false) if keep_alive => Next::KeepAlive,
+        Ok(false) => Next::Close,
+        Err(RelayError::Malformed(m)) if m == "connection not reusable" => {
+            *up = None;
+            if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            }
+        }
         Err(e) => {
             tracing::debug!(error = %e, operation = op, "forwarding failed");
             *up = None;
             Next::Close
         }
     }
-}
-
-async fn upstream_sender<'a>(
-    cfg: &Config,
-    up: &'a mut Option<Sender>,
-) -> Result<&'a mut Sender, upstream::UpstreamError> {
-    if let Some(s) = up.as_mut()
-        && (s.is_closed() || s.ready().await.is_err())
-    {
-        *up = None;
-    }
-    if up.is_none() {
-        *up = Some(upstream::connect(&cfg.upstream).await?);
-    }
-    Ok(up.as_mut().expect("just set"))
 }
 
 async fn deny<W: AsyncWrite + Unpin>(
@@ -365,137 +376,124 @@ fn hop_by_hop(name: &str) -> bool {
 
 async fn forward<W: AsyncWrite + Unpin>(
     cfg: &Config,
-    sender: &mut Sender,
+    conn: &mut relay::Conn,
     head: &RequestHead,
     fwd: Forward,
     wr: &mut W,
-) -> Result<Option<hyper::upgrade::Upgraded>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<bool, RelayError> {
     let api = cfg.api_string();
     let segs: Vec<&str> = fwd.segments.iter().map(String::as_str).collect();
     let uri = route::build_target(&api, &segs, &fwd.query);
-    let mut req = http::Request::builder()
-        .method(fwd.method.as_str())
-        .uri(uri)
-        .header("host", "docker");
+    let body = fwd.body.unwrap_or_default();
+    let mut req = format!("{} {uri} HTTP/1.1\r\nHost: docker\r\n", fwd.method);
     if let Some(ua) = head.header("user-agent") {
-        req = req.header("user-agent", ua);
+        req.push_str(&format!("User-Agent: {ua}\r\n"));
     }
     if let Some(auth) = &fwd.registry_auth {
-        req = req.header("x-registry-auth", auth);
+        req.push_str(&format!("X-Registry-Auth: {auth}\r\n"));
     }
-    let body = match fwd.body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            Bytes::from(b)
-        }
-        None => Bytes::new(),
-    };
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    if !body.is_empty() || fwd.method == "POST" || fwd.method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     if fwd.upgrade {
-        req = req.header("connection", "Upgrade").header("upgrade", "tcp");
+        req.push_str("Connection: Upgrade\r\nUpgrade: tcp\r\n");
     }
-    let req = req.body(Full::new(body))?;
-    sender.ready().await?;
-    let mut resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(&body);
+    conn.io.write_all(&bytes).await?;
 
+    let resp = conn.read_head(head.method == "HEAD").await?;
+    let status = resp.status;
     let mut out = format!("HTTP/1.1 {status} {}\r\n", http1::reason(status));
-    for (name, value) in resp.headers() {
-        let name = name.as_str();
+    for (name, value) in &resp.headers {
         if hop_by_hop(name) {
             continue;
         }
         let value = if name == "api-version" {
-            api.clone()
+            api.as_str()
         } else {
-            match value.to_str() {
-                Ok(v) => v.to_string(),
-                Err(_) => continue,
-            }
+            value.as_str()
         };
         out.push_str(&format!("{}: {value}\r\n", canonical_header(name)));
     }
+    let client = |e| RelayError::Client(e);
 
     if status == 101 {
         out.push_str("Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n");
-        wr.write_all(out.as_bytes()).await?;
-        wr.flush().await?;
-        let upgraded = hyper::upgrade::on(&mut resp).await?;
-        return Ok(Some(upgraded));
+        let mut buf = out.into_bytes();
+        buf.append(&mut conn.buf);
+        wr.write_all(&buf).await.map_err(client)?;
+        return Ok(true);
     }
 
-    let no_body = head.method == "HEAD" || status == 204 || status == 304;
-    if no_body {
-        if let Some(cl) = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-        {
-            out.push_str(&format!("Content-Length: {cl}\r\n"));
-        }
-        out.push_str("\r\n");
-        wr.write_all(out.as_bytes()).await?;
-        wr.flush().await?;
-        return Ok(None);
-    }
-
-    if fwd.filter != ResponseFilter::None && status == 200 && fwd.filter != ResponseFilter::Events {
-        let body = resp.into_body().collect().await?.to_bytes();
-        let filtered = rules::filter_response(cfg, &fwd.filter, &body);
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", filtered.len()));
-        wr.write_all(out.as_bytes()).await?;
-        wr.write_all(&filtered).await?;
-        wr.flush().await?;
-        return Ok(None);
-    }
-
-    let length = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let filter_events = fwd.filter == ResponseFilter::Events && status == 200;
-    let chunked = length.is_none() || filter_events;
-    if chunked {
-        out.push_str("Transfer-Encoding: chunked\r\n\r\n");
-    } else {
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", length.unwrap_or(0)));
-    }
-    wr.write_all(out.as_bytes()).await?;
-    wr.flush().await?;
-
-    let mut body = resp.into_body();
-    let mut events = rules::EventFilter::default();
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let data = if filter_events {
-            Bytes::from(events.push(cfg, &data))
-        } else {
-            data
-        };
-        if data.is_empty() {
-            continue;
+    let filter_list = fwd.filter != ResponseFilter::None && !filter_events && status == 200;
+    match resp.framing {
+        relay::Framing::None => {
+            if let Some((_, cl)) = resp.headers.iter().find(|(k, _)| k == "content-length") {
+                out.push_str(&format!("Content-Length: {cl}\r\n"));
+            }
+            out.push_str("\r\n");
+            wr.write_all(out.as_bytes()).await.map_err(client)?;
         }
-        if chunked {
-            wr.write_all(format!("{:x}\r\n", data.len()).as_bytes())
-                .await?;
-            wr.write_all(&data).await?;
-            wr.write_all(b"\r\n").await?;
-        } else {
-            wr.write_all(&data).await?;
+        framing if filter_list => {
+            let body = conn.read_body(framing, 64 * 1024 * 1024).await?;
+            let filtered = rules::filter_response(cfg, &fwd.filter, &body);
+            out.push_str(&format!("Content-Length: {}\r\n\r\n", filtered.len()));
+            let mut buf = out.into_bytes();
+            buf.extend_from_slice(&filtered);
+            wr.write_all(&buf).await.map_err(client)?;
         }
-        // Streams (logs -f, events, pull progress) must reach the client as
-        // they come.
-        wr.flush().await?;
+        relay::Framing::Length(n) => {
+            out.push_str(&format!("Content-Length: {n}\r\n\r\n"));
+            // A small answer goes out with its head in one write.
+            if n <= SMALL_BODY {
+                let body = conn
+                    .read_body(relay::Framing::Length(n), SMALL_BODY as usize)
+                    .await?;
+                let mut buf = out.into_bytes();
+                buf.extend_from_slice(&body);
+                wr.write_all(&buf).await.map_err(client)?;
+            } else {
+                wr.write_all(out.as_bytes()).await.map_err(client)?;
+                conn.relay_body(relay::Framing::Length(n), wr).await?;
+            }
+        }
+        relay::Framing::Chunked if filter_events => {
+            out.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            wr.write_all(out.as_bytes()).await.map_err(client)?;
+            let mut scan = relay::ChunkScanner::default();
+            let mut events = rules::EventFilter::default();
+            while let Some(data) = conn.next_decoded(&mut scan).await? {
+                let kept = events.push(cfg, &data);
+                if kept.is_empty() {
+                    continue;
+                }
+                let mut buf = format!("{:x}\r\n", kept.len()).into_bytes();
+                buf.extend_from_slice(&kept);
+                buf.extend_from_slice(b"\r\n");
+                wr.write_all(&buf).await.map_err(client)?;
+            }
+            wr.write_all(b"0\r\n\r\n").await.map_err(client)?;
+        }
+        framing @ (relay::Framing::Chunked | relay::Framing::Close) => {
+            out.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            wr.write_all(out.as_bytes()).await.map_err(client)?;
+            conn.relay_body(framing, wr).await?;
+        }
     }
-    if chunked {
-        wr.write_all(b"0\r\n\r\n").await?;
-        wr.flush().await?;
+    if !resp.reusable {
+        return Err(RelayError::Malformed("connection not reusable".into()));
     }
-    Ok(None)
+    Ok(false)
 }
+
+/// Answers up to this size are read whole and sent with their head.
+const SMALL_BODY: u64 = 256 * 1024;
 
 fn canonical_header(name: &str) -> String {
     match name {
@@ -515,13 +513,12 @@ fn canonical_header(name: &str) -> String {
     }
 }
 
-async fn tunnel<C>(mut client: C, upgraded: hyper::upgrade::Upgraded, leftover: Vec<u8>)
+async fn tunnel<C>(mut client: C, mut daemon: relay::Conn, leftover: Vec<u8>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut daemon = TokioIo::new(upgraded);
-    if !leftover.is_empty() && daemon.write_all(&leftover).await.is_err() {
+    if !leftover.is_empty() && daemon.io.write_all(&leftover).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon.io).await;
 }

@@ -186,3 +186,28 @@ fn parse_version(v: &str) -> Option<(u64, u64)> {
     let (a, b) = v.split_once('.')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
+
+/// A connection for the rules' own lookups, opened on first use: most
+/// requests (and every request of a global role) never need one.
+pub struct Lazy {
+    addr: Addr,
+    sender: Option<Sender>,
+}
+
+impl Lazy {
+    pub fn new(addr: Addr) -> Lazy {
+        Lazy { addr, sender: None }
+    }
+
+    pub async fn sender(&mut self) -> Result<&mut Sender, UpstreamError> {
+        if let Some(s) = self.sender.as_mut()
+            && (s.is_closed() || s.ready().await.is_err())
+        {
+            self.sender = None;
+        }
+        if self.sender.is_none() {
+            self.sender = Some(connect(&self.addr).await?);
+        }
+        Ok(self.sender.as_mut().expect("just set"))
+    }
+}
