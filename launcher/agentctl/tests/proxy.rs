@@ -493,15 +493,22 @@ fn session_cannot_reach_foreign_objects() {
     let mine = proxy.docker(&["run", "-d", &image, "true"]);
     assert!(mine.status.success(), "{}", text(&mine.stderr));
     // The daemon publishes events a moment after the calls return.
-    std::thread::sleep(Duration::from_millis(500));
-    let events = proxy.docker(&["events", "--since", "2m", "--until", "0s"]);
-    assert!(events.status.success(), "{}", text(&events.stderr));
-    let events = text(&events.stdout);
+    let want = text(&mine.stdout).trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = proxy.docker(&["events", "--since", "2m", "--until", "0s"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let events = text(&out.stdout);
+        if events.contains(&want) || Instant::now() > deadline {
+            break events;
+        }
+    };
     assert!(
         !events.contains(&foreign) && !events.contains(&id),
         "{events}"
     );
-    assert!(events.contains(text(&mine.stdout).trim()), "{events}");
+    assert!(events.contains(&want), "{events}");
     // The client cannot widen its view with its own filters.
     let filters = r#"{"label":["io.agentctl.session=someone-else"]}"#;
     let (status, body) = proxy.get(&format!(

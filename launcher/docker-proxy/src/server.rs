@@ -234,32 +234,43 @@ where
     W: AsyncWrite + Unpin,
 {
     let keep_alive = head.keep_alive();
+    let expects_continue = framing != Framing::None
+        && head
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
     let target = match route::parse(&head.method, &head.target) {
-        Ok(t) => t,
+        Ok(t) => Ok(t),
         Err(RouteError::Malformed(m)) => {
             let e = HttpError::BadRequest(m);
             refuse_http(wr, &e).await;
             return Next::Close;
         }
-        Err(RouteError::Unknown { method, path }) => {
-            let denial = Denial::forbidden(format!(
+        Err(RouteError::Unknown { method, path }) => Err((
+            "unknown",
+            Denial::forbidden(format!(
                 "{method} {path} is not an operation any rule allows for role {}",
                 cfg.role.name
-            ));
-            return deny(
-                cfg,
-                wr,
-                "unknown",
-                denial,
-                framing != Framing::None || !keep_alive,
-            )
-            .await;
-        }
+            )),
+        )),
     };
-    let op = target.endpoint.name();
-    if !cfg.role.allows(target.endpoint) {
-        let denial = Denial::forbidden(format!("{op} is not allowed for role {}", cfg.role.name));
-        return deny(cfg, wr, op, denial, framing != Framing::None || !keep_alive).await;
+    let target = target.and_then(|t| {
+        let op = t.endpoint.name();
+        if cfg.role.allows(t.endpoint) {
+            Ok(t)
+        } else {
+            Err((
+                op,
+                Denial::forbidden(format!("{op} is not allowed for role {}", cfg.role.name)),
+            ))
+        }
+    });
+    // A refused request's body is still read (within the cap), so that a
+    // client still sending it gets the refusal rather than a broken pipe;
+    // one that waits for 100 Continue is refused without it.
+    if let Err((op, d)) = &target
+        && expects_continue
+    {
+        return deny(cfg, wr, op, d.clone(), true).await;
     }
     if head.header("content-type").is_some_and(|ct| {
         ct.to_ascii_lowercase()
@@ -271,10 +282,7 @@ where
         refuse_http(wr, &e).await;
         return Next::Close;
     }
-    if framing != Framing::None
-        && head
-            .header("expect")
-            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    if expects_continue
         && wr
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .await
@@ -290,6 +298,11 @@ where
         }
         Err(ReadError::Io(_)) => return Next::Close,
     };
+    let target = match target {
+        Ok(t) => t,
+        Err((op, d)) => return deny(cfg, wr, op, d, !keep_alive).await,
+    };
+    let op = target.endpoint.name();
     if target.endpoint.body() == BodyKind::Empty && !body.is_empty() {
         let e = HttpError::BadRequest(format!("{op} takes no request body"));
         refuse_http(wr, &e).await;
