@@ -34,17 +34,42 @@ pub fn is_root() -> bool {
 }
 
 /// The agentctl binary, copied to a world-readable place so that an
-/// unprivileged test user can run it wherever the checkout lives.
+/// unprivileged test user can run it wherever the checkout lives. One copy
+/// per build (named by the binary's size and mtime), shared by every test
+/// process: a copy per process filled /tmp with hundreds of MB per run.
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let built = PathBuf::from(env!("CARGO_BIN_EXE_agentctl"));
-        let dir = std::env::temp_dir().join(format!("agentctl-test-bin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let meta = std::fs::metadata(&built).unwrap();
+        let stamp = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let root = std::env::temp_dir().join("agentctl-test-bin");
+        let dir = root.join(format!("{}-{stamp}", meta.len()));
         let copy = dir.join("agentctl");
-        std::fs::copy(&built, &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if std::fs::metadata(&copy).is_ok_and(|m| m.len() == meta.len()) {
+            return copy;
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        for d in [&root, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // Older builds' copies go; a process still running one keeps its
+        // open file.
+        for old in std::fs::read_dir(&root).unwrap().flatten() {
+            if old.path() != dir {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        // Copied under a private name and renamed, so that concurrent test
+        // processes never run a half-written binary.
+        let tmp = dir.join(format!(".agentctl-{}", std::process::id()));
+        std::fs::copy(&built, &tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &copy).unwrap();
         copy
     })
     .clone()
