@@ -144,6 +144,21 @@ impl Drop for Proxy {
     }
 }
 
+/// Removes what a test made directly at the daemon, even when it fails.
+struct Made(Vec<(&'static str, String)>);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for (kind, name) in &self.0 {
+            let args: Vec<&str> = match *kind {
+                "container" => vec!["rm", "-f", name],
+                kind => vec![kind, "rm", name],
+            };
+            let _ = direct(&args);
+        }
+    }
+}
+
 /// The daemon's own view, straight from its socket.
 fn direct(args: &[&str]) -> Output {
     Command::new("docker")
@@ -191,6 +206,7 @@ fn logs_reader_reads_and_writes_nothing() {
     let Some(image) = ready() else { return };
     let proxy = Proxy::start("logs-reader", false);
     let name = unique("lr");
+    let _made = Made(vec![("container", name.clone())]);
     let made = direct(&[
         "run",
         "-d",
@@ -432,11 +448,16 @@ fn session_cannot_reach_foreign_objects() {
     let Some(image) = ready() else { return };
     let proxy = Proxy::start("session", true);
     let foreign = unique("foreign");
+    let fnet = unique("fnet");
+    let fvol = unique("fvol");
+    let _made = Made(vec![
+        ("container", foreign.clone()),
+        ("network", fnet.clone()),
+        ("volume", fvol.clone()),
+    ]);
     let out = direct(&["run", "-d", "--name", &foreign, &image, "sleep", "60"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
-    let fnet = unique("fnet");
-    let fvol = unique("fvol");
     direct(&["network", "create", &fnet]);
     direct(&["volume", "create", &fvol]);
 
