@@ -647,30 +647,19 @@ fn append_child() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = Store::connect(&url).await.unwrap();
         let pid = std::process::id();
-        let tasks: Vec<_> = (0..2)
-            .map(|t| {
-                let (store, id) = (&store, &id);
-                async move {
-                    for i in 0..n / 2 {
-                        let ev = NewEvent::new("signal").data(json!({"pid": pid, "t": t, "i": i}));
-                        store.append_event(id, ev).await.unwrap();
-                    }
+        let task = |t: u32| {
+            let (store, id) = (&store, &id);
+            async move {
+                for i in 0..n / 2 {
+                    let ev = NewEvent::new("signal").data(json!({"pid": pid, "t": t, "i": i}));
+                    store.append_event(id, ev).await.unwrap();
                 }
-            })
-            .collect();
-        futures_join_all(tasks).await;
+            }
+        };
+        // Two writers at once in each process, as well as across processes.
+        tokio::join!(task(0), task(1));
         store.close().await;
     });
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: Vec<F>) {
-    let mut set = Vec::new();
-    for f in fs {
-        set.push(Box::pin(f));
-    }
-    for f in set {
-        f.await;
-    }
 }
 
 async fn concurrent_appends_from_processes(db: &Db) {
