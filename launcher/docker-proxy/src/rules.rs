@@ -1033,7 +1033,8 @@ async fn named_volume(cx: &Ctx<'_>, up: &mut Lazy, field: &str, name: &str) -> R
             let target =
                 crate::route::build_target(&cx.cfg.api_string(), &["volumes", "create"], &[]);
             let (status, _) =
-                upstream::post_json(up.sender().await?, &target, body::encode(&v)).await?;
+                upstream::request(up.sender().await?, "POST", &target, Some(body::encode(&v)))
+                    .await?;
             if status != 201 && status != 200 {
                 return Err(Why::Fail(UpstreamError::Status {
                     what: target,
@@ -1199,73 +1200,87 @@ impl EventFilter {
 
 /// Removes everything a session made: containers (with their anonymous
 /// volumes), then networks and volumes. Returns how many objects went.
+/// A kind of object `cleanup_session` removes: its name in paths, its list
+/// path, the field of the list answer holding the items, the item's id key,
+/// and the removal's parameters.
+type Kind = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 pub async fn cleanup_session(cfg: &Config, s: &SessionScope) -> Result<usize, UpstreamError> {
     let mut up = upstream::connect(&cfg.upstream).await?;
     let api = cfg.api_string();
-    let filters = vec![(
+    let filters = (
         "filters".to_string(),
         encode_filters(&BTreeMap::from([(
             "label".to_string(),
             s.label_filters().to_vec(),
         )])),
-    )];
+    );
+    // Containers first: networks and volumes in use cannot go. Each kind:
+    // its list, where the list answer keeps the items, the item's id, and
+    // how to remove it (containers with their anonymous volumes).
+    let kinds: [Kind; 3] = [
+        (
+            "containers",
+            &["containers", "json"],
+            None,
+            "Id",
+            &[("force", "1"), ("v", "1")],
+        ),
+        ("networks", &["networks"], None, "Id", &[]),
+        (
+            "volumes",
+            &["volumes"],
+            Some("Volumes"),
+            "Name",
+            &[("force", "1")],
+        ),
+    ];
     let mut removed = 0;
-    let list = |segs: &'static [&'static str], extra: &[(&str, &str)]| {
-        let mut q = filters.clone();
-        q.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        crate::route::build_target(&api, segs, &q)
-    };
-    let containers = list(&["containers", "json"], &[("all", "1")]);
-    let networks = list(&["networks"], &[]);
-    let volumes = list(&["volumes"], &[]);
-
-    let (_, body) = upstream::get(&mut up, "GET", &containers).await?;
-    let items: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    for c in items.as_array().into_iter().flatten() {
-        if !s.owns(c.get("Labels")) {
-            continue;
+    for (kind, list, field, id_key, remove) in kinds {
+        let mut q = vec![filters.clone()];
+        if kind == "containers" {
+            q.push(("all".into(), "1".into()));
         }
-        if let Some(id) = c.get("Id").and_then(Value::as_str) {
-            let t = crate::route::build_target(
-                &api,
-                &["containers", id],
-                &[("force".into(), "1".into()), ("v".into(), "1".into())],
-            );
-            let (st, _) = upstream::get(&mut up, "DELETE", &t).await?;
-            removed += usize::from(st < 300);
+        let target = crate::route::build_target(&api, list, &q);
+        let (status, body) = upstream::get(&mut up, "GET", &target).await?;
+        if status != 200 {
+            return Err(UpstreamError::Status {
+                what: target,
+                status,
+            });
         }
-    }
-    let (_, body) = upstream::get(&mut up, "GET", &networks).await?;
-    let items: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    for n in items.as_array().into_iter().flatten() {
-        if !s.owns(n.get("Labels")) {
-            continue;
-        }
-        if let Some(id) = n.get("Id").and_then(Value::as_str) {
-            let t = crate::route::build_target(&api, &["networks", id], &[]);
-            let (st, _) = upstream::get(&mut up, "DELETE", &t).await?;
-            removed += usize::from(st < 300);
-        }
-    }
-    let (_, body) = upstream::get(&mut up, "GET", &volumes).await?;
-    let items: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    for v in items
-        .get("Volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if !s.owns(v.get("Labels")) {
-            continue;
-        }
-        if let Some(name) = v.get("Name").and_then(Value::as_str) {
-            let t = crate::route::build_target(
-                &api,
-                &["volumes", name],
-                &[("force".into(), "1".into())],
-            );
-            let (st, _) = upstream::get(&mut up, "DELETE", &t).await?;
-            removed += usize::from(st < 300);
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let items = match field {
+            Some(f) => answer.get(f),
+            None => Some(&answer),
+        };
+        for item in items.and_then(Value::as_array).into_iter().flatten() {
+            let Some(id) = item.get(id_key).and_then(Value::as_str) else {
+                continue;
+            };
+            if !s.owns(item.get("Labels")) {
+                continue;
+            }
+            let q: Vec<(String, String)> = remove
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let t = crate::route::build_target(&api, &[kind, id], &q);
+            let (status, _) = upstream::get(&mut up, "DELETE", &t).await?;
+            // Something of the session's left behind is an error, not a count.
+            if status >= 300 && status != 404 {
+                return Err(UpstreamError::Status {
+                    what: format!("DELETE {t}"),
+                    status,
+                });
+            }
+            removed += 1;
         }
     }
     Ok(removed)

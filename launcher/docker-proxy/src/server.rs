@@ -332,11 +332,11 @@ where
     let conn = up.as_mut().expect("just connected");
     tracing::debug!(operation = op, method = %fwd.method, "forwarding");
     match forward(cfg, conn, &head, fwd, wr).await {
-        Ok(true) => Next::Hijacked,
-        Ok(false) if keep_alive => Next::KeepAlive,
-        Ok(false) => Next::Close,
-        Err(RelayError::Malformed(m)) if m == "connection not reusable" => {
-            *up = None;
+        Ok(Relayed::Hijacked) => Next::Hijacked,
+        Ok(Relayed::Done { reusable }) => {
+            if !reusable {
+                *up = None;
+            }
             if keep_alive {
                 Next::KeepAlive
             } else {
@@ -393,7 +393,7 @@ async fn forward<W: AsyncWrite + Unpin>(
     head: &RequestHead,
     fwd: Forward,
     wr: &mut W,
-) -> Result<bool, RelayError> {
+) -> Result<Relayed, RelayError> {
     let api = cfg.api_string();
     let segs: Vec<&str> = fwd.segments.iter().map(String::as_str).collect();
     let uri = route::build_target(&api, &segs, &fwd.query);
@@ -440,7 +440,7 @@ async fn forward<W: AsyncWrite + Unpin>(
         let mut buf = out.into_bytes();
         buf.append(&mut conn.buf);
         wr.write_all(&buf).await.map_err(client)?;
-        return Ok(true);
+        return Ok(Relayed::Hijacked);
     }
 
     let filter_events = fwd.filter == ResponseFilter::Events && status == 200;
@@ -499,10 +499,18 @@ async fn forward<W: AsyncWrite + Unpin>(
             conn.relay_body(framing, wr).await?;
         }
     }
-    if !resp.reusable {
-        return Err(RelayError::Malformed("connection not reusable".into()));
-    }
-    Ok(false)
+    Ok(Relayed::Done {
+        reusable: resp.reusable,
+    })
+}
+
+/// How a forwarded request ended.
+enum Relayed {
+    /// The answer went to the client; `reusable` if the daemon's connection
+    /// may carry the next request.
+    Done { reusable: bool },
+    /// The connection is now a raw tunnel.
+    Hijacked,
 }
 
 /// Answers up to this size are read whole and sent with their head.

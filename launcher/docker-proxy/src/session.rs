@@ -55,6 +55,10 @@ impl SessionScope {
             path: workspace.display().to_string(),
             source,
         })?;
+        // Binds are checked by their resolved paths, so the masks must be
+        // resolved the same way or a workspace reached through a symlink
+        // would match none of them.
+        let masked = masked.into_iter().map(|m| resolve_parent(&m)).collect();
         Ok(SessionScope {
             id,
             workspace,
@@ -80,5 +84,43 @@ impl SessionScope {
     /// The label filters that select this session's children.
     pub fn label_filters(&self) -> [String; 2] {
         [self.label(), format!("{LABEL_CHILD}=true")]
+    }
+}
+
+/// The path with its directory resolved (symlinks followed) and its last
+/// component kept: a masked symlink stays the link, not its target.
+fn resolve_parent(p: &Path) -> PathBuf {
+    match (p.parent(), p.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| p.to_path_buf()),
+        _ => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_resolve_like_the_binds_they_are_matched_against() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join(".env"), "X=1").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let s = SessionScope::new(
+            "s".into(),
+            &link,
+            vec![link.join(".env")],
+            ChildLimits::default(),
+            NetworkMode::None,
+        )
+        .unwrap();
+        let real = real.canonicalize().unwrap();
+        assert_eq!(s.workspace, real);
+        assert_eq!(s.masked, vec![real.join(".env")]);
     }
 }

@@ -105,19 +105,24 @@ where
     Ok(sender)
 }
 
-/// Sends a bodyless request built by the proxy itself and reads the whole
-/// answer.
-pub async fn get(
+/// Sends a request the proxy built itself (never a client's) and reads
+/// the whole answer. `body` is JSON.
+pub async fn request(
     sender: &mut Sender,
     method: &str,
     target: &str,
+    body: Option<Vec<u8>>,
 ) -> Result<(u16, Bytes), UpstreamError> {
     sender.ready().await?;
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method(method)
         .uri(target)
-        .header("host", "docker")
-        .body(Full::new(Bytes::new()))
+        .header("host", "docker");
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| UpstreamError::Unexpected {
             what: target.to_string(),
             why: e.to_string(),
@@ -128,27 +133,13 @@ pub async fn get(
     Ok((status, body))
 }
 
-/// Sends a JSON body built by the proxy itself (never a client's).
-pub async fn post_json(
+/// A bodyless request of the proxy's own.
+pub async fn get(
     sender: &mut Sender,
+    method: &str,
     target: &str,
-    body: Vec<u8>,
 ) -> Result<(u16, Bytes), UpstreamError> {
-    sender.ready().await?;
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(target)
-        .header("host", "docker")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| UpstreamError::Unexpected {
-            what: target.to_string(),
-            why: e.to_string(),
-        })?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+    request(sender, method, target, None).await
 }
 
 /// Asks the daemon which API versions it speaks and picks the one every
