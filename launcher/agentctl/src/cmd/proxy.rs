@@ -337,6 +337,13 @@ fn stop_pid(pid: i32, dir: &Path) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+    // The log goes with the directory; what it says about cleaning up
+    // (containers of the session left behind) must reach the user first.
+    if let Ok(log) = std::fs::read_to_string(dir.join("proxy.log")) {
+        for line in log.lines().filter(|l| l.contains("cleaning up")) {
+            eprintln!("{line}");
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
