@@ -19,6 +19,15 @@ fn launch_grace() -> Duration {
         .unwrap_or(Duration::from_secs(30))
 }
 
+/// Sleeps for the milliseconds the environment variable `var` names, so
+/// that a test can put another process's step between two of this one's
+/// (a race made deterministic). Nothing else reads these variables.
+fn test_pause(var: &str) {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
 /// Runs one store operation on a throwaway single-threaded runtime. The
 /// store is opened per operation: the native backend forks its helper,
 /// and no connection (with its worker thread) may be open across that.
@@ -185,6 +194,19 @@ pub async fn record_end(store: &Store, id: &str, code: i32) -> Result<()> {
     record_end_after(store, id, code, Vec::new(), SessionUpdate::default()).await
 }
 
+/// How a session that ended with `code` goes on record: stopped when a
+/// stop was asked for, failed when the launcher failed, exited otherwise.
+fn end_of(code: i32, stopped: bool) -> (Status, NewEvent) {
+    let (status, kind) = if stopped {
+        (Status::Stopped, "stopped")
+    } else if code == backend_native::LAUNCHER_FAILURE {
+        (Status::Failed, "failed")
+    } else {
+        (Status::Exited, "exited")
+    };
+    (status, NewEvent::new(kind).data(json!({ "code": code })))
+}
+
 /// Records `before` (events of the run, in order) and the session's end,
 /// with `update`'s fields, in one transaction.
 pub async fn record_end_after(
@@ -198,22 +220,14 @@ pub async fn record_end_after(
     if !now.is_live() {
         return Ok(());
     }
-    let status = if stopped {
-        Status::Stopped
-    } else if code == backend_native::LAUNCHER_FAILURE {
-        Status::Failed
-    } else {
-        Status::Exited
-    };
-    let kind = match status {
-        Status::Failed => "failed",
-        Status::Stopped => "stopped",
-        _ => "exited",
-    };
-    before.push(NewEvent::new(kind).data(json!({ "code": code })));
+    let (status, event) = end_of(code, stopped);
+    before.push(event);
+    // Only while it is still live: another process (a reconcile, the
+    // session's supervisor) may have recorded the end since the read above.
     store
-        .record(
+        .record_if(
             id,
+            &[Status::Created, Status::Running],
             before,
             &SessionUpdate {
                 status: Some(status),
@@ -454,6 +468,7 @@ pub fn reconcile(store_url: &StoreUrl) -> Result<()> {
     if live.is_empty() {
         return Ok(());
     }
+    test_pause("AGENTCTL_TEST_RECONCILE_PAUSE_MS");
     let now = store::now_ms();
     let mut found = Vec::new();
     for s in live {
@@ -462,30 +477,12 @@ pub fn reconcile(store_url: &StoreUrl) -> Result<()> {
             continue;
         }
         let backend = crate::cmd::backend_for(s.backend);
-        let h = handle(&s);
-        match backend.liveness(&h) {
+        match backend.liveness(&handle(&s)) {
             Ok(Liveness::Gone)
                 if s.status == Status::Created
                     && now - s.created_at < launch_grace().as_millis() as i64 => {}
             Ok(Liveness::Running) if s.status == Status::Running => {}
-            Ok(l) => {
-                match l {
-                    // A vanished session's remains go; an ended one keeps
-                    // its output (a Docker container, a native log) until
-                    // `rm`.
-                    Liveness::Gone => {
-                        let _ = backend.remove(&h);
-                    }
-                    Liveness::Exited(_) if s.backend == store::Backend::Native => {
-                        backend_native::forget_exit(&crate::cmd::native_backend(), &s.id);
-                    }
-                    _ => {}
-                }
-                // A session that ended takes its Docker proxy (and the
-                // containers the agent made through it) along.
-                crate::cmd::stop_session_proxy(&s.id);
-                found.push((s, l));
-            }
+            Ok(l) => found.push((s, l)),
             // The backend cannot say (a Docker daemon that is down): judge
             // nothing rather than declare the session lost.
             Err(e) => tracing::warn!("cannot check session {}: {e}", s.short_id()),
@@ -494,47 +491,76 @@ pub fn reconcile(store_url: &StoreUrl) -> Result<()> {
     if found.is_empty() {
         return Ok(());
     }
-    block_on(async {
+    // The judgement goes on record first, and only if the row still says
+    // what it said when the backend was asked: the session's supervisor may
+    // have recorded its end meanwhile, after which "no sandbox, no exit
+    // file" means "ended and tidied up", not "vanished".
+    let won = block_on(async {
         let store = store_url.open().await?;
+        let mut won = Vec::new();
         for (s, l) in found {
-            // Another process may have recorded it meanwhile.
-            let now_status = store.get(&s.id).await?.status;
-            if now_status != s.status {
-                continue;
-            }
-            match l {
-                Liveness::Running => {
-                    store
-                        .record(
-                            &s.id,
-                            vec![NewEvent::new("started").data(json!({"recovered": true}))],
-                            &SessionUpdate {
-                                status: Some(Status::Running),
-                                started_at: Some(now),
-                                ..SessionUpdate::default()
-                            },
-                        )
-                        .await?;
+            let (events, update) = match l {
+                Liveness::Running => (
+                    vec![NewEvent::new("started").data(json!({"recovered": true}))],
+                    SessionUpdate {
+                        status: Some(Status::Running),
+                        started_at: Some(now),
+                        ..SessionUpdate::default()
+                    },
+                ),
+                Liveness::Exited(status) => {
+                    let code = status.code();
+                    let stopped = store.status_with_event(&s.id, "stop_requested").await?.1;
+                    let (st, event) = end_of(code, stopped);
+                    (
+                        vec![event],
+                        SessionUpdate {
+                            status: Some(st),
+                            ended_at: Some(now),
+                            exit_code: Some(code),
+                            ..SessionUpdate::default()
+                        },
+                    )
                 }
-                Liveness::Exited(status) => record_end(&store, &s.id, status.code()).await?,
-                Liveness::Gone => {
-                    store
-                        .record(
-                            &s.id,
-                            vec![NewEvent::new("lost").data(json!({
-                                "reason": "its sandbox or supervisor disappeared without a recorded end"
-                            }))],
-                            &SessionUpdate {
-                                status: Some(Status::Lost),
-                                ended_at: Some(now),
-                                ..SessionUpdate::default()
-                            },
-                        )
-                        .await?;
-                }
+                Liveness::Gone => (
+                    vec![NewEvent::new("lost").data(json!({
+                        "reason": "its sandbox or supervisor disappeared without a recorded end"
+                    }))],
+                    SessionUpdate {
+                        status: Some(Status::Lost),
+                        ended_at: Some(now),
+                        ..SessionUpdate::default()
+                    },
+                ),
+            };
+            if store
+                .record_if(&s.id, &[s.status], events, &update)
+                .await?
+                .is_some()
+            {
+                won.push((s, l));
             }
         }
         store.close().await;
-        anyhow::Ok(())
-    })
+        anyhow::Ok(won)
+    })?;
+    for (s, l) in won {
+        let backend = crate::cmd::backend_for(s.backend);
+        match l {
+            Liveness::Running => continue,
+            // A vanished session's remains go; an ended one keeps its
+            // output (a Docker container, a native log) until `rm`.
+            Liveness::Gone => {
+                let _ = backend.remove(&handle(&s));
+            }
+            Liveness::Exited(_) if s.backend == store::Backend::Native => {
+                backend_native::forget_exit(&crate::cmd::native_backend(), &s.id);
+            }
+            Liveness::Exited(_) => {}
+        }
+        // A session that ended takes its Docker proxy (and the containers
+        // the agent made through it) along.
+        crate::cmd::stop_session_proxy(&s.id);
+    }
+    Ok(())
 }

@@ -562,3 +562,46 @@ fn killed_launchers_and_supervisors_are_reconciled() {
         text(&sleeping.stdout)
     );
 }
+
+/// Regression (issue 9, item 17): a reconcile that read a detached
+/// session's row as running just before the session's own supervisor
+/// recorded its end used to find no session directory and no exit file
+/// (both already gone), judge the session vanished, and delete the log it
+/// keeps until `rm`. The pause puts the end between the two steps every
+/// time, on both stores.
+#[test]
+fn reconcile_racing_a_recorded_end_keeps_the_log() {
+    for db in both_stores() {
+        let c = Ctl::new(&db);
+        let tag = format!("[{}]", db.kind);
+        let id = c
+            .ok(&[
+                "run",
+                "-d",
+                "-q",
+                "--",
+                "sh",
+                "-c",
+                "echo kept-output; sleep 1",
+            ])
+            .trim()
+            .to_string();
+        // `ps` reconciles: it reads the live row at once, then waits while
+        // the session ends and `__session-exit` records it.
+        let mut ps = c.cmd(&["ps", "-a"]);
+        ps.env("AGENTCTL_TEST_RECONCILE_PAUSE_MS", "4000");
+        let o = ps.stdin(Stdio::null()).output().unwrap();
+        assert!(o.status.success(), "{tag} ps: {}", text(&o.stderr));
+        let s = c.wait_status(&id, "exited");
+        assert_eq!(s["status"], "exited", "{tag} {s}");
+        assert_eq!(
+            c.events(&id).iter().filter(|e| *e == "exited").count(),
+            1,
+            "{tag} the end is recorded once"
+        );
+        let (code, out, err) = c.code(&["logs", &id]);
+        assert_eq!(code, Some(0), "{tag} logs: {err}");
+        assert_eq!(out, "kept-output\n", "{tag} the kept log");
+        c.ok(&["rm", &id]);
+    }
+}

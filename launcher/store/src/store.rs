@@ -450,6 +450,26 @@ impl Store {
         events: Vec<NewEvent>,
         u: &SessionUpdate,
     ) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .record_if(id, &[], events, u)
+            .await?
+            .expect("no status expected, so never skipped"))
+    }
+
+    /// [`Store::record`], but only while the session's status is one of
+    /// `expect` (any status when `expect` is empty), checked inside the
+    /// same transaction that writes: `None` when the status had moved on
+    /// and nothing was written. Two processes judging the same session
+    /// (a reconcile and the session's own supervisor) can therefore never
+    /// both record its end, and a caller acts on its judgement (removing
+    /// what is left of a session) only after it won.
+    pub async fn record_if(
+        &self,
+        id: &str,
+        expect: &[Status],
+        events: Vec<NewEvent>,
+        u: &SessionUpdate,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
         check_id(id)?;
         for e in &events {
             check_event_kind(&e.kind)?;
@@ -468,13 +488,17 @@ impl Store {
                     // The head, locked: SQLite's write lock is held since
                     // BEGIN IMMEDIATE, Postgres locks the row (and, having
                     // waited for another appender, reads its new head).
-                    let head: Option<(i64, String)> = sqlx::query_as(self.select_head())
+                    let head: Option<(i64, String, String)> = sqlx::query_as(self.select_head())
                         .bind(id)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    let Some((mut count, mut head)) = head else {
+                    let Some((mut count, mut head, status)) = head else {
                         return Err(StoreError::NotFound { id: id.into() });
                     };
+                    if !expect.is_empty() && !expect.iter().any(|e| e.as_str() == status) {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
                     let mut written = Vec::with_capacity(events_ref.len());
                     for (event, text) in events_ref.iter().zip(texts) {
                         let seq = count + 1;
@@ -544,31 +568,37 @@ impl Store {
                         .await?;
                     }
                     tx.commit().await?;
-                    written
+                    Some(written)
                 });
                 Ok(r)
             })
             .await?;
+        let Some(written) = written else {
+            debug!(session = %id, ?expect, "status moved on; nothing recorded");
+            return Ok(None);
+        };
         for (e, (seq, ..)) in events.iter().zip(&written) {
             tracing::trace!(session = %id, seq, kind = %e.kind, "event appended");
         }
         if changes_row {
             debug!(session = %id, status = ?u.status, "session updated");
         }
-        Ok(events
-            .into_iter()
-            .zip(written)
-            .map(|(e, (seq, at, prev_hash, hash))| Event {
-                session: id.to_string(),
-                seq,
-                at,
-                kind: e.kind,
-                actor: e.actor,
-                data: e.data,
-                prev_hash,
-                hash,
-            })
-            .collect())
+        Ok(Some(
+            events
+                .into_iter()
+                .zip(written)
+                .map(|(e, (seq, at, prev_hash, hash))| Event {
+                    session: id.to_string(),
+                    seq,
+                    at,
+                    kind: e.kind,
+                    actor: e.actor,
+                    data: e.data,
+                    prev_hash,
+                    hash,
+                })
+                .collect(),
+        ))
     }
 
     /// The session whose id is `id_or_prefix`, or the only one whose id
@@ -797,9 +827,11 @@ impl Store {
     /// until it ends.
     fn select_head(&self) -> &'static str {
         match self.kind {
-            DbKind::Sqlite => "SELECT events_count, events_head FROM sessions WHERE id = $1",
+            DbKind::Sqlite => {
+                "SELECT events_count, events_head, status FROM sessions WHERE id = $1"
+            }
             DbKind::Postgres => {
-                "SELECT events_count, events_head FROM sessions WHERE id = $1 FOR UPDATE"
+                "SELECT events_count, events_head, status FROM sessions WHERE id = $1 FOR UPDATE"
             }
         }
     }

@@ -17,6 +17,7 @@ both!(
     migrations_are_idempotent,
     chain_verifies,
     record_is_one_transaction,
+    record_if_only_while_the_status_holds,
     tamper_edit,
     tamper_edit_and_rehash,
     tamper_delete_middle,
@@ -431,6 +432,75 @@ async fn chain_verifies(db: &Db) {
         .await,
         1
     );
+}
+
+/// Two processes judging one session (a reconcile and the session's
+/// supervisor) race to record its end: exactly one of them writes.
+async fn record_if_only_while_the_status_holds(db: &Db) {
+    let store = db.store().await;
+    let id = new_id();
+    create_at(&store, &id, 100).await;
+    let end = |code| SessionUpdate {
+        status: Some(Status::Exited),
+        exit_code: Some(code),
+        ..Default::default()
+    };
+    let first = store
+        .record_if(
+            &id,
+            &[Status::Created, Status::Running],
+            vec![NewEvent::new("exited").data(json!({"code": 1}))],
+            &end(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.map(|e| e.len()), Some(1));
+    let second = store
+        .record_if(
+            &id,
+            &[Status::Created, Status::Running],
+            vec![NewEvent::new("lost")],
+            &end(2),
+        )
+        .await
+        .unwrap();
+    assert!(second.is_none(), "the status had moved on");
+    let s = store.get(&id).await.unwrap();
+    assert_eq!(
+        (s.status, s.exit_code, s.events_count),
+        (Status::Exited, Some(1), 2)
+    );
+    assert_eq!(store.events(&id).await.unwrap().len(), 2);
+    // Concurrently: of eight writers expecting `created`, one wins.
+    let id = new_id();
+    create_at(&store, &id, 100).await;
+    let tries = (0..8).map(|i| {
+        let store = store.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            store
+                .record_if(
+                    &id,
+                    &[Status::Created],
+                    vec![NewEvent::new("exited").data(json!({"code": i}))],
+                    &SessionUpdate {
+                        status: Some(Status::Exited),
+                        exit_code: Some(i),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .is_some()
+        })
+    });
+    let mut wins = 0;
+    for t in tries {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.events(&id).await.unwrap().len(), 2);
+    store.verify(&id).await.unwrap();
 }
 
 async fn record_is_one_transaction(db: &Db) {
