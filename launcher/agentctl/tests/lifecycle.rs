@@ -605,3 +605,90 @@ fn reconcile_racing_a_recorded_end_keeps_the_log() {
         c.ok(&["rm", &id]);
     }
 }
+
+/// Regression (issue 9, item 14): a detached session's kept output was
+/// created 0644 in a 0755 directory; only a private parent kept other users
+/// out. Now the file is 0600 and its directory 0700, as root (the shared
+/// /var/lib/agentctl/logs) and as an unprivileged user, and an existing
+/// directory that was left open is closed.
+#[test]
+fn detached_logs_are_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut runners = vec![support::Runner::Current];
+    runners.extend(support::Runner::unprivileged());
+    for runner in runners {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ws = home.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        let data = home.path().join("data");
+        std::fs::create_dir_all(data.join("agentctl/logs")).unwrap();
+        std::fs::set_permissions(
+            data.join("agentctl/logs"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        for p in [
+            home.path(),
+            &ws,
+            &data,
+            &data.join("agentctl"),
+            &data.join("agentctl/logs"),
+        ] {
+            nix::unistd::chown(
+                p,
+                Some(nix::unistd::Uid::from_raw(runner.uid())),
+                Some(nix::unistd::Gid::from_raw(runner.gid())),
+            )
+            .unwrap();
+        }
+        let store = format!("sqlite://{}", data.join("agentctl/test.db").display());
+        let cmd = |args: &[&str]| {
+            let mut c = runner.agentctl(home.path(), &ws);
+            c.env("XDG_DATA_HOME", &data)
+                .env("AGENTCTL_STORE", &store)
+                .args(args)
+                .stdin(Stdio::null());
+            let o = c.output().unwrap();
+            assert!(
+                o.status.success(),
+                "{runner:?} {args:?}: {}",
+                text(&o.stderr)
+            );
+            text(&o.stdout)
+        };
+        let id = cmd(&[
+            "run",
+            "-d",
+            "-q",
+            "--no-limits",
+            "--",
+            "sh",
+            "-c",
+            "echo private",
+        ])
+        .trim()
+        .to_string();
+        let sessions: Value = serde_json::from_str(&cmd(&["ps", "-a", "--json"])).unwrap();
+        let log = sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id.as_str())
+            .and_then(|s| s["log_path"].as_str())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| panic!("{runner:?}: no log path for {id}: {sessions}"));
+        let file = std::fs::metadata(&log).unwrap();
+        let dir = std::fs::metadata(log.parent().unwrap()).unwrap();
+        assert_eq!(file.mode() & 0o777, 0o600, "{runner:?} {}", log.display());
+        assert_eq!(dir.mode() & 0o777, 0o700, "{runner:?} {}", log.display());
+        assert_eq!(file.uid(), runner.uid(), "{runner:?}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cmd(&["logs", &id]).contains("private") {
+            assert!(Instant::now() < deadline, "{runner:?}: no output");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cmd(&["stop", &id]);
+        cmd(&["rm", &id]);
+    }
+}

@@ -16,7 +16,7 @@ pub mod preflight;
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -262,9 +262,13 @@ impl NativeBackend {
             .env(helper::STATUS_FD_ENV, fd.to_string());
         let detached = log.is_some();
         if let Some(log) = log {
+            // Private from the start (0600), and never through a link
+            // planted where the log goes.
             let out = fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(log)
                 .map_err(|e| BackendError::io(format!("cannot open {}", log.display()), e))?;
             let err = out

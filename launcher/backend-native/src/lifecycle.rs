@@ -45,8 +45,7 @@ pub fn start_detached(
     fs::write(cfg.session_dir.join(HelperConfig::FILE), json)
         .map_err(|e| BackendError::io("cannot write the helper config", e))?;
 
-    fs::create_dir_all(&b.logs)
-        .map_err(|e| BackendError::io(format!("cannot create {}", b.logs.display()), e))?;
+    private_dir(&b.logs)?;
     let log = b.logs.join(format!("{id}.log"));
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
@@ -83,6 +82,31 @@ pub fn start_detached(
             }
         }
     }
+}
+
+/// Creates the directory of kept logs private to its owner (0700), and
+/// makes an existing one private too: a session's output may hold what the
+/// agent printed of the workspace, and other users must not read it even
+/// when a parent directory is opened up.
+fn private_dir(dir: &Path) -> Result<(), BackendError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |e| BackendError::io(format!("cannot create {}", dir.display()), e);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let meta = fs::symlink_metadata(dir).map_err(err)?;
+    if !meta.is_dir() {
+        return Err(BackendError::Runtime(format!(
+            "{} is not a directory; move it away so agentctl can keep session logs there",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn last_lines(path: &Path, n: usize) -> String {

@@ -250,7 +250,16 @@ impl SessionProxy {
         let scope_file = dir.join("scope.json");
         std::fs::write(&scope_file, serde_json::to_vec(&scope)?)?;
         let sock = dir.join("docker.sock");
-        let log = std::fs::File::create(dir.join("proxy.log"))?;
+        let log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(dir.join("proxy.log"))?
+        };
         let child = std::process::Command::new(super::self_path())
             .arg("--store")
             .arg(store.0.as_deref().unwrap_or("none"))
