@@ -96,6 +96,10 @@ pub enum Command {
         /// The terminal's size as ROWSxCOLS, set before the agent starts.
         #[arg(long)]
         size: Option<String>,
+        /// Keep the sandbox away from abstract unix sockets made outside it
+        /// (Landlock); for the host network.
+        #[arg(long)]
+        scope_abstract_unix: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

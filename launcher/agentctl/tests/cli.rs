@@ -519,3 +519,92 @@ fn image_cache_commands_pull_list_remove_and_prune() {
     let list: serde_json::Value = serde_json::from_str(&run(&["image", "ls", "--json"])).unwrap();
     assert!(list.as_array().unwrap().is_empty());
 }
+
+/// Regression (issue 9, item 15): a sandbox on the host's network used to
+/// reach the host's abstract unix sockets (X11's `@/tmp/.X11-unix/X0`,
+/// D-Bus buses) and see the host's /sys. Now Landlock keeps abstract
+/// sockets made outside the sandbox out of reach, and /sys is an empty
+/// read-only tmpfs with only the CPU topology in it. Native as the
+/// unprivileged user (and root), Docker host-root as root.
+#[test]
+fn host_network_keeps_out_abstract_sockets_and_the_hosts_sysfs() {
+    use std::os::linux::net::SocketAddrExt;
+    if sandbox::landlock::abstract_unix_scoping().is_err() {
+        // The warning path: the session says so.
+        let ws = tempfile::tempdir().unwrap();
+        let o = agentctl(&["run", "-q", "--network", "host", "--", "true"], ws.path());
+        assert!(
+            text(&o.stderr).contains("abstract unix sockets (X11, D-Bus) are reachable"),
+            "{}",
+            text(&o.stderr)
+        );
+        support::require(false, "a kernel with Landlock ABI 6 (Linux 6.12)");
+        return;
+    }
+    let name = format!("agentctl-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let script = format!(
+        "python3 -c '\nimport socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect(\"\\0{name}\"); print(\"reached\")\nexcept OSError as e:\n    print(\"refused\", e.errno)\n'; \
+         ls /sys/class/net >/dev/null 2>&1 && echo sys-net-visible; \
+         test -r /sys/devices/system/cpu/online && echo cpu-online; \
+         touch /sys/x 2>/dev/null && echo sys-writable; \
+         ls /sys"
+    );
+    let mut runs: Vec<(&str, support::Runner)> = vec![("native", support::Runner::Current)];
+    runs.extend(support::Runner::unprivileged().map(|r| ("native", r)));
+    if support::docker_available() {
+        runs.push(("docker", support::Runner::Current));
+    } else {
+        support::require(false, "a Docker engine, for the Docker backend's half");
+    }
+    for (backend, runner) in runs {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        nix::unistd::chown(
+            home.path(),
+            Some(nix::unistd::Uid::from_raw(runner.uid())),
+            Some(nix::unistd::Gid::from_raw(runner.gid())),
+        )
+        .unwrap();
+        let o = runner
+            .agentctl(home.path(), home.path())
+            .args([
+                "--store",
+                "none",
+                "run",
+                "-q",
+                "--backend",
+                backend,
+                "--network",
+                "host",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let out = text(&o.stdout);
+        let tag = format!("[{backend} {runner:?}]");
+        assert!(o.status.success(), "{tag} {out} {}", text(&o.stderr));
+        assert!(
+            out.contains("refused 1"),
+            "{tag} the host's abstract socket was reachable: {out}"
+        );
+        assert!(!out.contains("sys-net-visible"), "{tag} {out}");
+        assert!(!out.contains("sys-writable"), "{tag} {out}");
+        assert!(
+            out.contains("cpu-online"),
+            "{tag} the CPU topology is gone: {out}"
+        );
+        // Nothing reached the listener.
+        assert!(listener.accept().is_err(), "{tag} a connection arrived");
+    }
+}

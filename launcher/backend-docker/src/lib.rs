@@ -343,6 +343,10 @@ pub(crate) async fn create(
             no_limits: opts.no_limits,
             init: spec.image.is_none().then(|| init.to_path_buf()),
             tty_size: if opts.tty { terminal_size() } else { None },
+            // Asked of agentctl's init when this kernel has it; an engine
+            // on another kernel without it refuses to start the agent.
+            scope_abstract_unix: spec.network == policy::NetworkMode::Host
+                && sandbox::landlock::abstract_unix_scoping().is_ok(),
         },
     );
     let name = translate::container_name(spec);

@@ -42,7 +42,13 @@ pub struct Options {
     /// so the agent starts with it: a resize through the API can only
     /// follow the start, and would race the agent's first look.
     pub tty_size: Option<(u16, u16)>,
+    /// Have agentctl's init confine the sandbox to its own abstract unix
+    /// sockets (Landlock), for the host network. Only with `init`.
+    pub scope_abstract_unix: bool,
 }
+
+/// The one part of the host's /sys a sandbox on the host network sees.
+pub const SYS_CPU: &str = "/sys/devices/system/cpu";
 
 /// Where the agentctl init binary is mounted in host-root containers.
 pub const INIT_PATH: &str = "/.agentctl/init";
@@ -93,6 +99,28 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
         }
     }
 
+    if spec.network == NetworkMode::Host {
+        // On the host's network, the engine's sysfs would show the host's
+        // (its network namespace's) devices: only the CPU topology, which
+        // runtimes read to size their thread pools, comes in.
+        tmpfs.insert(
+            "/sys".to_string(),
+            "rw,nosuid,nodev,noexec,mode=755,size=4k".to_string(),
+        );
+        mounts.push(Mount {
+            target: Some(SYS_CPU.into()),
+            source: Some(SYS_CPU.into()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            bind_options: Some(MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                non_recursive: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
     if let Some(init) = &opts.init {
         mounts.push(Mount {
             target: Some(INIT_PATH.into()),
@@ -123,10 +151,13 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
         tmpfs: Some(tmpfs),
         readonly_rootfs: Some(true),
         masked_paths: Some(masked),
+        // The /sys tmpfs of the host network is made read-only once the
+        // CPU topology is mounted in it.
         readonly_paths: Some(
             spec.readonly_proc_paths
                 .iter()
                 .map(|p| p.to_string_lossy().into_owned())
+                .chain((spec.network == NetworkMode::Host).then(|| "/sys".to_string()))
                 .collect(),
         ),
         network_mode: Some(
@@ -168,6 +199,9 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
                 }
                 if let Some((rows, cols)) = opts.tty_size {
                     e.push(format!("--size={rows}x{cols}"));
+                }
+                if opts.scope_abstract_unix {
+                    e.push("--scope-abstract-unix".into());
                 }
                 e.push("--".into());
                 e

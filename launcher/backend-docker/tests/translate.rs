@@ -15,6 +15,7 @@ fn options() -> Options {
         no_limits: false,
         init: Some("/usr/local/bin/agentctl".into()),
         tty_size: None,
+        scope_abstract_unix: false,
     }
 }
 

@@ -71,6 +71,12 @@ pub struct HelperConfig {
     /// Where the exit code is written for whoever reconciles later.
     #[serde(default)]
     pub exit_file: Option<PathBuf>,
+    /// Keep the sandbox's processes from connecting to abstract unix
+    /// sockets made outside it (Landlock): set for the host network, whose
+    /// abstract sockets (X11, D-Bus) a network namespace would otherwise
+    /// have kept away.
+    #[serde(default)]
+    pub scope_abstract_unix: bool,
 }
 
 /// The helper holds a lock on this file in the session directory for as
@@ -227,7 +233,10 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
         None
     };
     let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
-        .with_executor(AgentInit { tty })
+        .with_executor(AgentInit {
+            tty,
+            scope_abstract_unix: cfg.scope_abstract_unix,
+        })
         .with_root_path(&cfg.state_root)
         .map_err(|e| format!("cannot use state directory: {e}"))?;
     match &console {
@@ -396,7 +405,10 @@ impl Session {
         };
 
         let mut builder = ContainerBuilder::new(self.cfg.id.clone(), SyscallType::default())
-            .with_executor(AgentInit { tty: self.cfg.tty })
+            .with_executor(AgentInit {
+                tty: self.cfg.tty,
+                scope_abstract_unix: self.cfg.scope_abstract_unix,
+            })
             .with_root_path(&self.cfg.state_root)
             .map_err(|e| format!("cannot use state directory: {e}"))?;
         match &console {

@@ -33,6 +33,8 @@ pub const FORWARDED: &[Signal] = &[
 pub struct AgentInit {
     /// The agent gets the terminal's foreground process group.
     pub tty: bool,
+    /// Confine the sandbox to its own abstract unix sockets (Landlock).
+    pub scope_abstract_unix: bool,
 }
 
 extern "C" fn noop(_: libc::c_int) {}
@@ -56,7 +58,7 @@ impl Executor for AgentInit {
             .map(|a| CString::new(a.as_bytes()).map_err(|_| ExecutorError::InvalidArg))
             .collect::<Result<_, _>>()?;
 
-        run_as_init(&argv, self.tty)
+        run_as_init(&argv, self.tty, self.scope_abstract_unix)
     }
 }
 
@@ -64,12 +66,24 @@ impl Executor for AgentInit {
 /// signals to it, reaps orphans, and exits with the agent's status. Also
 /// the body of `agentctl __init`, which the Docker backend runs as PID 1 of
 /// host-root containers.
-pub fn run_as_init(argv: &[CString], tty: bool) -> ! {
+///
+/// With `scope_abstract_unix`, PID 1 confines itself (and so everything it
+/// starts) with Landlock before the agent exists; if that fails the agent
+/// never starts: the launcher asked for it because the kernel has it.
+pub fn run_as_init(argv: &[CString], tty: bool, scope_abstract_unix: bool) -> ! {
     // Nothing of the helper's may live on inside the sandbox: not its
     // session lock (which says whether the session is supervised), not its
     // status pipe (which reports the exit code). The agent gets stdio only.
     // SAFETY: close_range on descriptors this process no longer needs.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if scope_abstract_unix && let Err(e) = sandbox::landlock::scope_abstract_unix_sockets() {
+        let msg = format!(
+            "agentctl: cannot keep the sandbox away from the host's abstract unix sockets (Landlock): {}\n",
+            e.desc()
+        );
+        let _ = nix::unistd::write(std::io::stderr(), msg.as_bytes());
+        exit(crate::LAUNCHER_FAILURE)
+    }
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);

@@ -220,6 +220,8 @@ impl NativeBackend {
             detached: false,
             on_exit: Vec::new(),
             exit_file: Some(self.dirs.exits().join(id)),
+            scope_abstract_unix: spec.network == policy::NetworkMode::Host
+                && sandbox::landlock::abstract_unix_scoping().is_ok(),
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)

@@ -17,6 +17,9 @@ use policy::NetworkMode;
 use policy::seccomp::{Action, Op, SeccompProfile};
 use sandbox::spec::{MountSource, SandboxSpec};
 
+/// The one part of the host's /sys a sandbox on the host network sees.
+pub const SYS_CPU: &str = "/sys/devices/system/cpu";
+
 /// CPU quota period, in microseconds.
 const CPU_PERIOD: u64 = 100_000;
 
@@ -82,18 +85,26 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
             &["nosuid", "noexec", "nodev"],
         )?,
     ];
-    // sysfs may only be mounted by the owner of the network namespace; with
-    // the host network, bind the host's read-only instead.
-    mounts.push(if netns {
-        mount(
+    // sysfs may only be mounted by the owner of the network namespace. With
+    // the host network the host's would have to be bound, and it shows the
+    // host's devices and cgroups: an empty read-only /sys instead, with only
+    // the CPU topology (runtimes read it to size their thread pools).
+    if netns {
+        mounts.push(mount(
             "/sys",
             "sysfs",
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
-        )?
+        )?);
     } else {
-        bind("/sys", Path::new("/sys"), false, true)?
-    });
+        mounts.push(mount(
+            "/sys",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "noexec", "nodev", "mode=755", "size=4k"],
+        )?);
+        mounts.push(bind(SYS_CPU, Path::new(SYS_CPU), false, true)?);
+    }
     for m in &spec.mounts {
         let dest = m.destination.to_string_lossy();
         mounts.push(match &m.source {
@@ -200,12 +211,7 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
     }
     let mut linux = linux
         .masked_paths(masked)
-        .readonly_paths(
-            spec.readonly_proc_paths
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect::<Vec<_>>(),
-        )
+        .readonly_paths(readonly_paths(spec))
         .seccomp(seccomp(&spec.seccomp)?)
         .cgroups_path(PathBuf::from(&opts.cgroups_path));
     if opts.runtime_limits && !opts.no_limits {
@@ -257,6 +263,21 @@ pub fn to_oci(spec: &SandboxSpec, opts: &BundleOptions) -> Result<Spec, OciSpecE
         .mounts(mounts)
         .linux(linux)
         .build()
+}
+
+/// The paths the runtime makes read-only after every mount is in place:
+/// the standard /proc ones, and on the host network the /sys tmpfs (made
+/// writable first so that the CPU topology's mount point can be created).
+fn readonly_paths(spec: &SandboxSpec) -> Vec<String> {
+    let mut v: Vec<String> = spec
+        .readonly_proc_paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if spec.network == NetworkMode::Host {
+        v.push("/sys".into());
+    }
+    v
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, OciSpecError> {

@@ -53,18 +53,27 @@ fn rootless_session_has_no_user_namespace_or_runtime_limits() {
 }
 
 #[test]
-fn host_network_binds_sys_instead_of_mounting_sysfs() {
+fn host_network_gets_an_empty_read_only_sys_with_the_cpu_topology() {
     let value = config(NetworkMode::Host, &options(true, true));
     let ns = value["linux"]["namespaces"].as_array().unwrap();
     assert!(!ns.iter().any(|n| n["type"] == "network"));
-    let sys = value["mounts"]
-        .as_array()
-        .unwrap()
+    let mounts = value["mounts"].as_array().unwrap();
+    let sys = mounts.iter().find(|m| m["destination"] == "/sys").unwrap();
+    // Not the host's sysfs: it would show the host's devices and cgroups.
+    assert_eq!(sys["type"], "tmpfs");
+    let cpu = mounts
         .iter()
-        .find(|m| m["destination"] == "/sys")
+        .find(|m| m["destination"] == "/sys/devices/system/cpu")
         .unwrap();
-    assert_eq!(sys["type"], "bind");
-    assert!(sys["options"].as_array().unwrap().contains(&"ro".into()));
+    assert_eq!(cpu["type"], "bind");
+    assert!(cpu["options"].as_array().unwrap().contains(&"ro".into()));
+    // Made read-only once its submount is in place.
+    assert!(
+        value["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&"/sys".into())
+    );
 }
 
 #[test]

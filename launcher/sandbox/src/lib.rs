@@ -11,6 +11,7 @@ pub mod backend;
 mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod landlock;
 pub mod plan;
 pub mod scan;
 pub mod spec;

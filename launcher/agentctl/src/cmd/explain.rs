@@ -80,6 +80,25 @@ pub fn render(spec: &SandboxSpec) -> String {
             let _ = writeln!(o, "  network    {n}");
         }
     }
+    if spec.network == NetworkMode::Host {
+        let _ = writeln!(
+            o,
+            "             the host's network stack: every service on its loopback and interfaces is reachable"
+        );
+        let _ = writeln!(
+            o,
+            "             abstract unix sockets (X11, D-Bus): {}",
+            match sandbox::landlock::abstract_unix_scoping() {
+                Ok(()) => "kept out (Landlock); REACHABLE from Docker image sessions, whose init cannot apply it".to_string(),
+                Err(why) => format!("REACHABLE ({why})"),
+            }
+        );
+        let _ = writeln!(
+            o,
+            "             /sys: empty, except the CPU topology ({})",
+            backend_native::oci::SYS_CPU
+        );
+    }
     let l = &spec.limits;
     let _ = writeln!(
         o,

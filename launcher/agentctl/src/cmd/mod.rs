@@ -43,7 +43,12 @@ pub fn dispatch(command: Command, store: &crate::record::StoreUrl) -> Result<u8>
         Command::Setup(args) => setup::setup(args),
         Command::Bundle(args) => bundle::bundle(args),
         Command::Image(cmd) => image::image(cmd),
-        Command::Init { tty, size, command } => {
+        Command::Init {
+            tty,
+            size,
+            scope_abstract_unix,
+            command,
+        } => {
             if let Some((rows, cols)) = size.as_deref().and_then(|s| s.split_once('x')) {
                 let ws = libc::winsize {
                     ws_row: rows.parse().unwrap_or(0),
@@ -58,7 +63,7 @@ pub fn dispatch(command: Command, store: &crate::record::StoreUrl) -> Result<u8>
                 .into_iter()
                 .map(|a| std::ffi::CString::new(a).context("an argument contains a NUL byte"))
                 .collect::<Result<_>>()?;
-            backend_native::run_as_init(&argv, tty)
+            backend_native::run_as_init(&argv, tty, scope_abstract_unix)
         }
         Command::NativeExec {
             session_dir,

@@ -159,6 +159,22 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             );
         }
     }
+    // Not behind -q: the user chose the host network, but may not know that
+    // it carries the desktop's sockets with it where they cannot be kept out.
+    if spec.network == policy::NetworkMode::Host {
+        let why = match sandbox::landlock::abstract_unix_scoping() {
+            Err(why) => Some(why),
+            Ok(()) if args.backend == BackendKind::Docker && spec.image.is_some() => {
+                Some("an image's own init cannot apply Landlock".to_string())
+            }
+            Ok(()) => None,
+        };
+        if let Some(why) = why {
+            eprintln!(
+                "agentctl: warning: network host: the host's abstract unix sockets (X11, D-Bus) are reachable from the sandbox: {why}"
+            );
+        }
+    }
 
     if args.detach {
         let on_exit = vec![
