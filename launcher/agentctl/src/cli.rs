@@ -16,7 +16,9 @@ use policy::env::CliEnv;
 )]
 pub struct Cli {
     /// The session store: sqlite://PATH, postgres://..., or `none` to keep
-    /// no record [default: sqlite in $XDG_DATA_HOME/agentctl/agentctl.db].
+    /// no record [default: sqlite:///var/lib/agentctl/agentctl.db for root,
+    /// otherwise $XDG_DATA_HOME/agentctl/agentctl.db, where XDG_DATA_HOME
+    /// defaults to ~/.local/share].
     #[arg(long, env = "AGENTCTL_STORE", global = true)]
     pub store: Option<String>,
     #[command(subcommand)]
