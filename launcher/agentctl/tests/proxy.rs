@@ -37,6 +37,12 @@ impl Proxy {
     }
 
     fn start_with(role: &str, session: bool, extra: &[&str]) -> Proxy {
+        Proxy::start_in(role, session, extra, &|_| {})
+    }
+
+    /// As `start_with`, with `prepare` adding to the workspace before the
+    /// proxy reads it.
+    fn start_in(role: &str, session: bool, extra: &[&str], prepare: &dyn Fn(&Path)) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("docker.sock");
         let workspace = dir.path().join("ws");
@@ -44,6 +50,7 @@ impl Proxy {
         std::fs::write(workspace.join("hello.txt"), "hello from the workspace\n").unwrap();
         std::fs::write(workspace.join(".env"), "API_TOKEN=very-secret\n").unwrap();
         std::fs::write(workspace.join(".env.example"), "API_TOKEN=\n").unwrap();
+        prepare(&workspace);
         let mut cmd = Command::new(binary());
         cmd.args(["--store", "none", "proxy", "--role", role, "--listen"])
             .arg(format!("unix://{}", sock.display()))
@@ -938,4 +945,138 @@ fn testcontainers_style_ports_on_the_loopback() {
         "127.0.0.1"
     );
     direct(&["rm", "-f", &tc]);
+}
+
+/// Regression (issue 9, item 1): bind sources were checked when a child
+/// was created and mounted when it started, which the agent chooses. An
+/// agent created a child with `-v $WS/sub:/x`, replaced `sub` with a
+/// symlink to `/`, and started it: the child had the host's root
+/// read-write. And it moved `config/` (holding `.env`) away between create
+/// and start, so that its child's mask landed on nothing. Now only the
+/// workspace root may be bound, the directories leading to the session's
+/// secrets are pinned (mount points cannot be renamed, in the sandbox or in
+/// its children), and a start checks the binds again.
+fn bind_swap_between_create_and_start(backend: &str) {
+    let Some(image) = ready() else { return };
+    if !require(support::is_root(), "root (a Docker socket for the session)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("sub")).unwrap();
+    std::fs::create_dir_all(ws.join("config")).unwrap();
+    std::fs::write(ws.join("config/.env"), "TOKEN=swapped-secret\n").unwrap();
+    // Something of the host's outside the workspace, for the child to find.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("marker"), "HOST-FILE-SEEN\n").unwrap();
+    let profile = dir.path().join("docker.yaml");
+    std::fs::write(&profile, "extends: generic\ndocker: true\n").unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let script = format!(
+        "cd {ws}; \
+         if cid=$(docker create -v {ws}/sub:/x {image} cat /x{marker}); then \
+           mv sub sub.old && ln -s / sub; docker start -a $cid; \
+         else echo sub-bind-refused; fi; \
+         cid=$(docker create -v {ws}:/w {image} sh -c 'cat /w/config/.env /w/config2/.env 2>/dev/null; echo child-done') || exit 9; \
+         mv config config2 2>/dev/null || echo mv-refused; \
+         docker start -a $cid",
+        ws = ws.display(),
+        marker = outside.join("marker").display(),
+    );
+    let out = Command::new(binary())
+        .args([
+            "--store",
+            &store,
+            "run",
+            "-q",
+            "--backend",
+            backend,
+            "--profile",
+        ])
+        .arg(&profile)
+        .arg("--workspace")
+        .arg(&ws)
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    let tag = format!("[{backend}]");
+    assert!(out.status.success(), "{tag} {stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("HOST-FILE-SEEN"),
+        "{tag} a child saw the host outside the workspace: {stdout}"
+    );
+    assert!(
+        !stdout.contains("swapped-secret"),
+        "{tag} a child read a masked secret: {stdout}"
+    );
+    assert!(
+        stdout.contains("sub-bind-refused"),
+        "{tag} {stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("only the workspace root"),
+        "{tag} the refusal says why: {stderr}"
+    );
+    assert!(stdout.contains("mv-refused"), "{tag} {stdout}");
+    assert!(stdout.contains("child-done"), "{tag} {stdout}\n{stderr}");
+    // Nothing of the host's workspace was created or moved by the child.
+    assert!(ws.join("config/.env").is_file() && !ws.join("config2").exists());
+}
+
+#[test]
+fn bind_swap_between_create_and_start_native() {
+    bind_swap_between_create_and_start("native");
+}
+
+#[test]
+fn bind_swap_between_create_and_start_on_docker() {
+    bind_swap_between_create_and_start("docker");
+}
+
+/// The second half of item 1: a start checks the binds again, because the
+/// daemon resolves them then. The agent cannot move a pinned directory, but
+/// anyone else on the host can (here, the test); a child whose masks no
+/// longer describe where the session's secrets are must not start, and
+/// starts again once they do. Restart is checked the same way.
+#[test]
+fn session_start_checks_the_binds_again() {
+    let Some(image) = ready() else { return };
+    let mut p = Proxy::start_in("session", true, &[], &|ws| {
+        std::fs::create_dir_all(ws.join("config")).unwrap();
+        std::fs::write(ws.join("config/.env"), "TOKEN=moved-secret\n").unwrap();
+    });
+    let ws = p.workspace.display().to_string();
+    let create = p.docker(&[
+        "create",
+        "-v",
+        &format!("{ws}:/w"),
+        &image,
+        "sh",
+        "-c",
+        "cat /w/config/.env /w/config2/.env 2>/dev/null; echo child-done",
+    ]);
+    assert!(create.status.success(), "{}", text(&create.stderr));
+    let id = text(&create.stdout).trim().to_string();
+    let _made = Made(vec![("container", id.clone())]);
+    // The container carries the pin and the mask.
+    let mounts = text(&direct(&["inspect", "-f", "{{json .HostConfig.Mounts}}", &id]).stdout);
+    assert!(mounts.contains(&format!("{ws}/config")), "{mounts}");
+    assert!(mounts.contains("/w/config/.env"), "{mounts}");
+
+    std::fs::rename(p.workspace.join("config"), p.workspace.join("config2")).unwrap();
+    let start = p.docker(&["start", "-a", &id]);
+    assert_denied(&start, "cannot start");
+    assert!(!text(&start.stdout).contains("moved-secret"));
+    let restart = p.docker(&["restart", &id]);
+    assert_denied(&restart, "cannot start");
+
+    std::fs::rename(p.workspace.join("config2"), p.workspace.join("config")).unwrap();
+    let start = p.docker(&["start", "-a", &id]);
+    assert!(start.status.success(), "{}", text(&start.stderr));
+    assert_eq!(text(&start.stdout), "child-done\n");
+    p.stop();
 }

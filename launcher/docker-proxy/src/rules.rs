@@ -171,6 +171,13 @@ async fn decide(
         object = Some(own_object(&cx, s, up, ep, name).await?);
     }
 
+    if let Some(s) = cx.session
+        && matches!(ep, Endpoint::ContainerStart | Endpoint::ContainerRestart)
+        && let Some(id) = object.as_deref()
+    {
+        check_binds_at_start(&cx, s, up, id).await?;
+    }
+
     let mut filter = ResponseFilter::None;
     if let Some(s) = cx.session {
         match ep {
@@ -941,6 +948,7 @@ fn check_host_path(
     field: &str,
     src: &str,
     target: &str,
+    read_only: bool,
     binds: Binds,
     masks: &mut Vec<types::Mount>,
 ) -> Result<String, Why> {
@@ -988,31 +996,228 @@ fn check_host_path(
                 s.workspace.display()
             ));
         }
+        // The daemon resolves a bind's source when the container starts,
+        // which the agent chooses; a directory inside the workspace can be
+        // swapped for a symlink (to `/`) by then. The workspace root
+        // cannot: its parent is outside the agent's reach.
+        if real != s.workspace {
+            return deny(format!(
+                "{field}: only the workspace root {ws} may be bound, not {src:?} (role {role}): \
+                 the agent could swap a path inside it for a symlink between create and start, \
+                 and the daemon would follow it. Bind the workspace and work inside it \
+                 (-v {ws}:{ws} -w {ws}/...); no flag allows more",
+                ws = s.workspace.display()
+            ));
+        }
     }
     if let Some(s) = cx.session {
-        for m in &s.masked {
-            if let Ok(rel) = m.strip_prefix(&real) {
-                let dir = m.is_dir();
-                let tgt = Path::new(target).join(rel).display().to_string();
-                masks.push(if dir {
-                    types::Mount {
-                        type_: Some("tmpfs".into()),
-                        target: Some(tgt),
-                        ..Default::default()
-                    }
-                } else {
-                    types::Mount {
-                        type_: Some("bind".into()),
-                        source: Some("/dev/null".into()),
-                        target: Some(tgt),
-                        read_only: Some(true),
-                        ..Default::default()
-                    }
-                });
-            }
+        match workspace_guards(s, &real, target, read_only) {
+            Ok(guards) => masks.extend(guards),
+            Err(why) => return deny(format!("{field}: {why} (role {role})")),
         }
     }
     Ok(real.display().to_string())
+}
+
+/// What a child that binds `source` at `target` must get on top of it: the
+/// session's pinned directories under it, bound onto themselves (they
+/// cannot be renamed, in the child either), and a mask over every secret
+/// the session's sandbox masks there. Parents come first; the daemon sorts
+/// by depth anyway.
+///
+/// A secret or pinned directory that is no longer where the session found
+/// it is an error: the masks would land on nothing (and the runtime would
+/// create an empty file in its place) while the secret sits elsewhere.
+pub fn workspace_guards(
+    s: &SessionScope,
+    source: &Path,
+    target: &str,
+    read_only: bool,
+) -> Result<Vec<types::Mount>, String> {
+    let mut out = Vec::new();
+    for dir in sandbox_pins(s, source) {
+        let real_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
+            && std::fs::canonicalize(&dir).ok().as_deref() == Some(dir.as_path());
+        if !real_dir {
+            return Err(format!(
+                "{} leads to a secret the session masks, and is no longer a directory there; start a new session",
+                dir.display()
+            ));
+        }
+        let rel = dir.strip_prefix(source).expect("pins lie under the source");
+        out.push(types::Mount {
+            type_: Some("bind".into()),
+            source: Some(dir.display().to_string()),
+            target: Some(Path::new(target).join(rel).display().to_string()),
+            read_only: Some(read_only),
+            ..Default::default()
+        });
+    }
+    for m in &s.masked {
+        let Ok(rel) = m.strip_prefix(source) else {
+            continue;
+        };
+        let tgt = Path::new(target).join(rel).display().to_string();
+        // What it is now: a directory is masked by an empty tmpfs, anything
+        // else by /dev/null. Pinned parents keep this from changing.
+        let dir = match std::fs::symlink_metadata(m) {
+            Ok(md) => md.is_dir(),
+            Err(_) => {
+                return Err(format!(
+                    "the secret {} that the session masks is gone from where it was found; start a new session",
+                    m.display()
+                ));
+            }
+        };
+        out.push(if dir {
+            types::Mount {
+                type_: Some("tmpfs".into()),
+                target: Some(tgt),
+                ..Default::default()
+            }
+        } else {
+            types::Mount {
+                type_: Some("bind".into()),
+                source: Some("/dev/null".into()),
+                target: Some(tgt),
+                read_only: Some(true),
+                ..Default::default()
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The directories between `source` and the session's masks: the ones the
+/// session's sandbox pins.
+fn sandbox_pins(s: &SessionScope, source: &Path) -> Vec<PathBuf> {
+    policy::pins::ancestors_to_pin(source, &s.masked)
+}
+
+/// A bind of a container as the daemon keeps it: (source, target,
+/// read-only). Named volumes and tmpfs mounts are not binds.
+fn binds_of(c: &Value) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for b in c
+        .pointer("/HostConfig/Binds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let parts: Vec<&str> = b.split(':').collect();
+        if let [src, dst, rest @ ..] = parts.as_slice()
+            && src.starts_with('/')
+        {
+            let ro = rest
+                .first()
+                .is_some_and(|o| o.split(',').any(|x| x == "ro"));
+            out.push((src.to_string(), dst.to_string(), ro));
+        }
+    }
+    for m in c
+        .pointer("/HostConfig/Mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if m.get("Type").and_then(Value::as_str) != Some("bind") {
+            continue;
+        }
+        let get = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        out.push((
+            get("Source"),
+            get("Target"),
+            m.get("ReadOnly").and_then(Value::as_bool) == Some(true),
+        ));
+    }
+    out
+}
+
+/// Checked again when a container of the session starts or restarts,
+/// because that is when the daemon resolves the paths it binds, and the
+/// agent chooses when that is: every bind source must still be the
+/// workspace root, one of its pinned directories (a directory, reached
+/// through no symlink) or `/dev/null`, and every bind of the workspace must
+/// still carry the pins and masks the session's secrets call for now.
+async fn check_binds_at_start(
+    cx: &Ctx<'_>,
+    s: &SessionScope,
+    up: &mut Lazy,
+    id: &str,
+) -> Result<(), Why> {
+    let role = cx.role;
+    let Some(c) = lookup(cx, up, &["containers", id, "json"]).await? else {
+        return not_found("container", id);
+    };
+    let binds = binds_of(&c);
+    let ws = s.workspace.display().to_string();
+    let refuse = |why: String| {
+        deny(format!(
+            "container {id} cannot start (role {role}): {why}; remove it and create it again"
+        ))
+    };
+    if std::fs::canonicalize(&s.workspace).ok().as_deref() != Some(s.workspace.as_path()) {
+        return refuse(format!("the workspace {ws} is no longer where it was"));
+    }
+    let pins = sandbox_pins(s, &s.workspace);
+    if binds
+        .iter()
+        .any(|(src, _, _)| *src == ws || pins.iter().any(|d| d == Path::new(src)))
+        && let Err(why) = workspace_guards(s, &s.workspace, "/", false)
+    {
+        return refuse(why);
+    }
+    for (src, _, _) in &binds {
+        if src == "/dev/null" || *src == ws {
+            continue;
+        }
+        // Whether each pin is still a real directory is checked with the
+        // guards below.
+        if !pins.iter().any(|d| d == Path::new(src)) {
+            return refuse(format!(
+                "its bind source {src:?} is not the workspace root or one of its pinned directories"
+            ));
+        }
+    }
+    for (_, target, ro) in binds.iter().filter(|(src, _, _)| *src == ws) {
+        let guards = match workspace_guards(s, &s.workspace, target, *ro) {
+            Ok(g) => g,
+            Err(why) => return refuse(why),
+        };
+        for want in guards {
+            let have = match want.type_.as_deref() {
+                Some("tmpfs") => c
+                    .pointer("/HostConfig/Mounts")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|m| {
+                        m.get("Type").and_then(Value::as_str) == Some("tmpfs")
+                            && m.get("Target").and_then(Value::as_str) == want.target.as_deref()
+                    }),
+                _ => binds.iter().any(|(src, dst, ro)| {
+                    Some(src.as_str()) == want.source.as_deref()
+                        && Some(dst.as_str()) == want.target.as_deref()
+                        && Some(*ro) == want.read_only
+                }),
+            };
+            if !have {
+                return refuse(format!(
+                    "the workspace bound at {target} lacks {} over {} that the session's secrets call for",
+                    if want.source.as_deref() == Some("/dev/null")
+                        || want.type_.as_deref() == Some("tmpfs")
+                    {
+                        "the mask"
+                    } else {
+                        "the pin"
+                    },
+                    want.target.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn named_volume(cx: &Ctx<'_>, up: &mut Lazy, field: &str, name: &str) -> Result<(), Why> {
@@ -1080,7 +1285,8 @@ async fn check_bind_string(
         }
     }
     if src.starts_with('/') {
-        let real = check_host_path(cx, &field, src, dst, binds, masks)?;
+        let read_only = opts.is_some_and(|o| o.split(',').any(|x| x == "ro"));
+        let real = check_host_path(cx, &field, src, dst, read_only, binds, masks)?;
         Ok(match opts {
             Some(o) => format!("{real}:{dst}:{o}"),
             None => format!("{real}:{dst}"),
@@ -1113,7 +1319,8 @@ async fn check_mount(
             }
             let src = m.source.clone().unwrap_or_default();
             let dst = m.target.clone().unwrap_or_default();
-            let real = check_host_path(cx, &field, &src, &dst, binds, masks)?;
+            let read_only = m.read_only == Some(true);
+            let real = check_host_path(cx, &field, &src, &dst, read_only, binds, masks)?;
             m.source = Some(real);
         }
         "volume" => {

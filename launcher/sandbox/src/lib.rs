@@ -12,6 +12,7 @@ mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod landlock;
+pub mod pins;
 pub mod plan;
 pub mod scan;
 pub mod spec;

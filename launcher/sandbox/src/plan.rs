@@ -367,6 +367,21 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             .any(|d| m.path != *d && m.path.starts_with(d))
     });
 
+    // The agent's children on Docker get the workspace's masks by path;
+    // pinning their directories keeps those paths from being moved.
+    if policy.docker {
+        let in_workspace: Vec<PathBuf> = masked
+            .iter()
+            .filter(|m| m.path.starts_with(&workspace))
+            .map(|m| m.path.clone())
+            .collect();
+        mounts.extend(crate::pins::pin_mounts(
+            &workspace,
+            policy.workspace == AccessMode::Rw,
+            &in_workspace,
+        ));
+    }
+
     // Parents before children; equal depth keeps planning order, so the
     // workspace wins over a fresh home at the same path.
     mounts.sort_by_key(|m| m.destination.components().count());

@@ -92,6 +92,10 @@ pub enum MountPurpose {
     Tmp,
     /// A generated file, such as resolv.conf for the user-mode network.
     Generated,
+    /// A directory of the workspace bound onto itself, so that it cannot
+    /// be renamed or replaced: it leads to a masked secret (see
+    /// `sandbox::pins`).
+    Pin,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -124,6 +124,9 @@ pub fn render(spec: &SandboxSpec) -> String {
             (MountSource::Bind { path, .. }, MountPurpose::Workspace) => {
                 format!("workspace, host {}", path.display())
             }
+            (MountSource::Bind { .. }, MountPurpose::Pin) => {
+                "pinned: cannot be renamed or replaced (it leads to a masked secret, and the agent's containers are masked by path)".to_string()
+            }
             (MountSource::Bind { path, .. }, p) => {
                 let kind = match p {
                     MountPurpose::Rootfs => "host",
