@@ -208,6 +208,11 @@ pub struct PolicyArgs {
     /// Mount a host path: SRC[:DST][:ro|rw], read-only unless :rw.
     #[arg(long = "mount", short = 'm', value_name = "SRC:DST[:ro|rw]", value_parser = parse_mount)]
     pub mounts: Vec<policy::MountEntry>,
+    /// Allow your home directory (or ~/.config, ~/.local) as the workspace.
+    /// The agent can then write ~/.bashrc, ~/.local/bin and ~/.config, which
+    /// run on the host the next time you open a shell or log in.
+    #[arg(long)]
+    pub allow_home_workspace: bool,
 }
 
 fn parse_env(s: &str) -> Result<CliEnv, String> {

@@ -608,3 +608,50 @@ fn host_network_keeps_out_abstract_sockets_and_the_hosts_sysfs() {
         assert!(listener.accept().is_err(), "{tag} a connection arrived");
     }
 }
+
+/// Regression (issue 9, item 11): `cd ~ && agentctl run -- claude` gave the
+/// agent a read-write home (minus the deny list): `~/.bashrc`,
+/// `~/.local/bin`, `~/.config/agentctl`, which run or are read on the host
+/// afterwards. The home itself and its trees of start-up files are refused
+/// as the workspace unless the user says so, as the unprivileged user.
+#[test]
+fn refuses_the_home_directory_as_the_workspace_unless_asked() {
+    let Some(runner) = support::Runner::unprivileged() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".config")).unwrap();
+    std::fs::create_dir_all(home.path().join("project")).unwrap();
+    for p in ["", ".config", "project"] {
+        let p = home.path().join(p);
+        std::os::unix::fs::chown(&p, Some(runner.uid()), Some(runner.gid())).unwrap();
+    }
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = |cwd: &std::path::Path, extra: &[&str]| {
+        let mut c = runner.agentctl(home.path(), cwd);
+        c.args(["--store", "none", "run", "-q", "--no-limits"])
+            .args(extra)
+            .args(["--", "sh", "-c", "echo ran > .bashrc-from-agent"])
+            .stdin(std::process::Stdio::null());
+        c.output().unwrap()
+    };
+    for cwd in [home.path().to_path_buf(), home.path().join(".config")] {
+        let o = run(&cwd, &[]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{} ran: {err}", cwd.display());
+        assert!(err.contains("--allow-home-workspace"), "{err}");
+        assert!(err.contains("run on the host"), "{err}");
+        assert!(!cwd.join(".bashrc-from-agent").exists());
+    }
+    // A project inside the home is the normal case.
+    let o = run(&home.path().join("project"), &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // And the home itself when asked for.
+    let o = run(home.path(), &["--allow-home-workspace"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(home.path().join(".bashrc-from-agent").exists());
+}

@@ -81,6 +81,9 @@ pub struct PlanRequest {
     pub env: Vec<CliEnv>,
     /// `--image`, overriding the profile's `image:`.
     pub image: Option<String>,
+    /// `--allow-home-workspace`: the home directory (or one of the trees
+    /// in it whose files the host runs) may be the workspace.
+    pub allow_home_workspace: bool,
 }
 
 /// Builds the plan. Fails, naming the path and the fix, when a grant would
@@ -102,7 +105,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         .iter()
         .filter_map(|h| h.path.home_relative().map(str::to_string))
         .collect();
-    let workspace = workspace(&req.workspace, &home, &granted)?;
+    let workspace = workspace(&req.workspace, &home, &granted, req.allow_home_workspace)?;
 
     let mut mounts = Vec::new();
     let mut skipped = Vec::new();
@@ -486,7 +489,19 @@ fn identity(user: UserSpec, host: &HostFacts) -> Result<Identity, PlanError> {
     })
 }
 
-fn workspace(requested: &Path, home: &Path, granted: &[String]) -> Result<PathBuf, PlanError> {
+/// Directories of the home whose contents the host runs on its own: shell
+/// start-up files live in the home itself, `~/.config` holds autostart
+/// entries and systemd user units, `~/.local/bin` comes first in PATH.
+/// A session whose workspace is one of them could plant code that runs
+/// outside the sandbox the next time the user opens a shell or logs in.
+const HOST_RUN_TREES: &[&str] = &["", ".config", ".local", ".local/bin", ".local/share"];
+
+fn workspace(
+    requested: &Path,
+    home: &Path,
+    granted: &[String],
+    allow_home: bool,
+) -> Result<PathBuf, PlanError> {
     let ws = fs::canonicalize(requested).map_err(|e| PlanError::Workspace {
         path: requested.to_path_buf(),
         message: format!("cannot open it: {e}"),
@@ -504,6 +519,28 @@ fn workspace(requested: &Path, home: &Path, granted: &[String]) -> Result<PathBu
             path: ws,
             message: "it contains your home directory and other users' files".into(),
             fix: "run agentctl from a project directory, or pass one with --workspace".into(),
+        });
+    }
+    if !allow_home
+        && let Some(tree) = HOST_RUN_TREES.iter().find(|t| {
+            ws == if t.is_empty() {
+                home.to_path_buf()
+            } else {
+                home.join(t)
+            }
+        })
+    {
+        let what = if tree.is_empty() {
+            "your home directory".to_string()
+        } else {
+            format!("~/{tree}")
+        };
+        return Err(PlanError::Workspace {
+            path: ws,
+            message: format!(
+                "it is {what}: the agent could write ~/.bashrc, ~/.local/bin or ~/.config, which run on the host the next time you open a shell or log in"
+            ),
+            fix: "run agentctl from a project directory, or pass --allow-home-workspace if that is what you want".into(),
         });
     }
     if let Some(p) = ROOTFS_DIRS.iter().find(|d| ws.starts_with(d)) {

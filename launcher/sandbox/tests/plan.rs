@@ -446,6 +446,7 @@ fn command_line_mount_into_proc_is_refused() {
             ],
             env: Vec::new(),
             image: None,
+            allow_home_workspace: false,
         },
         &fx.host(),
     )
@@ -572,6 +573,7 @@ fn environment_holds_only_base_and_profile_names_and_never_prints_values() {
                 policy::env::Redacted(CLI_SECRET.into()),
             )],
             image: None,
+            allow_home_workspace: false,
         },
         &fx.host(),
     )

@@ -98,6 +98,7 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
             mounts: args.mounts.clone(),
             env: args.env.clone(),
             image: args.image.clone(),
+            allow_home_workspace: args.allow_home_workspace,
         },
         &host,
     )?;

@@ -79,6 +79,7 @@ fn session_scope(args: &ProxyArgs) -> Result<Option<SessionScope>> {
         env: Vec::new(),
         image: None,
         mounts: Vec::new(),
+        allow_home_workspace: false,
     };
     let spec = super::plan(&policy_args, vec!["true".into()])?;
     let mut scope = scope_from_plan(&spec)?;

@@ -98,6 +98,7 @@ impl Fx {
                 mounts: Vec::new(),
                 env: Vec::new(),
                 image: None,
+                allow_home_workspace: false,
             },
             &self.host(),
         )
