@@ -194,6 +194,35 @@ pub async fn record_end(store: &Store, id: &str, code: i32) -> Result<()> {
     record_end_after(store, id, code, Vec::new(), SessionUpdate::default()).await
 }
 
+/// Removes the placeholders (see `sandbox::hostrun`) of session `id`'s
+/// plan, now that it has ended, unless another live session in the store
+/// relies on the same path.
+pub async fn release_placeholders(
+    store: &Store,
+    id: &str,
+    files: &[sandbox::hostrun::HostRunFile],
+) {
+    if files.iter().all(|f| f.placeholder.is_none()) {
+        return;
+    }
+    let live = match store.with_status(&[Status::Created, Status::Running]).await {
+        Ok(l) => l,
+        // Leaving a placeholder in place is harmless (git reads it as "none");
+        // removing one that another session mounted is not.
+        Err(e) => {
+            tracing::warn!("placeholders of session {id} kept: {e}");
+            return;
+        }
+    };
+    let in_use: std::collections::HashSet<std::path::PathBuf> = live
+        .iter()
+        .filter(|s| s.id != id)
+        .flat_map(|s| sandbox::hostrun::from_recorded_plan(&s.policy))
+        .map(|f| f.host)
+        .collect();
+    sandbox::hostrun::release(files, &|p| in_use.contains(p));
+}
+
 /// How a session that ended with `code` goes on record: stopped when a
 /// stop was asked for, failed when the launcher failed, exited otherwise.
 fn end_of(code: i32, stopped: bool) -> (Status, NewEvent) {
@@ -544,6 +573,22 @@ pub fn reconcile(store_url: &StoreUrl) -> Result<()> {
         store.close().await;
         anyhow::Ok(won)
     })?;
+    let ended: Vec<&Session> = won
+        .iter()
+        .filter(|(_, l)| !matches!(l, Liveness::Running))
+        .map(|(s, _)| s)
+        .collect();
+    if !ended.is_empty() {
+        block_on(async {
+            let store = store_url.open().await?;
+            for s in ended {
+                let files = sandbox::hostrun::from_recorded_plan(&s.policy);
+                release_placeholders(&store, &s.id, &files).await;
+            }
+            store.close().await;
+            anyhow::Ok(())
+        })?;
+    }
     for (s, l) in won {
         let backend = crate::cmd::backend_for(s.backend);
         match l {

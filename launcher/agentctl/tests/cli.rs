@@ -182,13 +182,14 @@ fn unprivileged_user_without_a_cgroup_is_told_both_fixes_and_no_limits_works() {
         .prefix("agentctl-nocg-")
         .tempdir()
         .unwrap();
+    std::fs::create_dir(dir.path().join("ws")).unwrap();
     support::chown_tree(dir.path(), user.uid.as_raw(), user.gid.as_raw());
     let runner = support::Runner::User {
         name: name.clone(),
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
     };
-    let mut c = runner.agentctl(dir.path(), dir.path());
+    let mut c = runner.agentctl(dir.path(), &dir.path().join("ws"));
     c.args(["run", "-q", "--", "true"]);
     let o = c.output().unwrap();
     let err = text(&o.stderr);
@@ -200,7 +201,7 @@ fn unprivileged_user_without_a_cgroup_is_told_both_fixes_and_no_limits_works() {
         // A cgroup v2 host with systemd delegation needs no setup.
         assert!(o.status.success(), "{err}");
     }
-    let mut c = runner.agentctl(dir.path(), dir.path());
+    let mut c = runner.agentctl(dir.path(), &dir.path().join("ws"));
     c.args(["run", "--no-limits", "--", "sh", "-c", "echo limited-not"]);
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -566,14 +567,18 @@ fn host_network_keeps_out_abstract_sockets_and_the_hosts_sysfs() {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        nix::unistd::chown(
-            home.path(),
-            Some(nix::unistd::Uid::from_raw(runner.uid())),
-            Some(nix::unistd::Gid::from_raw(runner.gid())),
-        )
-        .unwrap();
+        let ws = home.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        for p in [home.path(), &ws] {
+            nix::unistd::chown(
+                p,
+                Some(nix::unistd::Uid::from_raw(runner.uid())),
+                Some(nix::unistd::Gid::from_raw(runner.gid())),
+            )
+            .unwrap();
+        }
         let o = runner
-            .agentctl(home.path(), home.path())
+            .agentctl(home.path(), &ws)
             .args([
                 "--store",
                 "none",

@@ -582,3 +582,99 @@ fn native_from_a_docker_save_archive() {
     let source = format!("docker-archive:{}", archive.display());
     with_fresh_image_cache(|| conformance(Backend::image("native", &source), Runner::Current));
 }
+
+/// Regression (issue 9, item 12): files the host runs later were writable.
+/// An agent appended `core.fsmonitor` to `.git/config`, wrote a hook,
+/// pointed `.git/commondir` at a repository of its own, or moved `.git`
+/// aside and made a new one, and the user's next `git status` ran its
+/// code on the host. As the unprivileged user: git still commits inside,
+/// every one of those writes fails, nothing is left behind, and a profile
+/// grant makes the config writable again.
+#[test]
+fn host_run_files_are_read_only_and_git_still_works() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let ws = home.path().join("repo");
+    std::fs::create_dir_all(ws.join(".vscode")).unwrap();
+    std::fs::write(ws.join("a.txt"), "a\n").unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(&ws)
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
+    };
+    git(&["init", "-q"]);
+    std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    let config_before = std::fs::read_to_string(ws.join(".git/config")).unwrap();
+    Command::new("chown")
+        .args(["-R", &format!("{}:{}", runner.uid(), runner.gid())])
+        .arg(home.path())
+        .status()
+        .unwrap();
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let attack = "git add a.txt && git -c user.name=a -c user.email=a@b commit -qm one && echo committed; \
+        printf '[core]\\n\\tfsmonitor = touch /tmp/pwned\\n' >> .git/config 2>/dev/null && echo wrote-config; \
+        echo 'touch /tmp/pwned' > .git/hooks/post-checkout 2>/dev/null && echo wrote-hook; \
+        echo ../evil > .git/commondir 2>/dev/null && echo wrote-commondir; \
+        echo '{}' > .vscode/tasks.json 2>/dev/null && echo wrote-vscode; \
+        mv .git .git-aside 2>/dev/null && echo moved-git; \
+        true";
+    let run = |profile: Option<&Path>| {
+        let mut c = runner.agentctl(home.path(), &ws);
+        c.args(["--store", "none", "run", "-q", "--no-limits"]);
+        if let Some(p) = profile {
+            c.arg("--profile").arg(p);
+        }
+        c.args(["--", "sh", "-c", attack])
+            .stdin(std::process::Stdio::null());
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let out = run(None);
+    assert!(out.contains("committed"), "git must still commit: {out}");
+    for w in [
+        "wrote-config",
+        "wrote-hook",
+        "wrote-commondir",
+        "wrote-vscode",
+        "moved-git",
+    ] {
+        assert!(!out.contains(w), "the agent could do `{w}`: {out}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.join(".git/config")).unwrap(),
+        config_before
+    );
+    assert!(!ws.join(".git/hooks/post-checkout").exists());
+    assert!(!ws.join(".vscode/tasks.json").exists());
+    assert!(
+        !ws.join(".git/commondir").exists(),
+        "the placeholder is removed after the session"
+    );
+    assert!(ws.join(".git").is_dir() && !ws.join(".git-aside").exists());
+
+    // A profile that lets the agent change git's config.
+    let profile = home.path().join("gitcfg.yaml");
+    std::fs::write(
+        &profile,
+        "extends: generic\nwritable_host_files: [git-config]\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&profile, Some(runner.uid()), Some(runner.gid())).unwrap();
+    let out = run(Some(&profile));
+    assert!(out.contains("wrote-config"), "{out}");
+    assert!(
+        !out.contains("wrote-hook") && !out.contains("wrote-commondir"),
+        "{out}"
+    );
+}

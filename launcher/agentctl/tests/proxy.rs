@@ -1080,3 +1080,63 @@ fn session_start_checks_the_binds_again() {
     assert_eq!(text(&start.stdout), "child-done\n");
     p.stop();
 }
+
+/// Items 12 (and a hole found beside it): the agent's own containers bind
+/// the workspace too, so what is read-only in its sandbox must be read-only
+/// in them: `.git/config` and hooks, and the whole workspace for a profile
+/// with `workspace: ro`.
+#[test]
+fn children_get_the_sessions_read_only_paths() {
+    let Some(image) = ready() else { return };
+    if !require(support::is_root(), "root (a Docker socket for the session)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let init = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&ws)
+        .status()
+        .unwrap();
+    assert!(init.success());
+    let config_before = std::fs::read_to_string(ws.join(".git/config")).unwrap();
+    let run = |profile_text: &str, script: String| {
+        let profile = dir.path().join("p.yaml");
+        std::fs::write(&profile, profile_text).unwrap();
+        let out = Command::new(binary())
+            .args(["--store", "none", "run", "-q", "--profile"])
+            .arg(&profile)
+            .arg("--workspace")
+            .arg(&ws)
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let w = ws.display();
+    let out = run(
+        "extends: generic\ndocker: true\n",
+        format!(
+            "docker run --rm -u 0 -v {w}:/w {image} sh -c 'echo \"[core] fsmonitor=x\" >> /w/.git/config && echo child-wrote-config; mkdir -p /w/.git/hooks; echo x > /w/.git/hooks/pre-commit && echo child-wrote-hook; echo ok > /w/file && echo child-wrote-file'; true"
+        ),
+    );
+    assert!(!out.contains("child-wrote-config"), "{out}");
+    assert!(!out.contains("child-wrote-hook"), "{out}");
+    assert!(out.contains("child-wrote-file"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(ws.join(".git/config")).unwrap(),
+        config_before
+    );
+
+    let out = run(
+        "extends: generic\ndocker: true\nworkspace: ro\n",
+        format!(
+            "docker run --rm -u 0 -v {w}:/w:rw {image} sh -c 'echo x > /w/other && echo child-wrote-ro-workspace'; true"
+        ),
+    );
+    assert!(!out.contains("child-wrote-ro-workspace"), "{out}");
+    assert!(!ws.join("other").exists());
+}

@@ -1053,6 +1053,26 @@ pub fn workspace_guards(
             ..Default::default()
         });
     }
+    // Files the host runs later stay read-only in children, which could
+    // otherwise write `.git/config` for the host's git to run.
+    for p in &s.read_only {
+        let Ok(rel) = p.strip_prefix(source) else {
+            continue;
+        };
+        if !std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_symlink()) {
+            return Err(format!(
+                "{} is read-only in the session because the host runs it, and is no longer there; start a new session",
+                p.display()
+            ));
+        }
+        out.push(types::Mount {
+            type_: Some("bind".into()),
+            source: Some(p.display().to_string()),
+            target: Some(Path::new(target).join(rel).display().to_string()),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     for m in &s.masked {
         let Ok(rel) = m.strip_prefix(source) else {
             continue;
@@ -1088,10 +1108,11 @@ pub fn workspace_guards(
     Ok(out)
 }
 
-/// The directories between `source` and the session's masks: the ones the
-/// session's sandbox pins.
+/// The directories between `source` and the session's masks and read-only
+/// files: the ones the session's sandbox pins.
 fn sandbox_pins(s: &SessionScope, source: &Path) -> Vec<PathBuf> {
-    policy::pins::ancestors_to_pin(source, &s.masked)
+    let paths: Vec<PathBuf> = s.masked.iter().chain(&s.read_only).cloned().collect();
+    policy::pins::ancestors_to_pin(source, &paths)
 }
 
 /// A bind of a container as the daemon keeps it: (source, target,
@@ -1174,9 +1195,9 @@ async fn check_binds_at_start(
         }
         // Whether each pin is still a real directory is checked with the
         // guards below.
-        if !pins.iter().any(|d| d == Path::new(src)) {
+        if !pins.iter().chain(&s.read_only).any(|d| d == Path::new(src)) {
             return refuse(format!(
-                "its bind source {src:?} is not the workspace root or one of its pinned directories"
+                "its bind source {src:?} is not the workspace root or one of its pinned or read-only paths"
             ));
         }
     }
@@ -1285,7 +1306,23 @@ async fn check_bind_string(
         }
     }
     if src.starts_with('/') {
-        let read_only = opts.is_some_and(|o| o.split(',').any(|x| x == "ro"));
+        // A session that may not write its workspace gives its children
+        // none to write either.
+        let forced_ro = cx.session.is_some_and(|s| !s.workspace_writable);
+        let opts: Option<String> = if forced_ro {
+            let mut o: Vec<&str> = opts
+                .unwrap_or("")
+                .split(',')
+                .filter(|x| !x.is_empty() && *x != "rw" && *x != "ro")
+                .collect();
+            o.push("ro");
+            Some(o.join(","))
+        } else {
+            opts.map(str::to_string)
+        };
+        let read_only = opts
+            .as_deref()
+            .is_some_and(|o| o.split(',').any(|x| x == "ro"));
         let real = check_host_path(cx, &field, src, dst, read_only, binds, masks)?;
         Ok(match opts {
             Some(o) => format!("{real}:{dst}:{o}"),
@@ -1319,6 +1356,9 @@ async fn check_mount(
             }
             let src = m.source.clone().unwrap_or_default();
             let dst = m.target.clone().unwrap_or_default();
+            if cx.session.is_some_and(|s| !s.workspace_writable) {
+                m.read_only = Some(true);
+            }
             let read_only = m.read_only == Some(true);
             let real = check_host_path(cx, &field, &src, &dst, read_only, binds, masks)?;
             m.source = Some(real);

@@ -34,6 +34,19 @@ pub struct SessionScope {
     /// The session's own network. Children of a session without network
     /// get none either: no bridge, internal networks only, no pulls.
     pub network: NetworkMode,
+    /// Host paths in the workspace that the session's sandbox has
+    /// read-only because the host runs them later (`.git/config`, hooks):
+    /// read-only in children too, with their directories pinned.
+    #[serde(default)]
+    pub read_only: Vec<PathBuf>,
+    /// Whether the session may write its workspace; children of a session
+    /// with a read-only workspace get it read-only too.
+    #[serde(default = "yes")]
+    pub workspace_writable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +78,16 @@ impl SessionScope {
             masked,
             limits,
             network,
+            read_only: Vec::new(),
+            workspace_writable: true,
         })
+    }
+
+    /// Sets the read-only host-run paths, resolved like the masks.
+    pub fn with_read_only(mut self, paths: Vec<PathBuf>, workspace_writable: bool) -> SessionScope {
+        self.read_only = paths.into_iter().map(|p| resolve_parent(&p)).collect();
+        self.workspace_writable = workspace_writable;
+        self
     }
 
     pub fn label(&self) -> String {

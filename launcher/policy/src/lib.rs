@@ -21,4 +21,6 @@ pub use resolve::{
     BUILTIN_PROFILES, BuiltinOnly, DEFAULT_PROFILE, Limits, Policy, ProfileLoader, available,
     resolve,
 };
-pub use types::{AccessMode, ByteSize, Cpus, EnvPattern, NetworkMode, ProfilePath, UserSpec};
+pub use types::{
+    AccessMode, ByteSize, Cpus, EnvPattern, HostFileKind, NetworkMode, ProfilePath, UserSpec,
+};

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProfileError;
-use crate::types::{AccessMode, ByteSize, Cpus, EnvPattern, NetworkMode, ProfilePath, UserSpec};
+use crate::types::{
+    AccessMode, ByteSize, Cpus, EnvPattern, HostFileKind, NetworkMode, ProfilePath, UserSpec,
+};
 
 /// One profile file as written, before inheritance is applied.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -51,6 +53,10 @@ pub struct ProfileFile {
     /// Give the agent a Docker socket (agentctl's proxy, role `session`):
     /// it may run containers of its own, under this profile's policy.
     pub docker: Option<bool>,
+    /// Kinds of files the host runs later (`git-config`, `git-hooks`,
+    /// `ide`) that the agent may change; read-only otherwise.
+    #[serde(default)]
+    pub writable_host_files: Vec<HostFileKind>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::error::ProfileError;
 use crate::profile::{HomeEntry, MountEntry, ProfileFile, SecretsEntry};
-use crate::types::{AccessMode, ByteSize, Cpus, EnvPattern, NetworkMode, ProfilePath, UserSpec};
+use crate::types::{
+    AccessMode, ByteSize, Cpus, EnvPattern, HostFileKind, NetworkMode, ProfilePath, UserSpec,
+};
 
 /// The profiles shipped inside the binary, from `profiles/`.
 pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
@@ -86,6 +88,9 @@ pub struct Policy {
     /// The agent gets a Docker socket through agentctl's proxy.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub docker: bool,
+    /// Kinds of host-run files the agent may change (read-only otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub writable_host_files: Vec<HostFileKind>,
 }
 
 impl Default for Policy {
@@ -110,6 +115,7 @@ impl Default for Policy {
             user: UserSpec::Host,
             image: None,
             docker: false,
+            writable_host_files: Vec::new(),
         }
     }
 }
@@ -206,6 +212,7 @@ fn apply(policy: &mut Policy, layer: ProfileFile) {
     extend_unique(&mut policy.secrets.deny, layer.secrets.deny);
     extend_unique(&mut policy.secrets.allow, layer.secrets.allow);
     extend_unique(&mut policy.env, layer.env);
+    extend_unique(&mut policy.writable_host_files, layer.writable_host_files);
     policy.env_set.extend(layer.env_set);
     if let Some(d) = layer.docker {
         policy.docker = d;

@@ -43,6 +43,43 @@ impl FromStr for AccessMode {
     }
 }
 
+/// Kinds of workspace files that the host runs later, read-only in the
+/// sandbox unless a profile names them in `writable_host_files`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostFileKind {
+    /// A git directory's `config` and `config.worktree`: `core.fsmonitor`,
+    /// `core.hooksPath`, `core.sshCommand` and filters run programs.
+    GitConfig,
+    /// A git directory's `hooks/`.
+    GitHooks,
+    /// Editor settings and run configurations: `.vscode/`, `.idea/`,
+    /// `.devcontainer/` (whose `initializeCommand` runs on the host).
+    Ide,
+}
+
+impl HostFileKind {
+    pub const ALL: [HostFileKind; 3] = [
+        HostFileKind::GitConfig,
+        HostFileKind::GitHooks,
+        HostFileKind::Ide,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostFileKind::GitConfig => "git-config",
+            HostFileKind::GitHooks => "git-hooks",
+            HostFileKind::Ide => "ide",
+        }
+    }
+}
+
+impl fmt::Display for HostFileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The sandbox's network. `None` is the default: a network namespace with
 /// only a loopback interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

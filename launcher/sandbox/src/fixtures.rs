@@ -104,6 +104,7 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
             },
         ],
         symlink_aliases: vec![],
+        host_run: vec![],
         skipped: vec![],
         docker: false,
         network,

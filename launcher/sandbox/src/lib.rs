@@ -11,6 +11,7 @@ pub mod backend;
 mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod hostrun;
 pub mod landlock;
 pub mod pins;
 pub mod plan;

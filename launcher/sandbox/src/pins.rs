@@ -18,13 +18,19 @@ use policy::pins::ancestors_to_pin;
 
 use crate::spec::{MountPlan, MountPurpose, MountSource};
 
-/// The pins of the workspace as mounts: each directory bound onto itself,
-/// as writable as the workspace.
-pub fn pin_mounts(workspace: &Path, writable: bool, masked: &[PathBuf]) -> Vec<MountPlan> {
-    ancestors_to_pin(workspace, masked)
+/// Pins as mounts: each directory between `root` (a mount's host path,
+/// seen at `container` in the sandbox) and each of `paths` (host paths
+/// inside it) bound onto itself, as writable as the mount.
+pub fn pin_mounts(
+    root: &Path,
+    container: &Path,
+    writable: bool,
+    paths: &[PathBuf],
+) -> Vec<MountPlan> {
+    ancestors_to_pin(root, paths)
         .into_iter()
         .map(|dir| MountPlan {
-            destination: dir.clone(),
+            destination: container.join(dir.strip_prefix(root).expect("pins lie under the root")),
             source: MountSource::Bind {
                 path: dir,
                 file: false,

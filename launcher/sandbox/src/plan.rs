@@ -370,19 +370,66 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             .any(|d| m.path != *d && m.path.starts_with(d))
     });
 
-    // The agent's children on Docker get the workspace's masks by path;
-    // pinning their directories keeps those paths from being moved.
-    if policy.docker {
-        let in_workspace: Vec<PathBuf> = masked
+    // Files the host runs later, in every writable tree: read-only, with
+    // their directories pinned so that they cannot be moved aside.
+    let mut host_run = Vec::new();
+    let mut pin_paths: Vec<(usize, Vec<PathBuf>)> = Vec::new();
+    for (i, root) in roots.iter().enumerate() {
+        if !matches!(root.kind, RootKind::Content { .. }) {
+            continue;
+        }
+        let writable = mounts.iter().any(|m| {
+            m.writable
+                && m.destination == root.container
+                && matches!(&m.source, MountSource::Bind { path, .. } if *path == root.host)
+        });
+        if !writable {
+            continue;
+        }
+        let found: Vec<PathBuf> = scanned
+            .host_run
             .iter()
-            .filter(|m| m.path.starts_with(&workspace))
-            .map(|m| m.path.clone())
+            .filter(|(r, _)| *r == i)
+            .map(|(_, p)| p.clone())
             .collect();
-        mounts.extend(crate::pins::pin_mounts(
-            &workspace,
-            policy.workspace == AccessMode::Rw,
-            &in_workspace,
-        ));
+        let files = crate::hostrun::find(
+            &root.host,
+            &root.container,
+            &found,
+            &policy.writable_host_files,
+        )?;
+        let mut paths: Vec<PathBuf> = files.iter().map(|f| f.host.clone()).collect();
+        // The agent's children on Docker get the workspace's masks by path;
+        // pinning their directories keeps those paths from being moved.
+        if policy.docker && i == 0 {
+            paths.extend(
+                masked
+                    .iter()
+                    .filter(|m| m.path.starts_with(&workspace))
+                    .map(|m| m.path.clone()),
+            );
+        }
+        for f in &files {
+            mounts.push(MountPlan {
+                destination: f.path.clone(),
+                source: MountSource::Bind {
+                    path: f.host.clone(),
+                    file: !f.dir,
+                },
+                writable: false,
+                purpose: MountPurpose::HostRun,
+            });
+        }
+        pin_paths.push((i, paths));
+        host_run.extend(files);
+    }
+    for (i, paths) in pin_paths {
+        let root = &roots[i];
+        for pin in crate::pins::pin_mounts(&root.host, &root.container, true, &paths) {
+            if !mounts.iter().any(|m| m.destination == pin.destination) {
+                mounts.push(pin);
+            }
+        }
     }
 
     // Parents before children; equal depth keeps planning order, so the
@@ -439,6 +486,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         mounts,
         masked,
         symlink_aliases: scanned.aliases,
+        host_run,
         skipped,
         docker: policy.docker,
         network,

@@ -59,6 +59,9 @@ pub struct ScanInput<'a> {
 pub struct ScanOutput {
     pub masked: Vec<Masked>,
     pub aliases: Vec<SymlinkAlias>,
+    /// Entries named like files the host runs (`crate::hostrun::NAMES`),
+    /// by root index and host path, for `crate::hostrun::find`.
+    pub host_run: Vec<(usize, PathBuf)>,
     pub stats: ScanStats,
 }
 
@@ -81,6 +84,7 @@ struct Found {
     plain: Vec<(u64, u32)>,
     dir_list: Vec<(PathBuf, usize)>,
     symlinks: Vec<(usize, PathBuf, PathBuf)>,
+    host_run: Vec<(usize, PathBuf)>,
     dirs: u64,
     files: u64,
 }
@@ -144,6 +148,7 @@ pub fn scan(input: &ScanInput<'_>) -> ScanOutput {
         all.masked.extend(r.masked);
         all.linked.extend(r.linked);
         all.symlinks.extend(r.symlinks);
+        all.host_run.extend(r.host_run);
         all.dirs += r.dirs;
         all.files += r.files;
     }
@@ -303,6 +308,14 @@ fn visit(
         };
         let Some(kind) = kind else { continue };
         let path = || job.dir.join(std::ffi::OsStr::from_bytes(bytes));
+        // `.git`, `.vscode`, ...: a byte compare on names starting with a
+        // dot, for the host-run files planned after the walk.
+        if content
+            && bytes.first() == Some(&b'.')
+            && crate::hostrun::NAMES.iter().any(|n| n.as_bytes() == bytes)
+        {
+            found.host_run.push((job.root, path()));
+        }
         let rel_owned;
         let rel: &str = if needs_rel {
             rel_owned = if rel_dir.is_empty() {
@@ -535,6 +548,7 @@ fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
             files: found.files,
             ..ScanStats::default()
         },
+        host_run: found.host_run,
         ..ScanOutput::default()
     };
     let mounted = |root: usize| !matches!(input.roots[root].kind, RootKind::DeniedInodes);

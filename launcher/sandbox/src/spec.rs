@@ -93,9 +93,11 @@ pub enum MountPurpose {
     /// A generated file, such as resolv.conf for the user-mode network.
     Generated,
     /// A directory of the workspace bound onto itself, so that it cannot
-    /// be renamed or replaced: it leads to a masked secret (see
-    /// `sandbox::pins`).
+    /// be renamed or replaced: it leads to a masked secret or to a file the
+    /// host runs (see `sandbox::pins`).
     Pin,
+    /// A file the host runs later, read-only (see `sandbox::hostrun`).
+    HostRun,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -231,6 +233,10 @@ pub struct SandboxSpec {
     pub mounts: Vec<MountPlan>,
     pub masked: Vec<Masked>,
     pub symlink_aliases: Vec<SymlinkAlias>,
+    /// Files in writable mounts that the host runs later (git config and
+    /// hooks, editor run configurations): bound read-only onto themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_run: Vec<crate::hostrun::HostRunFile>,
     /// Granted entries the host does not have, for `explain`.
     pub skipped: Vec<String>,
     /// The agent gets a Docker socket (agentctl's proxy, role `session`);

@@ -674,3 +674,27 @@ fn spec_reports_the_profile_and_identity() {
             .contains(&PathBuf::from("/proc/kcore"))
     );
 }
+
+#[test]
+fn the_home_and_its_start_up_trees_are_refused_as_the_workspace() {
+    let fx = Fx::new();
+    let config = fx.mkdir(fx.home.join(".config"));
+    for ws in [fx.home.clone(), config] {
+        let err = sandbox::plan(
+            PlanRequest {
+                policy: generic(),
+                workspace: ws.clone(),
+                command: Vec::new(),
+                network: None,
+                mounts: Vec::new(),
+                env: Vec::new(),
+                image: None,
+                allow_home_workspace: false,
+            },
+            &fx.host(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--allow-home-workspace"), "{err}");
+    }
+}

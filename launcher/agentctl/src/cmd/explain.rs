@@ -124,8 +124,11 @@ pub fn render(spec: &SandboxSpec) -> String {
             (MountSource::Bind { path, .. }, MountPurpose::Workspace) => {
                 format!("workspace, host {}", path.display())
             }
+            (MountSource::Bind { .. }, MountPurpose::HostRun) => {
+                "read-only: the host runs it later (see below)".to_string()
+            }
             (MountSource::Bind { .. }, MountPurpose::Pin) => {
-                "pinned: cannot be renamed or replaced (it leads to a masked secret, and the agent's containers are masked by path)".to_string()
+                "pinned: cannot be renamed or replaced (it leads to a masked secret or a read-only file)".to_string()
             }
             (MountSource::Bind { path, .. }, p) => {
                 let kind = match p {
@@ -167,6 +170,20 @@ pub fn render(spec: &SandboxSpec) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    if !spec.host_run.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nRead-only because the host runs them later (a profile may allow kinds with writable_host_files)"
+        );
+        for f in &spec.host_run {
+            let kind = f.kind.map_or("always".to_string(), |k| k.to_string());
+            let created = match &f.placeholder {
+                Some(_) => " (absent: a placeholder is created for the session)",
+                None => "",
+            };
+            let _ = writeln!(o, "  {:<12} {}{created}: {}", kind, f.path.display(), f.why);
+        }
+    }
     if !spec.symlink_aliases.is_empty() {
         let _ = writeln!(o, "\nSymlinks that lead to secrets");
         for a in &spec.symlink_aliases {

@@ -36,13 +36,24 @@ pub fn scope_from_plan(spec: &sandbox::SandboxSpec) -> Result<SessionScope> {
         nano_cpus: Some(i64::from(spec.limits.cpu_millis) * 1_000_000).filter(|c| *c > 0),
         pids: Some(i64::from(spec.limits.pids)).filter(|p| *p > 0),
     };
+    let read_only = spec
+        .host_run
+        .iter()
+        .filter(|f| f.host.starts_with(&spec.workspace))
+        .map(|f| f.host.clone())
+        .collect();
+    let workspace_writable = spec
+        .mounts
+        .iter()
+        .any(|m| m.purpose == sandbox::spec::MountPurpose::Workspace && m.writable);
     Ok(SessionScope::new(
         spec.session.to_string(),
         &spec.workspace,
         masked,
         limits,
         spec.network,
-    )?)
+    )?
+    .with_read_only(read_only, workspace_writable))
 }
 
 fn load_role(args: &ProxyArgs) -> Result<Role> {

@@ -110,6 +110,20 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             record::created_event(&spec),
         )?;
     }
+    // Placeholders for the host-run files git would read if they existed
+    // (`.git/commondir`), so that they can be mounted read-only.
+    let placeholders = match sandbox::hostrun::create_placeholders(&spec.host_run) {
+        Ok(created) => Placeholders {
+            store_url,
+            id: &id,
+            files: spec.host_run.clone(),
+            created,
+        },
+        Err(e) => {
+            fail_on_record(store_url, &id, &e.to_string());
+            return Err(e.into());
+        }
+    };
     // The agent's Docker socket, when the profile gives it one: started
     // after the session is on record, so its denials land in the trail.
     let docker_proxy = if spec.docker {
@@ -119,21 +133,8 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
                 Some(p)
             }
             Err(e) => {
-                if store_url.0.is_some() {
-                    let _ = block_on(async {
-                        let store = store_url.open().await?;
-                        record::record_failure(
-                            &store,
-                            &id,
-                            &format!("{e:#}"),
-                            Vec::new(),
-                            SessionUpdate::default(),
-                        )
-                        .await?;
-                        store.close().await;
-                        anyhow::Ok(())
-                    });
-                }
+                fail_on_record(store_url, &id, &format!("{e:#}"));
+                placeholders.release();
                 return Err(e);
             }
         }
@@ -185,10 +186,11 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             id.clone(),
         ];
         let result = backend.start_detached(&spec, &opts, &on_exit);
-        if result.is_err()
-            && let Some(p) = &docker_proxy
-        {
-            p.stop();
+        if result.is_err() {
+            if let Some(p) = &docker_proxy {
+                p.stop();
+            }
+            placeholders.release();
         }
         block_on(async {
             let store = store_url.open().await?;
@@ -253,6 +255,7 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             eprintln!("agentctl: the session's end was not recorded: {e:#}");
         }
     }
+    placeholders.release();
     match result {
         Ok(status) => Ok(status.code().clamp(0, 255) as u8),
         Err(BackendError::Exec { message, code }) => {
@@ -260,6 +263,47 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             Ok(code as u8)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Records a launch that failed before the sandbox ran.
+fn fail_on_record(store_url: &StoreUrl, id: &str, error: &str) {
+    if store_url.0.is_none() {
+        return;
+    }
+    let _ = block_on(async {
+        let store = store_url.open().await?;
+        record::record_failure(&store, id, error, Vec::new(), SessionUpdate::default()).await?;
+        store.close().await;
+        anyhow::Ok(())
+    });
+}
+
+/// The placeholders this launch created (see `sandbox::hostrun`), removed
+/// when the session ends, unless another live session relies on them. A
+/// detached session's are removed by whoever records its end.
+struct Placeholders<'a> {
+    store_url: &'a StoreUrl,
+    id: &'a str,
+    files: Vec<sandbox::hostrun::HostRunFile>,
+    created: Vec<std::path::PathBuf>,
+}
+
+impl Placeholders<'_> {
+    fn release(&self) {
+        if self.created.is_empty() {
+            return;
+        }
+        if self.store_url.0.is_none() {
+            sandbox::hostrun::remove_placeholders(&self.files, &self.created);
+            return;
+        }
+        let _ = block_on(async {
+            let store = self.store_url.open().await?;
+            record::release_placeholders(&store, self.id, &self.files).await;
+            store.close().await;
+            anyhow::Ok(())
+        });
     }
 }
 

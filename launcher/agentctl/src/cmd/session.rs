@@ -191,6 +191,8 @@ pub fn session_exit(id: &str, store_url: &StoreUrl) -> Result<u8> {
     block_on(async {
         let store = store_url.open().await?;
         record::record_end(&store, id, code).await?;
+        let files = sandbox::hostrun::from_recorded_plan(&store.get(id).await?.policy);
+        record::release_placeholders(&store, id, &files).await;
         store.close().await;
         anyhow::Ok(())
     })?;

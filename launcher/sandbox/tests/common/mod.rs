@@ -98,7 +98,9 @@ impl Fx {
                 mounts: Vec::new(),
                 env: Vec::new(),
                 image: None,
-                allow_home_workspace: false,
+                // Tests of what is masked when the home is the workspace
+                // ask for it, as the user would; the refusal has its own.
+                allow_home_workspace: workspace == self.home,
             },
             &self.host(),
         )
