@@ -1517,6 +1517,7 @@ fn binds_refuse_proc_sys_dev_and_the_engine_socket_by_any_path() {
         "/sys/fs/cgroup".into(),
         "/dev".into(),
         "/dev/shm".into(),
+        "/dev/zero".into(),
         link.clone(),
         format!("{link}/self/root/etc"),
         sys_link,
@@ -1579,7 +1580,9 @@ fn binds_refuse_proc_sys_dev_and_the_engine_socket_by_any_path() {
             "root and mount --bind, for the bind-mounted alias of /run",
         );
     }
-    // An ordinary host directory still binds.
+    // /dev/null, to hide a file, and an ordinary host directory still bind.
+    let out = proxy.docker(&["run", "--rm", "-v", "/dev/null:/etc/hidden", &image, "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let plain = dir.path().join("plain");
     std::fs::create_dir(&plain).unwrap();
     let out = proxy.docker(&[

@@ -1648,8 +1648,16 @@ fn mount_of<'a>(mounts: &'a [MountPoint], p: &Path) -> Option<&'a MountPoint> {
 /// sockets and the directories above them are compared by device and
 /// inode, not only by path.
 fn kernel_filesystems(cx: &Ctx<'_>, field: &str, src: &str, p: &Path) -> Result<(), Why> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let role = cx.role;
+    // The one node of /dev a bind may take, to hide a file: it is the null
+    // device (1:3), which every container may open anyway.
+    if p == Path::new("/dev/null")
+        && std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0x103)
+    {
+        return Ok(());
+    }
     let mounts = match mount_points() {
         Ok(m) => m,
         Err(e) => {
@@ -1987,4 +1995,232 @@ pub async fn cleanup_session(cfg: &Config, s: &SessionScope) -> Result<usize, Up
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> SessionScope {
+        SessionScope {
+            id: "s".into(),
+            workspace: PathBuf::from("/nonexistent"),
+            masked: Vec::new(),
+            limits: crate::session::ChildLimits {
+                memory: Some(1 << 30),
+                nano_cpus: Some(2_000_000_000),
+                pids: Some(100),
+                containers: Some(20),
+            },
+            network: NetworkMode::None,
+        }
+    }
+
+    fn create(h: &mut types::HostConfig) -> Result<(), String> {
+        session_resources(resources!(h), &scope(), "HostConfig.", "session", false).map_err(|e| {
+            match e {
+                Why::Deny(d) => d.reason,
+                Why::Fail(e) => e.to_string(),
+            }
+        })
+    }
+
+    fn update(u: &mut types::ContainerUpdate) -> Result<(), String> {
+        session_resources(resources!(u), &scope(), "", "session", true).map_err(|e| match e {
+            Why::Deny(d) => d.reason,
+            Why::Fail(e) => e.to_string(),
+        })
+    }
+
+    #[test]
+    fn every_unlimited_spelling_becomes_the_cap() {
+        for pids in [None, Some(0), Some(-1)] {
+            let mut h = types::HostConfig {
+                pids_limit: pids,
+                memory: pids,
+                nano_cpus: pids.filter(|p| *p >= 0),
+                memory_swap: pids,
+                ..Default::default()
+            };
+            if h.memory == Some(-1) {
+                h.memory = None;
+            }
+            create(&mut h).unwrap();
+            assert_eq!(h.pids_limit, Some(100), "{pids:?}");
+            assert_eq!(h.memory, Some(1 << 30), "{pids:?}");
+            assert_eq!(h.memory_swap, Some(1 << 30), "{pids:?}");
+            assert_eq!(h.nano_cpus, Some(2_000_000_000), "{pids:?}");
+        }
+        let mut h = types::HostConfig {
+            memory: Some(64 << 20),
+            memory_swap: Some(-1),
+            ..Default::default()
+        };
+        create(&mut h).unwrap();
+        assert_eq!(h.memory_swap, Some(64 << 20));
+    }
+
+    #[test]
+    fn negatives_without_a_meaning_and_more_than_the_cap_are_refused() {
+        for (h, needle) in [
+            (
+                types::HostConfig {
+                    pids_limit: Some(-5),
+                    ..Default::default()
+                },
+                "PidsLimit -5",
+            ),
+            (
+                types::HostConfig {
+                    pids_limit: Some(101),
+                    ..Default::default()
+                },
+                "above the session's limit of 100",
+            ),
+            (
+                types::HostConfig {
+                    memory: Some(-1),
+                    ..Default::default()
+                },
+                "Memory -1",
+            ),
+            (
+                types::HostConfig {
+                    memory: Some(64 << 20),
+                    memory_swap: Some(128 << 20),
+                    ..Default::default()
+                },
+                "no swap beyond their memory",
+            ),
+            (
+                types::HostConfig {
+                    memory_swap: Some(-2),
+                    ..Default::default()
+                },
+                "MemorySwap -2",
+            ),
+            (
+                types::HostConfig {
+                    memory_reservation: Some(2 << 30),
+                    ..Default::default()
+                },
+                "MemoryReservation",
+            ),
+            (
+                types::HostConfig {
+                    cpu_realtime_runtime: Some(-1),
+                    ..Default::default()
+                },
+                "real-time",
+            ),
+            (
+                types::HostConfig {
+                    cpu_quota: Some(-1),
+                    ..Default::default()
+                },
+                "CpuQuota",
+            ),
+            (
+                types::HostConfig {
+                    ulimits: Some(vec![types::Ulimit {
+                        name: Some("RTPRIO".into()),
+                        soft: Some(1),
+                        hard: Some(1),
+                    }]),
+                    ..Default::default()
+                },
+                "Ulimits",
+            ),
+            (
+                types::HostConfig {
+                    ulimits: Some(vec![types::Ulimit {
+                        name: Some("nofile".into()),
+                        soft: Some(-5),
+                        hard: Some(-1),
+                    }]),
+                    ..Default::default()
+                },
+                "-5",
+            ),
+        ] {
+            let mut h = h;
+            let err = create(&mut h).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn updates_leave_what_they_do_not_name() {
+        let mut u = types::ContainerUpdate {
+            nano_cpus: Some(1_000_000_000),
+            memory: Some(0),
+            memory_swap: Some(0),
+            ..Default::default()
+        };
+        update(&mut u).unwrap();
+        assert_eq!(
+            (u.memory, u.memory_swap, u.pids_limit),
+            (Some(0), Some(0), None)
+        );
+        let mut u = types::ContainerUpdate {
+            pids_limit: Some(0),
+            memory: Some(64 << 20),
+            memory_swap: Some(-1),
+            ..Default::default()
+        };
+        update(&mut u).unwrap();
+        assert_eq!(u.pids_limit, Some(100));
+        assert_eq!(u.memory_swap, Some(64 << 20));
+        let mut u = types::ContainerUpdate {
+            memory_swap: Some(-1),
+            ..Default::default()
+        };
+        assert!(update(&mut u).unwrap_err().contains("only with Memory"));
+    }
+
+    #[test]
+    fn working_dirs_are_read_as_the_kernel_reads_them() {
+        for p in [
+            "/proc",
+            "/proc/",
+            "//proc/self/fd/7",
+            "/./proc",
+            "/x/../proc/1/cwd",
+            "/../../proc",
+            "proc/self",
+            "/proc//self",
+        ] {
+            assert!(under_proc(p), "{p}");
+        }
+        for p in ["/", "", "/w", "/procx", "/x/proc", "/proc/../etc", "/sys"] {
+            assert!(!under_proc(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_read_back() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo(r"/x\134y"), r"/x\y");
+        assert_eq!(unescape_mountinfo(r"/tail\04"), r"/tail\04");
+        let mounts = mount_points().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.point == Path::new("/proc") && m.fstype == "proc")
+        );
+    }
+
+    #[test]
+    fn resolution_steps_follow_each_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink("/proc", base.join("p")).unwrap();
+        std::os::unix::fs::symlink("p/self", base.join("rel")).unwrap();
+        let steps = resolution_steps(&base.join("rel/root"));
+        assert!(steps.contains(&PathBuf::from("/proc")), "{steps:?}");
+        assert!(steps.contains(&PathBuf::from("/proc/self")), "{steps:?}");
+        // A loop ends.
+        std::os::unix::fs::symlink("loop", base.join("loop")).unwrap();
+        assert!(resolution_steps(&base.join("loop")).len() < 50);
+    }
 }
