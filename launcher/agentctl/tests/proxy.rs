@@ -1411,6 +1411,12 @@ fn reserved_labels_are_refused_on_every_kind_of_object() {
                 vec!["--label".to_string(), "io.agentctl.managed=true".into()],
                 "Config.Labels",
             ),
+            // Go's decoder folds case: the proxy's own label must not end
+            // up beside one the daemon's readers could take for it.
+            (
+                vec!["--label".to_string(), "io.agentctL.child=x".into()],
+                "Config.Labels",
+            ),
             (
                 vec![
                     "--mount".into(),

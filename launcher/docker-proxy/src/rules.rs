@@ -553,13 +553,21 @@ async fn json_body(
     })
 }
 
+/// Whether a label key is agentctl's, or one Go's decoder would take for
+/// agentctl's (`io.agentctL.child`): the proxy adds its own labels beside
+/// the client's, and the body it forwards must never hold two keys that
+/// fold to one.
+fn reserved_label(key: &str) -> bool {
+    body::fold::go_fold(key).starts_with(LABEL_PREFIX)
+}
+
 fn check_labels(
     labels: &Option<BTreeMap<String, String>>,
     what: &str,
     role: &str,
 ) -> Result<(), Why> {
     if let Some(l) = labels
-        && let Some(k) = l.keys().find(|k| k.starts_with(LABEL_PREFIX))
+        && let Some(k) = l.keys().find(|k| reserved_label(k))
     {
         return deny(format!(
             "{what}.Labels: {k:?} is set by agentctl, not by clients (role {role})"
@@ -851,7 +859,7 @@ async fn create_image(cx: &Ctx<'_>, up: &mut Lazy, image: &str) -> Result<Value,
     if let Some(Value::Object(labels)) = img.pointer("/Config/Labels")
         && let Some(k) = labels
             .keys()
-            .find(|k| k.starts_with(LABEL_PREFIX) && !IMAGE_LABELS_ALLOWED.contains(&k.as_str()))
+            .find(|k| reserved_label(k) && !IMAGE_LABELS_ALLOWED.contains(&k.as_str()))
     {
         return deny(format!(
             "image {image}: its label {k:?} would pass to the container, and {LABEL_PREFIX}* labels are set by agentctl, not by images (role {role})"
@@ -2176,6 +2184,20 @@ mod tests {
             ..Default::default()
         };
         assert!(update(&mut u).unwrap_err().contains("only with Memory"));
+    }
+
+    #[test]
+    fn reserved_labels_in_any_spelling_go_would_fold() {
+        for k in [
+            "io.agentctl.session",
+            "io.agentctL.child",
+            "IO.AGENTCTL.managed",
+            "Io.AgentCtl.x",
+        ] {
+            assert!(reserved_label(k), "{k}");
+        }
+        assert!(!reserved_label("io.agentctl"));
+        assert!(!reserved_label("org.io.agentctl.x"));
     }
 
     #[test]
