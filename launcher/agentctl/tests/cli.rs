@@ -123,6 +123,44 @@ fn explain_shows_masks_reasons_and_env_names_never_values() {
 }
 
 #[test]
+fn explain_shows_how_many_containers_an_agent_with_docker_may_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("few.yaml");
+    std::fs::write(
+        &profile,
+        "extends: generic\ndocker: true\nlimits: { containers: 7 }\n",
+    )
+    .unwrap();
+    let o = agentctl(
+        &["explain", "--profile", profile.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("· containers 7"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = agentctl(&["explain", "--profile", "generic"], dir.path());
+    assert!(
+        !text(&o.stdout).contains("containers"),
+        "{}",
+        text(&o.stdout)
+    );
+    std::fs::write(&profile, "extends: generic\nlimits: { containers: 0 }\n").unwrap();
+    let o = agentctl(
+        &["explain", "--profile", profile.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("limits.containers is 0"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
 fn refuses_a_workspace_that_would_expose_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let o = agentctl(&["run", "--workspace", "/", "--", "true"], dir.path());

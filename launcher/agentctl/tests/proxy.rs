@@ -1140,3 +1140,723 @@ fn children_get_the_sessions_read_only_paths() {
     assert!(!out.contains("child-wrote-ro-workspace"), "{out}");
     assert!(!ws.join("other").exists());
 }
+
+/// The daemon's `inspect` of one object, as JSON.
+fn inspect(kind: &str, name: &str) -> Value {
+    let out = direct(&[kind, "inspect", name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+fn network_id(name: &str) -> String {
+    inspect("network", name)["Id"].as_str().unwrap().to_string()
+}
+
+/// Issue 9, item 2: an endpoint's `NetworkID` (which the daemon prefers to
+/// the endpoint's key) cannot take a child to a network other than the one
+/// checked, on create or on connect; no spelling of `NetworkMode` reaches a
+/// non-internal network from a session without network.
+#[test]
+fn endpoint_settings_cannot_pick_another_network() {
+    let Some(image) = ready() else { return };
+    let proxy = Proxy::start("session", true);
+    let own = unique("own");
+    let own2 = unique("own2");
+    let compose = unique("compose");
+    let mut made = Made(vec![("network", compose.clone())]);
+    assert!(proxy.docker(&["network", "create", &own]).status.success());
+    assert!(proxy.docker(&["network", "create", &own2]).status.success());
+    let out = direct(&["network", "create", &compose]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bridge = network_id("bridge");
+    let own_id = network_id(&own);
+    let own2_id = network_id(&own2);
+    let compose_id = network_id(&compose);
+
+    let create = |name: &str, host: &str, endpoint: &str| {
+        proxy.post(
+            &format!("/v1.41/containers/create?name={name}"),
+            &format!(
+                r#"{{"Image":"{image}","Cmd":["true"],"HostConfig":{{{host}}},"NetworkingConfig":{{"EndpointsConfig":{endpoint}}}}}"#
+            ),
+        )
+    };
+    let mode = format!(r#""NetworkMode":"{own}""#);
+    for (host, endpoint, needle) in [
+        (
+            mode.clone(),
+            format!(r#"{{"{own}":{{"NetworkID":"{bridge}"}}}}"#),
+            "NetworkID",
+        ),
+        (
+            mode.clone(),
+            format!(r#"{{"{own}":{{"NetworkID":"{}"}}}}"#, &bridge[..12]),
+            "NetworkID",
+        ),
+        (
+            mode.clone(),
+            format!(r#"{{"{own}":{{"NetworkID":"{compose_id}"}}}}"#),
+            "NetworkID",
+        ),
+        (
+            mode.clone(),
+            format!(r#"{{"{own}":{{"NetworkID":"{compose}"}}}}"#),
+            "NetworkID",
+        ),
+        (
+            String::new(),
+            format!(r#"{{"none":{{"NetworkID":"{bridge}"}}}}"#),
+            "NetworkID",
+        ),
+        (
+            mode.clone(),
+            format!(r#"{{"{own}":{{"EndpointID":"abc"}}}}"#),
+            "EndpointID",
+        ),
+        (
+            mode.clone(),
+            format!(
+                r#"{{"{own}":{{"DriverOpts":{{"com.docker.network.endpoint.sysctls":"net.ipv4.conf.IFNAME.forwarding=1"}}}}}}"#
+            ),
+            "DriverOpts",
+        ),
+        (
+            mode.clone(),
+            format!(r#"{{"{own}":{{"Links":["x:y"]}}}}"#),
+            "Links",
+        ),
+        (
+            mode.clone(),
+            format!(r#"{{"{own}":{{"IPAddress":"10.1.2.3"}}}}"#),
+            "IPAddress",
+        ),
+        (
+            mode.clone(),
+            format!(r#"{{"{compose}":{{}}}}"#),
+            "is not one of session",
+        ),
+    ] {
+        let name = unique("ep");
+        let (status, answer) = create(&name, &host, &endpoint);
+        assert_eq!(status, 403, "{host} {endpoint}: {answer}");
+        assert!(answer.contains(needle), "{endpoint}: {answer}");
+        assert!(!exists("container", &name), "{endpoint} made a container");
+    }
+
+    // The endpoint the daemon keeps is the one checked, named by its id.
+    let name = unique("ep-ok");
+    made.0.push(("container", name.clone()));
+    let (status, answer) = create(
+        &name,
+        &mode,
+        &format!(
+            r#"{{"{own}":{{"NetworkID":"{}","Aliases":["a"]}}}}"#,
+            &own_id[..12]
+        ),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let networks = inspect("container", &name)["NetworkSettings"]["Networks"].clone();
+    let networks = networks.as_object().unwrap();
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    for ep in networks.values() {
+        assert_eq!(ep["NetworkID"], own_id.as_str(), "{networks:?}");
+    }
+
+    // Connect: the network of the path is the one joined.
+    for (body, needle) in [
+        (
+            format!(r#"{{"Container":"{name}","EndpointConfig":{{"NetworkID":"{bridge}"}}}}"#),
+            "NetworkID",
+        ),
+        (
+            format!(r#"{{"Container":"{name}","EndpointConfig":{{"NetworkID":"{compose}"}}}}"#),
+            "NetworkID",
+        ),
+        (
+            format!(
+                r#"{{"Container":"{name}","EndpointConfig":{{"DriverOpts":{{"com.docker.network.endpoint.sysctls":"x=1"}}}}}}"#
+            ),
+            "DriverOpts",
+        ),
+        (
+            format!(r#"{{"Container":"{name}","EndpointConfig":{{"EndpointID":"e"}}}}"#),
+            "EndpointID",
+        ),
+    ] {
+        let (status, answer) = proxy.post(&format!("/v1.41/networks/{own2}/connect"), &body);
+        assert_eq!(status, 403, "{body}: {answer}");
+        assert!(answer.contains(needle), "{body}: {answer}");
+    }
+    let networks = inspect("container", &name)["NetworkSettings"]["Networks"].clone();
+    assert!(
+        networks
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|ep| ep["NetworkID"] == own_id.as_str()),
+        "{networks}"
+    );
+    let (status, answer) = proxy.post(
+        &format!("/v1.41/networks/{own2}/connect"),
+        &format!(r#"{{"Container":"{name}","EndpointConfig":{{"NetworkID":"{own2}"}}}}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let networks = inspect("container", &name)["NetworkSettings"]["Networks"].clone();
+    let ids: Vec<&str> = networks
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|ep| ep["NetworkID"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&own2_id.as_str()) && !ids.contains(&bridge.as_str()),
+        "{networks}"
+    );
+
+    // No spelling of NetworkMode reaches a network that is not internal.
+    let spellings = [
+        bridge.clone(),
+        bridge[..12].to_string(),
+        bridge[..4].to_string(),
+        "default".into(),
+        String::new(),
+        "Bridge".into(),
+        compose_id[..12].to_string(),
+        network_id("host")[..12].to_string(),
+        "container:".into(),
+    ];
+    for spelling in spellings {
+        let name = unique("mode");
+        let (status, answer) = create(&name, &format!(r#""NetworkMode":"{spelling}""#), "null");
+        if status != 201 {
+            assert!(!exists("container", &name), "{spelling:?}: {answer}");
+            continue;
+        }
+        made.0.push(("container", name.clone()));
+        let c = inspect("container", &name);
+        let mode = c["HostConfig"]["NetworkMode"].as_str().unwrap().to_string();
+        assert_eq!(mode, "none", "{spelling:?} became {mode:?}");
+        for (net, ep) in c["NetworkSettings"]["Networks"].as_object().unwrap() {
+            let id = ep["NetworkID"].as_str().unwrap_or(net);
+            let id = if id.is_empty() { net.as_str() } else { id };
+            let n = inspect("network", id);
+            assert!(
+                n["Name"] == "none" || n["Internal"] == true,
+                "{spelling:?} reaches network {net}: {n}"
+            );
+        }
+    }
+}
+
+/// A session-scoped role like the built-in one that also allows
+/// `containers.update` (the built-in role does not), written into `dir`.
+fn session_role_with_update(dir: &Path) -> String {
+    let path = dir.join("session-update.yaml");
+    let role = include_str!("../../../profiles/docker-roles/session.yaml");
+    std::fs::write(&path, format!("{role}  - containers.update\n")).unwrap();
+    path.display().to_string()
+}
+
+/// Issue 9, item 3: every spelling of "unlimited" ends at the session's
+/// cap, and negatives that mean nothing documented are refused, on create
+/// and on update; read back from the daemon.
+#[test]
+fn limits_with_special_values_end_at_the_cap() {
+    let Some(image) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rules = session_role_with_update(dir.path());
+    let proxy = Proxy::start_with("session-update", true, &["--rules", &rules]);
+    // The generic profile: pids 4096, memory 8g, cpus 2.
+    let (pids, memory, cpus) = (4096i64, 8i64 << 30, 2_000_000_000i64);
+    let m64 = 64i64 << 20;
+    let create = |host: &str| {
+        let name = unique("lim");
+        let (status, answer) = proxy.post(
+            &format!("/v1.41/containers/create?name={name}"),
+            &format!(r#"{{"Image":"{image}","Cmd":["true"],"HostConfig":{{{host}}}}}"#),
+        );
+        (name, status, answer)
+    };
+    let mut made = Made(Vec::new());
+    for (host, needle) in [
+        (r#""PidsLimit":-5"#.to_string(), "PidsLimit"),
+        (r#""NanoCpus":-1"#.into(), "NanoCpus"),
+        (r#""Memory":-5"#.into(), "Memory"),
+        (r#""Memory":-1"#.into(), "Memory"),
+        (
+            format!(r#""Memory":{m64},"MemorySwap":{}"#, 1i64 << 40),
+            "MemorySwap",
+        ),
+        (r#""MemorySwap":-2"#.into(), "MemorySwap"),
+        (r#""MemoryReservation":-1"#.into(), "MemoryReservation"),
+        (
+            r#""MemoryReservation":17179869184"#.into(),
+            "MemoryReservation",
+        ),
+        (r#""KernelMemory":-1"#.into(), "KernelMemory"),
+        (r#""CpuShares":-5"#.into(), "CpuShares"),
+        (r#""CpuRealtimeRuntime":-1"#.into(), "CpuRealtime"),
+        (r#""CpuQuota":-1"#.into(), "CpuQuota"),
+        (r#""ShmSize":-1"#.into(), "ShmSize"),
+        (
+            r#""Ulimits":[{"Name":"rtprio","Soft":99,"Hard":99}]"#.into(),
+            "Ulimits",
+        ),
+        (
+            r#""Ulimits":[{"Name":"nofile","Soft":-5,"Hard":-5}]"#.into(),
+            "Ulimits",
+        ),
+    ] {
+        let (name, status, answer) = create(&host);
+        assert_eq!(status, 403, "{host}: {answer}");
+        assert!(answer.contains(needle), "{host}: {answer}");
+        assert!(!exists("container", &name), "{host} made a container");
+    }
+    for (host, want) in [
+        (
+            r#""PidsLimit":0"#.to_string(),
+            [("PidsLimit", pids)].to_vec(),
+        ),
+        (r#""PidsLimit":-1"#.into(), vec![("PidsLimit", pids)]),
+        (String::new(), vec![("PidsLimit", pids), ("NanoCpus", cpus)]),
+        (
+            r#""Memory":0,"MemorySwap":-1"#.into(),
+            vec![("Memory", memory), ("MemorySwap", memory)],
+        ),
+        (
+            format!(r#""Memory":{m64},"MemorySwap":0"#),
+            vec![("Memory", m64), ("MemorySwap", m64)],
+        ),
+        (
+            format!(r#""Memory":{m64},"MemorySwap":-1"#),
+            vec![("Memory", m64), ("MemorySwap", m64)],
+        ),
+        (r#""NanoCpus":0"#.into(), vec![("NanoCpus", cpus)]),
+    ] {
+        let (name, status, answer) = create(&host);
+        made.0.push(("container", name.clone()));
+        assert_eq!(status, 201, "{host}: {answer}");
+        let hc = inspect("container", &name)["HostConfig"].clone();
+        for (field, value) in want {
+            assert_eq!(hc[field].as_i64(), Some(value), "{host}: {field} in {hc}");
+        }
+    }
+
+    // Update: the same rules, read back from the daemon.
+    let name = unique("upd");
+    made.0.push(("container", name.clone()));
+    let out = proxy.docker(&["create", "--name", &name, "-m", "64m", &image, "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let update = |body: &str| proxy.post(&format!("/v1.41/containers/{name}/update"), body);
+    for (body, needle) in [
+        (r#"{"PidsLimit":-5}"#.to_string(), "PidsLimit"),
+        (
+            format!(r#"{{"Memory":{m64},"MemorySwap":{}}}"#, 1i64 << 40),
+            "MemorySwap",
+        ),
+        (format!(r#"{{"MemorySwap":{}}}"#, 1i64 << 40), "MemorySwap"),
+        (r#"{"NanoCpus":-1}"#.into(), "NanoCpus"),
+        (r#"{"CpuRealtimeRuntime":-1}"#.into(), "CpuRealtime"),
+        (r#"{"KernelMemory":-1}"#.into(), "KernelMemory"),
+    ] {
+        let (status, answer) = update(&body);
+        assert_eq!(status, 403, "{body}: {answer}");
+        assert!(answer.contains(needle), "{body}: {answer}");
+    }
+    let out = proxy.docker(&["update", "--pids-limit", "-1", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (status, answer) = update(&format!(r#"{{"Memory":{m64},"MemorySwap":-1}}"#));
+    assert_eq!(status, 200, "{answer}");
+    let hc = inspect("container", &name)["HostConfig"].clone();
+    assert_eq!(hc["PidsLimit"].as_i64(), Some(pids), "{hc}");
+    assert_eq!(hc["Memory"].as_i64(), Some(m64), "{hc}");
+    assert_eq!(hc["MemorySwap"].as_i64(), Some(m64), "{hc}");
+    let (status, answer) = update(r#"{"PidsLimit":0}"#);
+    assert_eq!(status, 200, "{answer}");
+    let hc = inspect("container", &name)["HostConfig"].clone();
+    assert_eq!(hc["PidsLimit"].as_i64(), Some(pids), "{hc}");
+}
+
+/// Issue 9, item 4: no child comes back by itself after the session (no
+/// restart policy), and a session holds a bounded number of children, also
+/// when creates race.
+#[test]
+fn children_do_not_restart_or_pile_up() {
+    let Some(image) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("few.yaml");
+    std::fs::write(&profile, "extends: generic\nlimits:\n  containers: 3\n").unwrap();
+    let rules = session_role_with_update(dir.path());
+    let proxy = Proxy::start_with(
+        "session-update",
+        true,
+        &["--profile", profile.to_str().unwrap(), "--rules", &rules],
+    );
+    let session = proxy.session.clone().unwrap();
+    let label = format!("label=io.agentctl.session={session}");
+
+    for policy in ["always", "unless-stopped", "on-failure"] {
+        let name = unique("rp");
+        assert_denied(
+            &proxy.docker(&[
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--restart",
+                policy,
+                &image,
+                "true",
+            ]),
+            "RestartPolicy",
+        );
+        assert!(
+            !exists("container", &name),
+            "--restart {policy} made a container"
+        );
+    }
+    let first = unique("kid");
+    let out = proxy.docker(&[
+        "create",
+        "--name",
+        &first,
+        "--restart",
+        "no",
+        &image,
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = proxy.docker(&["update", "--restart", "always", &first]);
+    assert_denied(&out, "RestartPolicy");
+    let (status, answer) = proxy.post(
+        &format!("/v1.41/containers/{first}/update"),
+        r#"{"RestartPolicy":{"Name":"unless-stopped"}}"#,
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(
+        inspect("container", &first)["HostConfig"]["RestartPolicy"]["Name"],
+        "no"
+    );
+
+    for _ in 0..2 {
+        let out = proxy.docker(&["create", &image, "true"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = proxy.docker(&["create", &image, "true"]);
+    assert_denied(&out, "limits.containers");
+    assert_eq!(direct_ids(&["ps", "-aq", "--filter", &label]).len(), 3);
+
+    // One place free, five creates at once: one of them gets it.
+    let out = proxy.docker(&["rm", &first]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let body = format!(r#"{{"Image":"{image}","Cmd":["true"]}}"#);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..5)
+            .map(|_| s.spawn(|| proxy.post("/v1.41/containers/create", &body).0))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(direct_ids(&["ps", "-aq", "--filter", &label]).len(), 3);
+}
+
+/// An image made at the daemon from the test image, with `changes`.
+fn committed_image(image: &str, changes: &[&str]) -> String {
+    let base = unique("base");
+    let out = direct(&["create", "--name", &base, image, "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tag = format!("agentctl-test/{}:latest", unique("img"));
+    let mut args = vec!["commit"];
+    for c in changes {
+        args.extend(["--change", c]);
+    }
+    args.extend([base.as_str(), tag.as_str()]);
+    let out = direct(&args);
+    direct(&["rm", "-f", &base]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    tag
+}
+
+/// Issue 9, item 5: no kind of object a role creates can carry agentctl's
+/// own labels, whichever field would give them.
+#[test]
+fn reserved_labels_are_refused_on_every_kind_of_object() {
+    let Some(image) = ready() else { return };
+    let forged_image = committed_image(&image, &["LABEL io.agentctl.managed=true"]);
+    // Dropped after `made`: the image goes once its containers have.
+    let _image = Made(vec![("image", forged_image.clone())]);
+    let mut made = Made(Vec::new());
+    let forged = "label=io.agentctl.managed";
+    let before = direct_ids(&["volume", "ls", "-q", "--filter", forged]);
+
+    for role in ["session", "launcher"] {
+        let proxy = Proxy::start(role, role == "session");
+        let target = unique("target");
+        made.0.push(("container", target.clone()));
+        let out = proxy.docker(&["run", "-d", "--name", &target, &image, "sleep", "60"]);
+        assert!(out.status.success(), "{role}: {}", text(&out.stderr));
+        let vol = unique("newvol");
+        made.0.push(("volume", vol.clone()));
+        for (flags, needle) in [
+            (
+                vec!["--label".to_string(), "io.agentctl.managed=true".into()],
+                "Config.Labels",
+            ),
+            // Go's decoder folds case: the proxy's own label must not end
+            // up beside one the daemon's readers could take for it.
+            (
+                vec!["--label".to_string(), "io.agentctL.child=x".into()],
+                "Config.Labels",
+            ),
+            (
+                vec![
+                    "--mount".into(),
+                    "type=volume,dst=/d,volume-label=io.agentctl.managed=true".into(),
+                ],
+                "VolumeOptions.Labels",
+            ),
+            (
+                vec![
+                    "--mount".into(),
+                    format!("type=volume,src={vol},dst=/d,volume-label=io.agentctl.session=x"),
+                ],
+                "VolumeOptions.Labels",
+            ),
+        ] {
+            let name = unique("lbl");
+            made.0.push(("container", name.clone()));
+            let mut args = vec!["run", "-d", "--name", name.as_str()];
+            args.extend(flags.iter().map(String::as_str));
+            args.extend([image.as_str(), "true"]);
+            assert_denied(&proxy.docker(&args), needle);
+            assert!(
+                !exists("container", &name),
+                "{role}: {flags:?} made a container"
+            );
+        }
+        let name = unique("lbl-img");
+        made.0.push(("container", name.clone()));
+        assert_denied(
+            &proxy.docker(&["run", "-d", "--name", &name, &forged_image, "true"]),
+            "io.agentctl.managed",
+        );
+        assert!(
+            !exists("container", &name),
+            "{role}: the image's label went through"
+        );
+        // Exec instances have no labels: the key is unknown.
+        let (status, answer) = proxy.post(
+            &format!("/v1.41/containers/{target}/exec"),
+            r#"{"Cmd":["true"],"Labels":{"io.agentctl.session":"x"}}"#,
+        );
+        assert_eq!(status, 400, "{role}: {answer}");
+        assert!(answer.contains("Labels"), "{role}: {answer}");
+        if role == "session" {
+            assert_denied(
+                &proxy.docker(&[
+                    "network",
+                    "create",
+                    "--label",
+                    "io.agentctl.child=true",
+                    &unique("n"),
+                ]),
+                "network.Labels",
+            );
+            assert_denied(
+                &proxy.docker(&[
+                    "volume",
+                    "create",
+                    "--label",
+                    "io.agentctl.session=x",
+                    &unique("v"),
+                ]),
+                "volume.Labels",
+            );
+        }
+    }
+    assert_eq!(
+        direct_ids(&["volume", "ls", "-q", "--filter", forged]),
+        before,
+        "a volume got a forged label"
+    );
+}
+
+/// Issue 9, item 6: `binds: any` (the launcher role) still keeps /proc,
+/// /sys and /dev out, and the engine's socket by any path.
+#[test]
+fn binds_refuse_proc_sys_dev_and_the_engine_socket_by_any_path() {
+    let Some(image) = ready() else { return };
+    let proxy = Proxy::start("launcher", false);
+    let mut made = Made(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("p");
+    std::os::unix::fs::symlink("/proc", &link).unwrap();
+    let sys_link = dir.path().join("s");
+    std::os::unix::fs::symlink("/sys/fs/cgroup", &sys_link).unwrap();
+    let link = link.display().to_string();
+    let sys_link = sys_link.display().to_string();
+    let dockerd = text(
+        &Command::new("pgrep")
+            .args(["-o", "dockerd"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let mut sources = vec![
+        "/proc/1/root/var/run/docker.sock".to_string(),
+        "/proc/self/root/var/run/docker.sock".into(),
+        "/proc".into(),
+        "/proc/self/root".into(),
+        "//proc".into(),
+        "/sys".into(),
+        "/sys/fs/cgroup".into(),
+        "/dev".into(),
+        "/dev/shm".into(),
+        "/dev/zero".into(),
+        link.clone(),
+        format!("{link}/self/root/etc"),
+        sys_link,
+    ];
+    if !dockerd.is_empty() {
+        sources.push(format!("/proc/{dockerd}/root/run"));
+    }
+    for src in &sources {
+        for flags in [
+            vec!["-v".to_string(), format!("{src}:/x")],
+            vec!["--mount".into(), format!("type=bind,src={src},dst=/x")],
+        ] {
+            let name = unique("pbind");
+            made.0.push(("container", name.clone()));
+            let mut args = vec!["run", "--name", name.as_str()];
+            args.extend(flags.iter().map(String::as_str));
+            args.extend([image.as_str(), "true"]);
+            let out = proxy.docker(&args);
+            let err = text(&out.stderr);
+            assert!(!out.status.success(), "{flags:?} went through");
+            assert!(
+                err.contains("denied by agentctl")
+                    && (err.contains("/proc") || err.contains("/sys") || err.contains("/dev")),
+                "{flags:?}: the refusal should name the host filesystem: {err}"
+            );
+            assert!(!exists("container", &name), "{flags:?} made a container");
+        }
+    }
+    // Another path to the socket's directory (a bind mount of /run) is
+    // still the socket's directory.
+    let alias = dir.path().join("run");
+    std::fs::create_dir(&alias).unwrap();
+    let real_sock = std::fs::canonicalize("/var/run/docker.sock").unwrap();
+    let run = real_sock.parent().unwrap();
+    let mounted = support::is_root()
+        && Command::new("mount")
+            .arg("--bind")
+            .arg(run)
+            .arg(&alias)
+            .status()
+            .is_ok_and(|s| s.success());
+    if mounted {
+        let name = unique("alias");
+        made.0.push(("container", name.clone()));
+        let out = proxy.docker(&[
+            "run",
+            "--name",
+            &name,
+            "-v",
+            &format!("{}:/r", alias.display()),
+            &image,
+            "true",
+        ]);
+        let _ = Command::new("umount").arg(&alias).status();
+        assert_denied(&out, "engine's socket");
+        assert!(!exists("container", &name));
+    } else {
+        require(
+            false,
+            "root and mount --bind, for the bind-mounted alias of /run",
+        );
+    }
+    // /dev/null, to hide a file, and an ordinary host directory still bind.
+    let out = proxy.docker(&["run", "--rm", "-v", "/dev/null:/etc/hidden", &image, "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let out = proxy.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/x", plain.display()),
+        &image,
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Issue 9, item 7: a working directory under /proc (runc's "Leaky Vessels"
+/// class, CVE-2024-21626) is refused in any spelling, from the request or
+/// from the image, on create and on exec.
+#[test]
+fn working_dir_under_proc_is_refused() {
+    let Some(image) = ready() else { return };
+    let proc_image = committed_image(&image, &["WORKDIR /proc/self/fd"]);
+    let _image = Made(vec![("image", proc_image.clone())]);
+    let mut made = Made(Vec::new());
+    for role in ["session", "launcher"] {
+        let proxy = Proxy::start(role, role == "session");
+        for dir in [
+            "/proc/self/fd/7",
+            "//proc/self/fd",
+            "/./proc/1/cwd",
+            "/x/../proc/self",
+            "/proc/",
+            "/proc",
+        ] {
+            let name = unique("wd");
+            made.0.push(("container", name.clone()));
+            assert_denied(
+                &proxy.docker(&["run", "--name", &name, "-w", dir, &image, "true"]),
+                "WorkingDir",
+            );
+            assert!(
+                !exists("container", &name),
+                "{role}: -w {dir} made a container"
+            );
+        }
+        let name = unique("wd-img");
+        made.0.push(("container", name.clone()));
+        assert_denied(
+            &proxy.docker(&["run", "--name", &name, &proc_image, "true"]),
+            "WorkingDir",
+        );
+        assert!(
+            !exists("container", &name),
+            "{role}: the image's WorkingDir went through"
+        );
+
+        let target = unique("wd-exec");
+        made.0.push(("container", target.clone()));
+        let out = proxy.docker(&[
+            "run", "-d", "--name", &target, "-w", "/tmp", &image, "sleep", "60",
+        ]);
+        assert!(out.status.success(), "{role}: {}", text(&out.stderr));
+        for dir in ["/proc/self/fd/7", "/proc/../proc/self"] {
+            assert_denied(
+                &proxy.docker(&["exec", "-w", dir, &target, "pwd"]),
+                "WorkingDir",
+            );
+        }
+        let out = proxy.docker(&["exec", "-w", "/", &target, "pwd"]);
+        assert_eq!(text(&out.stdout), "/\n", "{role}: {}", text(&out.stderr));
+    }
+}

@@ -27,7 +27,8 @@ pub enum Binds {
     None,
     /// Only inside the session's workspace.
     Workspace,
-    /// Anywhere except the engine's own socket.
+    /// Anywhere except the engine's own socket and the kernel's filesystems
+    /// (/proc, /sys, /dev, wherever mounted).
     Any,
 }
 

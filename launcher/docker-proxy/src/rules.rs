@@ -120,6 +120,44 @@ fn not_found<T>(what: &str, name: &str) -> Result<T, Why> {
     }))
 }
 
+/// The resource fields of a create's `HostConfig` or of an update, which
+/// the daemon reads alike (moby's `container.Resources`).
+struct Resources<'a> {
+    memory: &'a mut Option<i64>,
+    memory_swap: &'a mut Option<i64>,
+    memory_reservation: &'a mut Option<i64>,
+    kernel_memory: &'a mut Option<i64>,
+    kernel_memory_tcp: &'a mut Option<i64>,
+    nano_cpus: &'a mut Option<i64>,
+    cpu_shares: &'a mut Option<i64>,
+    cpu_period: &'a mut Option<i64>,
+    cpu_quota: &'a mut Option<i64>,
+    cpu_realtime_period: &'a mut Option<i64>,
+    cpu_realtime_runtime: &'a mut Option<i64>,
+    pids_limit: &'a mut Option<i64>,
+    ulimits: &'a Option<Vec<types::Ulimit>>,
+}
+
+macro_rules! resources {
+    ($x:expr) => {
+        Resources {
+            memory: &mut $x.memory,
+            memory_swap: &mut $x.memory_swap,
+            memory_reservation: &mut $x.memory_reservation,
+            kernel_memory: &mut $x.kernel_memory,
+            kernel_memory_tcp: &mut $x.kernel_memory_tcp,
+            nano_cpus: &mut $x.nano_cpus,
+            cpu_shares: &mut $x.cpu_shares,
+            cpu_period: &mut $x.cpu_period,
+            cpu_quota: &mut $x.cpu_quota,
+            cpu_realtime_period: &mut $x.cpu_realtime_period,
+            cpu_realtime_runtime: &mut $x.cpu_realtime_runtime,
+            pids_limit: &mut $x.pids_limit,
+            ulimits: &$x.ulimits,
+        }
+    };
+}
+
 /// Decides one request.
 pub async fn check(
     cfg: &Config,
@@ -271,6 +309,15 @@ async fn own_object(
 }
 
 async fn lookup(cx: &Ctx<'_>, up: &mut Lazy, segs: &[&str]) -> Result<Option<Value>, Why> {
+    // Names from request bodies: an empty one, or one that would be read
+    // as other path segments, names nothing (image names keep their `/`).
+    if segs
+        .iter()
+        .flat_map(|s| s.split('/'))
+        .any(|p| matches!(p, "" | "." | ".."))
+    {
+        return Ok(None);
+    }
     let target = crate::route::build_target(&cx.cfg.api_string(), segs, &[]);
     let (status, body) = upstream::get(up.sender().await?, "GET", &target).await?;
     match status {
@@ -441,6 +488,8 @@ async fn json_body(
             body::encode(&c)
         }
         ContainerExec => {
+            // An exec instance has no labels: a `Labels` key is an unknown
+            // field of ExecCreate, refused when decoding.
             let e: types::ExecCreate = decode(bytes)?;
             if e.privileged == Some(true) {
                 return deny(format!(
@@ -448,21 +497,17 @@ async fn json_body(
                     cx.role
                 ));
             }
+            if let Some(wd) = e.working_dir.as_deref() {
+                working_dir("WorkingDir", wd, cx.role)?;
+            }
             body::encode(&e)
         }
         ExecStart => body::encode(&decode::<types::ExecStart>(bytes)?),
         ContainerUpdate => {
             let mut u: types::ContainerUpdate = decode(bytes)?;
             if let Some(s) = cx.session {
-                cap(&mut u.memory, s.limits.memory, "Memory", cx.role)?;
-                cap(&mut u.nano_cpus, s.limits.nano_cpus, "NanoCpus", cx.role)?;
-                cap(&mut u.pids_limit, s.limits.pids, "PidsLimit", cx.role)?;
-                if u.cpu_quota.unwrap_or(0) != 0 || u.cpu_period.unwrap_or(0) != 0 {
-                    return deny(format!(
-                        "CpuQuota/CpuPeriod are not allowed for role {}; use NanoCpus",
-                        cx.role
-                    ));
-                }
+                session_resources(resources!(u), s, "", cx.role, true)?;
+                restart_policy(&u.restart_policy, "RestartPolicy", cx.role)?;
             }
             if u.devices.as_ref().is_some_and(|d| !d.is_empty())
                 || u.device_cgroup_rules
@@ -483,16 +528,20 @@ async fn json_body(
             body::encode(&n)
         }
         NetworkConnect => {
-            let n: types::NetworkConnect = decode(bytes)?;
+            let mut n: types::NetworkConnect = decode(bytes)?;
             if let Some(s) = cx.session {
                 let c = n.container.clone().unwrap_or_default();
                 let full = own_container(cx, s, up, &c, "container", &c).await?;
-                let mut n = n;
                 n.container = Some(full);
-                body::encode(&n)
-            } else {
-                body::encode(&n)
+                // The path named the network, already checked and resolved
+                // to its full id; the endpoint may not name another.
+                let net = object.unwrap_or_default();
+                let ep = n.endpoint_config.get_or_insert_with(Default::default);
+                session_endpoint(cx, up, "EndpointConfig", net, true, ep).await?;
+            } else if let Some(ep) = &n.endpoint_config {
+                any_endpoint("EndpointConfig", ep, cx.role)?;
             }
+            body::encode(&n)
         }
         NetworkDisconnect => {
             let mut n: types::NetworkDisconnect = decode(bytes)?;
@@ -507,11 +556,16 @@ async fn json_body(
             volume_create(cx, &mut v)?;
             body::encode(&v)
         }
-        _ => {
-            let _ = object;
-            body::encode(&decode::<Value>(bytes)?)
-        }
+        _ => body::encode(&decode::<Value>(bytes)?),
     })
+}
+
+/// Whether a label key is agentctl's, or one Go's decoder would take for
+/// agentctl's (`io.agentctL.child`): the proxy adds its own labels beside
+/// the client's, and the body it forwards must never hold two keys that
+/// fold to one.
+fn reserved_label(key: &str) -> bool {
+    body::fold::go_fold(key).starts_with(LABEL_PREFIX)
 }
 
 fn check_labels(
@@ -520,7 +574,7 @@ fn check_labels(
     role: &str,
 ) -> Result<(), Why> {
     if let Some(l) = labels
-        && let Some(k) = l.keys().find(|k| k.starts_with(LABEL_PREFIX))
+        && let Some(k) = l.keys().find(|k| reserved_label(k))
     {
         return deny(format!(
             "{what}.Labels: {k:?} is set by agentctl, not by clients (role {role})"
@@ -589,18 +643,382 @@ fn volume_create(cx: &Ctx<'_>, v: &mut types::VolumeCreate) -> Result<(), Why> {
     Ok(())
 }
 
-fn cap(field: &mut Option<i64>, limit: Option<i64>, name: &str, role: &str) -> Result<(), Why> {
-    let Some(limit) = limit else { return Ok(()) };
-    match *field {
-        None | Some(0) | Some(-1) => *field = Some(limit),
-        Some(v) if v > limit => {
+/// Resource limits a child may not raise or lift with `--ulimit`: both
+/// let its processes take the CPU ahead of the host's (real-time and nice
+/// priorities), which the CPU cap does not hold back.
+const ULIMITS_REFUSED: &[&str] = &["rtprio", "nice"];
+
+/// Holds a child's resources to the session's limits, on create and on
+/// update (`update`), by what the daemon makes of each value (moby's
+/// daemon/daemon_unix.go and container/container_unix.go):
+///
+/// - `Memory`: 0 is unlimited on create and "unchanged" on update (so it
+///   stays at what the create was held to); negative is not a limit.
+/// - `MemorySwap` (memory plus swap): -1 is unlimited swap, 0 is twice
+///   `Memory` on create and "unchanged" on update. A session has no swap
+///   beyond memory, so it ends up equal to `Memory`.
+/// - `PidsLimit`: the daemon reads every value <= 0 as unlimited; 0 and -1
+///   are the documented spellings and become the cap, other negatives are
+///   refused; `null` on update leaves it unchanged.
+/// - `NanoCpus`: 0 is unlimited on create and "unchanged" on update.
+/// - `CpuQuota`/`CpuPeriod`: -1 is an unlimited quota, and a period with
+///   the cap's quota would change the cap: refused, `NanoCpus` says it all.
+/// - `CpuRealtimePeriod`/`CpuRealtimeRuntime`: a real-time budget (-1 is
+///   unlimited), which the CPU cap does not bound: refused.
+/// - `MemoryReservation`, `KernelMemory`, `KernelMemoryTCP`, `CpuShares`:
+///   only narrow or weigh (0 is the default); negatives are refused.
+/// - `Ulimits`: -1 is unlimited (the cgroup limits above still hold);
+///   other negatives and [`ULIMITS_REFUSED`] are refused.
+/// - Not limits, left to the daemon's own checks: `CpusetCpus`/`CpusetMems`
+///   (narrow), `BlkioWeight*`/`BlkioDevice*` (weigh and throttle),
+///   `MemorySwappiness` (0-100 or -1), and the Windows-only `CpuCount`,
+///   `CpuPercent`, `IOMaximum*`.
+fn session_resources(
+    r: Resources<'_>,
+    s: &SessionScope,
+    prefix: &str,
+    role: &str,
+    update: bool,
+) -> Result<(), Why> {
+    let refuse = |name: &str, v: i64, why: &str| -> Result<(), Why> {
+        deny(format!(
+            "{prefix}{name} {v} is not allowed for role {role}: {why}"
+        ))
+    };
+    let above = |name: &str, v: i64, limit: i64| -> Result<(), Why> {
+        deny(format!(
+            "{prefix}{name} {v} is above the session's limit of {limit} (role {role})"
+        ))
+    };
+    let lim = &s.limits;
+
+    // Memory and NanoCpus: 0 (or nothing) is unlimited on create.
+    for (name, field, limit) in [
+        ("Memory", &mut *r.memory, lim.memory),
+        ("NanoCpus", &mut *r.nano_cpus, lim.nano_cpus),
+    ] {
+        match *field {
+            Some(v) if v < 0 => {
+                return refuse(
+                    name,
+                    v,
+                    "a negative value is not a limit; leave it unset for the session's limit",
+                );
+            }
+            None | Some(0) if update => {}
+            None | Some(0) => *field = limit,
+            Some(v) => {
+                if let Some(l) = limit
+                    && v > l
+                {
+                    return above(name, v, l);
+                }
+            }
+        }
+    }
+    match (*r.memory_swap, *r.memory) {
+        (Some(v), _) if v < -1 => {
+            return refuse(
+                "MemorySwap",
+                v,
+                "only -1 (unlimited) is a negative the daemon documents",
+            );
+        }
+        // An update that changes neither.
+        (None | Some(0), None | Some(0)) if update => {}
+        (Some(v), None | Some(0)) if update => {
+            return refuse(
+                "MemorySwap",
+                v,
+                "give it only with Memory, and equal to it (children get no swap beyond their memory)",
+            );
+        }
+        (None | Some(0) | Some(-1), Some(m)) if lim.memory.is_some() => *r.memory_swap = Some(m),
+        (Some(v), Some(m)) if lim.memory.is_some() && v != m => {
+            return refuse(
+                "MemorySwap",
+                v,
+                &format!("children get no swap beyond their memory ({m}); leave it unset"),
+            );
+        }
+        _ => {}
+    }
+    let memory = r.memory.filter(|m| *m > 0).or(lim.memory);
+    for (name, field) in [
+        ("MemoryReservation", &*r.memory_reservation),
+        ("KernelMemory", &*r.kernel_memory),
+        ("KernelMemoryTCP", &*r.kernel_memory_tcp),
+        ("CpuShares", &*r.cpu_shares),
+    ] {
+        if let Some(v) = *field
+            && v < 0
+        {
+            return refuse(name, v, "a negative value is not a limit");
+        }
+    }
+    if let (Some(v), Some(m)) = (*r.memory_reservation, memory)
+        && v > m
+    {
+        return above("MemoryReservation", v, m);
+    }
+    if r.cpu_quota.unwrap_or(0) != 0 || r.cpu_period.unwrap_or(0) != 0 {
+        return deny(format!(
+            "{prefix}CpuQuota/CpuPeriod are not allowed for role {role}; use NanoCpus (--cpus)"
+        ));
+    }
+    if r.cpu_realtime_period.unwrap_or(0) != 0 || r.cpu_realtime_runtime.unwrap_or(0) != 0 {
+        return deny(format!(
+            "{prefix}CpuRealtimePeriod/CpuRealtimeRuntime are not allowed for role {role}: real-time tasks are not held by the CPU limit"
+        ));
+    }
+    match *r.pids_limit {
+        None if update => {}
+        None | Some(0) | Some(-1) => *r.pids_limit = lim.pids,
+        Some(v) if v < -1 => {
+            return refuse(
+                "PidsLimit",
+                v,
+                "the daemon reads it as unlimited; give a positive number, or leave it unset for the session's limit",
+            );
+        }
+        Some(v) => {
+            if let Some(l) = lim.pids
+                && v > l
+            {
+                return above("PidsLimit", v, l);
+            }
+        }
+    }
+    for u in r.ulimits.iter().flatten() {
+        let name = u.name.as_deref().unwrap_or("");
+        if ULIMITS_REFUSED.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             return deny(format!(
-                "HostConfig.{name} {v} is above the session's limit of {limit} (role {role})"
+                "{prefix}Ulimits {name:?} is not allowed for role {role}: it lets processes take the CPU ahead of the host's"
             ));
         }
-        Some(_) => {}
+        for v in [u.soft, u.hard].into_iter().flatten() {
+            if v < -1 {
+                return deny(format!(
+                    "{prefix}Ulimits {name:?}: {v} is not allowed for role {role}; -1 is unlimited, other negatives mean nothing"
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// A restart policy lets the daemon start the container again by itself:
+/// without this proxy's checks, and after the session (and its cleanup) is
+/// over, when the daemon restarts. Session children get none.
+fn restart_policy(rp: &Option<types::RestartPolicy>, field: &str, role: &str) -> Result<(), Why> {
+    let name = rp.as_ref().and_then(|r| r.name.as_deref()).unwrap_or("");
+    if name.is_empty() || name == "no" {
+        return Ok(());
+    }
+    deny(format!(
+        "{field} {name:?} is not allowed for role {role}: the daemon would restart the container by itself, without this proxy's checks and after the session has ended; use \"no\" (the default)"
+    ))
+}
+
+/// Whether a path inside a container is under /proc once `.`, `..`, `//`
+/// and trailing slashes are read the way the kernel reads them (a relative
+/// path as if from `/`).
+pub fn under_proc(path: &str) -> bool {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.first() == Some(&"proc")
+}
+
+/// A working directory under /proc is how runc's "Leaky Vessels"
+/// (CVE-2024-21626) reached the host: `/proc/self/fd/N` named a host
+/// directory the runtime still held open. This proxy exists for hosts whose
+/// runtime may be older than the fix.
+fn working_dir(field: &str, dir: &str, role: &str) -> Result<(), Why> {
+    if under_proc(dir) {
+        return deny(format!(
+            "{field} {dir:?} is under /proc, which is not allowed for role {role} (the runtime's open files there lead to the host: CVE-2024-21626)"
+        ));
+    }
+    Ok(())
+}
+
+/// Labels an image may carry under agentctl's prefix: information only,
+/// never read as ownership.
+const IMAGE_LABELS_ALLOWED: &[&str] = &["io.agentctl.extra-ca-certs"];
+
+/// The image a create names, looked up at the daemon; its labels and
+/// working directory become the container's. An image the daemon does not
+/// have is a 404, as from the daemon, so that the docker CLI pulls it and
+/// tries again (and this check runs on what it pulled).
+async fn create_image(cx: &Ctx<'_>, up: &mut Lazy, image: &str) -> Result<Value, Why> {
+    let role = cx.role;
+    let Some(img) = lookup(cx, up, &["images", image, "json"]).await? else {
+        return not_found("image", image);
+    };
+    if let Some(Value::Object(labels)) = img.pointer("/Config/Labels")
+        && let Some(k) = labels
+            .keys()
+            .find(|k| reserved_label(k) && !IMAGE_LABELS_ALLOWED.contains(&k.as_str()))
+    {
+        return deny(format!(
+            "image {image}: its label {k:?} would pass to the container, and {LABEL_PREFIX}* labels are set by agentctl, not by images (role {role})"
+        ));
+    }
+    Ok(img)
+}
+
+/// Endpoint settings under a global role: it may join any network, but not
+/// set what the proxy refuses in `HostConfig` either.
+fn any_endpoint(field: &str, ep: &types::EndpointSettings, role: &str) -> Result<(), Why> {
+    if ep.driver_opts.as_ref().is_some_and(|o| !o.is_empty()) {
+        return deny(format!(
+            "{field}.DriverOpts are not allowed for role {role} (the daemon reads interface sysctls from them)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a session child's endpoint on the network `net` (a full id,
+/// already checked): `own` for one of the session's networks, otherwise
+/// `none` or the default bridge. Every field of Go's `EndpointSettings` is
+/// decided here; the daemon picks the network by `NetworkID` before the
+/// endpoint's key, so it ends up as the full id of the network checked.
+async fn session_endpoint(
+    cx: &Ctx<'_>,
+    up: &mut Lazy,
+    field: &str,
+    net: &str,
+    own: bool,
+    ep: &mut types::EndpointSettings,
+) -> Result<(), Why> {
+    let role = cx.role;
+    let types::EndpointSettings {
+        // Which network: must be the one checked.
+        network_id,
+        // Addresses on the network: the session's own networks only; on
+        // the default bridge they would claim another container's address
+        // (and 169.254.0.0/16 link-local ones any address at all).
+        ipam_config,
+        mac_address,
+        // Legacy links reach containers by name, the session's or not.
+        links,
+        // Docker 25+ reads interface sysctls from them.
+        driver_opts,
+        // Set by the daemon; a client's value is at best ignored.
+        endpoint_id,
+        gateway,
+        ip_address,
+        ip_prefix_len,
+        ipv6_gateway,
+        global_ipv6_address,
+        global_ipv6_prefix_len,
+        dns_names,
+        // Names on this network, and which of the container's networks
+        // gives the default route: both choose among checked networks.
+        aliases: _,
+        gw_priority: _,
+    } = ep;
+    if let Some(given) = network_id.as_deref().filter(|g| !g.is_empty())
+        && given != net
+    {
+        let same = match lookup(cx, up, &["networks", given]).await? {
+            Some(n) => n.get("Id").and_then(Value::as_str) == Some(net),
+            None => false,
+        };
+        if !same {
+            return deny(format!(
+                "{field}.NetworkID {given:?} names another network than the one checked (role {role}); leave it empty"
+            ));
+        }
+    }
+    *network_id = Some(net.to_string());
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    for (name, present) in [
+        ("EndpointID", set(endpoint_id)),
+        ("Gateway", set(gateway)),
+        ("IPAddress", set(ip_address)),
+        ("IPPrefixLen", ip_prefix_len.unwrap_or(0) != 0),
+        ("IPv6Gateway", set(ipv6_gateway)),
+        ("GlobalIPv6Address", set(global_ipv6_address)),
+        (
+            "GlobalIPv6PrefixLen",
+            global_ipv6_prefix_len.unwrap_or(0) != 0,
+        ),
+        (
+            "DNSNames",
+            dns_names.as_ref().is_some_and(|d| !d.is_empty()),
+        ),
+    ] {
+        if present {
+            return deny(format!(
+                "{field}.{name} is set by the daemon, not by clients (role {role})"
+            ));
+        }
+    }
+    if links.as_ref().is_some_and(|l| !l.is_empty()) {
+        return deny(format!(
+            "{field}.Links are not allowed for role {role}; use a network alias"
+        ));
+    }
+    if driver_opts.as_ref().is_some_and(|o| !o.is_empty()) {
+        return deny(format!(
+            "{field}.DriverOpts are not allowed for role {role} (the daemon reads interface sysctls from them)"
+        ));
+    }
+    if !own {
+        let ipam = ipam_config.as_ref().is_some_and(|i| {
+            set(&i.ipv4_address)
+                || set(&i.ipv6_address)
+                || i.link_local_ips.as_ref().is_some_and(|l| !l.is_empty())
+        });
+        if ipam || set(mac_address) {
+            return deny(format!(
+                "{field}: IPAMConfig and MacAddress are allowed only on the session's own networks (role {role})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How many containers the session holds now, at the daemon (all states).
+async fn count_children(cx: &Ctx<'_>, s: &SessionScope, up: &mut Lazy) -> Result<usize, Why> {
+    let filters = encode_filters(&BTreeMap::from([(
+        "label".to_string(),
+        s.label_filters().to_vec(),
+    )]));
+    let target = crate::route::build_target(
+        &cx.cfg.api_string(),
+        &["containers", "json"],
+        &[("all".into(), "1".into()), ("filters".into(), filters)],
+    );
+    let (status, body) = upstream::get(up.sender().await?, "GET", &target).await?;
+    if status != 200 {
+        return Err(Why::Fail(UpstreamError::Status {
+            what: target,
+            status,
+        }));
+    }
+    let list: Value = serde_json::from_slice(&body).map_err(|e| {
+        Why::Fail(UpstreamError::Unexpected {
+            what: target.clone(),
+            why: e.to_string(),
+        })
+    })?;
+    let Some(list) = list.as_array() else {
+        return Err(Why::Fail(UpstreamError::Unexpected {
+            what: target,
+            why: "not a list".into(),
+        }));
+    };
+    Ok(list.iter().filter(|c| s.owns(c.get("Labels"))).count())
 }
 
 async fn container_create(
@@ -610,7 +1028,51 @@ async fn container_create(
 ) -> Result<(), Why> {
     let role = cx.role;
     check_labels(&c.labels, "Config", role)?;
+    if let Some(s) = cx.session
+        && let Some(max) = s.limits.containers
+    {
+        // Counted at the daemon; the server lets one create of a session
+        // through at a time, so two cannot both take the last place.
+        let n = count_children(cx, s, up).await?;
+        if n >= max as usize {
+            return deny(format!(
+                "the session already holds {n} containers, the most its profile allows (limits.containers: {max}); remove one (docker rm), or raise limits.containers in the profile"
+            ));
+        }
+    }
+    let image = match c.image.clone().filter(|i| !i.is_empty()) {
+        Some(name) => {
+            let img = create_image(cx, up, &name).await?;
+            Some((name, img))
+        }
+        None => None,
+    };
+    match c.working_dir.as_deref().filter(|w| !w.is_empty()) {
+        Some(wd) => working_dir("Config.WorkingDir", wd, role)?,
+        None => {
+            if let Some((name, img)) = &image
+                && let Some(wd) = img.pointer("/Config/WorkingDir").and_then(Value::as_str)
+            {
+                working_dir(
+                    &format!("image {name}: its WorkingDir (Config.WorkingDir)"),
+                    wd,
+                    role,
+                )?;
+            }
+        }
+    }
     let h = c.host_config.get_or_insert_with(Default::default);
+    if let Some(s) = cx.session {
+        restart_policy(&h.restart_policy, "HostConfig.RestartPolicy", role)?;
+        session_resources(resources!(h), s, "HostConfig.", role, false)?;
+        if let Some(v) = h.shm_size
+            && v < 0
+        {
+            return deny(format!(
+                "HostConfig.ShmSize {v} is not allowed for role {role}: a negative size means nothing"
+            ));
+        }
+    }
 
     if h.privileged == Some(true) {
         return deny(format!(
@@ -768,6 +1230,8 @@ async fn container_create(
 
     // Network.
     let mode = h.network_mode.clone().unwrap_or_default();
+    // Whether the container's own network is one of the session's.
+    let mut own_mode = false;
     match cx.session {
         None => {
             if mode == "host" && !cx.cfg.role.host_network {
@@ -800,24 +1264,48 @@ async fn container_create(
                 m => {
                     let full = own_network(cx, s, up, m).await?;
                     h.network_mode = Some(full);
+                    own_mode = true;
                 }
             }
         }
     }
-    if let Some(s) = cx.session
-        && let Some(nc) = c.networking_config.as_mut()
+    // The old top-level MAC address applies to the container's own network.
+    if cx.session.is_some() && !own_mode && c.mac_address.as_deref().is_some_and(|m| !m.is_empty())
+    {
+        return deny(format!(
+            "Config.MacAddress is allowed only on the session's own networks (role {role})"
+        ));
+    }
+    if let Some(nc) = c.networking_config.as_mut()
         && let Some(eps) = nc.endpoints_config.take()
     {
         let mut out = BTreeMap::new();
-        for (name, ep) in eps {
-            let key = match name.as_str() {
-                "none" => name,
+        for (name, mut ep) in eps {
+            let field = format!("NetworkingConfig.EndpointsConfig.{name}");
+            let Some(s) = cx.session else {
+                any_endpoint(&field, &ep, role)?;
+                out.insert(name, ep);
+                continue;
+            };
+            let (key, net, own) = match name.as_str() {
                 // The CLI names the default network here too; a session
                 // without network has none to join.
                 "bridge" | "default" if s.network == NetworkMode::None => continue,
-                "bridge" | "default" => name,
-                _ => own_network(cx, s, up, &name).await?,
+                "none" | "bridge" | "default" => {
+                    // "default" is the daemon's default network: the bridge.
+                    let lookup_name = if name == "none" { "none" } else { "bridge" };
+                    let Some(n) = lookup(cx, up, &["networks", lookup_name]).await? else {
+                        return not_found("network", lookup_name);
+                    };
+                    let id = n.get("Id").and_then(Value::as_str).unwrap_or_default();
+                    (name.clone(), id.to_string(), false)
+                }
+                _ => {
+                    let full = own_network(cx, s, up, &name).await?;
+                    (full.clone(), full, true)
+                }
             };
+            session_endpoint(cx, up, &field, &net, own, &mut ep).await?;
             out.insert(key, ep);
         }
         nc.endpoints_config = Some(out);
@@ -874,8 +1362,7 @@ async fn container_create(
                 .as_ref()
                 .map(|p| p.keys().cloned().collect())
                 .unwrap_or_default();
-            if let Some(image) = c.image.as_deref()
-                && let Some(img) = lookup(cx, up, &["images", image, "json"]).await?
+            if let Some((_, img)) = &image
                 && let Some(Value::Object(exposed)) = img.pointer("/Config/ExposedPorts")
             {
                 ports.extend(exposed.keys().cloned());
@@ -908,16 +1395,12 @@ async fn container_create(
     }
 
     if let Some(s) = cx.session {
-        cap(&mut h.memory, s.limits.memory, "Memory", role)?;
-        if matches!(h.memory_swap, None | Some(0) | Some(-1)) {
-            h.memory_swap = h.memory;
-        }
-        cap(&mut h.nano_cpus, s.limits.nano_cpus, "NanoCpus", role)?;
-        cap(&mut h.pids_limit, s.limits.pids, "PidsLimit", role)?;
-        if h.cpu_quota.unwrap_or(0) != 0 || h.cpu_period.unwrap_or(0) != 0 {
-            return deny(format!(
-                "HostConfig.CpuQuota/CpuPeriod are not allowed for role {role}; use NanoCpus (--cpus)"
-            ));
+        // The image checked is the image run: by its id, so that a pull
+        // that retags the name in between changes nothing.
+        if let Some((_, img)) = &image
+            && let Some(id) = img.get("Id").and_then(Value::as_str)
+        {
+            c.image = Some(id.to_string());
         }
         inject_labels(&mut c.labels, s);
     }
@@ -967,6 +1450,7 @@ fn check_host_path(
             "{field}: host path {src:?} must be absolute and without . or .. (role {role})"
         ));
     }
+    kernel_filesystems(cx, field, src, p)?;
     let real = match p.canonicalize() {
         Ok(r) => r,
         Err(e) => {
@@ -1241,6 +1725,237 @@ async fn check_binds_at_start(
     Ok(())
 }
 
+/// The host's kernel interfaces, which no container may bind from, by any
+/// role: /proc (`/proc/PID/root` is another process's root, read by the
+/// daemon in its own namespace, so nothing checked here holds for it), /sys
+/// and /dev. Called with each step of a bind source's resolution.
+const HOST_FILESYSTEM_DIRS: &[&str] = &["proc", "sys", "dev"];
+
+fn host_filesystem(field: &str, src: &str, p: &Path, role: &str) -> Result<(), Why> {
+    // `components` reads `//proc` and `/proc/` as `/proc`; the steps of a
+    // resolution have no `.` or `..`.
+    let mut c = p.components();
+    if c.next() == Some(Component::RootDir)
+        && let Some(Component::Normal(first)) = c.next()
+        && let Some(dir) = HOST_FILESYSTEM_DIRS.iter().find(|d| first == **d)
+    {
+        let via = if Path::new(src) == p {
+            String::new()
+        } else {
+            format!(" (through {})", p.display())
+        };
+        return deny(format!(
+            "{field}: {src:?} is under /{dir}{via}, the host's kernel interface, which is not allowed for role {role}"
+        ));
+    }
+    Ok(())
+}
+
+/// Filesystems that are the kernel's interfaces (by their mountinfo type),
+/// wherever they are mounted.
+const KERNEL_FILESYSTEMS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "mqueue",
+    "cgroup",
+    "cgroup2",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "bpf",
+    "configfs",
+    "efivarfs",
+    "pstore",
+    "fusectl",
+    "binfmt_misc",
+];
+
+/// One line of /proc/self/mountinfo: where, and what.
+struct MountPoint {
+    point: PathBuf,
+    fstype: String,
+}
+
+fn mount_points() -> std::io::Result<Vec<MountPoint>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let point = fields.get(4)?;
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(sep + 1)?;
+            Some(MountPoint {
+                point: PathBuf::from(unescape_mountinfo(point)),
+                fstype: fstype.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every path the kernel passes through when it resolves `p`, one
+/// component at a time, symlinks followed: each is a path without symlinks
+/// above its last component. Stops (leaving the error to the caller's own
+/// resolution) at a component that cannot be read.
+fn resolution_steps(p: &Path) -> Vec<PathBuf> {
+    let mut steps = Vec::new();
+    let mut current = PathBuf::from("/");
+    let mut todo: Vec<std::ffi::OsString> = p
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            current.pop();
+            continue;
+        }
+        let next = current.join(&name);
+        steps.push(next.clone());
+        match std::fs::symlink_metadata(&next) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                let Ok(target) = std::fs::read_link(&next) else {
+                    break;
+                };
+                // The kernel's own limit on links in one resolution.
+                if links > 40 {
+                    break;
+                }
+                if target.is_absolute() {
+                    current = PathBuf::from("/");
+                }
+                todo.extend(target.components().rev().filter_map(|c| match c {
+                    Component::Normal(n) => Some(n.to_os_string()),
+                    Component::ParentDir => Some("..".into()),
+                    _ => None,
+                }));
+            }
+            Ok(_) => current = next,
+            Err(_) => break,
+        }
+    }
+    steps
+}
+
+/// The mount a path without symlinks is on: the longest mount point above
+/// it, the later of equal ones (mounted over the earlier).
+fn mount_of<'a>(mounts: &'a [MountPoint], p: &Path) -> Option<&'a MountPoint> {
+    mounts
+        .iter()
+        .filter(|m| p.starts_with(&m.point))
+        .max_by_key(|m| m.point.components().count())
+}
+
+/// A bind source may not pass through /proc, /sys or /dev, or a kernel
+/// filesystem mounted elsewhere, at any step of its resolution (a symlink
+/// to /proc, then `/proc/PID/root`, would be followed by the daemon in its
+/// own namespace); it may not contain a mount of one; and it may not be or
+/// contain an engine socket under another path (a bind mount of /run):
+/// sockets and the directories above them are compared by device and
+/// inode, not only by path.
+fn kernel_filesystems(cx: &Ctx<'_>, field: &str, src: &str, p: &Path) -> Result<(), Why> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let role = cx.role;
+    // The one node of /dev a bind may take, to hide a file: it is the null
+    // device (1:3), which every container may open anyway.
+    if p == Path::new("/dev/null")
+        && std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0x103)
+    {
+        return Ok(());
+    }
+    let mounts = match mount_points() {
+        Ok(m) => m,
+        Err(e) => {
+            return deny(format!(
+                "{field}: {src:?} cannot be checked: /proc/self/mountinfo: {e} (role {role})"
+            ));
+        }
+    };
+    let steps = resolution_steps(p);
+    for step in &steps {
+        host_filesystem(field, src, step, role)?;
+        if let Some(m) = mount_of(&mounts, step)
+            && KERNEL_FILESYSTEMS.contains(&m.fstype.as_str())
+        {
+            return deny(format!(
+                "{field}: {src:?} reaches the host's {} filesystem (mounted at {}), which is not allowed for role {role}",
+                m.fstype,
+                m.point.display()
+            ));
+        }
+    }
+    // Resolved completely: what is under it matters too. (If it was not,
+    // the caller's own resolution refuses it.)
+    let Ok(real) = p.canonicalize() else {
+        return Ok(());
+    };
+    let real = real.as_path();
+    if let Some(m) = mounts
+        .iter()
+        .find(|m| m.point.starts_with(real) && KERNEL_FILESYSTEMS.contains(&m.fstype.as_str()))
+    {
+        return deny(format!(
+            "{field}: {src:?} contains the host's {} filesystem at {}, which is not allowed for role {role}",
+            m.fstype,
+            m.point.display()
+        ));
+    }
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut socket_ids = Vec::new();
+    for sock in engine_sockets(cx) {
+        let sock = sock.canonicalize().unwrap_or(sock);
+        socket_ids.extend(sock.ancestors().filter_map(id));
+    }
+    let under: Vec<&Path> = std::iter::once(real)
+        .chain(
+            mounts
+                .iter()
+                .filter(|m| m.point.starts_with(real))
+                .map(|m| m.point.as_path()),
+        )
+        .collect();
+    for p in under {
+        if let Some(i) = id(p)
+            && socket_ids.contains(&i)
+        {
+            return deny(format!(
+                "{field}: {src:?} would give the container the engine's socket (at {}; role {role})",
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn named_volume(cx: &Ctx<'_>, up: &mut Lazy, field: &str, name: &str) -> Result<(), Why> {
     let Some(s) = cx.session else { return Ok(()) };
     match lookup(cx, up, &["volumes", name]).await? {
@@ -1344,6 +2059,10 @@ async fn check_mount(
 ) -> Result<(), Why> {
     let role = cx.role;
     let field = format!("HostConfig.Mounts[{i}]");
+    // A volume the mount creates (anonymous, or named and new) gets these.
+    if let Some(vo) = &m.volume_options {
+        check_labels(&vo.labels, &format!("{field}.VolumeOptions"), role)?;
+    }
     match m.type_.as_deref().unwrap_or("") {
         "bind" => {
             if let Some(b) = &m.bind_options
@@ -1531,4 +2250,246 @@ pub async fn cleanup_session(cfg: &Config, s: &SessionScope) -> Result<usize, Up
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> SessionScope {
+        SessionScope {
+            id: "s".into(),
+            workspace: PathBuf::from("/nonexistent"),
+            masked: Vec::new(),
+            limits: crate::session::ChildLimits {
+                memory: Some(1 << 30),
+                nano_cpus: Some(2_000_000_000),
+                pids: Some(100),
+                containers: Some(20),
+            },
+            network: NetworkMode::None,
+        }
+    }
+
+    fn create(h: &mut types::HostConfig) -> Result<(), String> {
+        session_resources(resources!(h), &scope(), "HostConfig.", "session", false).map_err(|e| {
+            match e {
+                Why::Deny(d) => d.reason,
+                Why::Fail(e) => e.to_string(),
+            }
+        })
+    }
+
+    fn update(u: &mut types::ContainerUpdate) -> Result<(), String> {
+        session_resources(resources!(u), &scope(), "", "session", true).map_err(|e| match e {
+            Why::Deny(d) => d.reason,
+            Why::Fail(e) => e.to_string(),
+        })
+    }
+
+    #[test]
+    fn every_unlimited_spelling_becomes_the_cap() {
+        for pids in [None, Some(0), Some(-1)] {
+            let mut h = types::HostConfig {
+                pids_limit: pids,
+                memory: pids,
+                nano_cpus: pids.filter(|p| *p >= 0),
+                memory_swap: pids,
+                ..Default::default()
+            };
+            if h.memory == Some(-1) {
+                h.memory = None;
+            }
+            create(&mut h).unwrap();
+            assert_eq!(h.pids_limit, Some(100), "{pids:?}");
+            assert_eq!(h.memory, Some(1 << 30), "{pids:?}");
+            assert_eq!(h.memory_swap, Some(1 << 30), "{pids:?}");
+            assert_eq!(h.nano_cpus, Some(2_000_000_000), "{pids:?}");
+        }
+        let mut h = types::HostConfig {
+            memory: Some(64 << 20),
+            memory_swap: Some(-1),
+            ..Default::default()
+        };
+        create(&mut h).unwrap();
+        assert_eq!(h.memory_swap, Some(64 << 20));
+    }
+
+    #[test]
+    fn negatives_without_a_meaning_and_more_than_the_cap_are_refused() {
+        for (h, needle) in [
+            (
+                types::HostConfig {
+                    pids_limit: Some(-5),
+                    ..Default::default()
+                },
+                "PidsLimit -5",
+            ),
+            (
+                types::HostConfig {
+                    pids_limit: Some(101),
+                    ..Default::default()
+                },
+                "above the session's limit of 100",
+            ),
+            (
+                types::HostConfig {
+                    memory: Some(-1),
+                    ..Default::default()
+                },
+                "Memory -1",
+            ),
+            (
+                types::HostConfig {
+                    memory: Some(64 << 20),
+                    memory_swap: Some(128 << 20),
+                    ..Default::default()
+                },
+                "no swap beyond their memory",
+            ),
+            (
+                types::HostConfig {
+                    memory_swap: Some(-2),
+                    ..Default::default()
+                },
+                "MemorySwap -2",
+            ),
+            (
+                types::HostConfig {
+                    memory_reservation: Some(2 << 30),
+                    ..Default::default()
+                },
+                "MemoryReservation",
+            ),
+            (
+                types::HostConfig {
+                    cpu_realtime_runtime: Some(-1),
+                    ..Default::default()
+                },
+                "real-time",
+            ),
+            (
+                types::HostConfig {
+                    cpu_quota: Some(-1),
+                    ..Default::default()
+                },
+                "CpuQuota",
+            ),
+            (
+                types::HostConfig {
+                    ulimits: Some(vec![types::Ulimit {
+                        name: Some("RTPRIO".into()),
+                        soft: Some(1),
+                        hard: Some(1),
+                    }]),
+                    ..Default::default()
+                },
+                "Ulimits",
+            ),
+            (
+                types::HostConfig {
+                    ulimits: Some(vec![types::Ulimit {
+                        name: Some("nofile".into()),
+                        soft: Some(-5),
+                        hard: Some(-1),
+                    }]),
+                    ..Default::default()
+                },
+                "-5",
+            ),
+        ] {
+            let mut h = h;
+            let err = create(&mut h).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn updates_leave_what_they_do_not_name() {
+        let mut u = types::ContainerUpdate {
+            nano_cpus: Some(1_000_000_000),
+            memory: Some(0),
+            memory_swap: Some(0),
+            ..Default::default()
+        };
+        update(&mut u).unwrap();
+        assert_eq!(
+            (u.memory, u.memory_swap, u.pids_limit),
+            (Some(0), Some(0), None)
+        );
+        let mut u = types::ContainerUpdate {
+            pids_limit: Some(0),
+            memory: Some(64 << 20),
+            memory_swap: Some(-1),
+            ..Default::default()
+        };
+        update(&mut u).unwrap();
+        assert_eq!(u.pids_limit, Some(100));
+        assert_eq!(u.memory_swap, Some(64 << 20));
+        let mut u = types::ContainerUpdate {
+            memory_swap: Some(-1),
+            ..Default::default()
+        };
+        assert!(update(&mut u).unwrap_err().contains("only with Memory"));
+    }
+
+    #[test]
+    fn reserved_labels_in_any_spelling_go_would_fold() {
+        for k in [
+            "io.agentctl.session",
+            "io.agentctL.child",
+            "IO.AGENTCTL.managed",
+            "Io.AgentCtl.x",
+        ] {
+            assert!(reserved_label(k), "{k}");
+        }
+        assert!(!reserved_label("io.agentctl"));
+        assert!(!reserved_label("org.io.agentctl.x"));
+    }
+
+    #[test]
+    fn working_dirs_are_read_as_the_kernel_reads_them() {
+        for p in [
+            "/proc",
+            "/proc/",
+            "//proc/self/fd/7",
+            "/./proc",
+            "/x/../proc/1/cwd",
+            "/../../proc",
+            "proc/self",
+            "/proc//self",
+        ] {
+            assert!(under_proc(p), "{p}");
+        }
+        for p in ["/", "", "/w", "/procx", "/x/proc", "/proc/../etc", "/sys"] {
+            assert!(!under_proc(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_read_back() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo(r"/x\134y"), r"/x\y");
+        assert_eq!(unescape_mountinfo(r"/tail\04"), r"/tail\04");
+        let mounts = mount_points().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.point == Path::new("/proc") && m.fstype == "proc")
+        );
+    }
+
+    #[test]
+    fn resolution_steps_follow_each_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink("/proc", base.join("p")).unwrap();
+        std::os::unix::fs::symlink("p/self", base.join("rel")).unwrap();
+        let steps = resolution_steps(&base.join("rel/root"));
+        assert!(steps.contains(&PathBuf::from("/proc")), "{steps:?}");
+        assert!(steps.contains(&PathBuf::from("/proc/self")), "{steps:?}");
+        // A loop ends.
+        std::os::unix::fs::symlink("loop", base.join("loop")).unwrap();
+        assert!(resolution_steps(&base.join("loop")).len() < 50);
+    }
 }

@@ -38,6 +38,10 @@ pub struct Config {
     pub session: Option<SessionScope>,
     pub max_body: u64,
     pub audit: Option<AuditSink>,
+    /// Held by a session's container create from its check until the
+    /// daemon has answered, so that two creates cannot both pass the
+    /// session's `limits.containers`.
+    pub creates: tokio::sync::Mutex<()>,
 }
 
 impl Config {
@@ -309,6 +313,10 @@ where
         return Next::Close;
     }
 
+    let _one_create = match (&cfg.session, target.endpoint) {
+        (Some(_), route::Endpoint::ContainersCreate) => Some(cfg.creates.lock().await),
+        _ => None,
+    };
     let decision = rules::check(cfg, lookups, &head, target, body).await;
     let fwd = match decision {
         Decision::Forward(f) => f,

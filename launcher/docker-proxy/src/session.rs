@@ -20,6 +20,10 @@ pub struct ChildLimits {
     /// Billionths of a CPU.
     pub nano_cpus: Option<i64>,
     pub pids: Option<i64>,
+    /// Containers the session may hold at once (the profile's
+    /// `limits.containers`).
+    #[serde(default)]
+    pub containers: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -117,6 +117,9 @@ pub struct LimitsEntry {
     pub pids: Option<u32>,
     pub memory: Option<ByteSize>,
     pub cpus: Option<Cpus>,
+    /// With `docker: true`: how many containers the agent may hold at once
+    /// through its Docker proxy (each gets the limits above).
+    pub containers: Option<u32>,
 }
 
 impl ProfileFile {
@@ -153,6 +156,13 @@ impl ProfileFile {
                 "memory",
                 format!("limits.memory is {mem}, below the 16m minimum"),
                 "write a size like 512m or 8g",
+            ));
+        }
+        if self.limits.containers == Some(0) {
+            return Err(invalid(
+                "containers",
+                "limits.containers is 0: the agent could create no container".to_string(),
+                "use at least 1, or docker: false for no Docker at all",
             ));
         }
         for name in self.env_set.keys() {
@@ -273,6 +283,15 @@ user: "1000:1000"
         assert!(msg.starts_with("p.yaml:3:"), "{msg}");
         assert!(msg.contains("limits.memory"), "{msg}");
         assert!(msg.contains("512m"), "{msg}");
+    }
+
+    #[test]
+    fn containers_limit_parses_and_zero_is_refused() {
+        let p = ProfileFile::parse("p.yaml", "limits:\n  containers: 5\n").unwrap();
+        assert_eq!(p.limits.containers, Some(5));
+        let err = ProfileFile::parse("p.yaml", "limits:\n  containers: 0\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("limits.containers is 0"), "{msg}");
     }
 
     #[test]

@@ -63,7 +63,13 @@ pub struct Limits {
     pub pids: u32,
     pub memory: ByteSize,
     pub cpus: Cpus,
+    /// Containers the agent may hold at once through its Docker proxy
+    /// (`docker: true`); each is held to the limits above.
+    pub containers: u32,
 }
+
+/// `limits.containers` when no profile sets it.
+pub const DEFAULT_CHILD_CONTAINERS: u32 = 20;
 
 /// The effective policy after inheritance: every field has a value.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -111,6 +117,7 @@ impl Default for Policy {
                 pids: 4096,
                 memory: ByteSize(8 << 30),
                 cpus: Cpus(2000),
+                containers: DEFAULT_CHILD_CONTAINERS,
             },
             user: UserSpec::Host,
             image: None,
@@ -233,6 +240,9 @@ fn apply(policy: &mut Policy, layer: ProfileFile) {
     if let Some(c) = layer.limits.cpus {
         policy.limits.cpus = c;
     }
+    if let Some(c) = layer.limits.containers {
+        policy.limits.containers = c;
+    }
     if let Some(u) = layer.user {
         policy.user = u;
     }
@@ -354,6 +364,12 @@ mod tests {
         assert_eq!(p.network, NetworkMode::None);
         assert_eq!(p.network_reason, None);
         assert_eq!(p.limits.pids, 64);
+        assert_eq!(p.limits.containers, DEFAULT_CHILD_CONTAINERS);
+        let l = loader(&[(
+            "./few.yaml",
+            "extends: generic\nlimits: { containers: 3 }\n",
+        )]);
+        assert_eq!(resolve("./few.yaml", &l).unwrap().limits.containers, 3);
         let claude: Vec<_> = p
             .home
             .iter()

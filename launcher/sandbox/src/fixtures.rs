@@ -113,6 +113,7 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
             pids: 512,
             memory_bytes: 1 << 30,
             cpu_millis: 1500,
+            containers: 20,
         },
         identity: Identity {
             host_uid: 1000,

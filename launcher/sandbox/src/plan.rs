@@ -495,6 +495,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             pids: policy.limits.pids,
             memory_bytes: policy.limits.memory.0,
             cpu_millis: policy.limits.cpus.0,
+            containers: policy.limits.containers,
         },
         identity,
         seccomp: policy::seccomp::default_profile(),

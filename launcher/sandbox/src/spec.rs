@@ -185,6 +185,13 @@ pub struct LimitsPlan {
     pub memory_bytes: u64,
     /// Thousandths of a CPU.
     pub cpu_millis: u32,
+    /// Containers the agent may hold at once through its Docker proxy.
+    #[serde(default = "default_containers")]
+    pub containers: u32,
+}
+
+fn default_containers() -> u32 {
+    policy::resolve::DEFAULT_CHILD_CONTAINERS
 }
 
 /// Who the agent is.

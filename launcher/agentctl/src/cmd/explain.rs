@@ -100,9 +100,15 @@ pub fn render(spec: &SandboxSpec) -> String {
         );
     }
     let l = &spec.limits;
+    // The number of containers matters only to an agent with Docker.
+    let containers = if spec.docker {
+        format!(" · containers {}", l.containers)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         o,
-        "  limits     pids {} · memory {} · cpus {}",
+        "  limits     pids {} · memory {} · cpus {}{containers}",
         l.pids,
         policy::ByteSize(l.memory_bytes),
         f64::from(l.cpu_millis) / 1000.0

@@ -35,6 +35,7 @@ pub fn scope_from_plan(spec: &sandbox::SandboxSpec) -> Result<SessionScope> {
             .filter(|m| *m > 0),
         nano_cpus: Some(i64::from(spec.limits.cpu_millis) * 1_000_000).filter(|c| *c > 0),
         pids: Some(i64::from(spec.limits.pids)).filter(|p| *p > 0),
+        containers: Some(spec.limits.containers),
     };
     let read_only = spec
         .host_run
@@ -152,6 +153,7 @@ async fn serve(
         session,
         max_body: args.max_body,
         audit,
+        creates: Default::default(),
     });
     let listener = Listener::bind(&listen).await?;
     eprintln!(
