@@ -246,13 +246,12 @@ pub fn logs(
 
 pub fn liveness(b: &NativeBackend, id: &str) -> Liveness {
     let dir = session_dir(b, id);
-    if dir.exists() {
-        return if supervised(&dir) {
-            Liveness::Running
-        } else {
-            Liveness::Gone
-        };
+    if dir.exists() && supervised(&dir) {
+        return Liveness::Running;
     }
+    // The helper writes the exit code before it takes the session directory
+    // apart, so while it does (the directory still there, its lock file
+    // already gone) the session has ended, not vanished.
     match fs::read_to_string(b.dirs.exits().join(id))
         .ok()
         .and_then(|s| s.trim().parse().ok())
