@@ -2268,6 +2268,8 @@ mod tests {
                 containers: Some(20),
             },
             network: NetworkMode::None,
+            read_only: Vec::new(),
+            workspace_writable: true,
         }
     }
 
