@@ -29,6 +29,10 @@ pub struct LaunchReport {
     pub agentctl_unrecorded: Summary,
     /// Each round's summaries: wrapper, agentctl run, crun, runc.
     pub per_round: Vec<[Summary; 4]>,
+    /// `--baseline`: the other build (its path, `agentctl --version`), its
+    /// unrecorded row, and per round this build's unrecorded median minus
+    /// the other's.
+    pub baseline_build: Option<(String, Summary, Vec<f64>)>,
     /// The scheduling load before and after the hyperfine run.
     pub load: (String, String),
 }
@@ -73,8 +77,33 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
         .tempdir()
         .context("cannot create a temporary directory")?;
     let base = tmp.path();
+    // A fresh git repository with one commit, as a project would be: its
+    // git directory is what agentctl makes read-only (issue 9, item 12),
+    // in agentctl's rows and in the bundle the runtimes run alike.
     let ws = base.join("workspace");
     std::fs::create_dir(&ws)?;
+    std::fs::write(ws.join("README"), "bench\n")?;
+    for args in [
+        &["init", "-q"][..],
+        &["add", "README"],
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@localhost",
+            "commit",
+            "-qm",
+            "bench",
+        ],
+    ] {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(&ws)
+            .status()
+            .context("cannot run git")?
+            .success();
+        ensure!(ok, "git {args:?} failed in the launch workspace");
+    }
     let tag = std::process::id();
     let agentctl = ctx.agentctl.to_string_lossy().into_owned();
 
@@ -128,6 +157,16 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
             "",
         ),
     ));
+    let other = ctx
+        .baseline
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    if let Some(other) = &other {
+        rows.push((
+            "baseline agentctl run -q --store none -- true",
+            wrapped(&[other, "--store", "none", "run", "-q", "--", "true"], ""),
+        ));
+    }
 
     eprintln!("xtask: checking that every command exits 0 in the benchmark namespace");
     for (name, words) in &rows {
@@ -157,6 +196,22 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
     let per_round = (0..rounds)
         .map(|r| [base_r[r], run_r[r], crun_r[r], runc_r[r]])
         .collect();
+    let baseline_build = match &other {
+        Some(path) => {
+            let version = Command::new(path)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            let this = t.per_round(5)?;
+            let that = t.per_round(6)?;
+            let diffs = (0..rounds)
+                .map(|r| this[r].median - that[r].median)
+                .collect();
+            Some((format!("{path} ({version})"), t.pooled(6)?, diffs))
+        }
+        None => None,
+    };
     Ok(LaunchReport {
         runs,
         rounds,
@@ -168,6 +223,7 @@ pub fn bench_launch(ctx: &Ctx, runs: usize, rounds: usize) -> Result<LaunchRepor
         runc: t.pooled(4)?,
         agentctl_unrecorded: t.pooled(5)?,
         per_round,
+        baseline_build,
         load: (load_before, load_after),
     })
 }

@@ -62,6 +62,10 @@ enum Task {
         /// Hyperfine runs, one after the other, each timing every command.
         #[arg(long, default_value_t = DEFAULT_ROUNDS)]
         rounds: usize,
+        /// Another agentctl binary (an earlier commit's release build) timed
+        /// beside this one, unrecorded, to show what a change costs.
+        #[arg(long, value_name = "AGENTCTL")]
+        baseline: Option<PathBuf>,
     },
     /// `agentctl explain` (the full secret scan) against `find` over a
     /// generated tree; prints a markdown section.
@@ -171,6 +175,10 @@ enum Task {
         /// Print the document instead of writing docs/BENCHMARKS.md.
         #[arg(long)]
         print: bool,
+        /// Another agentctl binary timed beside this one in the launch
+        /// benchmark (see bench-launch).
+        #[arg(long, value_name = "AGENTCTL")]
+        baseline: Option<PathBuf>,
     },
     /// Applies docker-save layer tars in order to the empty directory DEST
     /// with image-store's Unpacker (the third row of bench-unpack).
@@ -186,6 +194,8 @@ enum Task {
 pub struct Ctx {
     pub root: PathBuf,
     pub agentctl: PathBuf,
+    /// An earlier build to time beside `agentctl` in the launch benchmark.
+    pub baseline: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -201,9 +211,14 @@ fn main() -> ExitCode {
 
 fn run(task: Task) -> Result<()> {
     match task {
-        Task::BenchLaunch { runs, rounds } => {
+        Task::BenchLaunch {
+            runs,
+            rounds,
+            baseline,
+        } => {
             check_runs(runs, rounds)?;
-            let ctx = prepare(LAUNCH_TOOLS)?;
+            let mut ctx = prepare(LAUNCH_TOOLS)?;
+            ctx.baseline = baseline;
             let launch = launch::bench_launch(&ctx, runs, rounds)?;
             print!("{}", report::launch_section(&launch));
         }
@@ -303,6 +318,7 @@ fn run(task: Task) -> Result<()> {
             proxy_rounds,
             proxy_connections,
             print,
+            baseline,
         } => {
             check_runs(runs, rounds)?;
             check_unpack_runs(unpack_runs, unpack_rounds)?;
@@ -319,7 +335,8 @@ fn run(task: Task) -> Result<()> {
                 PROXY_TOOLS,
             ]
             .concat();
-            let ctx = prepare(&tools)?;
+            let mut ctx = prepare(&tools)?;
+            ctx.baseline = baseline;
             let before = machine::Machine::collect(&ctx.root);
             let results = report::Results {
                 launch: launch::bench_launch(&ctx, runs, rounds)?,
@@ -330,7 +347,7 @@ fn run(task: Task) -> Result<()> {
                 proxy: proxy::bench_proxy(&ctx, proxy_seconds, proxy_rounds, proxy_connections)?,
             };
             let load_after = machine::loadavg();
-            let command = bench_command(&BenchArgs {
+            let mut command = bench_command(&BenchArgs {
                 runs,
                 rounds,
                 files,
@@ -342,6 +359,9 @@ fn run(task: Task) -> Result<()> {
                 proxy_rounds,
                 proxy_connections,
             });
+            if let Some(b) = &ctx.baseline {
+                command.push_str(&format!(" --baseline {}", b.display()));
+            }
             let doc = report::document(&command, &before, &load_after, &results);
             if print {
                 print!("{doc}");
@@ -427,7 +447,7 @@ fn bench_command(a: &BenchArgs) -> String {
 }
 
 /// The programs each benchmark runs.
-const LAUNCH_TOOLS: &[&str] = &["hyperfine", "crun", "runc", "unshare", "sh"];
+const LAUNCH_TOOLS: &[&str] = &["hyperfine", "crun", "runc", "unshare", "sh", "git"];
 const SCAN_TOOLS: &[&str] = &["hyperfine", "find"];
 const DOCKER_TOOLS: &[&str] = &["hyperfine", "docker", "sh"];
 const UNPACK_TOOLS: &[&str] = &["hyperfine", "docker", "tar", "sh"];
@@ -454,7 +474,11 @@ fn prepare(tools: &[&str]) -> Result<Ctx> {
     ensure!(status.success(), "cargo build --release -p agentctl failed");
     let agentctl = target_dir(&cargo, &root)?.join("release/agentctl");
     ensure!(agentctl.is_file(), "{} was not built", agentctl.display());
-    Ok(Ctx { root, agentctl })
+    Ok(Ctx {
+        root,
+        agentctl,
+        baseline: None,
+    })
 }
 
 fn workspace_root() -> PathBuf {

@@ -96,7 +96,7 @@ pub fn launch_section(r: &LaunchReport) -> String {
     );
     let _ = writeln!(
         o,
-        "{} rounds back to back; in each, one hyperfine run times all six commands \
+        "{} rounds back to back; in each, one hyperfine run times all the commands \
          side by side, {} timed runs each after {} warm-up runs, in one private mount \
          namespace. The recorded row writes every session and its audit events to a \
          fresh SQLite store on the same disk as the default one. The table pools the {} runs of each command. Milliseconds.\n",
@@ -159,6 +159,28 @@ pub fn launch_section(r: &LaunchReport) -> String {
         "Recording the session (recorded median minus unrecorded median): {}.\n",
         store_verdict(r.agentctl_run.median - r.agentctl_unrecorded.median)
     );
+    if let Some((what, other, diffs)) = &r.baseline_build {
+        let d = r.agentctl_unrecorded.median - other.median;
+        let lo = diffs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = diffs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            o,
+            "Against an earlier build timed in the same rounds (`--baseline`, {what}), unrecorded:\n"
+        );
+        table_head(&mut o);
+        row(&mut o, "this build, `--store none`", &r.agentctl_unrecorded);
+        row(&mut o, "the earlier build, `--store none`", other);
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "This build's median minus the earlier one's: {d:+.2} ms pooled ({lo:+.2} to {hi:+.2} ms per round); goal at most +{BASELINE_GOAL_MS:.0} ms: {}.\n",
+            if d <= BASELINE_GOAL_MS {
+                "**met**"
+            } else {
+                "**not met**"
+            }
+        );
+    }
     let _ = writeln!(
         o,
         "Load average (1, 5, 15 min) before / after: {} / {}.\n",
@@ -166,6 +188,9 @@ pub fn launch_section(r: &LaunchReport) -> String {
     );
     o
 }
+
+/// What issue 9's checks may add to the native launch median.
+const BASELINE_GOAL_MS: f64 = 1.0;
 
 pub fn scan_section(r: &ScanReport) -> String {
     let t = &r.tree;
@@ -1117,7 +1142,7 @@ of background work can hurt one row alone; the rounds spread that risk over \
 all rows.
 
 In the launch benchmark crun and runc run the bundle that `agentctl bundle` \
-writes for the same session, from the same empty workspace: the same \
+writes for the same session, from the same workspace (a fresh git repository with one commit): the same \
 mounts, masks, seccomp filter, namespaces and cgroup limits. agentctl also \
 plans the session for every run (profile, secret scan of the workspace and \
 of the host paths it mounts), which the runtimes got for free; the \
