@@ -50,9 +50,15 @@ async fn container(docker: &Docker, handle: &Handle) -> Result<Option<String>, B
     {
         return Ok(Some(id.clone()));
     }
+    // The session's own sandbox, never one of the containers its agent made
+    // through its Docker proxy: those carry the session label too, but not
+    // `managed` (no client may set an io.agentctl.* label).
     let filters = std::collections::HashMap::from([(
         "label".to_string(),
-        vec![format!("{LABEL_SESSION}={}", handle.session)],
+        vec![
+            format!("{LABEL_SESSION}={}", handle.session),
+            format!("{}=true", crate::translate::LABEL_MANAGED),
+        ],
     )]);
     let list = docker
         .list_containers(Some(
