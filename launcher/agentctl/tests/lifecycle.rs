@@ -563,6 +563,63 @@ fn killed_launchers_and_supervisors_are_reconciled() {
     );
 }
 
+/// Regression (CI on the issue 9 branch): a launcher killed after it forked
+/// the native helper but before the helper armed its parent-death signal
+/// left a helper that never learned of it. It ran the agent unwatched,
+/// held the launcher's lock (inherited with the fork), and the session
+/// stayed `created` for good. The pause holds the helper in that window.
+#[test]
+fn a_launcher_killed_before_its_helper_arms_the_death_signal() {
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    let mut cmd = c.cmd(&["run", "-q", "--", "sleep", "37"]);
+    cmd.env("AGENTCTL_TEST_HELPER_PAUSE_MS", "1500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut launcher = cmd.spawn().unwrap();
+    // Kill it once its helper is forked (a child of the launcher).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let children = Command::new("pgrep")
+            .args(["-P", &launcher.id().to_string()])
+            .output()
+            .unwrap();
+        if !text(&children.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the launcher forked no helper");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The helper wakes up, finds its launcher gone, and does not start.
+    std::thread::sleep(Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = c
+            .sessions()
+            .into_iter()
+            .next()
+            .expect("the session is listed");
+        if (s["status"] != "created" && s["status"] != "running") || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s["status"], "lost", "{s}");
+    let sleeping = Command::new("pgrep")
+        .args(["-f", "^sleep 37$"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&sleeping.stdout).trim().is_empty(),
+        "the agent runs unwatched: {}",
+        text(&sleeping.stdout)
+    );
+    assert!(leftovers_of(s["id"].as_str().unwrap()).is_empty());
+}
+
 /// Regression (issue 9, item 17): a reconcile that read a detached
 /// session's row as running just before the session's own supervisor
 /// recorded its end used to find no session directory and no exit file

@@ -77,6 +77,11 @@ pub struct HelperConfig {
     /// have kept away.
     #[serde(default)]
     pub scope_abstract_unix: bool,
+    /// A foreground session's launcher: the helper's parent, whose death
+    /// stops the session. Checked once the death signal is armed, since the
+    /// launcher may have died before (the signal would then never come).
+    #[serde(default)]
+    pub launcher_pid: Option<u32>,
 }
 
 /// The helper holds a lock on this file in the session directory for as
@@ -146,10 +151,28 @@ pub fn run_session(cfg: HelperConfig, status: Option<OwnedFd>) -> i32 {
         }
     };
     if !cfg.detached {
+        // Tests widen the window between the fork and the prctl below to
+        // kill the launcher inside it; nothing else reads this variable.
+        if let Some(ms) = std::env::var("AGENTCTL_TEST_HELPER_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         // A foreground session belongs to its launcher: if the launcher is
         // killed, the agent is told to stop rather than run on unwatched.
         // SAFETY: prctl with constant arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+        if let Some(launcher) = cfg.launcher_pid
+            && nix::unistd::getppid().as_raw() as u32 != launcher
+        {
+            // Killed between the fork and the prctl: no one would ever be
+            // told this session ran, so it does not start.
+            eprintln!("agentctl: the launcher is gone; the session does not start");
+            cleanup_session(&cfg, None);
+            drop(lock);
+            return LAUNCHER_FAILURE;
+        }
     }
     let mut session = Session::new(cfg);
     session.status = status;

@@ -222,6 +222,7 @@ impl NativeBackend {
             exit_file: Some(self.dirs.exits().join(id)),
             scope_abstract_unix: spec.network == policy::NetworkMode::Host
                 && sandbox::landlock::abstract_unix_scoping().is_ok(),
+            launcher_pid: Some(std::process::id()),
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)

@@ -40,6 +40,8 @@ pub fn start_detached(
         }
     };
     cfg.detached = true;
+    // The launcher returns at once; the session outlives it.
+    cfg.launcher_pid = None;
     cfg.on_exit = on_exit.to_vec();
     let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
     fs::write(cfg.session_dir.join(HelperConfig::FILE), json)
