@@ -698,3 +698,67 @@ fn refuses_the_home_directory_as_the_workspace_unless_asked() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(home.path().join(".bashrc-from-agent").exists());
 }
+
+/// Regression (issue 9, item 16): a profile's `AIDER_*` passed
+/// `AIDER_MYSQL_PWD`, `*PASSPHRASE*`, `*_JWT` and any variable holding a URL
+/// with a password into the sandbox. They are refused now (explain names
+/// them and says why, never with their values); a URL without a password
+/// still passes.
+#[test]
+fn credential_shaped_variables_and_url_passwords_stay_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        ("AIDER_MYSQL_PWD", "pwd-value-1"),
+        ("AIDER_GPG_PASSPHRASE", "pass-value-2"),
+        ("AIDER_API_JWT", "jwt-value-3"),
+        ("AIDER_BROKER", "amqp://bot:url-secret-4@broker:5672/"),
+        ("AIDER_INDEX", "https://pypi.org/simple"),
+    ];
+    let mut c = Command::new(binary());
+    c.args([
+        "run",
+        "-q",
+        "--store",
+        "none",
+        "--profile",
+        "aider",
+        "--network",
+        "none",
+        "--",
+        "env",
+    ])
+    .current_dir(dir.path());
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let inside = text(&o.stdout);
+    for (k, v) in &vars[..4] {
+        assert!(
+            !inside.contains(k) && !inside.contains(v),
+            "{k} reached the sandbox: {inside}"
+        );
+    }
+    assert!(
+        inside.contains("AIDER_INDEX=https://pypi.org/simple"),
+        "{inside}"
+    );
+
+    let mut e = Command::new(binary());
+    e.args(["explain", "--profile", "aider"])
+        .current_dir(dir.path());
+    for (k, v) in vars {
+        e.env(k, v);
+    }
+    let o = e.output().unwrap();
+    let t = text(&o.stdout);
+    for (k, v) in &vars[..4] {
+        assert!(
+            t.contains(&format!("refused {k}")),
+            "{k} not explained: {t}"
+        );
+        assert!(!t.contains(v), "explain printed a value: {t}");
+    }
+    assert!(t.contains("its value is a URL with a password"), "{t}");
+}

@@ -31,7 +31,12 @@ const SECRET_SHAPES: &[&str] = &[
     "*SECRET*",
     "*PASSWORD*",
     "*PASSWD*",
+    "*PASSPHRASE*",
+    "*_PWD",
     "*_PASS",
+    "*_JWT",
+    "*_JWT_*",
+    "JWT_*",
     "*_PAT",
     "*CREDENTIAL*",
     "*PRIVATE*",
@@ -54,6 +59,29 @@ pub fn looks_secret(name: &str) -> bool {
     SECRET_SHAPES
         .iter()
         .any(|shape| shape_matches(shape, &upper))
+}
+
+/// True when `value` holds a URL with a password in its userinfo
+/// (`scheme://user:password@host`): a database, broker or package index
+/// URL under a name no shape catches (`PIP_EXTRA_INDEX_URL`, `BROKER`).
+pub fn value_has_url_password(value: &str) -> bool {
+    let mut rest = value;
+    while let Some(i) = rest.find("://") {
+        let after = &rest[i + 3..];
+        // The authority ends at the path, query, fragment or whitespace.
+        let end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        if let Some((userinfo, _host)) = authority.rsplit_once('@')
+            && let Some((_user, password)) = userinfo.split_once(':')
+            && !password.is_empty()
+        {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }
 
 fn shape_matches(shape: &str, name: &str) -> bool {
@@ -202,6 +230,17 @@ pub fn plan_env(
             });
             continue;
         }
+        // The value, not only the name: a URL that carries a password is a
+        // credential whatever the variable is called. Never printed.
+        if !pattern.is_exact() && value_has_url_password(value) {
+            plan.refused.push(RefusedVar {
+                name: name.clone(),
+                reason: format!(
+                    "matches `{pattern}` but its value is a URL with a password (user:password@); name it exactly in the profile or pass -e {name}"
+                ),
+            });
+            continue;
+        }
         put(
             &mut plan,
             name,
@@ -329,6 +368,12 @@ mod tests {
             "GH_PAT",
             "DATABASE_URL",
             "client_secret",
+            "MYSQL_PWD",
+            "GPG_PASSPHRASE",
+            "SSH_KEY_PASSPHRASE_FILE",
+            "API_JWT",
+            "SUPABASE_JWT_SECRET",
+            "JWT_TOKEN_FILE",
         ] {
             assert!(looks_secret(n), "{n}");
         }
@@ -339,9 +384,56 @@ mod tests {
             "KEYBOARD",
             "LANG",
             "NODE_OPTIONS",
+            "PWD",
+            "OLDPWD",
         ] {
             assert!(!looks_secret(n), "{n}");
         }
+    }
+
+    #[test]
+    fn url_passwords_in_values() {
+        for v in [
+            "postgres://app:hunter2@db:5432/app",
+            "amqp://guest:guest@localhost",
+            "https://u:tok@pypi.example/simple https://pypi.org/simple",
+            "redis://:secret@cache:6379/0",
+            "see mysql://root:pw@127.0.0.1",
+        ] {
+            assert!(value_has_url_password(v), "{v}");
+        }
+        for v in [
+            "postgres://db:5432/app",
+            "https://user@example.com/x",
+            "https://example.com/a:b@c",
+            "https://user:@example.com",
+            "plain value",
+            "",
+        ] {
+            assert!(!value_has_url_password(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_never_passes_a_url_with_a_password() {
+        let host = vec![
+            ("AIDER_BROKER".to_string(), "amqp://u:p@h/".to_string()),
+            (
+                "AIDER_INDEX".to_string(),
+                "https://pypi.org/simple".to_string(),
+            ),
+        ];
+        let pass = vec!["AIDER_*".parse().unwrap()];
+        let p = plan_env(&host, &BASE, &pass, &BTreeMap::new(), &[]);
+        assert!(!names(&p).contains(&"AIDER_BROKER"));
+        assert!(names(&p).contains(&"AIDER_INDEX"));
+        let r = p.refused.iter().find(|r| r.name == "AIDER_BROKER").unwrap();
+        assert!(r.reason.contains("URL with a password"), "{}", r.reason);
+        assert!(!r.reason.contains("u:p"), "{}", r.reason);
+        // Named exactly, the user has chosen it.
+        let exact = vec!["AIDER_BROKER".parse().unwrap()];
+        let p = plan_env(&host, &BASE, &exact, &BTreeMap::new(), &[]);
+        assert!(names(&p).contains(&"AIDER_BROKER"));
     }
 
     #[test]
