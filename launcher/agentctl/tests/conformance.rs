@@ -323,6 +323,14 @@ fn conformance(backend: Backend, runner: Runner) {
         );
         check(has("loopback [ok]"), "loopback must work".into());
     }
+    if out.contains("seccomp32 [") {
+        check(
+            has(
+                "seccomp32 [vsock=errno1 vsock-high=errno1 tiocsti=errno1 tiocsti-high=errno1 unix=ok]",
+            ),
+            "AF_VSOCK and TIOCSTI must be refused whatever the high 32 bits hold".into(),
+        );
+    }
     if Command::new("git").arg("--version").output().is_ok() {
         check(
             has("git [initial]"),

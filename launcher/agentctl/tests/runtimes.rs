@@ -15,8 +15,27 @@ fn workspace() -> tempfile::TempDir {
         .unwrap();
     std::fs::write(dir.path().join(".env"), "SECRET-runtime").unwrap();
     std::fs::write(dir.path().join("README.md"), "visible").unwrap();
+    std::fs::write(dir.path().join("seccomp32.py"), SECCOMP32).unwrap();
     dir
 }
+
+/// Socket and ioctl calls whose 32-bit argument matches a refused value in
+/// its low half, with and without high bits set: the filter (EPERM) must
+/// answer all four, under every runtime, whichever operand order it reads
+/// a masked comparison in.
+const SECCOMP32: &str = r#"
+import ctypes, platform
+SOCKET, IOCTL = (198, 29) if platform.machine() == "aarch64" else (41, 16)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(*args):
+    r = libc.syscall(*[ctypes.c_ulong(a) for a in args])
+    return "ok" if r >= 0 else "errno%d" % ctypes.get_errno()
+b = ctypes.create_string_buffer(1)
+print("seccomp32", call(SOCKET, 40, 1, 0), call(SOCKET, 0x100000028, 1, 0),
+      call(IOCTL, 0, 0x5412, ctypes.addressof(b)),
+      call(IOCTL, 0, 0x100005412, ctypes.addressof(b)), call(SOCKET, 1, 1, 0))
+"#;
 
 fn bundle(ws: &Path, out: &Path, id: &str) {
     let o = Command::new(support::binary())
@@ -26,7 +45,7 @@ fn bundle(ws: &Path, out: &Path, id: &str) {
         .args([
             "sh",
             "-c",
-            "cat .env; cat README.md; echo; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t'; exit 7",
+            "cat .env; cat README.md; echo; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t'; python3 seccomp32.py </dev/null; exit 7",
         ])
         .current_dir(ws)
         .output()
@@ -53,6 +72,10 @@ fn check(runtime: &str, out: &std::process::Output) {
     );
     assert!(stdout.contains("NoNewPrivs:1"), "{runtime}: {stdout}");
     assert!(stdout.contains("Seccomp:2"), "{runtime}: {stdout}");
+    assert!(
+        stdout.contains("seccomp32 errno1 errno1 errno1 errno1 ok"),
+        "{runtime}: AF_VSOCK or TIOCSTI passed the filter with high bits set: {stdout}"
+    );
 }
 
 fn installed(tool: &str) -> bool {

@@ -27,15 +27,20 @@ pub fn docker_json(profile: &SeccompProfile) -> String {
                     .args
                     .iter()
                     .map(|a| {
+                        // Docker hands the profile to runc, which reads a
+                        // masked comparison's mask from `value` and its
+                        // datum from `valueTwo` (libseccomp's order).
+                        let (value, value_two, op) = match a.op {
+                            Op::Eq => (a.value, 0, "SCMP_CMP_EQ"),
+                            Op::Ne => (a.value, 0, "SCMP_CMP_NE"),
+                            Op::Lt => (a.value, 0, "SCMP_CMP_LT"),
+                            Op::MaskedEq { mask } => (mask, a.value, "SCMP_CMP_MASKED_EQ"),
+                        };
                         json!({
                             "index": a.index,
-                            "value": a.value,
-                            "valueTwo": 0,
-                            "op": match a.op {
-                                Op::Eq => "SCMP_CMP_EQ",
-                                Op::Ne => "SCMP_CMP_NE",
-                                Op::Lt => "SCMP_CMP_LT",
-                            },
+                            "value": value,
+                            "valueTwo": value_two,
+                            "op": op,
                         })
                     })
                     .collect();

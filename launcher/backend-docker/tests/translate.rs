@@ -145,5 +145,19 @@ fn seccomp_profile() {
     };
     assert!(allowed("read") && allowed("clone"));
     assert!(!allowed("unshare") && !allowed("mount") && !allowed("bpf"));
-    assert!(!j.to_string().contains("MASKED_EQ"));
+    // runc's order: the mask in `value`, the datum in `valueTwo`.
+    let ioctl: Vec<&serde_json::Value> = j["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["names"] == serde_json::json!(["ioctl"]))
+        .collect();
+    assert_eq!(ioctl.len(), 32);
+    for r in ioctl {
+        let a = &r["args"][0];
+        assert_eq!(a["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(a["index"], 1);
+        let mask = a["value"].as_u64().unwrap();
+        assert_eq!(a["valueTwo"].as_u64().unwrap(), !0x5412u64 & mask);
+    }
 }

@@ -184,7 +184,7 @@ impl NativeBackend {
         } else {
             None
         };
-        let oci = oci::to_oci(
+        let mut oci = oci::to_oci(
             spec,
             &BundleOptions {
                 tty: opts.tty,
@@ -203,6 +203,9 @@ impl NativeBackend {
             },
         )
         .map_err(|e| BackendError::Runtime(format!("cannot build the OCI spec: {e}")))?;
+        // This bundle is for libcontainer alone (the session's own runtime).
+        oci::for_libcontainer(&mut oci)
+            .map_err(|e| BackendError::Runtime(format!("cannot build the OCI spec: {e}")))?;
         oci.save(bundle.join("config.json"))
             .map_err(|e| BackendError::Runtime(format!("cannot write config.json: {e}")))?;
         let cfg = HelperConfig {

@@ -306,6 +306,44 @@ fn bind(dest: &str, source: &Path, writable: bool, tree: bool) -> Result<Mount, 
         .build()
 }
 
+/// Rewrites a spec written for runc and crun into what libcontainer reads
+/// the same way: libcontainer takes a masked comparison's mask from
+/// `valueTwo` and its datum from `value`, the other way round from runc,
+/// crun and Docker. Only the native backend's own spec goes through this;
+/// `agentctl bundle` writes the standard order.
+pub fn for_libcontainer(spec: &mut Spec) -> Result<(), OciSpecError> {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(());
+    };
+    let Some(mut seccomp) = linux.seccomp().clone() else {
+        return Ok(());
+    };
+    let Some(mut syscalls) = seccomp.syscalls().clone() else {
+        return Ok(());
+    };
+    for call in syscalls.iter_mut() {
+        let Some(mut args) = call.args().clone() else {
+            continue;
+        };
+        for arg in args.iter_mut() {
+            if arg.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
+                let (mask, datum) = (arg.value(), arg.value_two().unwrap_or(0));
+                *arg = LinuxSeccompArgBuilder::default()
+                    .index(arg.index())
+                    .op(arg.op())
+                    .value(datum)
+                    .value_two(mask)
+                    .build()?;
+            }
+        }
+        call.set_args(Some(args));
+    }
+    seccomp.set_syscalls(Some(syscalls));
+    linux.set_seccomp(Some(seccomp));
+    spec.set_linux(Some(linux));
+    Ok(())
+}
+
 /// The seccomp section for the host's architecture only: calls made
 /// through another architecture's entry points (32-bit `int 0x80`) are
 /// killed rather than checked against the wrong numbers.
@@ -328,15 +366,20 @@ pub fn seccomp(profile: &SeccompProfile) -> Result<LinuxSeccomp, OciSpecError> {
                 .args
                 .iter()
                 .map(|a| {
-                    LinuxSeccompArgBuilder::default()
-                        .index(a.index as usize)
-                        .value(a.value)
-                        .op(match a.op {
-                            Op::Eq => LinuxSeccompOperator::ScmpCmpEq,
-                            Op::Ne => LinuxSeccompOperator::ScmpCmpNe,
-                            Op::Lt => LinuxSeccompOperator::ScmpCmpLt,
-                        })
-                        .build()
+                    let b = LinuxSeccompArgBuilder::default().index(a.index as usize);
+                    match a.op {
+                        Op::Eq => b.value(a.value).op(LinuxSeccompOperator::ScmpCmpEq),
+                        Op::Ne => b.value(a.value).op(LinuxSeccompOperator::ScmpCmpNe),
+                        Op::Lt => b.value(a.value).op(LinuxSeccompOperator::ScmpCmpLt),
+                        // runc, crun and Docker read the mask from `value`
+                        // and the datum from `valueTwo` (libseccomp's
+                        // order); `for_libcontainer` swaps them for youki.
+                        Op::MaskedEq { mask } => b
+                            .value(mask)
+                            .value_two(a.value)
+                            .op(LinuxSeccompOperator::ScmpCmpMaskedEq),
+                    }
+                    .build()
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             b = b.args(args);

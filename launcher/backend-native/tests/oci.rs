@@ -121,8 +121,52 @@ fn seccomp_section() {
     ] {
         assert!(!allowed(name), "{name} must not be allowed");
     }
-    // No masked comparisons: runtimes disagree on their operand order.
-    assert!(!sc.to_string().contains("SCMP_CMP_MASKED_EQ"));
+    // Masked comparisons in runc's and crun's order: mask in `value`, datum
+    // in `valueTwo`. The AF_VSOCK rules test one bit of socket's domain each.
+    let socket_args: Vec<&serde_json::Value> = rules
+        .iter()
+        .filter(|r| r["names"] == serde_json::json!(["socket"]))
+        .map(|r| &r["args"][0])
+        .collect();
+    assert_eq!(socket_args.len(), 32);
+    for a in &socket_args {
+        assert_eq!(a["op"], "SCMP_CMP_MASKED_EQ");
+        let (mask, datum) = (
+            a["value"].as_u64().unwrap(),
+            a["valueTwo"].as_u64().unwrap(),
+        );
+        assert_eq!(mask.count_ones(), 1);
+        assert_eq!(datum, !40u64 & mask, "bit {mask:#x}");
+    }
+}
+
+#[test]
+fn libcontainer_reads_masked_comparisons_the_other_way_round() {
+    let mut spec = to_oci(&common::spec(NetworkMode::None), &options(true, true)).unwrap();
+    let standard = serde_json::to_value(&spec).unwrap();
+    backend_native::oci::for_libcontainer(&mut spec).unwrap();
+    let swapped = serde_json::to_value(&spec).unwrap();
+    let rules = |v: &serde_json::Value| {
+        v["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let (a, b) = (rules(&standard), rules(&swapped));
+    assert_eq!(a.len(), b.len());
+    let mut masked = 0;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["names"], y["names"]);
+        match x["args"].as_array() {
+            Some(args) if args[0]["op"] == "SCMP_CMP_MASKED_EQ" => {
+                masked += 1;
+                assert_eq!(x["args"][0]["value"], y["args"][0]["valueTwo"]);
+                assert_eq!(x["args"][0]["valueTwo"], y["args"][0]["value"]);
+            }
+            _ => assert_eq!(x, y, "only masked comparisons change"),
+        }
+    }
+    assert_eq!(masked, 64, "socket and ioctl, 32 bits each");
 }
 
 #[test]

@@ -12,9 +12,17 @@
 //! - `ioctl(TIOCSTI)` is refused, so nothing can type into a terminal;
 //! - AF_VSOCK sockets are refused, so nothing can talk to a hypervisor.
 //!
-//! Conditions compare with `==`, `!=` and `<` only. The masked comparison is
-//! avoided on purpose: runtimes disagree on which of `value`/`valueTwo` is
-//! the mask, and a filter must mean the same thing under every runtime.
+//! Conditions compare the full 64-bit register with `==`, `!=` and `<`, or
+//! a masked part of it (`arg & mask == value`). The kernel reads `int` and
+//! `unsigned int` arguments (socket's domain, ioctl's request) from the low
+//! 32 bits only, so a rule on such an argument must not look at the high
+//! ones: `socket(0x1_0000_0028)` is an AF_VSOCK socket to the kernel, and a
+//! 64-bit `!= 40` let it through. "The low 32 bits differ from X" is
+//! written as one allow rule per bit, each a masked comparison of one bit
+//! against X's (rules for a call are alternatives: the call passes when any
+//! bit differs). Runtimes disagree on which of OCI's `value`/`valueTwo` is
+//! the mask: the backends write [`Op::MaskedEq`] for each runtime they
+//! feed, and tests run the same attack under every one.
 
 use serde::Serialize;
 
@@ -30,6 +38,23 @@ pub enum Op {
     Eq,
     Ne,
     Lt,
+    /// `arg & mask == value`.
+    MaskedEq {
+        mask: u64,
+    },
+}
+
+impl ArgCheck {
+    /// Whether the condition holds for the register value `arg`, as the
+    /// kernel's filter evaluates it.
+    pub fn holds(&self, arg: u64) -> bool {
+        match self.op {
+            Op::Eq => arg == self.value,
+            Op::Ne => arg != self.value,
+            Op::Lt => arg < self.value,
+            Op::MaskedEq { mask } => arg & mask == self.value,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -482,6 +507,40 @@ pub const NEVER_ALLOWED: &[&str] = &[
     "vm86old",
 ];
 
+/// Rules that allow `name` unless the low 32 bits of argument `index`
+/// equal `value`: one rule per bit, each matching when that bit differs
+/// from `value`'s, whatever the high 32 bits hold.
+fn allow_unless_low32(name: &'static str, index: u32, value: u64) -> Vec<Rule> {
+    (0..32)
+        .map(|bit| {
+            let mask = 1u64 << bit;
+            Rule {
+                names: vec![name],
+                action: Action::Allow,
+                args: vec![ArgCheck {
+                    index,
+                    op: Op::MaskedEq { mask },
+                    value: !value & mask,
+                }],
+            }
+        })
+        .collect()
+}
+
+impl SeccompProfile {
+    /// What the filter does with `name` called with these register
+    /// values: the first matching rule's action, else the default. (The
+    /// profile never gives one call two actions, so order is moot.)
+    pub fn decide(&self, name: &str, args: &[u64; 6]) -> Action {
+        self.rules
+            .iter()
+            .filter(|r| r.names.contains(&name))
+            .find(|r| r.args.iter().all(|a| a.holds(args[a.index as usize])))
+            .map(|r| r.action)
+            .unwrap_or(Action::Errno(self.default_errno))
+    }
+}
+
 /// The profile every sandbox runs with.
 pub fn default_profile() -> SeccompProfile {
     let mut rules = vec![Rule {
@@ -505,24 +564,10 @@ pub fn default_profile() -> SeccompProfile {
         action: Action::Errno(ENOSYS),
         args: Vec::new(),
     });
-    rules.push(Rule {
-        names: vec!["ioctl"],
-        action: Action::Allow,
-        args: vec![ArgCheck {
-            index: 1,
-            op: Op::Ne,
-            value: TIOCSTI,
-        }],
-    });
-    rules.push(Rule {
-        names: vec!["socket"],
-        action: Action::Allow,
-        args: vec![ArgCheck {
-            index: 0,
-            op: Op::Ne,
-            value: AF_VSOCK,
-        }],
-    });
+    // ioctl's request is an `unsigned int` and socket's domain an `int` to
+    // the kernel: only their low 32 bits count.
+    rules.extend(allow_unless_low32("ioctl", 1, TIOCSTI));
+    rules.extend(allow_unless_low32("socket", 0, AF_VSOCK));
     // personality() only with the values programs use to query or to ask
     // for the standard Linux personality.
     for value in [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff] {
@@ -566,6 +611,44 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn thirty_two_bit_arguments_ignore_the_high_bits() {
+        let p = default_profile();
+        let refused = Action::Errno(EPERM);
+        for high in [0u64, 1 << 32, 0xffff_ffff_0000_0000, 0x8000_0000_0000_0000] {
+            let vsock = [high | AF_VSOCK, 1, 0, 0, 0, 0];
+            assert_eq!(p.decide("socket", &vsock), refused, "{high:#x}");
+            let tiocsti = [0, high | TIOCSTI, 0, 0, 0, 0];
+            assert_eq!(p.decide("ioctl", &tiocsti), refused, "{high:#x}");
+        }
+        for domain in [1u64, 2, 10, 16, 17, 41, 39, 0x28 ^ 0x8000_0000] {
+            assert_eq!(p.decide("socket", &[domain, 1, 0, 0, 0, 0]), Action::Allow);
+        }
+        // Requests glibc sign-extends (bit 31 set) still pass.
+        for req in [0x5401u64, 0x5413, 0x8004_5430, 0xffff_ffff_8004_5430] {
+            assert_eq!(p.decide("ioctl", &[0, req, 0, 0, 0, 0]), Action::Allow);
+        }
+        // A walk over many values: refused exactly when the low half matches.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for (call, i, bad) in [("socket", 0, AF_VSOCK), ("ioctl", 1, TIOCSTI)] {
+                for v in [x, (x & !0xffff_ffff) | bad] {
+                    let mut args = [0u64; 6];
+                    args[i] = v;
+                    let want = if v & 0xffff_ffff == bad {
+                        refused
+                    } else {
+                        Action::Allow
+                    };
+                    assert_eq!(p.decide(call, &args), want, "{call} {v:#x}");
+                }
+            }
+        }
     }
 
     #[test]
