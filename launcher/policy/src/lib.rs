@@ -8,6 +8,7 @@
 
 pub mod env;
 mod error;
+pub mod gitconfig;
 pub mod pins;
 pub mod profile;
 pub mod resolve;

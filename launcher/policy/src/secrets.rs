@@ -68,6 +68,34 @@ pub const HOME_DENY: &[(&str, &str)] = &[
     ),
     (".cargo/credentials", "crates.io token"),
     (".cargo/credentials.toml", "crates.io token"),
+    (".config/git/credentials", "git credential store (XDG)"),
+    (".config/op", "1Password CLI session"),
+    (".local/share/keyrings", "GNOME keyring"),
+    (".m2/settings.xml", "Maven repository passwords"),
+    (".m2/settings-security.xml", "Maven master password"),
+    (".gradle/gradle.properties", "Gradle repository credentials"),
+    (".gem/credentials", "RubyGems API key"),
+    (".config/composer/auth.json", "Composer credentials"),
+    (".composer/auth.json", "Composer credentials"),
+    (
+        ".config/containers/auth.json",
+        "container registry credentials",
+    ),
+    (".config/rclone/rclone.conf", "rclone remotes' credentials"),
+    (".s3cfg", "s3cmd credentials"),
+    (".boto", "boto/gsutil credentials"),
+    (".oci", "Oracle Cloud credentials"),
+    (".databrickscfg", "Databricks token"),
+    (".config/doctl", "DigitalOcean token"),
+    (".config/hcloud", "Hetzner Cloud token"),
+    (".config/glab-cli", "GitLab CLI token"),
+    (".config/configstore", "npm tools' tokens (firebase, ...)"),
+    (".pulumi/credentials.json", "Pulumi token"),
+    (".fly", "Fly.io token"),
+    (".config/netlify", "Netlify token"),
+    (".kaggle/kaggle.json", "Kaggle API key"),
+    (".cache/huggingface/token", "Hugging Face token"),
+    (".huggingface/token", "Hugging Face token"),
     (".bash_history", "shell history"),
     (".zsh_history", "shell history"),
     (".zhistory", "shell history"),
@@ -80,6 +108,37 @@ pub const HOME_DENY: &[(&str, &str)] = &[
     (".mysql_history", "database client history"),
     (".sqlite_history", "database client history"),
 ];
+
+/// Credential files that tools write under the home directory and that
+/// projects keep per-project copies of (`deploy/.kube/config`,
+/// `ci/.docker/config.json`): matched as the last components of a path at
+/// any depth in the workspace and every mounted tree, by the same names as
+/// [`HOME_DENY`] (every entry of it with a `/`, plus the files inside its
+/// one-name directories that hold the secrets, so that a project's
+/// `.docker/` of Dockerfiles stays readable).
+pub const ANY_DEPTH_EXTRA: &[(&str, &str)] = &[
+    (".aws/credentials", "AWS credentials"),
+    (".aws/sso/cache", "AWS SSO tokens"),
+    (".aws/cli/cache", "AWS CLI session tokens"),
+    (".kube/config", "Kubernetes credentials"),
+    (".docker/config.json", "Docker registry credentials"),
+    (".azure/accessTokens.json", "Azure credentials"),
+    (".azure/msal_token_cache.json", "Azure credentials"),
+    (".azure/msal_token_cache.bin", "Azure credentials"),
+    (".gnupg/private-keys-v1.d", "GnuPG keys"),
+    (".gnupg/secring.gpg", "GnuPG keys"),
+    (".vault-token", "Vault token"),
+];
+
+/// The deny list's names that are matched at any depth: the extra list
+/// above and every multi-component [`HOME_DENY`] entry (`.config/gcloud`,
+/// `.terraform.d/credentials.tfrc.json`, ...).
+pub fn any_depth_entries() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ANY_DEPTH_EXTRA
+        .iter()
+        .copied()
+        .chain(HOME_DENY.iter().copied().filter(|(e, _)| e.contains('/')))
+}
 
 /// Host system files that are masked inside the host-rootfs sandbox.
 /// `ssh_host_*_key` is expanded by the planner.
@@ -238,7 +297,27 @@ pub struct DenyRule {
     files_only: bool,
 }
 
+/// The dotenv rule's pattern, the one built-in rule that covers
+/// directories too.
+const DOTENV: &str = ".env*";
+
 impl DenyRule {
+    /// True for the built-in `.env*` rule.
+    pub fn is_dotenv(&self) -> bool {
+        self.origin == RuleOrigin::Builtin && self.pattern.text == DOTENV
+    }
+
+    /// How a directory this rule masks is described.
+    pub fn describe_dir(&self) -> String {
+        if self.is_dotenv() {
+            format!(
+                "dotenv directory, masked as a whole (built-in rule `{DOTENV}`; a Python virtual environment, with pyvenv.cfg, is walked instead)"
+            )
+        } else {
+            self.describe()
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self.origin {
             RuleOrigin::Builtin => format!("{} (built-in rule `{}`)", self.what, self.pattern),
@@ -268,7 +347,11 @@ impl SecretRules {
                     .collect(),
                 what,
                 origin: RuleOrigin::Builtin,
-                files_only: true,
+                // A `.env/` or `.envs/` directory holds env files
+                // (cookiecutter-django's `.envs/.production/.django`): it
+                // is a secret as a whole; the scanner walks it instead
+                // when it is a Python virtual environment.
+                files_only: *pat != DOTENV,
             });
         }
         for pat in extra_deny {
@@ -371,8 +454,15 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_directory_is_not_masked_by_the_file_rule() {
-        assert!(rules().classify(".env", ".env", true).is_none());
+    fn dotenv_directories_match_the_dotenv_rule_alone() {
+        // The scanner masks them whole unless they hold pyvenv.cfg.
+        let r = rules();
+        let rule = r.classify(".envs", ".envs", true).unwrap();
+        assert!(rule.is_dotenv());
+        assert!(rule.describe_dir().contains("masked as a whole"));
+        assert!(r.classify(".env.example", ".env.example", true).is_none());
+        // Other built-in rules match files only.
+        assert!(r.classify("certs.pem", "certs.pem", true).is_none());
     }
 
     #[test]
