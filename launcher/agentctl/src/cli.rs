@@ -102,6 +102,10 @@ pub enum Command {
         /// (Landlock); for the host network.
         #[arg(long)]
         scope_abstract_unix: bool,
+        /// A path the plan masks: the agent does not start unless a mount
+        /// covers it (the runtime skips masks whose path is missing).
+        #[arg(long = "verify-mask")]
+        verify_masks: Vec<std::path::PathBuf>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

@@ -686,3 +686,212 @@ fn host_run_files_are_read_only_and_git_still_works() {
         "{out}"
     );
 }
+
+/// Regression (issue 9, items 8, 9 and 10), as the unprivileged user whose
+/// files these are:
+/// - a directory the scan cannot list (`chmod 0111 config`) hid
+///   `config/.env` from it while `cat config/.env` still worked;
+/// - `.envs/.production/.django` and a `.env/` directory of env files were
+///   walked, not masked (a `.env` virtual environment stays readable);
+/// - a project's own `deploy/.kube/config` and `ci/.docker/config.json`
+///   were readable (the project's Dockerfiles stay so);
+/// - with `~/.aws -> ~/dotfiles/aws`, a workspace of `~/dotfiles` exposed
+///   `aws/credentials`;
+/// - `~/.config/git/credentials` came in with the granted `~/.config/git`;
+/// - a token in the granted `~/.gitconfig` went unmentioned.
+#[test]
+fn the_scan_fails_closed_and_denies_by_real_path() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let ws = h.join("proj");
+    let files = [
+        ("proj/config/.env", "SECRET-unlistable"),
+        ("proj/.envs/.production/.django", "SECRET-envs"),
+        ("proj/.env/prod", "SECRET-envdir"),
+        ("proj/tools/.env/pyvenv.cfg", "home = /usr/bin"),
+        ("proj/tools/.env/lib/site.py", "venv-code"),
+        ("proj/deploy/.kube/config", "SECRET-kube"),
+        ("proj/ci/.docker/config.json", "SECRET-docker"),
+        ("proj/ci/.docker/Dockerfile", "FROM scratch"),
+        ("dotfiles/aws/credentials", "SECRET-dotfiles-aws"),
+        ("dotfiles/README", "dotfiles-readme"),
+        (".config/git/credentials", "SECRET-git-xdg"),
+        (".config/git/ignore", "git-ignore"),
+        (
+            ".gitconfig",
+            "[http]\n\textraheader = AUTHORIZATION: basic tok-in-header\n",
+        ),
+    ];
+    for (rel, content) in files {
+        write(&h.join(rel), content);
+    }
+    std::os::unix::fs::symlink("dotfiles/aws", h.join(".aws")).unwrap();
+    support::chown_tree(h, runner.uid(), runner.gid());
+    std::fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(ws.join("config"), fs::Permissions::from_mode(0o111)).unwrap();
+
+    let run = |cwd: &Path, script: &str| {
+        let mut c = runner.agentctl(h, cwd);
+        c.args([
+            "--store",
+            "none",
+            "run",
+            "-q",
+            "--no-limits",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(std::process::Stdio::null());
+        let o = c.output().unwrap();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    };
+    let (code, out, err) = run(
+        &ws,
+        "for f in config/.env .envs/.production/.django .env/prod tools/.env/lib/site.py \
+         deploy/.kube/config ci/.docker/config.json ci/.docker/Dockerfile \
+         \"$HOME/.config/git/credentials\" \"$HOME/.config/git/ignore\"; do \
+         echo \"$f=[$(cat \"$f\" 2>/dev/null)]\"; done",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let mut failures = Vec::new();
+    for line in out.lines().filter(|l| l.contains("SECRET-")) {
+        failures.push(format!("visible inside: {line}"));
+    }
+    for (want, what) in [
+        (
+            "tools/.env/lib/site.py=[venv-code]",
+            "a virtual environment named .env stays readable",
+        ),
+        (
+            "ci/.docker/Dockerfile=[FROM scratch]",
+            "a project's .docker/Dockerfile stays readable",
+        ),
+        (
+            "/.config/git/ignore=[git-ignore]",
+            "the rest of ~/.config/git stays granted",
+        ),
+    ] {
+        if !out.lines().any(|l| l.ends_with(want)) {
+            failures.push(format!("{what}: {out}"));
+        }
+    }
+    // A token in the granted ~/.gitconfig is named, never shown.
+    if !err.contains("~/.gitconfig carries a credential (http.*.extraHeader)") {
+        failures.push(format!("no warning for the token in ~/.gitconfig: {err}"));
+    }
+    let explain = {
+        let mut c = runner.agentctl(h, &ws);
+        c.args(["--store", "none", "explain"]);
+        text(&c.output().unwrap().stdout)
+    };
+    if explain.contains("tok-in-header") {
+        failures.push("explain printed the token".into());
+    }
+    for want in [
+        "the scan cannot look inside",
+        "Python virtual environment: walked, not masked",
+        "dotenv directory, masked as a whole",
+    ] {
+        if !explain.contains(want) {
+            failures.push(format!("explain does not say `{want}`: {explain}"));
+        }
+    }
+
+    // The dotfiles repository as the workspace.
+    let (code, out, err) = run(&h.join("dotfiles"), "cat aws/credentials; cat README");
+    assert_eq!(code, Some(0), "{err}");
+    if out.contains("SECRET-") || !out.contains("dotfiles-readme") {
+        failures.push(format!("~/.aws by its real path: {out}"));
+    }
+    // Mounting the real path of a denied entry is refused like the entry.
+    let mut c = runner.agentctl(h, &ws);
+    c.args(["--store", "none", "run", "-q", "--mount"])
+        .arg(h.join("dotfiles/aws"))
+        .args(["--", "true"]);
+    let o = c.output().unwrap();
+    if o.status.success() || !text(&o.stderr).contains("real path of ~/.aws") {
+        failures.push(format!(
+            "a mount of ~/.aws's real path: {}",
+            text(&o.stderr)
+        ));
+    }
+
+    std::fs::set_permissions(ws.join("config"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Regression (issue 9, item 8): a secret that moved between the scan and
+/// the mounts (`mv .env notes.txt`) was dropped: the runtime skips a masked
+/// path it cannot find, the read-back accepted that, and the agent read the
+/// secret under its new name. A planned mask whose path is gone now stops
+/// the session.
+#[test]
+fn a_secret_moved_after_the_scan_stops_the_session() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    moved_secret(&runner, "native");
+    // On Docker (root): runc skips the missing mask the same way; the
+    // sandbox's init checks the planned masks before the agent runs.
+    if require(docker_available(), "a Docker daemon") {
+        moved_secret(&Runner::Current, "docker");
+    }
+}
+
+fn moved_secret(runner: &Runner, backend: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let ws = home.path().join("proj");
+    write(&ws.join(".env"), "SECRET-moved");
+    support::chown_tree(home.path(), runner.uid(), runner.gid());
+    std::fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let go = home.path().join("go");
+    let mut c = runner.agentctl(home.path(), &ws);
+    c.env("AGENTCTL_TEST_AFTER_PLAN", &go)
+        .args([
+            "--store",
+            "none",
+            "run",
+            "-q",
+            "--no-limits",
+            "--backend",
+            backend,
+            "--",
+            "sh",
+            "-c",
+            "cat notes.txt",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let planned = home.path().join("go.planned");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !planned.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the launcher never planned"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::rename(ws.join(".env"), ws.join("notes.txt")).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(
+        !out.contains("SECRET-"),
+        "{backend}: the moved secret was read: {out}"
+    );
+    assert!(
+        !o.status.success(),
+        "{backend}: the session ran: {out} {err}"
+    );
+    assert!(
+        err.contains("was to be masked but is gone"),
+        "{backend}: {err}"
+    );
+}

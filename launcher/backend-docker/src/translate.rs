@@ -203,6 +203,11 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
                 if opts.scope_abstract_unix {
                     e.push("--scope-abstract-unix".into());
                 }
+                // runc skips a masked path it cannot find: the init checks
+                // that every planned secret mask took before the agent runs.
+                for m in &spec.masked {
+                    e.push(format!("--verify-mask={}", m.path.display()));
+                }
                 e.push("--".into());
                 e
             }

@@ -680,12 +680,19 @@ pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
 
 /// Checks, from the sandbox's own mount table, that every secret the plan
 /// masks is covered by a mount. The runtime skips a masked path it cannot
-/// find; a path that exists inside but carries no mount is a mask that did
-/// not take.
+/// find, so a planned mask without a mount is an error whether the path is
+/// there (the mask did not take) or not (it moved since the scan).
 fn verify_masks(pid: i32, masked: &[PathBuf]) -> Result<(), String> {
+    verify_masks_of(&pid.to_string(), masked)
+}
+
+/// [`verify_masks`] for the process `/proc/<proc>` names (`self` from
+/// inside the sandbox: the Docker backend's init checks its own mounts).
+pub fn verify_masks_of(proc: &str, masked: &[PathBuf]) -> Result<(), String> {
     if masked.is_empty() {
         return Ok(());
     }
+    let pid = proc;
     let text = fs::read_to_string(format!("/proc/{pid}/mountinfo"))
         .map_err(|e| format!("cannot read the sandbox's mount table: {e}"))?;
     let points: std::collections::HashSet<String> = text
@@ -705,12 +712,16 @@ fn verify_masks(pid: i32, masked: &[PathBuf]) -> Result<(), String> {
         }
         let inside =
             Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
-        if fs::symlink_metadata(&inside).is_ok() {
-            return Err(format!(
-                "{} is visible unmasked inside the sandbox",
+        return Err(match fs::symlink_metadata(&inside) {
+            Ok(_) => format!("{} is visible unmasked inside the sandbox", path.display()),
+            // The runtime skips a masked path it cannot find. A secret that
+            // moved or vanished since the scan may be back by another name
+            // or at another time: the plan no longer holds.
+            Err(_) => format!(
+                "{} was to be masked but is gone from the sandbox (moved or removed since the scan); start the session again",
                 path.display()
-            ));
-        }
+            ),
+        });
     }
     Ok(())
 }

@@ -31,7 +31,9 @@ use sandbox::{
 };
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-pub use helper::{HelperConfig, LAUNCHER_FAILURE, cleanup_session, exec_main, helper_main};
+pub use helper::{
+    HelperConfig, LAUNCHER_FAILURE, cleanup_session, exec_main, helper_main, verify_masks_of,
+};
 pub use lifecycle::forget_exit;
 
 /// Where sessions keep their bundles and libcontainer keeps its state.

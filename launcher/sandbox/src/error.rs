@@ -22,6 +22,12 @@ pub enum PlanError {
         message: String,
         fix: String,
     },
+    #[error("{}: {message}; {fix}", path.display())]
+    Scan {
+        path: PathBuf,
+        message: String,
+        fix: String,
+    },
     #[error("{message}; {fix}")]
     Policy { message: String, fix: String },
     #[error("{message}; {fix}")]

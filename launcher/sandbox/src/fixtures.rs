@@ -106,6 +106,7 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
         symlink_aliases: vec![],
         host_run: vec![],
         skipped: vec![],
+        notes: vec![],
         docker: false,
         network,
         network_reason: None,

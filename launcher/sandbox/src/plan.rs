@@ -191,6 +191,22 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         });
     }
 
+    // A granted ~/.gitconfig may carry a token; the agent reads it.
+    let mut token_warnings = Vec::new();
+    for m in &mounts {
+        if m.purpose == MountPurpose::HomeGrant
+            && m.destination == home.join(".gitconfig")
+            && let MountSource::Bind { path, .. } = &m.source
+            && let Ok(text) = fs::read_to_string(path)
+        {
+            for what in policy::gitconfig::tokens(&text) {
+                token_warnings.push(format!(
+                    "warning: the granted ~/.gitconfig carries a credential ({what}); the agent can read it. Move it to a credential helper, or drop ~/.gitconfig from the profile's home list"
+                ));
+            }
+        }
+    }
+
     let extra = policy
         .mounts
         .iter()
@@ -268,13 +284,15 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         purpose: MountPurpose::Workspace,
     });
 
-    // Secrets whose hard links must be masked wherever they appear.
+    // Secrets whose hard links must be masked wherever they appear: walked
+    // at their real paths (`~/.aws` may be a link into `~/dotfiles`).
     for (entry, _) in HOME_DENY {
         if granted.iter().any(|g| g == entry) {
             continue;
         }
         let p = home.join(entry);
         if fs::symlink_metadata(&p).is_ok() {
+            let p = fs::canonicalize(&p).unwrap_or(p);
             roots.push(ScanRoot {
                 host: p.clone(),
                 container: p,
@@ -310,12 +328,27 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         threads: host.cpus.clamp(1, 8),
     });
 
+    if let Some((path, message)) = scanned.errors.first() {
+        return Err(PlanError::Scan {
+            path: path.clone(),
+            message: format!("the secret scan failed ({message})"),
+            fix: "make it readable to you (chmod u+rx) or remove it: a session does not start with part of what it sees unscanned".into(),
+        });
+    }
+    let mut notes = token_warnings;
+    for venv in &scanned.venvs {
+        notes.push(format!(
+            "{} (named like a dotenv directory, but a Python virtual environment: walked, not masked)",
+            venv.display()
+        ));
+    }
     let mut masked = scanned.masked;
     // The deny list by path, for trees that were not walked (scan: false)
     // and as a check on the walk. A deny entry is inside a mount when its
     // home path lies under the mount's source (the host's view) or under
     // its destination (the sandbox's view, which differs when a granted
     // path is a symlink).
+    let deny_paths = deny_paths(&home, &granted);
     for m in &mounts {
         let MountSource::Bind { path: source, .. } = &m.source else {
             continue;
@@ -323,30 +356,46 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         if m.purpose == MountPurpose::Rootfs {
             continue;
         }
-        for (entry, what) in HOME_DENY {
-            if granted.iter().any(|g| g == entry) {
-                continue;
-            }
-            let denied = home.join(entry);
+        for (entry, what, denied, real) in &deny_paths {
             let rest = denied
                 .strip_prefix(source)
                 .ok()
                 .or_else(|| denied.strip_prefix(&m.destination).ok())
                 .filter(|r| !r.as_os_str().is_empty());
-            let Some(rest) = rest else { continue };
-            if let Ok(meta) = fs::symlink_metadata(source.join(rest)) {
-                masked.push(Masked {
-                    path: m.destination.join(rest),
-                    kind: if meta.is_dir() {
-                        MaskKind::Dir
-                    } else {
-                        MaskKind::File
-                    },
-                    reason: MaskReason::HomeDenied {
+            // The entry's real path: a workspace of `~/dotfiles` holds
+            // `~/.aws`'s files when `~/.aws -> ~/dotfiles/aws`.
+            let by_real = real
+                .as_ref()
+                .and_then(|r| r.strip_prefix(source).ok())
+                .filter(|r| !r.as_os_str().is_empty());
+            for (rest, reason) in [
+                (
+                    rest,
+                    MaskReason::HomeDenied {
                         entry: entry.to_string(),
                         what: what.to_string(),
                     },
-                });
+                ),
+                (
+                    by_real,
+                    MaskReason::CredentialFile {
+                        entry: format!("~/{entry}, by its real path"),
+                        what: what.to_string(),
+                    },
+                ),
+            ] {
+                let Some(rest) = rest else { continue };
+                if let Ok(meta) = fs::symlink_metadata(source.join(rest)) {
+                    masked.push(Masked {
+                        path: m.destination.join(rest),
+                        kind: if meta.is_dir() {
+                            MaskKind::Dir
+                        } else {
+                            MaskKind::File
+                        },
+                        reason,
+                    });
+                }
             }
         }
     }
@@ -488,6 +537,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         symlink_aliases: scanned.aliases,
         host_run,
         skipped,
+        notes,
         docker: policy.docker,
         network,
         network_reason,
@@ -605,12 +655,47 @@ fn workspace(
 
 /// Refuses a mount source inside a home deny list entry that the profile
 /// does not grant.
+/// The home deny list's entries that are not granted, each with its path
+/// in the home and, when that differs, its real path (through symlinks).
+fn deny_paths(
+    home: &Path,
+    granted: &[String],
+) -> Vec<(&'static str, &'static str, PathBuf, Option<PathBuf>)> {
+    HOME_DENY
+        .iter()
+        .filter(|(entry, _)| !granted.iter().any(|g| g == entry))
+        .map(|(entry, what)| {
+            let literal = home.join(entry);
+            let real = fs::canonicalize(&literal).ok().filter(|r| *r != literal);
+            (*entry, *what, literal, real)
+        })
+        .collect()
+}
+
 fn check_not_denied(
     source: &Path,
     home: &Path,
     granted: &[String],
     what: &str,
 ) -> Result<(), PlanError> {
+    // By real path first: a mount of `~/dotfiles/aws` is `~/.aws` when
+    // `~/.aws -> ~/dotfiles/aws`.
+    for (entry, why, _, real) in deny_paths(home, granted) {
+        if let Some(real) = real
+            && source.starts_with(&real)
+        {
+            return Err(PlanError::Denied {
+                path: source.to_path_buf(),
+                message: format!(
+                    "{what} is inside {} (the real path of ~/{entry}: {why}), which is never mounted",
+                    real.display()
+                ),
+                fix: format!(
+                    "if the agent really needs it, grant it by name in a profile: `home: [{{path: ~/{entry}}}]`"
+                ),
+            });
+        }
+    }
     let Ok(rel) = source.strip_prefix(home) else {
         return Ok(());
     };

@@ -62,6 +62,12 @@ pub struct ScanOutput {
     /// Entries named like files the host runs (`crate::hostrun::NAMES`),
     /// by root index and host path, for `crate::hostrun::find`.
     pub host_run: Vec<(usize, PathBuf)>,
+    /// Paths the walk could not read and could not mask as a whole, with
+    /// why: the planner refuses the session rather than miss a secret.
+    pub errors: Vec<(PathBuf, String)>,
+    /// `.env*` directories that are Python virtual environments, where they
+    /// appear in the sandbox: walked like any directory, not masked.
+    pub venvs: Vec<PathBuf>,
     pub stats: ScanStats,
 }
 
@@ -85,6 +91,12 @@ struct Found {
     dir_list: Vec<(PathBuf, usize)>,
     symlinks: Vec<(usize, PathBuf, PathBuf)>,
     host_run: Vec<(usize, PathBuf)>,
+    /// What the walk could not read and could not mask either: the
+    /// session is refused.
+    errors: Vec<(PathBuf, String)>,
+    /// `.env*` directories walked, not masked, because they hold a Python
+    /// virtual environment (`pyvenv.cfg`).
+    venvs: Vec<(usize, PathBuf)>,
     dirs: u64,
     files: u64,
 }
@@ -149,6 +161,8 @@ pub fn scan(input: &ScanInput<'_>) -> ScanOutput {
         all.linked.extend(r.linked);
         all.symlinks.extend(r.symlinks);
         all.host_run.extend(r.host_run);
+        all.errors.extend(r.errors);
+        all.venvs.extend(r.venvs);
         all.dirs += r.dirs;
         all.files += r.files;
     }
@@ -244,17 +258,21 @@ fn visit(
     use nix::fcntl::{AtFlags, OFlag};
     use nix::sys::stat::{Mode, SFlag, fstatat};
 
-    let Ok(mut dir) = Dir::open(
+    let root = &input.roots[job.root];
+    let mut dir = match Dir::open(
         &job.dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
-    ) else {
-        return;
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            unlistable(root, job, &format!("cannot list it: {e}"), e, found);
+            return;
+        }
     };
     found.dirs += 1;
     let dir_index = found.dir_list.len() as u32;
     found.dir_list.push((job.dir.clone(), job.root));
-    let root = &input.roots[job.root];
     let content = matches!(root.kind, RootKind::Content { .. }) && !job.under_mask;
     let name_rules = matches!(root.kind, RootKind::Content { name_rules: true });
     let private = matches!(root.kind, RootKind::PrivateFiles) && !job.under_mask;
@@ -272,9 +290,24 @@ fn visit(
     } else {
         String::new()
     };
+    let depth_names = if content && name_rules {
+        any_depth_children(&job.dir, &root.host)
+    } else {
+        Vec::new()
+    };
     let dirfd = std::os::fd::AsRawFd::as_raw_fd(&dir);
 
-    for entry in dir.iter().flatten() {
+    let mut read_error = None;
+    for entry in dir.iter() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // A listing cut short hides whatever came after: the
+                // directory is handled as one that cannot be listed.
+                read_error = Some(e);
+                break;
+            }
+        };
         let cname = entry.file_name();
         let bytes = cname.to_bytes();
         if bytes == b"." || bytes == b".." {
@@ -293,8 +326,18 @@ fn visit(
         let kind = match entry.file_type() {
             Some(t) => Some(t),
             None => {
-                // DT_UNKNOWN: the file system does not say; ask stat.
-                st = stat();
+                // DT_UNKNOWN: the file system does not say; ask stat. Gone
+                // since the listing is fine; anything else is not knowing.
+                match fstatat(Some(dirfd), cname, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(s) => st = Some(s),
+                    Err(nix::errno::Errno::ENOENT) => {}
+                    Err(e) if content || private => {
+                        found
+                            .errors
+                            .push((path_of(&job.dir, bytes), format!("cannot stat it: {e}")));
+                    }
+                    Err(_) => {}
+                }
                 st.map(
                     |s| match SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT {
                         SFlag::S_IFDIR => Type::Directory,
@@ -353,16 +396,39 @@ fn visit(
                             home_reason(entry_name),
                         ));
                         masked = true;
-                    } else if name_rules && let Some(rule) = input.rules.classify(rel, name, true) {
+                    } else if let Some((entry, what)) = depth_names
+                        .iter()
+                        .find(|(_, n, _)| *n == name)
+                        .map(|(e, _, w)| (e, w))
+                    {
                         found.masked.push((
                             job.root,
                             path.clone(),
                             MaskKind::Dir,
-                            MaskReason::NameRule {
-                                rule: rule.describe(),
+                            MaskReason::CredentialFile {
+                                entry: entry.to_string(),
+                                what: what.to_string(),
                             },
                         ));
                         masked = true;
+                    } else if name_rules && let Some(rule) = input.rules.classify(rel, name, true) {
+                        if rule.is_dotenv() && is_venv(dirfd, cname) {
+                            found.venvs.push((job.root, path.clone()));
+                        } else {
+                            found.masked.push((
+                                job.root,
+                                path.clone(),
+                                MaskKind::Dir,
+                                MaskReason::NameRule {
+                                    rule: if rule.is_dotenv() {
+                                        rule.describe_dir()
+                                    } else {
+                                        rule.describe()
+                                    },
+                                },
+                            ));
+                            masked = true;
+                        }
                     }
                 }
                 let stat_all = job.stat_all || !trusted.trusted(&path);
@@ -379,6 +445,13 @@ fn visit(
                 if content {
                     if let Some((entry_name, _)) = home_names.iter().find(|(_, n)| *n == name) {
                         reason = Some(home_reason(entry_name));
+                    } else if let Some((entry, _, what)) =
+                        depth_names.iter().find(|(_, n, _)| *n == name)
+                    {
+                        reason = Some(MaskReason::CredentialFile {
+                            entry: entry.to_string(),
+                            what: what.to_string(),
+                        });
                     } else if name_rules && let Some(rule) = input.rules.classify(rel, name, false)
                     {
                         reason = Some(MaskReason::NameRule {
@@ -392,8 +465,11 @@ fn visit(
                     found.plain.push((entry.ino(), dir_index));
                     continue;
                 }
-                let Some(s) = st.or_else(stat) else { continue };
-                if private && s.st_mode & 0o004 == 0 {
+                // A secret is masked whether or not stat still finds it:
+                // one that vanished now must not be back, unmasked, at
+                // mount time (the mount then fails and the session with it).
+                let s = st.or_else(stat);
+                if private && s.is_some_and(|s| s.st_mode & 0o004 == 0) {
                     reason = Some(MaskReason::PrivateSystemFile);
                 }
                 let secret = secret || reason.is_some();
@@ -402,6 +478,7 @@ fn visit(
                         .masked
                         .push((job.root, path(), MaskKind::File, reason));
                 }
+                let Some(s) = s else { continue };
                 if s.st_nlink > 1 {
                     found
                         .linked
@@ -421,6 +498,76 @@ fn visit(
             _ => {}
         }
     }
+    if let Some(e) = read_error {
+        unlistable(root, job, &format!("its listing failed: {e}"), e, found);
+    }
+}
+
+fn path_of(dir: &Path, name: &[u8]) -> PathBuf {
+    dir.join(std::ffi::OsStr::from_bytes(name))
+}
+
+/// A directory the walk could not (fully) list. Inside the sandbox's trees
+/// it is masked as a whole: `chmod 0111 config` left `config/.env` open by
+/// name while the scan saw nothing in it. The root of a tree cannot be
+/// masked without losing the tree, so it refuses the session instead, as
+/// does any error other than "not allowed" and "gone".
+fn unlistable(root: &ScanRoot, job: &Job, why: &str, errno: nix::errno::Errno, found: &mut Found) {
+    use nix::errno::Errno;
+    match root.kind {
+        // Not mounted: walked only for its secrets' inodes. A directory
+        // the user cannot list there is one the agent (the same user)
+        // cannot reach into either.
+        RootKind::DeniedInodes => {}
+        _ if job.under_mask => {}
+        _ if errno == Errno::ENOENT && job.dir != root.host => {}
+        _ if job.dir != root.host && matches!(errno, Errno::EACCES | Errno::EPERM) => {
+            found.masked.push((
+                job.root,
+                job.dir.clone(),
+                MaskKind::Dir,
+                MaskReason::Unlistable {
+                    error: why.to_string(),
+                },
+            ));
+        }
+        _ => found.errors.push((job.dir.clone(), why.to_string())),
+    }
+}
+
+/// True when directory `name` (in `dirfd`) holds `pyvenv.cfg`: a Python
+/// virtual environment called `.env`, not a directory of env files.
+fn is_venv(dirfd: std::os::fd::RawFd, name: &std::ffi::CStr) -> bool {
+    use nix::fcntl::AtFlags;
+    let mut p = name.to_bytes().to_vec();
+    p.extend_from_slice(b"/pyvenv.cfg");
+    let Ok(p) = std::ffi::CString::new(p) else {
+        return false;
+    };
+    nix::sys::stat::fstatat(Some(dirfd), p.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG)
+}
+
+/// Children of `dir` that the deny list's names cover at any depth
+/// (`proj/.kube/config`, `ci/.docker/config.json`): (entry, name, what).
+fn any_depth_children(dir: &Path, root: &Path) -> Vec<(&'static str, &'static str, &'static str)> {
+    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    let rel = rel.as_os_str().as_bytes();
+    let mut out = Vec::new();
+    for (entry, what) in policy::secrets::any_depth_entries() {
+        let (parent, name) = match entry.rfind('/') {
+            Some(i) => (&entry[..i], &entry[i + 1..]),
+            None => ("", entry),
+        };
+        let p = parent.as_bytes();
+        let matches = p.is_empty()
+            || rel == p
+            || (rel.len() > p.len() && rel.ends_with(p) && rel[rel.len() - p.len() - 1] == b'/');
+        if matches {
+            out.push((entry, name, what));
+        }
+    }
+    out
 }
 
 /// Which mounts report directory inode numbers that equal `stat`'s. Local
@@ -549,6 +696,12 @@ fn finish(input: &ScanInput<'_>, found: Found) -> ScanOutput {
             ..ScanStats::default()
         },
         host_run: found.host_run,
+        errors: found.errors,
+        venvs: found
+            .venvs
+            .iter()
+            .map(|(root, host)| to_container(&input.roots[*root], host))
+            .collect(),
         ..ScanOutput::default()
     };
     let mounted = |root: usize| !matches!(input.roots[root].kind, RootKind::DeniedInodes);

@@ -134,6 +134,12 @@ pub enum MaskReason {
     PrivateSystemFile,
     /// A unix socket: connecting to it would reach a host service.
     Socket,
+    /// A credential file by the deny list's name, found at any depth (a
+    /// project's own `.kube/config`), or a deny-list entry's real path.
+    CredentialFile { entry: String, what: String },
+    /// A directory the scan could not list: what is inside is unknown, so
+    /// all of it is hidden.
+    Unlistable { error: String },
 }
 
 impl fmt::Display for MaskReason {
@@ -149,6 +155,13 @@ impl fmt::Display for MaskReason {
                 f.write_str("not world-readable on the host (the sandbox runs as host root)")
             }
             MaskReason::Socket => f.write_str("unix socket (would reach a host service)"),
+            MaskReason::CredentialFile { entry, what } => {
+                write!(f, "{what} (deny list name `{entry}`)")
+            }
+            MaskReason::Unlistable { error } => write!(
+                f,
+                "the scan cannot look inside ({error}); `chmod u+rx` it to have it scanned instead of hidden"
+            ),
         }
     }
 }
@@ -246,6 +259,11 @@ pub struct SandboxSpec {
     pub host_run: Vec<crate::hostrun::HostRunFile>,
     /// Granted entries the host does not have, for `explain`.
     pub skipped: Vec<String>,
+    /// What the user should know about the plan: directories named like
+    /// secrets that were walked instead (virtual environments), and
+    /// warnings (`warning: ...`, e.g. a token in a granted ~/.gitconfig).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The agent gets a Docker socket (agentctl's proxy, role `session`);
     /// the launcher starts the proxy and adds the socket's mount.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -208,6 +208,12 @@ pub fn render(spec: &SandboxSpec) -> String {
             let _ = writeln!(o, "  {s}");
         }
     }
+    if !spec.notes.is_empty() {
+        let _ = writeln!(o, "\nNotes");
+        for n in &spec.notes {
+            let _ = writeln!(o, "  {n}");
+        }
+    }
 
     let _ = writeln!(o, "\nEnvironment (names only; values are never shown)");
     for e in &spec.env {

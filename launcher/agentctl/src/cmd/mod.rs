@@ -47,8 +47,13 @@ pub fn dispatch(command: Command, store: &crate::record::StoreUrl) -> Result<u8>
             tty,
             size,
             scope_abstract_unix,
+            verify_masks,
             command,
         } => {
+            if let Err(e) = backend_native::verify_masks_of("self", &verify_masks) {
+                eprintln!("agentctl: {e}");
+                return Ok(backend_native::LAUNCHER_FAILURE as u8);
+            }
             if let Some((rows, cols)) = size.as_deref().and_then(|s| s.split_once('x')) {
                 let ws = libc::winsize {
                     ws_row: rows.parse().unwrap_or(0),

@@ -79,6 +79,7 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
         .as_ref()
         .map(|_| record::Opening::start(store_url));
     let mut spec = super::plan(&args.policy, args.command.clone())?;
+    after_plan_handshake();
     let opts = RunOptions {
         tty: !args.detach
             && !args.no_tty
@@ -159,6 +160,10 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
                 "agentctl: Docker at /var/run/docker.sock through agentctl's proxy (role session): the agent's own containers only"
             );
         }
+    }
+    // Not behind -q: a credential the agent can read is worth a line.
+    for warning in spec.notes.iter().filter(|n| n.starts_with("warning: ")) {
+        eprintln!("agentctl: {warning}");
     }
     // Not behind -q: the user chose the host network, but may not know that
     // it carries the desktop's sockets with it where they cannot be kept out.
@@ -263,6 +268,24 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             Ok(code as u8)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Tests put the workspace's changes between the scan and the sandbox's
+/// mounts: with AGENTCTL_TEST_AFTER_PLAN=PATH the launcher creates
+/// `PATH.planned` once the plan is made and waits (at most 30 s) until
+/// PATH exists. Nothing else reads this variable.
+fn after_plan_handshake() {
+    let Some(go) = std::env::var_os("AGENTCTL_TEST_AFTER_PLAN") else {
+        return;
+    };
+    let go = std::path::PathBuf::from(go);
+    let mut planned = go.clone().into_os_string();
+    planned.push(".planned");
+    let _ = std::fs::write(&planned, "");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
