@@ -749,3 +749,68 @@ fn detached_logs_are_private() {
         cmd(&["rm", &id]);
     }
 }
+
+/// Regression (issue 10, item 1): `agentctl exec` on the native backend
+/// ran without the session's seccomp filter (libcontainer's tenant builder
+/// drops `linux.seccomp`): an exec'd process showed `Seccomp: 0` and could
+/// make user namespaces. Now it carries what the agent carries, on both
+/// backends: the same seccomp mode, no_new_privs and capabilities, and the
+/// same refusals.
+#[test]
+fn an_exec_runs_as_confined_as_the_agent() {
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    let status =
+        "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm|CapBnd):' /proc/self/status | tr -d '\\t'";
+    for backend in ["native", "docker"] {
+        if backend == "docker" && !require(docker_available(), "a Docker daemon") {
+            continue;
+        }
+        let id = c
+            .ok(&[
+                "run",
+                "-d",
+                "-q",
+                "--backend",
+                backend,
+                "--",
+                "sh",
+                "-c",
+                &format!("{status} > /tmp/agent-status; sleep 60"),
+            ])
+            .trim()
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let agent = loop {
+            let (code, out, _) = c.code(&["exec", &id, "--", "cat", "/tmp/agent-status"]);
+            if code == Some(0) && out.contains("Seccomp") {
+                break out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{backend}] the agent never wrote its status"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (code, out, err) = c.code(&[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            &format!("{status}; unshare -U true 2>/dev/null && echo unshared-user; true"),
+        ]);
+        assert_eq!(code, Some(0), "[{backend}] exec: {err}");
+        assert!(agent.contains("Seccomp:2"), "[{backend}] agent: {agent}");
+        assert!(
+            out.starts_with(&agent),
+            "[{backend}] the exec'd process differs from the agent:\nagent:\n{agent}\nexec:\n{out}"
+        );
+        assert!(
+            !out.contains("unshared-user"),
+            "[{backend}] exec made a user namespace"
+        );
+        c.ok(&["stop", "-t", "2", &id]);
+        c.ok(&["rm", &id]);
+    }
+}

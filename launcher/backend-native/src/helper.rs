@@ -244,6 +244,17 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("cannot create a signalfd: {e}"))?;
 
+    // The session's own filter, from the spec it runs (in libcontainer's
+    // operand order already): without it the exec does not run.
+    let exec_seccomp = oci_spec::runtime::Spec::load(cfg.bundle.join("config.json"))
+        .ok()
+        .and_then(|spec| spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+        .ok_or_else(|| {
+            format!(
+                "cannot read the seccomp filter of session {} from its bundle; the command does not run unfiltered",
+                cfg.id
+            )
+        })?;
     let exec_dir = tempfile_dir(session_dir)?;
     let console = if tty {
         let path = exec_dir.join("console.sock");
@@ -259,6 +270,7 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
         .with_executor(AgentInit {
             tty,
             scope_abstract_unix: cfg.scope_abstract_unix,
+            exec_seccomp: Some(exec_seccomp),
         })
         .with_root_path(&cfg.state_root)
         .map_err(|e| format!("cannot use state directory: {e}"))?;
@@ -431,6 +443,7 @@ impl Session {
             .with_executor(AgentInit {
                 tty: self.cfg.tty,
                 scope_abstract_unix: self.cfg.scope_abstract_unix,
+                exec_seccomp: None,
             })
             .with_root_path(&self.cfg.state_root)
             .map_err(|e| format!("cannot use state directory: {e}"))?;

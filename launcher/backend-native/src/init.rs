@@ -35,6 +35,11 @@ pub struct AgentInit {
     pub tty: bool,
     /// Confine the sandbox to its own abstract unix sockets (Landlock).
     pub scope_abstract_unix: bool,
+    /// For `exec`: the session's seccomp filter, installed here because
+    /// libcontainer's tenant builder rebuilds the process's Linux settings
+    /// without it (an exec'd process ran unfiltered). `None` for the
+    /// session itself, which the runtime filters.
+    pub exec_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 extern "C" fn noop(_: libc::c_int) {}
@@ -58,6 +63,15 @@ impl Executor for AgentInit {
             .map(|a| CString::new(a.as_bytes()).map_err(|_| ExecutorError::InvalidArg))
             .collect::<Result<_, _>>()?;
 
+        if let Some(filter) = &self.exec_seccomp {
+            // no_new_privs is already set (the spec's process asks for it),
+            // so an unprivileged process may install the filter.
+            if let Err(e) = libcontainer::seccomp::initialize_seccomp(filter) {
+                let msg = format!("agentctl: cannot install the session's seccomp filter: {e}\n");
+                let _ = nix::unistd::write(std::io::stderr(), msg.as_bytes());
+                exit(crate::LAUNCHER_FAILURE)
+            }
+        }
         run_as_init(&argv, self.tty, self.scope_abstract_unix)
     }
 }
