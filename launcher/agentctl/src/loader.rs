@@ -22,13 +22,22 @@ impl FsLoader {
     }
 }
 
+/// Reads a profile, at most one byte more than the parser accepts (a
+/// multi-gigabyte "profile" is not read into memory to be refused).
 fn read(path: &Path, shown: &str) -> Result<(String, String), ProfileError> {
-    std::fs::read_to_string(path)
-        .map(|text| (shown.to_string(), text))
-        .map_err(|e| ProfileError::Read {
-            path: shown.to_string(),
-            reason: e.to_string(),
-        })
+    use std::io::Read;
+    let fail = |e: std::io::Error| ProfileError::Read {
+        path: shown.to_string(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(fail)?;
+    let mut bytes = Vec::new();
+    file.take(policy::profile::MAX_PROFILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| fail(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    Ok((shown.to_string(), text))
 }
 
 impl ProfileLoader for FsLoader {

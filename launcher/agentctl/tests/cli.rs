@@ -762,3 +762,41 @@ fn credential_shaped_variables_and_url_passwords_stay_out() {
     }
     assert!(t.contains("its value is a URL with a password"), "{t}");
 }
+
+/// Regression (issue 10, item 9): a profile of 100,000 nested `[` kept the
+/// YAML parser busy past 20 s (its time grows with the square of the
+/// depth). Oversized and deeply nested profiles are refused before they
+/// are parsed, naming the file; a large file is not read whole.
+#[test]
+fn hostile_profiles_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(&deep, "[".repeat(100_000)).unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        format!("description: padded\n#{}\n", "x".repeat(200_000)),
+    )
+    .unwrap();
+    for (file, why) in [(&deep, "nested"), (&big, "bytes")] {
+        let start = std::time::Instant::now();
+        let o = Command::new(binary())
+            .args(["explain", "--profile"])
+            .arg(file)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{}: accepted", file.display());
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains(why),
+            "{err}"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{}: took {:?}",
+            file.display(),
+            start.elapsed()
+        );
+    }
+}

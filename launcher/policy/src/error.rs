@@ -26,6 +26,10 @@ pub enum ProfileError {
     TooDeep { chain: Vec<String>, max: usize },
     #[error("cannot read profile {path}: {reason}")]
     Read { path: String, reason: String },
+    #[error(
+        "{source_name}: the profile is too large or too deeply nested to be a profile ({what}); profiles are small YAML files: remove what is not a profile setting"
+    )]
+    TooLarge { source_name: String, what: String },
 }
 
 struct Hint<'a>(&'a Option<String>);

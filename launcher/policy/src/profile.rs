@@ -122,9 +122,58 @@ pub struct LimitsEntry {
     pub containers: Option<u32>,
 }
 
+/// The largest profile accepted, in bytes. Real profiles are a few hundred
+/// bytes; the YAML parser takes time quadratic in nesting depth, so a
+/// hostile file is refused before it is parsed.
+pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
+
+/// The deepest nesting of flow collections (`[` and `{`) accepted.
+pub const MAX_PROFILE_NESTING: usize = 32;
+
+/// The deepest `[`/`{` nesting in `text`, outside quoted strings and
+/// comments: an upper bound of what the parser will recurse into.
+fn flow_nesting(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for line in text.lines() {
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '"' | '\'' => quote = Some(c),
+                    '#' if prev.is_whitespace() => break,
+                    '[' | '{' => {
+                        depth += 1;
+                        max = max.max(depth);
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    max
+}
+
 impl ProfileFile {
     /// Parses a profile. `source` names the file in error messages.
     pub fn parse(source: &str, text: &str) -> Result<ProfileFile, ProfileError> {
+        if text.len() > MAX_PROFILE_BYTES {
+            return Err(ProfileError::TooLarge {
+                source_name: source.to_string(),
+                what: format!("{} bytes, more than {MAX_PROFILE_BYTES}", text.len()),
+            });
+        }
+        let nesting = flow_nesting(text);
+        if nesting > MAX_PROFILE_NESTING {
+            return Err(ProfileError::TooLarge {
+                source_name: source.to_string(),
+                what: format!("[ or {{ nested {nesting} deep, more than {MAX_PROFILE_NESTING}"),
+            });
+        }
         let file: ProfileFile = if text.trim().is_empty() {
             ProfileFile::default()
         } else {
@@ -216,6 +265,24 @@ impl ProfileFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_sizes_are_refused_before_parsing() {
+        let start = std::time::Instant::now();
+        let deep = "[".repeat(60_000);
+        let e = ProfileFile::parse("deep.yaml", &deep)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deep.yaml") && e.contains("nested"), "{e}");
+        let big = format!("description: x\n#{}\n", "a".repeat(MAX_PROFILE_BYTES));
+        let e = ProfileFile::parse("big.yaml", &big)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("big.yaml") && e.contains("bytes"), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        // Brackets in strings and comments do not count.
+        assert_eq!(flow_nesting("a: \"[[[[\" # {{{{\nb: [1, [2]]\n"), 2);
+    }
 
     #[test]
     fn parses_a_full_profile() {
