@@ -895,3 +895,70 @@ fn moved_secret(runner: &Runner, backend: &str) {
         "{backend}: {err}"
     );
 }
+
+/// Regression (issue 10, item 6): a profile granting `~/.config` and
+/// `~/.local/share` read-write showed the agent agentctl's own state: its
+/// profiles (the next session's policy), the session store and the image
+/// cache. They are masked whatever is granted, and a mount of them is
+/// refused.
+#[test]
+fn agentctl_s_own_state_is_never_in_a_session() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let ws = h.join("proj");
+    write(&ws.join("README"), "hello");
+    write(
+        &h.join(".config/agentctl/profiles/mine.yaml"),
+        "extends: generic\n",
+    );
+    write(&h.join(".config/other/settings"), "other-tool");
+    write(
+        &h.join("wide.yaml"),
+        "extends: generic\nhome:\n  - path: ~/.config\n    mode: rw\n  - path: ~/.local/share\n    mode: rw\n    create: true\n",
+    );
+    chown_tree(h, runner.uid(), runner.gid());
+    fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = runner.agentctl(h, &ws);
+    c.args(["run", "-q", "--no-limits", "--profile"])
+        .arg(h.join("wide.yaml"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "ls -A ~/.config/agentctl ~/.local/share/agentctl; \
+             echo 'network: host' >> ~/.config/agentctl/profiles/mine.yaml && echo wrote-profile; \
+             cat ~/.config/other/settings",
+        ])
+        .stdin(std::process::Stdio::null());
+    let o = c.output().unwrap();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    for leaked in ["profiles", "agentctl.db", "wrote-profile"] {
+        assert!(!out.contains(leaked), "the agent reached `{leaked}`: {out}");
+    }
+    assert!(
+        out.contains("other-tool"),
+        "the rest of ~/.config stays granted: {out}"
+    );
+    assert_eq!(
+        fs::read_to_string(h.join(".config/agentctl/profiles/mine.yaml")).unwrap(),
+        "extends: generic\n"
+    );
+    let mut c = runner.agentctl(h, &ws);
+    c.args(["--store", "none", "run", "-q", "--mount"])
+        .arg(h.join(".config/agentctl"))
+        .args(["--", "true"]);
+    let o = c.output().unwrap();
+    assert!(
+        !o.status.success(),
+        "a mount of agentctl's profiles was accepted"
+    );
+    assert!(
+        text(&o.stderr).contains("agentctl's own state"),
+        "{}",
+        text(&o.stderr)
+    );
+}

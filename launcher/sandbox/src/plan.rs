@@ -84,6 +84,11 @@ pub struct PlanRequest {
     /// `--allow-home-workspace`: the home directory (or one of the trees
     /// in it whose files the host runs) may be the workspace.
     pub allow_home_workspace: bool,
+    /// agentctl's own files (profiles, the session store, the image cache,
+    /// kept logs, the runtime directory with `helper.json`): masked wherever
+    /// a mount would show them, whatever the profile grants, and never a
+    /// mount source themselves.
+    pub own_state: Vec<PathBuf>,
 }
 
 /// Builds the plan. Fails, naming the path and the fix, when a grant would
@@ -106,6 +111,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         .filter_map(|h| h.path.home_relative().map(str::to_string))
         .collect();
     let workspace = workspace(&req.workspace, &home, &granted, req.allow_home_workspace)?;
+    check_not_own_state(&workspace, &req.own_state, "the workspace")?;
 
     let mut mounts = Vec::new();
     let mut skipped = Vec::new();
@@ -173,6 +179,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             fix: "fix or remove the broken link".into(),
         })?;
         check_not_denied(&source, &home, &granted, &format!("home entry ~/{rel}"))?;
+        check_not_own_state(&source, &req.own_state, &format!("home entry ~/{rel}"))?;
         roots.push(ScanRoot {
             host: source.clone(),
             container: host_path.clone(),
@@ -241,6 +248,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         };
         check_destination(&destination)?;
         check_not_denied(&source, &home, &granted, &format!("mount {}", entry.path))?;
+        check_not_own_state(&source, &req.own_state, &format!("mount {}", entry.path))?;
         if home.starts_with(&source) {
             return Err(PlanError::Mount {
                 path: source,
@@ -397,6 +405,38 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
                     });
                 }
             }
+        }
+    }
+    // agentctl's own state inside any mount: by its real path, so that a
+    // grant of `~/.config` or `~/.local/share` shows none of it.
+    for own in &req.own_state {
+        let Ok(real) = fs::canonicalize(own) else {
+            continue;
+        };
+        for m in &mounts {
+            let MountSource::Bind { path: source, .. } = &m.source else {
+                continue;
+            };
+            if m.purpose == MountPurpose::Rootfs && identity.host_uid != 0 {
+                // The host's /etc, /usr: agentctl keeps nothing there
+                // that the user could not read anyway.
+                continue;
+            }
+            let Ok(rest) = real.strip_prefix(source) else {
+                continue;
+            };
+            if rest.as_os_str().is_empty() {
+                continue;
+            }
+            masked.push(Masked {
+                path: m.destination.join(rest),
+                kind: if real.is_dir() {
+                    MaskKind::Dir
+                } else {
+                    MaskKind::File
+                },
+                reason: MaskReason::OwnState,
+            });
         }
     }
     for (path, kind, what) in system {
@@ -655,6 +695,24 @@ fn workspace(
 
 /// Refuses a mount source inside a home deny list entry that the profile
 /// does not grant.
+/// Refuses a mount whose source is agentctl's own state or inside it.
+fn check_not_own_state(source: &Path, own: &[PathBuf], what: &str) -> Result<(), PlanError> {
+    for dir in own {
+        let real = fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        if source.starts_with(&real) {
+            return Err(PlanError::Denied {
+                path: source.to_path_buf(),
+                message: format!(
+                    "{what} is inside {}, agentctl's own state (profiles, sessions, images, logs), which no session may see",
+                    real.display()
+                ),
+                fix: "mount something else; agentctl's files are never granted".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The home deny list's entries that are not granted, each with its path
 /// in the home and, when that differs, its real path (through symlinks).
 fn deny_paths(

@@ -140,6 +140,10 @@ pub enum MaskReason {
     /// A directory the scan could not list: what is inside is unknown, so
     /// all of it is hidden.
     Unlistable { error: String },
+    /// agentctl's own state (profiles, store, image cache, logs, runtime
+    /// directory): an agent that could change it would change its next
+    /// sandbox, or what `rm` and `gc` act on.
+    OwnState,
 }
 
 impl fmt::Display for MaskReason {
@@ -158,6 +162,9 @@ impl fmt::Display for MaskReason {
             MaskReason::CredentialFile { entry, what } => {
                 write!(f, "{what} (deny list name `{entry}`)")
             }
+            MaskReason::OwnState => f.write_str(
+                "agentctl's own state (never visible to a session, whatever is granted)",
+            ),
             MaskReason::Unlistable { error } => write!(
                 f,
                 "the scan cannot look inside ({error}); `chmod u+rx` it to have it scanned instead of hidden"

@@ -447,6 +447,7 @@ fn command_line_mount_into_proc_is_refused() {
             env: Vec::new(),
             image: None,
             allow_home_workspace: false,
+            own_state: Vec::new(),
         },
         &fx.host(),
     )
@@ -574,6 +575,7 @@ fn environment_holds_only_base_and_profile_names_and_never_prints_values() {
             )],
             image: None,
             allow_home_workspace: false,
+            own_state: Vec::new(),
         },
         &fx.host(),
     )
@@ -690,6 +692,7 @@ fn the_home_and_its_start_up_trees_are_refused_as_the_workspace() {
                 env: Vec::new(),
                 image: None,
                 allow_home_workspace: false,
+                own_state: Vec::new(),
             },
             &fx.host(),
         )

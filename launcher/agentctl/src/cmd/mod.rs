@@ -104,10 +104,47 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
             env: args.env.clone(),
             image: args.image.clone(),
             allow_home_workspace: args.allow_home_workspace,
+            own_state: own_state(),
         },
         &host,
     )?;
     Ok(spec)
+}
+
+/// agentctl's own files for this user: profiles, the data directory
+/// (store, logs, the image cache), the runtime directory, and wherever
+/// AGENTCTL_IMAGES and a SQLite AGENTCTL_STORE point.
+fn own_state() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Some(d) = FsLoader::new().user_dir
+        && let Some(parent) = d.parent()
+    {
+        out.push(parent.to_path_buf());
+    }
+    out.push(backend_native::Dirs::for_current_user().base);
+    out.push(image_root());
+    if let Some(parent) = backend_native::default_logs_dir().parent() {
+        out.push(parent.to_path_buf());
+    }
+    // A SQLite store named elsewhere: the file and its journals only (its
+    // directory may be anything, /tmp included).
+    for url in [
+        std::env::var("AGENTCTL_STORE").ok(),
+        Some(store::Store::default_url()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or(path);
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                out.push(std::path::PathBuf::from(format!("{file}{suffix}")));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The backend that runs (or ran) sessions of `kind`.
