@@ -37,6 +37,12 @@ pub enum Command {
         /// Keep following until the session ends.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Print the output byte for byte even to a terminal. Without it, a
+        /// terminal gets text, colours and cursor moves only: the agent's
+        /// escape sequences could write your clipboard or type into your
+        /// shell.
+        #[arg(long)]
+        raw: bool,
     },
     /// Stop a session: SIGTERM, then SIGKILL after the timeout.
     Stop {

@@ -814,3 +814,75 @@ fn an_exec_runs_as_confined_as_the_agent() {
         c.ok(&["rm", &id]);
     }
 }
+
+/// Regression (issue 10, item 4): `agentctl logs` and a session's live
+/// terminal printed the agent's escape sequences byte for byte: OSC 52
+/// wrote the user's clipboard, and a device-status query (`ESC [ 6 n`) made
+/// the terminal answer into the user's shell after agentctl exited. To a
+/// terminal, `logs` now passes text and colours only (`--raw` keeps every
+/// byte), and the live relay drops clipboard, file-transfer and query
+/// sequences while a full-screen program's own sequences pass.
+#[test]
+fn agent_output_cannot_drive_the_users_terminal() {
+    if !require(
+        Command::new("script").arg("--version").output().is_ok(),
+        "script from util-linux (a pseudo-terminal for agentctl's stdout)",
+    ) {
+        return;
+    }
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    let emit = r"printf 'a\033]52;c;cHduZWQ=\007b\033[6nc\033[31mred\033[0m\033]0;title\007d\033P+q544e\033\\e\033[?1049hf\n'";
+    // Runs agentctl with its stdout on a pseudo-terminal and returns what
+    // reached that terminal.
+    let on_tty = |args: &str| -> String {
+        let line = format!(
+            "AGENTCTL_STORE='{}' AGENTCTL_LAUNCH_GRACE_MS=500 {} {args}",
+            c.db.url,
+            binary().display()
+        );
+        let o = Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .current_dir(c.ws.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let id = c
+        .ok(&["run", "-d", "-q", "--", "sh", "-c", emit])
+        .trim()
+        .to_string();
+    c.wait_status(&id, "exited");
+    let shown = on_tty(&format!("logs {id}"));
+    for bad in ["\x1b]52", "\x1b[6n", "\x1b]0;", "\x1bP", "\x1b[?1049h"] {
+        assert!(!shown.contains(bad), "logs passed {bad:?}: {shown:?}");
+    }
+    assert!(
+        shown.contains("ab") && shown.contains("\x1b[31mred\x1b[0m"),
+        "{shown:?}"
+    );
+    let raw = on_tty(&format!("logs --raw {id}"));
+    assert!(
+        raw.contains("\x1b]52;c;cHduZWQ="),
+        "--raw keeps every byte: {raw:?}"
+    );
+    // Not a terminal: the bytes as they are (a file, a pipe).
+    assert!(c.ok(&["logs", &id]).contains("\x1b[6n"));
+
+    // The live terminal of a foreground session.
+    let live = on_tty(&format!(
+        "run -q -- sh -c \"{}\"",
+        emit.replace('"', "\\\"")
+    ));
+    for bad in ["\x1b]52", "\x1b[6n", "\x1bP"] {
+        assert!(
+            !live.contains(bad),
+            "the live terminal passed {bad:?}: {live:?}"
+        );
+    }
+    assert!(
+        live.contains("\x1b[?1049h") && live.contains("\x1b]0;title"),
+        "{live:?}"
+    );
+}

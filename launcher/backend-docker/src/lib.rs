@@ -501,15 +501,27 @@ async fn run_created(
     }
 
     let copy = tokio::spawn(async move {
+        // A terminal's output is relayed without what would reach beyond
+        // the screen (sandbox::termfilter).
+        let mut filter =
+            sandbox::termfilter::TermFilter::new(sandbox::termfilter::Mode::Interactive);
+        let mut shown = Vec::new();
         while let Some(item) = output.next().await {
             let Ok(item) = item else { break };
             match item {
+                LogOutput::Console { message } => {
+                    shown.clear();
+                    filter.push(&message, &mut shown);
+                    let mut o = std::io::stdout().lock();
+                    let _ = o.write_all(&shown);
+                    let _ = o.flush();
+                }
                 LogOutput::StdErr { message } => {
                     let mut e = std::io::stderr().lock();
                     let _ = e.write_all(&message);
                     let _ = e.flush();
                 }
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                LogOutput::StdOut { message } => {
                     let mut o = std::io::stdout().lock();
                     let _ = o.write_all(&message);
                     let _ = o.flush();

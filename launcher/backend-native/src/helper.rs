@@ -27,6 +27,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use policy::NetworkMode;
 use sandbox::spec::LimitsPlan;
+use sandbox::termfilter::{Mode as TermMode, TermFilter};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CgroupMode, Hierarchy};
@@ -554,6 +555,7 @@ impl Session {
         let mut to_agent: Vec<u8> = Vec::new();
         let mut stdin_open = master.is_some();
         let mut buf = vec![0u8; 16 * 1024];
+        let mut filter = TermFilter::new(TermMode::Interactive);
         if let Some(m) = master {
             set_nonblocking(m.as_fd());
         }
@@ -584,7 +586,7 @@ impl Session {
             drop(fds);
 
             if master_ready && let Some(m) = master {
-                relay_output(m.as_fd(), &mut buf);
+                relay_output(m.as_fd(), &mut buf, &mut filter);
                 if !to_agent.is_empty() {
                     match nix::unistd::write(m.as_fd(), &to_agent) {
                         Ok(n) => {
@@ -610,7 +612,7 @@ impl Session {
                         Signal::SIGCHLD => {
                             if let Some(code) = reap(pid) {
                                 if let Some(m) = master {
-                                    relay_output(m.as_fd(), &mut buf);
+                                    relay_output(m.as_fd(), &mut buf, &mut filter);
                                 }
                                 return Ok(code);
                             }
@@ -824,13 +826,19 @@ fn reap(pid: Pid) -> Option<i32> {
     }
 }
 
-fn relay_output(master: BorrowedFd<'_>, buf: &mut [u8]) {
+/// Copies the agent's terminal output to the user's terminal, without what
+/// would read or write beyond the screen (clipboard, files, queries whose
+/// answers would reach the user's shell): `sandbox::termfilter`.
+fn relay_output(master: BorrowedFd<'_>, buf: &mut [u8], filter: &mut TermFilter) {
     let mut out = io::stdout().lock();
+    let mut shown = Vec::new();
     loop {
         match nix::unistd::read(master.as_raw_fd(), buf) {
             Ok(0) => break,
             Ok(n) => {
-                let _ = out.write_all(&buf[..n]);
+                shown.clear();
+                filter.push(&buf[..n], &mut shown);
+                let _ = out.write_all(&shown);
             }
             // EIO: the agent closed the terminal; EAGAIN: nothing more now.
             Err(_) => break,

@@ -17,6 +17,7 @@ pub mod pins;
 pub mod plan;
 pub mod scan;
 pub mod spec;
+pub mod termfilter;
 
 pub use backend::{
     Backend, BackendError, ExitStatus, Handle, Liveness, NoObserver, Observer, Orphan, RunOptions,

@@ -22,7 +22,11 @@ pub fn dispatch(command: Command, store: &crate::record::StoreUrl) -> Result<u8>
     match command {
         Command::Run(args) => run::run(args, store),
         Command::Ps(args) => ps::ps(args, store),
-        Command::Logs { session, follow } => session::logs(&session, follow, store),
+        Command::Logs {
+            session,
+            follow,
+            raw,
+        } => session::logs(&session, follow, raw, store),
         Command::Stop { session, time } => session::stop(&session, time, store),
         Command::Rm { session, force } => session::rm(&session, force, store),
         Command::Exec {

@@ -20,11 +20,20 @@ fn find(id: &str, store_url: &StoreUrl) -> Result<Session> {
     })
 }
 
-pub fn logs(id: &str, follow: bool, store_url: &StoreUrl) -> Result<u8> {
+pub fn logs(id: &str, follow: bool, raw: bool, store_url: &StoreUrl) -> Result<u8> {
+    use std::io::IsTerminal;
     let s = find(id, store_url)?;
     let backend = super::backend_for(s.backend);
-    let mut out = std::io::stdout().lock();
-    backend.logs(&record::handle(&s), follow, &mut out)?;
+    let stdout = std::io::stdout();
+    let to_terminal = stdout.is_terminal();
+    let mut out = stdout.lock();
+    if to_terminal && !raw {
+        let mut filtered =
+            sandbox::termfilter::FilterWriter::new(&mut out, sandbox::termfilter::Mode::Text);
+        backend.logs(&record::handle(&s), follow, &mut filtered)?;
+    } else {
+        backend.logs(&record::handle(&s), follow, &mut out)?;
+    }
     Ok(0)
 }
 
