@@ -962,3 +962,57 @@ fn agentctl_s_own_state_is_never_in_a_session() {
         text(&o.stderr)
     );
 }
+
+/// Regression (issue 10, item 5): the claude-code profile mounted
+/// `~/.claude` read-write, settings included: the agent wrote a hook into
+/// `settings.json` that Claude Code outside the sandbox would run. The
+/// settings, memory, commands, agents and plugins are read-only now (and
+/// made when missing, so no first one can be planted); the rest of the
+/// state stays writable. The same for codex's config.toml.
+#[test]
+fn agent_tools_settings_are_read_only() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let ws = h.join("proj");
+    write(&ws.join("README"), "hello");
+    chown_tree(h, runner.uid(), runner.gid());
+    fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    for (profile, dir, settings) in [
+        ("claude-code", ".claude", "settings.json"),
+        ("codex", ".codex", "config.toml"),
+    ] {
+        let script = format!(
+            "echo '{{\"hooks\": 1}}' > ~/{dir}/{settings} && echo wrote-settings; \
+             mkdir -p ~/{dir}/commands/x 2>/dev/null && echo wrote-commands; \
+             echo kept > ~/{dir}/state.txt && echo wrote-state; true"
+        );
+        let mut c = runner.agentctl(h, &ws);
+        c.args([
+            "--store",
+            "none",
+            "run",
+            "-q",
+            "--no-limits",
+            "--network",
+            "none",
+        ])
+        .args(["--profile", profile, "--", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null());
+        let o = c.output().unwrap();
+        let out = text(&o.stdout);
+        assert!(o.status.success(), "{profile}: {}", text(&o.stderr));
+        assert!(!out.contains("wrote-settings"), "{profile}: {out}");
+        assert!(
+            out.contains("wrote-state"),
+            "{profile}: the state must stay writable: {out}"
+        );
+        if profile == "claude-code" {
+            assert!(!out.contains("wrote-commands"), "{profile}: {out}");
+        }
+        let on_host = fs::read_to_string(h.join(dir).join(settings)).unwrap();
+        assert!(!on_host.contains("hooks"), "{profile}: {on_host}");
+    }
+}

@@ -94,6 +94,12 @@ pub struct HomeEntry {
     /// agent writes (a login, say) survives the session.
     #[serde(default)]
     pub create: bool,
+    /// Create the entry as a file with this content when it is missing.
+    /// For a tool's settings mounted read-only inside its read-write state
+    /// directory: were the file missing, the agent could write one there
+    /// that the tool would run on the host later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_file: Option<String>,
     /// See [`MountEntry::scan`].
     #[serde(default = "yes")]
     pub scan: bool,

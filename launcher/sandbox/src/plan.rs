@@ -3,7 +3,7 @@
 //! against the deny lists, and the workspace is scanned.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use policy::env::{BaseEnv, CliEnv, plan_env};
@@ -158,7 +158,20 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         let rel = entry.path.home_relative().unwrap_or_default();
         let host_path = home.join(rel);
         if fs::symlink_metadata(&host_path).is_err() {
-            if entry.create {
+            if let Some(content) = &entry.create_file {
+                // create_new: never through a link planted meanwhile.
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&host_path)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, content.as_bytes()))
+                    .map_err(|e| PlanError::Mount {
+                        path: host_path.clone(),
+                        message: format!("cannot create it: {e}"),
+                        fix: "create it yourself, or remove the home entry from the profile".into(),
+                    })?;
+            } else if entry.create {
                 fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
