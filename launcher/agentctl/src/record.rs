@@ -22,7 +22,7 @@ fn launch_grace() -> Duration {
 /// Sleeps for the milliseconds the environment variable `var` names, so
 /// that a test can put another process's step between two of this one's
 /// (a race made deterministic). Nothing else reads these variables.
-fn test_pause(var: &str) {
+pub(crate) fn test_pause(var: &str) {
     if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
         std::thread::sleep(Duration::from_millis(ms));
     }

@@ -886,3 +886,26 @@ fn agent_output_cannot_drive_the_users_terminal() {
         "{live:?}"
     );
 }
+
+/// Regression (found by the full suite under load): a detached session that
+/// ended before its launcher recorded it as started was set back to
+/// `running` by that record; the next reconcile found no sandbox and no
+/// exit code (both already tidied up), declared it lost and deleted its
+/// kept output. The pause holds the launcher until the session has ended.
+#[test]
+fn a_detached_session_that_ends_before_it_is_recorded_keeps_its_end() {
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    let mut run = c.cmd(&["run", "-d", "-q", "--", "echo", "quick-output"]);
+    run.env("AGENTCTL_TEST_DETACHED_RECORD_PAUSE_MS", "2000");
+    let o = run.stdin(Stdio::null()).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_string();
+    let s = c.session(&id);
+    assert_eq!(s["status"], "exited", "{s}");
+    assert!(s["log_path"].is_string(), "the log stays on record: {s}");
+    let (code, out, err) = c.code(&["logs", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "quick-output\n");
+    c.ok(&["rm", &id]);
+}

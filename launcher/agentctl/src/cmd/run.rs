@@ -197,27 +197,39 @@ pub fn run(args: RunArgs, store_url: &StoreUrl) -> Result<u8> {
             }
             placeholders.release();
         }
+        record::test_pause("AGENTCTL_TEST_DETACHED_RECORD_PAUSE_MS");
         block_on(async {
             let store = store_url.open().await?;
             match &result {
                 Ok(h) => {
-                    store
-                        .record(
+                    let whereabouts = SessionUpdate {
+                        helper_pid: h.helper_pid,
+                        container_id: h.container_id.clone(),
+                        log_path: h
+                            .log_path
+                            .as_ref()
+                            .map(|p| p.to_string_lossy().into_owned()),
+                        ..SessionUpdate::default()
+                    };
+                    // A quick session may have ended, and its supervisor
+                    // recorded the end, before this line: "running" then
+                    // would undo the end, and the next reconcile would find
+                    // nothing running and delete the kept output.
+                    let started = store
+                        .record_if(
                             &id,
+                            &[Status::Created],
                             vec![NewEvent::new("started").data(json!({"detached": true}))],
                             &SessionUpdate {
                                 status: Some(Status::Running),
                                 started_at: Some(store::now_ms()),
-                                helper_pid: h.helper_pid,
-                                container_id: h.container_id.clone(),
-                                log_path: h
-                                    .log_path
-                                    .as_ref()
-                                    .map(|p| p.to_string_lossy().into_owned()),
-                                ..SessionUpdate::default()
+                                ..whereabouts.clone()
                             },
                         )
                         .await?;
+                    if started.is_none() {
+                        store.record(&id, Vec::new(), &whereabouts).await?;
+                    }
                 }
                 Err(e) => {
                     record::record_failure(
