@@ -1016,3 +1016,67 @@ fn agent_tools_settings_are_read_only() {
         assert!(!on_host.contains("hooks"), "{profile}: {on_host}");
     }
 }
+
+/// Regression (issue 10, item 7): the Docker backend reused whatever image
+/// was tagged `agentctl/hostroot:<hash>` (the hash is predictable, and an
+/// agent with `docker: true` and a network could tag one). An image with a
+/// volume of its own gave every later sandbox that volume. The host-root
+/// image is now checked by content (one known layer, no configuration) and
+/// used by its ID; anything else under the name is replaced.
+#[test]
+fn a_forged_host_root_image_is_not_used() {
+    if !require(docker_available(), "a Docker daemon") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let o = Command::new(support::binary())
+            .args(["--store", "none", "run", "-q", "--backend", "docker", "--"])
+            .args([
+                "sh",
+                "-c",
+                "test -e /forged && echo forged-volume; echo ran",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    // The first run makes (or finds) the real image; its name is the one
+    // to forge.
+    assert!(run().contains("ran"));
+    let images = Command::new("docker")
+        .args([
+            "images",
+            "agentctl/hostroot",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ])
+        .output()
+        .unwrap();
+    let names = text(&images.stdout);
+    let name = names.lines().next().expect("a host-root image").to_string();
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker").args(args).output().unwrap();
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o.stderr));
+        text(&o.stdout).trim().to_string()
+    };
+    let c = docker(&["create", &name, "/none"]);
+    docker(&["commit", "--change", "VOLUME [\"/forged\"]", &c, &name]);
+    docker(&["rm", &c]);
+    let out = run();
+    assert!(out.contains("ran"), "{out}");
+    assert!(
+        !out.contains("forged-volume"),
+        "the forged image was used: {out}"
+    );
+    let layers = docker(&[
+        "image",
+        "inspect",
+        &name,
+        "--format",
+        "{{len .RootFS.Layers}} {{json .Config.Volumes}}",
+    ]);
+    assert_eq!(layers, "1 null", "the name holds agentctl's image again");
+}

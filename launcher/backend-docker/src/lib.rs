@@ -198,9 +198,64 @@ async fn host_root_image(docker: &Docker, spec: &SandboxSpec) -> Result<String, 
         .map(|b| format!("{b:02x}"))
         .collect();
     let name = format!("agentctl/hostroot:{tag}");
-    if docker.inspect_image(&name).await.is_ok() {
-        return Ok(name);
+    let bytes = host_root_tar(spec)?;
+    let layer = format!("sha256:{:x}", Sha256::digest(&bytes));
+    // Trusted by content, not by name: anyone who can reach the daemon (an
+    // agent with docker: true and a network) could tag another image so.
+    // The image must be exactly the one layer agentctl builds, with no
+    // configuration of its own; it is then used by its ID.
+    if let Some(id) = verified_host_root(docker, &name, &layer).await {
+        return Ok(id);
     }
+    let (repo, tag) = name.split_once(':').expect("name has a tag");
+    let mut stream = docker.create_image(
+        Some(
+            CreateImageOptionsBuilder::default()
+                .from_src("-")
+                .repo(repo)
+                .tag(tag)
+                .build(),
+        ),
+        Some(bollard::body_full(bytes.into())),
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| runtime_err("cannot import the host-root image", e))?;
+    }
+    verified_host_root(docker, &name, &layer)
+        .await
+        .ok_or_else(|| BackendError::Control {
+            control: "image",
+            reason: format!("{name} on the engine is not the image agentctl just imported"),
+            fix: "remove it (`docker rmi`) and check who else tags images on this daemon".into(),
+        })
+}
+
+/// The ID of `name` when it is agentctl's host-root image: the single
+/// layer `layer` and an empty configuration (an image's volumes, user or
+/// health check would reach the sandbox).
+async fn verified_host_root(docker: &Docker, name: &str, layer: &str) -> Option<String> {
+    let image = docker.inspect_image(name).await.ok()?;
+    let layers = image.root_fs.as_ref()?.layers.as_ref()?;
+    if layers.len() != 1 || layers[0] != layer {
+        return None;
+    }
+    if let Some(c) = &image.config {
+        let empty = c.volumes.as_ref().is_none_or(|v| v.is_empty())
+            && c.user.as_deref().is_none_or(str::is_empty)
+            && c.healthcheck.is_none()
+            && c.entrypoint.as_ref().is_none_or(|v| v.is_empty())
+            && c.on_build.as_ref().is_none_or(|v| v.is_empty());
+        if !empty {
+            return None;
+        }
+    }
+    image.id
+}
+
+/// The host-root image's one layer, byte for byte the same for the same
+/// host layout.
+fn host_root_tar(spec: &SandboxSpec) -> Result<Vec<u8>, BackendError> {
     let mut tar = tar::Builder::new(Vec::new());
     for dir in [
         "usr",
@@ -232,25 +287,8 @@ async fn host_root_image(docker: &Docker, spec: &SandboxSpec) -> Result<String, 
         tar.append_link(&mut header, rel, target)
             .map_err(|e| runtime_err("cannot build the host-root image", e))?;
     }
-    let bytes = tar
-        .into_inner()
-        .map_err(|e| runtime_err("cannot build the host-root image", e))?;
-    let (repo, tag) = name.split_once(':').expect("name has a tag");
-    let mut stream = docker.create_image(
-        Some(
-            CreateImageOptionsBuilder::default()
-                .from_src("-")
-                .repo(repo)
-                .tag(tag)
-                .build(),
-        ),
-        Some(bollard::body_full(bytes.into())),
-        None,
-    );
-    while let Some(item) = stream.next().await {
-        item.map_err(|e| runtime_err("cannot import the host-root image", e))?;
-    }
-    Ok(name)
+    tar.into_inner()
+        .map_err(|e| runtime_err("cannot build the host-root image", e))
 }
 
 /// Makes sure `reference` is on the engine, pulling it if not.
