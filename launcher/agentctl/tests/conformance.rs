@@ -1080,3 +1080,37 @@ fn a_forged_host_root_image_is_not_used() {
     ]);
     assert_eq!(layers, "1 null", "the name holds agentctl's image again");
 }
+
+/// Regression (issue 10, item 8): the image cache unpacked layers with no
+/// cap on their decompressed size or entry count (a small layer could fill
+/// the disk). A layer past the cap is refused with the variable that
+/// raises it; here the cap is lowered to 1 MiB so that a real image's base
+/// layer is past it.
+#[test]
+fn image_layers_past_the_cap_are_refused() {
+    let Some(image) = support::test_image() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let o = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker save: {}", text(&o.stderr));
+    let cache = tempfile::tempdir().unwrap();
+    let o = Command::new(support::binary())
+        .args(["--store", "none", "run", "-q", "--image"])
+        .arg(format!("docker-archive:{}", archive.display()))
+        .args(["--", "true"])
+        .env("AGENTCTL_IMAGES", cache.path())
+        .env("AGENTCTL_IMAGE_MAX_LAYER_BYTES", "1048576")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "the oversized layer was unpacked");
+    assert!(err.contains("AGENTCTL_IMAGE_MAX_LAYER_BYTES"), "{err}");
+}

@@ -68,6 +68,9 @@ pub enum ImageError {
     /// A manifest, layer or digest kind this store does not handle.
     #[error("unsupported {what}: {detail}")]
     Unsupported { what: String, detail: String },
+    /// A layer past the unpacker's caps (`unpack::Limits`).
+    #[error("refusing layer {layer}: {reason}")]
+    TooLarge { layer: String, reason: String },
 
     /// An index without an image for this machine.
     #[error(

@@ -56,6 +56,66 @@ pub(crate) fn is_insecure(host: &str, insecure_list: Option<&str>) -> bool {
         .any(|s| s == host || s == hostname)
 }
 
+/// Whether the registry at `registry` (`host[:port]`, spoken to over
+/// https unless `registry_insecure`) may send agentctl to `realm` for a
+/// token. The realm is named by the registry's answer, so a hostile
+/// registry could aim agentctl's request at this machine or the cloud's
+/// metadata service: the realm must be https (http only when the registry
+/// itself is), and may be on loopback or link-local addresses only when
+/// the registry is on loopback too. `resolve` maps a host name to its
+/// addresses (the DNS, outside tests).
+pub(crate) fn realm_allowed(
+    realm: &str,
+    registry: &str,
+    registry_insecure: bool,
+    resolve: &dyn Fn(&str, u16) -> Vec<IpAddr>,
+) -> Result<(), String> {
+    let (scheme, rest) = realm
+        .split_once("://")
+        .ok_or_else(|| "its token realm is not a URL".to_string())?;
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" => 443,
+        "http" if registry_insecure => 80,
+        "http" => return Err("its token realm is plain http while the registry is https".into()),
+        other => return Err(format!("its token realm has the scheme {other}")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = hostname(authority);
+    if host.is_empty() {
+        return Err("its token realm names no host".into());
+    }
+    // Only to resolve the name; the address family is what matters.
+    let port = default_port;
+    if is_loopback(registry) {
+        return Ok(());
+    }
+    let local = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
+        }
+    };
+    if host == "localhost" || host.ends_with(".localhost") {
+        return Err(format!("its token realm is on this machine ({host})"));
+    }
+    let addrs = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => resolve(host, port),
+    };
+    if let Some(ip) = addrs.iter().find(|ip| local(ip)) {
+        return Err(format!(
+            "its token realm {host} is a loopback or link-local address ({ip})"
+        ));
+    }
+    Ok(())
+}
+
 /// A parsed `WWW-Authenticate` challenge: the scheme and its parameters.
 pub(crate) fn parse_challenge(header: &str) -> Option<(String, HashMap<String, String>)> {
     let header = header.trim();
@@ -229,6 +289,17 @@ impl Client {
         let Some(realm) = params.get("realm").filter(|r| r.starts_with("http")) else {
             return Err(self.unauthorized(" (its bearer challenge names no token realm)".into()));
         };
+        let resolve = |host: &str, port: u16| -> Vec<IpAddr> {
+            use std::net::ToSocketAddrs;
+            (host, port)
+                .to_socket_addrs()
+                .map(|a| a.map(|s| s.ip()).collect())
+                .unwrap_or_default()
+        };
+        let insecure = self.base.starts_with("http://");
+        if let Err(why) = realm_allowed(realm, &self.host, insecure, &resolve) {
+            return Err(self.unauthorized(format!(" ({why}; agentctl does not follow it)")));
+        }
         let scope = params
             .get("scope")
             .cloned()
@@ -534,6 +605,42 @@ pub(crate) fn pull(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_realms_cannot_aim_at_this_machine() {
+        let dns = |host: &str, _: u16| -> Vec<IpAddr> {
+            match host {
+                "auth.docker.io" => vec!["3.1.2.3".parse().unwrap()],
+                "rebind.example" => vec!["8.8.8.8".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+                _ => vec![],
+            }
+        };
+        let ok = |realm: &str, registry: &str, insecure: bool| {
+            realm_allowed(realm, registry, insecure, &dns)
+        };
+        assert!(
+            ok(
+                "https://auth.docker.io/token",
+                "registry-1.docker.io",
+                false
+            )
+            .is_ok()
+        );
+        for bad in [
+            "https://127.0.0.1:5000/token",
+            "https://169.254.169.254/latest/meta-data",
+            "https://localhost/token",
+            "https://[::1]/token",
+            "https://[fe80::1]/token",
+            "https://rebind.example/token",
+            "http://auth.docker.io/token",
+            "https://user@127.0.0.1/x",
+        ] {
+            assert!(ok(bad, "registry.example", false).is_err(), "{bad}");
+        }
+        // A local registry may keep its token service next to it.
+        assert!(ok("http://127.0.0.1:5001/token", "127.0.0.1:5000", true).is_ok());
+    }
 
     #[test]
     fn plain_http_only_for_loopback_and_listed_hosts() {

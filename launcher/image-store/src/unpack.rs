@@ -38,6 +38,54 @@ use crate::fsutil::{dir_names, remove_all_at};
 
 /// Deeper entry paths are refused (keeps removal recursion bounded).
 const MAX_DEPTH: usize = 512;
+
+/// How much one layer may unpack to. An image is untrusted input: a small
+/// compressed layer can decompress to fill the disk, or hold millions of
+/// empty files that exhaust its inodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of uncompressed tar (AGENTCTL_IMAGE_MAX_LAYER_BYTES).
+    pub layer_bytes: u64,
+    /// Tar entries (AGENTCTL_IMAGE_MAX_LAYER_ENTRIES).
+    pub layer_entries: u64,
+}
+
+impl Default for Limits {
+    /// 16 GiB and 1,000,000 entries per layer (the largest public images'
+    /// layers stay well below both), or what the environment sets.
+    fn default() -> Limits {
+        let env = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Limits {
+            layer_bytes: env("AGENTCTL_IMAGE_MAX_LAYER_BYTES", 16 << 30),
+            layer_entries: env("AGENTCTL_IMAGE_MAX_LAYER_ENTRIES", 1_000_000),
+        }
+    }
+}
+
+/// A reader that fails once more than `cap` bytes have come through, and
+/// says so in `over`.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    over: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            self.over.set(true);
+            return Err(io::Error::other("the layer decompresses past its cap"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
@@ -90,6 +138,7 @@ pub struct Unpacker {
     /// The directory of the previous entry (tar entries come grouped).
     cache: Option<(PathBuf, OwnedFd)>,
     buf: Vec<u8>,
+    limits: Limits,
 }
 
 /// Applies one layer to `dest` (an existing directory) and finishes.
@@ -323,7 +372,13 @@ impl Unpacker {
             dirs: HashMap::new(),
             cache: None,
             buf: vec![0; 256 * 1024],
+            limits: Limits::default(),
         })
+    }
+
+    /// Caps on what one layer may unpack to.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Whether to apply the layers' uid and gid (default: only as root).
@@ -347,25 +402,65 @@ impl Unpacker {
                     .map_err(|e| invalid(format!("cannot start zstd: {e}")))?,
             ),
         };
-        let mut tar_stream = HashingReader::new(decoded);
+        let over = std::rc::Rc::new(std::cell::Cell::new(false));
+        let limits = self.limits;
+        let capped = Capped {
+            inner: decoded,
+            left: limits.layer_bytes,
+            over: over.clone(),
+        };
+        let too_big = || ImageError::TooLarge {
+            layer: name.to_string(),
+            reason: format!(
+                "it decompresses to more than {} bytes; if the image is trusted, raise AGENTCTL_IMAGE_MAX_LAYER_BYTES",
+                limits.layer_bytes
+            ),
+        };
+        let mut tar_stream = HashingReader::new(capped);
         let mut state = LayerState {
             created: HashSet::new(),
             stats: LayerStats::default(),
         };
         {
             let mut archive = tar::Archive::new(&mut tar_stream);
-            let entries = archive
-                .entries()
-                .map_err(|e| invalid(format!("it is not a tar archive: {e}")))?;
-            for entry in entries {
-                let mut entry =
-                    entry.map_err(|e| invalid(format!("it is not a valid tar archive: {e}")))?;
-                self.apply_entry(&mut entry, name, &mut state)?;
+            let entries = archive.entries().map_err(|e| {
+                if over.get() {
+                    too_big()
+                } else {
+                    invalid(format!("it is not a tar archive: {e}"))
+                }
+            })?;
+            for (seen, entry) in entries.enumerate() {
+                if seen as u64 >= limits.layer_entries {
+                    return Err(ImageError::TooLarge {
+                        layer: name.to_string(),
+                        reason: format!(
+                            "it holds more than {} entries; if the image is trusted, raise AGENTCTL_IMAGE_MAX_LAYER_ENTRIES",
+                            limits.layer_entries
+                        ),
+                    });
+                }
+                let mut entry = entry.map_err(|e| {
+                    if over.get() {
+                        too_big()
+                    } else {
+                        invalid(format!("it is not a valid tar archive: {e}"))
+                    }
+                })?;
+                let applied = self.apply_entry(&mut entry, name, &mut state);
+                if over.get() {
+                    return Err(too_big());
+                }
+                applied?;
             }
         }
-        let (diff_id, tar_bytes) = tar_stream
-            .finish()
-            .map_err(|e| invalid(format!("cannot read its end: {e}")))?;
+        let (diff_id, tar_bytes) = tar_stream.finish().map_err(|e| {
+            if over.get() {
+                too_big()
+            } else {
+                invalid(format!("cannot read its end: {e}"))
+            }
+        })?;
         state.stats.diff_id = diff_id.to_string();
         state.stats.tar_bytes = tar_bytes;
         tracing::debug!(
@@ -882,6 +977,44 @@ fn clear_lower(dir: BorrowedFd<'_>, dir_path: &Path, created: &HashSet<PathBuf>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tar_of(files: usize, size: usize) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, format!("f{i}"), &vec![0u8; size][..])
+                .unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn layers_past_their_caps_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(dir.path()).unwrap();
+        u.set_limits(Limits {
+            layer_bytes: 64 * 1024,
+            layer_entries: 1000,
+        });
+        let e = u
+            .apply_layer(&tar_of(2, 100_000)[..], "big")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AGENTCTL_IMAGE_MAX_LAYER_BYTES"), "{e}");
+        u.set_limits(Limits {
+            layer_bytes: 1 << 30,
+            layer_entries: 1000,
+        });
+        let e = u
+            .apply_layer(&tar_of(1001, 0)[..], "many")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AGENTCTL_IMAGE_MAX_LAYER_ENTRIES"), "{e}");
+        assert!(u.apply_layer(&tar_of(10, 1000)[..], "fine").is_ok());
+    }
 
     #[test]
     fn splits_paths() {
