@@ -211,7 +211,7 @@ fn unprivileged_user_without_a_cgroup_is_told_both_fixes_and_no_limits_works() {
     let user = nix::unistd::User::from_name(&name).ok().flatten();
     if !require(
         user.is_some(),
-        &format!("the user {name} (.ci/run creates it)"),
+        &format!("the user {name} (.ci/test creates it)"),
     ) {
         return;
     }

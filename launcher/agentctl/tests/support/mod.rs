@@ -99,7 +99,7 @@ impl Runner {
         }
     }
 
-    /// The unprivileged test user, created by .ci/run. Its cgroup
+    /// The unprivileged test user, created by .ci/test. Its cgroup
     /// delegation is set up here with `agentctl setup`, which is idempotent.
     pub fn unprivileged() -> Option<Runner> {
         let name = std::env::var("AGENTCTL_TEST_USER").unwrap_or_else(|_| "agentctl-test".into());
@@ -109,7 +109,7 @@ impl Runner {
         let user = nix::unistd::User::from_name(&name).ok().flatten();
         if !require(
             user.is_some(),
-            &format!("the unprivileged user {name} (`useradd -m {name}`; .ci/run creates it)"),
+            &format!("the unprivileged user {name} (`useradd -m {name}`; .ci/test creates it)"),
         ) {
             return None;
         }
