@@ -963,6 +963,53 @@ fn agentctl_s_own_state_is_never_in_a_session() {
     );
 }
 
+/// Regression (review of issue 10, item 6): agentctl's own directories
+/// were masked only when they existed at plan time. With `~/.config`
+/// granted read-write and no `~/.config/agentctl` yet, the agent made it
+/// and planted a profile that the user's next session would load. They are
+/// made (0700) before the plan, and masked like any other.
+#[test]
+fn agentctl_s_own_state_cannot_be_planted_before_it_exists() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let ws = h.join("proj");
+    write(&ws.join("README"), "hello");
+    write(&h.join(".config/other/settings"), "other-tool");
+    write(
+        &h.join("wide.yaml"),
+        "extends: generic\nhome:\n  - path: ~/.config\n    mode: rw\n  - path: ~/.local/share\n    mode: rw\n    create: true\n",
+    );
+    chown_tree(h, runner.uid(), runner.gid());
+    fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = runner.agentctl(h, &ws);
+    c.args(["--store", "none", "run", "-q", "--no-limits", "--profile"])
+        .arg(h.join("wide.yaml"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p ~/.config/agentctl/profiles && echo 'network: host' > ~/.config/agentctl/profiles/evil.yaml && echo planted-profile; \
+             mkdir -p ~/.local/share/agentctl/images && echo x > ~/.local/share/agentctl/images/x && echo planted-data; \
+             cat ~/.config/other/settings",
+        ])
+        .stdin(std::process::Stdio::null());
+    let o = c.output().unwrap();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("other-tool"),
+        "the rest of ~/.config stays granted: {out}"
+    );
+    for planted in ["planted-profile", "planted-data"] {
+        assert!(!out.contains(planted), "the agent wrote `{planted}`: {out}");
+    }
+    assert!(!h.join(".config/agentctl/profiles/evil.yaml").exists());
+    assert!(!h.join(".local/share/agentctl/images/x").exists());
+}
+
 /// Regression (issue 10, item 5): the claude-code profile mounted
 /// `~/.claude` read-write, settings included: the agent wrote a hook into
 /// `settings.json` that Claude Code outside the sandbox would run. The

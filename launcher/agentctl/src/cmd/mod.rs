@@ -108,7 +108,7 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
             env: args.env.clone(),
             image: args.image.clone(),
             allow_home_workspace: args.allow_home_workspace,
-            own_state: own_state(),
+            own_state: own_state()?,
         },
         &host,
     )?;
@@ -118,17 +118,40 @@ pub fn plan(args: &PolicyArgs, command: Vec<String>) -> Result<SandboxSpec> {
 /// agentctl's own files for this user: profiles, the data directory
 /// (store, logs, the image cache), the runtime directory, and wherever
 /// AGENTCTL_IMAGES and a SQLite AGENTCTL_STORE point.
-fn own_state() -> Vec<std::path::PathBuf> {
+///
+/// The directories are made (0700) when missing: the plan masks only what
+/// exists, and a directory that does not exist yet under a read-write grant
+/// (`~/.config:rw` without `~/.config/agentctl`) would let the agent make
+/// it and plant a profile that the next session loads. explain and bundle
+/// make them too; they are agentctl's own and it makes them on first use
+/// anyway.
+fn own_state() -> Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
+    let mut dirs = Vec::new();
     if let Some(d) = FsLoader::new().user_dir
         && let Some(parent) = d.parent()
     {
-        out.push(parent.to_path_buf());
+        dirs.push(parent.to_path_buf());
     }
-    out.push(backend_native::Dirs::for_current_user().base);
-    out.push(image_root());
+    dirs.push(backend_native::Dirs::for_current_user().base);
+    dirs.push(image_root());
     if let Some(parent) = backend_native::default_logs_dir().parent() {
-        out.push(parent.to_path_buf());
+        dirs.push(parent.to_path_buf());
+    }
+    for dir in dirs {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+        {
+            anyhow::bail!(
+                "cannot make {}, agentctl's own directory, so that no session can plant files in it: {e}\n  fix: make it yourself (`mkdir -p -m 700 {}`) or point XDG_CONFIG_HOME / XDG_DATA_HOME / AGENTCTL_IMAGES at a writable place",
+                dir.display(),
+                dir.display()
+            );
+        }
+        out.push(dir);
     }
     // A SQLite store named elsewhere: the file and its journals only (its
     // directory may be anything, /tmp included).
@@ -148,7 +171,7 @@ fn own_state() -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out.dedup();
-    out
+    Ok(out)
 }
 
 /// The backend that runs (or ran) sessions of `kind`.
