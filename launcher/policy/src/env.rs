@@ -221,22 +221,23 @@ pub fn plan_env(
         let Some(pattern) = pass.iter().find(|p| p.matches(name)) else {
             continue;
         };
-        if !pattern.is_exact() && looks_secret(name) {
+        // A pattern passes only what does not look like a credential: by its
+        // name, or by its value (a URL that carries a password is one
+        // whatever the variable is called; never printed).
+        let secret = if pattern.is_exact() {
+            None
+        } else if looks_secret(name) {
+            Some("looks like a secret")
+        } else if value_has_url_password(value) {
+            Some("its value is a URL with a password (user:password@)")
+        } else {
+            None
+        };
+        if let Some(why) = secret {
             plan.refused.push(RefusedVar {
                 name: name.clone(),
                 reason: format!(
-                    "matches `{pattern}` but looks like a secret; name it exactly in the profile or pass -e {name}"
-                ),
-            });
-            continue;
-        }
-        // The value, not only the name: a URL that carries a password is a
-        // credential whatever the variable is called. Never printed.
-        if !pattern.is_exact() && value_has_url_password(value) {
-            plan.refused.push(RefusedVar {
-                name: name.clone(),
-                reason: format!(
-                    "matches `{pattern}` but its value is a URL with a password (user:password@); name it exactly in the profile or pass -e {name}"
+                    "matches `{pattern}` but {why}; name it exactly in the profile or pass -e {name}"
                 ),
             });
             continue;

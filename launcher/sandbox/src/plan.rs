@@ -110,8 +110,9 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         .iter()
         .filter_map(|h| h.path.home_relative().map(str::to_string))
         .collect();
-    let workspace = workspace(&req.workspace, &home, &granted, req.allow_home_workspace)?;
-    check_not_own_state(&workspace, &req.own_state, "the workspace")?;
+    // Resolved once: every mount below is checked against them.
+    let guards = Guards::new(&home, granted, &req.own_state);
+    let workspace = workspace(&req.workspace, &home, &guards, req.allow_home_workspace)?;
 
     let mut mounts = Vec::new();
     let mut skipped = Vec::new();
@@ -191,8 +192,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             message: format!("cannot resolve it: {e}"),
             fix: "fix or remove the broken link".into(),
         })?;
-        check_not_denied(&source, &home, &granted, &format!("home entry ~/{rel}"))?;
-        check_not_own_state(&source, &req.own_state, &format!("home entry ~/{rel}"))?;
+        guards.check(&source, &format!("home entry ~/{rel}"))?;
         roots.push(ScanRoot {
             host: source.clone(),
             container: host_path.clone(),
@@ -260,8 +260,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             }
         };
         check_destination(&destination)?;
-        check_not_denied(&source, &home, &granted, &format!("mount {}", entry.path))?;
-        check_not_own_state(&source, &req.own_state, &format!("mount {}", entry.path))?;
+        guards.check(&source, &format!("mount {}", entry.path))?;
         if home.starts_with(&source) {
             return Err(PlanError::Mount {
                 path: source,
@@ -307,13 +306,9 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
 
     // Secrets whose hard links must be masked wherever they appear: walked
     // at their real paths (`~/.aws` may be a link into `~/dotfiles`).
-    for (entry, _) in HOME_DENY {
-        if granted.iter().any(|g| g == entry) {
-            continue;
-        }
-        let p = home.join(entry);
-        if fs::symlink_metadata(&p).is_ok() {
-            let p = fs::canonicalize(&p).unwrap_or(p);
+    for d in &guards.deny {
+        if fs::symlink_metadata(&d.literal).is_ok() {
+            let p = d.real.clone().unwrap_or_else(|| d.literal.clone());
             roots.push(ScanRoot {
                 host: p.clone(),
                 container: p,
@@ -345,7 +340,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         roots: roots.clone(),
         rules: &rules,
         home: &home,
-        granted: &granted,
+        granted: &guards.granted,
         threads: host.cpus.clamp(1, 8),
     });
 
@@ -369,7 +364,6 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
     // home path lies under the mount's source (the host's view) or under
     // its destination (the sandbox's view, which differs when a granted
     // path is a symlink).
-    let deny_paths = deny_paths(&home, &granted);
     for m in &mounts {
         let MountSource::Bind { path: source, .. } = &m.source else {
             continue;
@@ -377,7 +371,13 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         if m.purpose == MountPurpose::Rootfs {
             continue;
         }
-        for (entry, what, denied, real) in &deny_paths {
+        for DenyPath {
+            entry,
+            what,
+            literal: denied,
+            real,
+        } in &guards.deny
+        {
             let rest = denied
                 .strip_prefix(source)
                 .ok()
@@ -406,26 +406,17 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
                 ),
             ] {
                 let Some(rest) = rest else { continue };
-                if let Ok(meta) = fs::symlink_metadata(source.join(rest)) {
-                    masked.push(Masked {
-                        path: m.destination.join(rest),
-                        kind: if meta.is_dir() {
-                            MaskKind::Dir
-                        } else {
-                            MaskKind::File
-                        },
-                        reason,
-                    });
-                }
+                masked.extend(mask_if_present(
+                    &source.join(rest),
+                    m.destination.join(rest),
+                    reason,
+                ));
             }
         }
     }
     // agentctl's own state inside any mount: by its real path, so that a
     // grant of `~/.config` or `~/.local/share` shows none of it.
-    for own in &req.own_state {
-        let Ok(real) = fs::canonicalize(own) else {
-            continue;
-        };
+    for real in &guards.own {
         for m in &mounts {
             let MountSource::Bind { path: source, .. } = &m.source else {
                 continue;
@@ -441,15 +432,11 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             if rest.as_os_str().is_empty() {
                 continue;
             }
-            masked.push(Masked {
-                path: m.destination.join(rest),
-                kind: if real.is_dir() {
-                    MaskKind::Dir
-                } else {
-                    MaskKind::File
-                },
-                reason: MaskReason::OwnState,
-            });
+            masked.extend(mask_if_present(
+                real,
+                m.destination.join(rest),
+                MaskReason::OwnState,
+            ));
         }
     }
     for (path, kind, what) in system {
@@ -651,7 +638,7 @@ const HOST_RUN_TREES: &[&str] = &["", ".config", ".local", ".local/bin", ".local
 fn workspace(
     requested: &Path,
     home: &Path,
-    granted: &[String],
+    guards: &Guards,
     allow_home: bool,
 ) -> Result<PathBuf, PlanError> {
     let ws = fs::canonicalize(requested).map_err(|e| PlanError::Workspace {
@@ -702,17 +689,64 @@ fn workspace(
             fix: "use a project directory as the workspace".into(),
         });
     }
-    check_not_denied(&ws, home, granted, "the workspace")?;
+    guards.check(&ws, "the workspace")?;
     Ok(ws)
 }
 
-/// Refuses a mount source inside a home deny list entry that the profile
-/// does not grant.
-/// Refuses a mount whose source is agentctl's own state or inside it.
-fn check_not_own_state(source: &Path, own: &[PathBuf], what: &str) -> Result<(), PlanError> {
-    for dir in own {
-        let real = fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-        if source.starts_with(&real) {
+/// A home deny list entry that the profile does not grant: its path in the
+/// home and, when that differs, its real path (through symlinks).
+struct DenyPath {
+    entry: &'static str,
+    what: &'static str,
+    literal: PathBuf,
+    real: Option<PathBuf>,
+}
+
+/// What no mount may be or lie inside, resolved once per plan (some
+/// seventy paths to canonicalize, not seventy per mount): the home deny
+/// list and agentctl's own state, by real path.
+struct Guards {
+    home: PathBuf,
+    granted: Vec<String>,
+    deny: Vec<DenyPath>,
+    /// agentctl's own state by real path (the path as given when it does
+    /// not exist: nothing to mask, but still no mount source).
+    own: Vec<PathBuf>,
+}
+
+impl Guards {
+    fn new(home: &Path, granted: Vec<String>, own_state: &[PathBuf]) -> Guards {
+        let deny = HOME_DENY
+            .iter()
+            .filter(|(entry, _)| !granted.iter().any(|g| g == entry))
+            .map(|(entry, what)| {
+                let literal = home.join(entry);
+                let real = fs::canonicalize(&literal).ok().filter(|r| *r != literal);
+                DenyPath {
+                    entry,
+                    what,
+                    literal,
+                    real,
+                }
+            })
+            .collect();
+        let own = own_state
+            .iter()
+            .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        Guards {
+            home: home.to_path_buf(),
+            granted,
+            deny,
+            own,
+        }
+    }
+
+    /// Refuses a mount source (or the workspace) that is agentctl's own
+    /// state or inside it, or inside a home deny list entry that the
+    /// profile does not grant.
+    fn check(&self, source: &Path, what: &str) -> Result<(), PlanError> {
+        if let Some(real) = self.own.iter().find(|o| source.starts_with(o)) {
             return Err(PlanError::Denied {
                 path: source.to_path_buf(),
                 message: format!(
@@ -722,71 +756,64 @@ fn check_not_own_state(source: &Path, own: &[PathBuf], what: &str) -> Result<(),
                 fix: "mount something else; agentctl's files are never granted".into(),
             });
         }
-    }
-    Ok(())
-}
-
-/// The home deny list's entries that are not granted, each with its path
-/// in the home and, when that differs, its real path (through symlinks).
-fn deny_paths(
-    home: &Path,
-    granted: &[String],
-) -> Vec<(&'static str, &'static str, PathBuf, Option<PathBuf>)> {
-    HOME_DENY
-        .iter()
-        .filter(|(entry, _)| !granted.iter().any(|g| g == entry))
-        .map(|(entry, what)| {
-            let literal = home.join(entry);
-            let real = fs::canonicalize(&literal).ok().filter(|r| *r != literal);
-            (*entry, *what, literal, real)
-        })
-        .collect()
-}
-
-fn check_not_denied(
-    source: &Path,
-    home: &Path,
-    granted: &[String],
-    what: &str,
-) -> Result<(), PlanError> {
-    // By real path first: a mount of `~/dotfiles/aws` is `~/.aws` when
-    // `~/.aws -> ~/dotfiles/aws`.
-    for (entry, why, _, real) in deny_paths(home, granted) {
-        if let Some(real) = real
-            && source.starts_with(&real)
-        {
-            return Err(PlanError::Denied {
+        // By real path first: a mount of `~/dotfiles/aws` is `~/.aws` when
+        // `~/.aws -> ~/dotfiles/aws`.
+        for d in &self.deny {
+            if let Some(real) = &d.real
+                && source.starts_with(real)
+            {
+                return Err(PlanError::Denied {
+                    path: source.to_path_buf(),
+                    message: format!(
+                        "{what} is inside {} (the real path of ~/{}: {}), which is never mounted",
+                        real.display(),
+                        d.entry,
+                        d.what
+                    ),
+                    fix: format!(
+                        "if the agent really needs it, grant it by name in a profile: `home: [{{path: ~/{}}}]`",
+                        d.entry
+                    ),
+                });
+            }
+        }
+        let (home, granted) = (&self.home, &self.granted);
+        let Ok(rel) = source.strip_prefix(home) else {
+            return Ok(());
+        };
+        let rel = rel.to_string_lossy();
+        let inside = |path: &str, dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
+        let hit = HOME_DENY.iter().find(|(entry, _)| {
+            // Granted by name: the grant is the entry or lies inside it, and the
+            // source lies inside the grant.
+            inside(&rel, entry) && !granted.iter().any(|g| inside(g, entry) && inside(&rel, g))
+        });
+        match hit {
+            Some((entry, why)) => Err(PlanError::Denied {
                 path: source.to_path_buf(),
-                message: format!(
-                    "{what} is inside {} (the real path of ~/{entry}: {why}), which is never mounted",
-                    real.display()
-                ),
+                message: format!("{what} is inside ~/{entry} ({why}), which is never mounted"),
                 fix: format!(
                     "if the agent really needs it, grant it by name in a profile: `home: [{{path: ~/{entry}}}]`"
                 ),
-            });
+            }),
+            None => Ok(()),
         }
     }
-    let Ok(rel) = source.strip_prefix(home) else {
-        return Ok(());
-    };
-    let rel = rel.to_string_lossy();
-    let inside = |path: &str, dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
-    let hit = HOME_DENY.iter().find(|(entry, _)| {
-        // Granted by name: the grant is the entry or lies inside it, and the
-        // source lies inside the grant.
-        inside(&rel, entry) && !granted.iter().any(|g| inside(g, entry) && inside(&rel, g))
-    });
-    match hit {
-        Some((entry, why)) => Err(PlanError::Denied {
-            path: source.to_path_buf(),
-            message: format!("{what} is inside ~/{entry} ({why}), which is never mounted"),
-            fix: format!(
-                "if the agent really needs it, grant it by name in a profile: `home: [{{path: ~/{entry}}}]`"
-            ),
-        }),
-        None => Ok(()),
-    }
+}
+
+/// A mask of `dest` in the sandbox for the host's `host` when it exists, as
+/// a directory or a file after what it is (not following a final link).
+fn mask_if_present(host: &Path, dest: PathBuf, reason: MaskReason) -> Option<Masked> {
+    let meta = fs::symlink_metadata(host).ok()?;
+    Some(Masked {
+        path: dest,
+        kind: if meta.is_dir() {
+            MaskKind::Dir
+        } else {
+            MaskKind::File
+        },
+        reason,
+    })
 }
 
 fn check_destination(dest: &Path) -> Result<(), PlanError> {
