@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use support::{Runner, chown_tree, leftovers, require, run, session_id, text};
 
 const PROBE: &str = include_str!("conformance/probe.sh");
+const SECCOMP32: &str = include_str!("conformance/seccomp32.py");
 
 /// A backend under test, as `agentctl run --backend` names it, with the
 /// arguments that choose its root filesystem (`--image ...`).
@@ -100,6 +101,7 @@ fn fixture(runner: &Runner, pids: u32) -> Fixture {
         (".gitignore", "ignored/\n.env.local\n"),
         ("not-executable.sh", "#!/bin/sh\necho no\n"),
         ("probe.sh", PROBE),
+        ("seccomp32.py", SECCOMP32),
     ] {
         write(&ws.join(p), c);
     }
