@@ -59,7 +59,8 @@ fn check(runtime: &str, out: &std::process::Output) {
     assert!(stdout.contains("NoNewPrivs:1"), "{runtime}: {stdout}");
     assert!(stdout.contains("Seccomp:2"), "{runtime}: {stdout}");
     assert!(
-        stdout.contains("vsock=errno1 vsock-high=errno1 tiocsti=errno1 tiocsti-high=errno1 unix=ok"),
+        stdout
+            .contains("vsock=errno1 vsock-high=errno1 tiocsti=errno1 tiocsti-high=errno1 unix=ok"),
         "{runtime}: AF_VSOCK or TIOCSTI passed the filter with high bits set: {stdout}"
     );
 }

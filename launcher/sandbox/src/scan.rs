@@ -548,26 +548,50 @@ fn is_venv(dirfd: std::os::fd::RawFd, name: &std::ffi::CStr) -> bool {
         .is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG)
 }
 
+/// A deny list name matched at any depth, split once (not per directory):
+/// `.config/gcloud` is `gcloud` in a directory whose path ends in `.config`.
+struct AnyDepth {
+    entry: &'static str,
+    parent: &'static str,
+    name: &'static str,
+    what: &'static str,
+}
+
+fn any_depth_table() -> &'static [AnyDepth] {
+    static TABLE: std::sync::OnceLock<Vec<AnyDepth>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        policy::secrets::any_depth_entries()
+            .map(|(entry, what)| {
+                let (parent, name) = match entry.rfind('/') {
+                    Some(i) => (&entry[..i], &entry[i + 1..]),
+                    None => ("", entry),
+                };
+                AnyDepth {
+                    entry,
+                    parent,
+                    name,
+                    what,
+                }
+            })
+            .collect()
+    })
+}
+
 /// Children of `dir` that the deny list's names cover at any depth
 /// (`proj/.kube/config`, `ci/.docker/config.json`): (entry, name, what).
 fn any_depth_children(dir: &Path, root: &Path) -> Vec<(&'static str, &'static str, &'static str)> {
     let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
     let rel = rel.as_os_str().as_bytes();
-    let mut out = Vec::new();
-    for (entry, what) in policy::secrets::any_depth_entries() {
-        let (parent, name) = match entry.rfind('/') {
-            Some(i) => (&entry[..i], &entry[i + 1..]),
-            None => ("", entry),
-        };
-        let p = parent.as_bytes();
-        let matches = p.is_empty()
-            || rel == p
-            || (rel.len() > p.len() && rel.ends_with(p) && rel[rel.len() - p.len() - 1] == b'/');
-        if matches {
-            out.push((entry, name, what));
-        }
-    }
-    out
+    any_depth_table()
+        .iter()
+        .filter(|a| {
+            let p = a.parent.as_bytes();
+            p.is_empty()
+                || rel == p
+                || (rel.len() > p.len() && rel.ends_with(p) && rel[rel.len() - p.len() - 1] == b'/')
+        })
+        .map(|a| (a.entry, a.name, a.what))
+        .collect()
 }
 
 /// Which mounts report directory inode numbers that equal `stat`'s. Local
