@@ -731,8 +731,7 @@ fn the_scan_fails_closed_and_denies_by_real_path() {
         write(&h.join(rel), content);
     }
     std::os::unix::fs::symlink("dotfiles/aws", h.join(".aws")).unwrap();
-    support::chown_tree(h, runner.uid(), runner.gid());
-    std::fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    runner.own_home(h);
     std::fs::set_permissions(ws.join("config"), fs::Permissions::from_mode(0o111)).unwrap();
 
     let run = |cwd: &Path, script: &str| {
@@ -921,8 +920,7 @@ fn agentctl_s_own_state_is_never_in_a_session() {
         &h.join("wide.yaml"),
         "extends: generic\nhome:\n  - path: ~/.config\n    mode: rw\n  - path: ~/.local/share\n    mode: rw\n    create: true\n",
     );
-    chown_tree(h, runner.uid(), runner.gid());
-    fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    runner.own_home(h);
     let mut c = runner.agentctl(h, &ws);
     c.args(["run", "-q", "--no-limits", "--profile"])
         .arg(h.join("wide.yaml"))
@@ -984,8 +982,7 @@ fn agentctl_s_own_state_cannot_be_planted_before_it_exists() {
         &h.join("wide.yaml"),
         "extends: generic\nhome:\n  - path: ~/.config\n    mode: rw\n  - path: ~/.local/share\n    mode: rw\n    create: true\n",
     );
-    chown_tree(h, runner.uid(), runner.gid());
-    fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    runner.own_home(h);
     let mut c = runner.agentctl(h, &ws);
     c.args(["--store", "none", "run", "-q", "--no-limits", "--profile"])
         .arg(h.join("wide.yaml"))
@@ -1027,8 +1024,7 @@ fn agent_tools_settings_are_read_only() {
     let h = home.path();
     let ws = h.join("proj");
     write(&ws.join("README"), "hello");
-    chown_tree(h, runner.uid(), runner.gid());
-    fs::set_permissions(h, fs::Permissions::from_mode(0o755)).unwrap();
+    runner.own_home(h);
     for (profile, dir, settings) in [
         ("claude-code", ".claude", "settings.json"),
         ("codex", ".codex", "config.toml"),

@@ -99,6 +99,14 @@ impl Runner {
         }
     }
 
+    /// Hands a test's home tree to this runner: owned by it, the top
+    /// directory 0755 (tempdir makes it 0700; root-run parts read it).
+    pub fn own_home(&self, home: &Path) {
+        chown_tree(home, self.uid(), self.gid());
+        std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+
     /// The unprivileged test user, created by .ci/test. Its cgroup
     /// delegation is set up here with `agentctl setup`, which is idempotent.
     pub fn unprivileged() -> Option<Runner> {
