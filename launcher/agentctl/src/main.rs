@@ -17,6 +17,19 @@ const LAUNCHER_FAILURE: u8 = 125;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
+    if matches!(
+        cli.command,
+        cli::Command::Run(_) | cli::Command::Exec { .. }
+    ) {
+        // First, while this process has one thread (the call changes only
+        // the calling thread's keyring): nothing agentctl opens or starts
+        // for a session holds the caller's session keyring. The helper
+        // gives each sandbox one of its own as well.
+        if let Err(e) = backend_native::fresh_session_keyring() {
+            eprintln!("agentctl: {e}");
+            return ExitCode::from(LAUNCHER_FAILURE);
+        }
+    }
     let store = record::StoreUrl::resolve(cli.store);
     match cmd::dispatch(cli.command, &store) {
         Ok(code) => ExitCode::from(code),

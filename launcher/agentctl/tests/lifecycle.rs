@@ -909,3 +909,233 @@ fn a_detached_session_that_ends_before_it_is_recorded_keeps_its_end() {
     assert_eq!(out, "quick-output\n");
     c.ok(&["rm", &id]);
 }
+
+/// Waits until `exec <id> -- true` works: the session's sandbox is up.
+fn wait_exec_ready(c: &Ctl<'_>, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.code(&["exec", id, "--", "true"]).0 != Some(0) {
+        assert!(Instant::now() < deadline, "session {id} never took an exec");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Regression (issue 10, item 2): a non-terminal `exec` (and `run`) passed
+/// the caller's own stdin, stdout and stderr into the sandbox. The agent
+/// reopened them through /proc, kept the user's terminal after exec
+/// returned, wrote to it and read what the user typed next. Now the
+/// sandbox gets only pipes that agentctl relays: what the sandboxed process
+/// holds is never a host file, and nothing it writes after its command has
+/// ended reaches the caller.
+#[test]
+fn exec_and_run_never_hand_the_sandbox_a_host_descriptor() {
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    let host = tempfile::tempdir().unwrap();
+    let input = host.path().join("caller-stdin");
+    std::fs::write(&input, "typed by the user\n").unwrap();
+    let probe = "readlink /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2; \
+                 (sleep 1; echo LATE-WRITE; echo LATE-ERR >&2) & echo done";
+    for backend in ["native", "docker"] {
+        if backend == "docker" && !require(docker_available(), "a Docker daemon") {
+            continue;
+        }
+        let run_with_files = |args: &[&str], tag: &str| -> (String, String) {
+            let out = host.path().join(format!("{backend}-{tag}-out"));
+            let err = host.path().join(format!("{backend}-{tag}-err"));
+            let status = c
+                .cmd(args)
+                .stdin(std::fs::File::open(&input).unwrap())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::fs::File::create(&err).unwrap())
+                .status()
+                .unwrap();
+            let returned = (
+                std::fs::read_to_string(&out).unwrap(),
+                std::fs::read_to_string(&err).unwrap(),
+            );
+            // Time for a process left behind to write: nothing may reach
+            // the caller's files once agentctl has returned.
+            std::thread::sleep(Duration::from_millis(2000));
+            let (out, err) = (
+                std::fs::read_to_string(&out).unwrap(),
+                std::fs::read_to_string(&err).unwrap(),
+            );
+            assert!(status.success(), "[{backend}] {tag}: {out} {err}");
+            assert_eq!(
+                returned,
+                (out.clone(), err.clone()),
+                "[{backend}] {tag}: a process left in the sandbox wrote to the caller after agentctl returned"
+            );
+            (out, err)
+        };
+        let host_path = host.path().to_string_lossy().into_owned();
+        let (out, err) = run_with_files(
+            &["run", "-q", "--backend", backend, "--", "sh", "-c", probe],
+            "run",
+        );
+        assert!(out.contains("done"), "[{backend}] run: {out} {err}");
+        assert!(
+            !out.contains(&host_path),
+            "[{backend}] the agent holds the caller's own files: {out}"
+        );
+
+        let id = c
+            .ok(&["run", "-d", "-q", "--backend", backend, "--", "sleep", "60"])
+            .trim()
+            .to_string();
+        wait_exec_ready(&c, &id);
+        let (out, err) = run_with_files(&["exec", &id, "--", "sh", "-c", probe], "exec");
+        assert!(out.contains("done"), "[{backend}] exec: {out} {err}");
+        assert!(
+            !out.contains(&host_path),
+            "[{backend}] the exec'd process holds the caller's own files: {out}"
+        );
+        c.ok(&["stop", "-t", "2", &id]);
+        c.ok(&["rm", &id]);
+    }
+}
+
+/// Regression (issue 10, item 2): an interactive `exec` on the native
+/// backend failed ("cannot use console socket if youki will not detach or
+/// allocate tty"), which sent users to the non-terminal path. It gets a
+/// terminal of the sandbox's own now, like `run`.
+#[test]
+fn an_interactive_exec_gets_a_terminal_of_its_own() {
+    if !require(
+        Command::new("script").arg("--version").output().is_ok(),
+        "script from util-linux (a pseudo-terminal for agentctl)",
+    ) {
+        return;
+    }
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    let id = c
+        .ok(&["run", "-d", "-q", "--", "sleep", "60"])
+        .trim()
+        .to_string();
+    wait_exec_ready(&c, &id);
+    let line = format!(
+        "AGENTCTL_STORE='{}' {} exec {id} -- sh -c 'tty; grep -E \"^(Seccomp|NoNewPrivs|CapEff):\" /proc/self/status | tr -d \"\\t\"'",
+        c.db.url,
+        binary().display()
+    );
+    let o = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .current_dir(c.ws.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "interactive exec failed: {out}");
+    assert!(out.contains("/dev/pts/"), "no terminal: {out}");
+    for line in ["Seccomp:2", "NoNewPrivs:1", "CapEff:0000000000000000"] {
+        assert!(out.contains(line), "the terminal exec lacks {line}: {out}");
+    }
+    c.ok(&["stop", "-t", "2", &id]);
+    c.ok(&["rm", &id]);
+}
+
+/// Runs `agentctl args` in a new session keyring named `name` (as the
+/// user's shell would hold one, with tokens `keyctl add`ed to it) and
+/// returns stdout.
+fn in_a_session_keyring(c: &Ctl<'_>, name: &str, args: &[&str]) -> String {
+    let wrapper = r#"
+import ctypes, os, platform, sys
+KEYCTL = 219 if platform.machine() == "aarch64" else 250
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+if libc.syscall(KEYCTL, 1, sys.argv[1].encode()) < 0:
+    sys.exit("keyctl join: errno %d" % ctypes.get_errno())
+os.execv(sys.argv[2], sys.argv[2:])
+"#;
+    let o = Command::new("python3")
+        .args(["-c", wrapper, name])
+        .arg(binary())
+        .args(args)
+        .env("AGENTCTL_STORE", &c.db.url)
+        .env("AGENTCTL_LAUNCH_GRACE_MS", "500")
+        .current_dir(c.ws.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "agentctl {args:?}: {} {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// True while some process still holds the keyring called `name` (the
+/// kernel drops a keyring from /proc/keys once its last holder lets go).
+fn keyring_held(name: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys = std::fs::read_to_string("/proc/keys").unwrap_or_default();
+        if !keys
+            .lines()
+            .any(|l| l.ends_with(&format!(" {name}: empty")))
+        {
+            return false;
+        }
+        if Instant::now() > deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Regression (issue 10, item 3): the sandbox and every exec kept the
+/// caller's session keyring; only the seccomp ban on keyctl stood between
+/// the agent and a token kept there. Each gets a fresh anonymous session
+/// keyring: once agentctl has returned, nothing in the sandbox holds the
+/// caller's.
+#[test]
+fn the_sandbox_does_not_hold_the_callers_keyring() {
+    if !require(
+        std::fs::metadata("/proc/keys").is_ok(),
+        "a kernel with keyrings (/proc/keys)",
+    ) {
+        return;
+    }
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    for backend in ["native", "docker"] {
+        if backend == "docker" && !require(docker_available(), "a Docker daemon") {
+            continue;
+        }
+        let name = format!("agentctl-test-{backend}-run-{}", std::process::id());
+        let id = in_a_session_keyring(
+            &c,
+            &name,
+            &["run", "-d", "-q", "--backend", backend, "--", "sleep", "60"],
+        )
+        .trim()
+        .to_string();
+        wait_exec_ready(&c, &id);
+        assert!(
+            !keyring_held(&name),
+            "[{backend}] the session holds the keyring of the shell that started it"
+        );
+        let name = format!("agentctl-test-{backend}-exec-{}", std::process::id());
+        in_a_session_keyring(
+            &c,
+            &name,
+            &[
+                "exec",
+                &id,
+                "--",
+                "sh",
+                "-c",
+                "sleep 30 >/dev/null 2>&1 </dev/null & echo started",
+            ],
+        );
+        assert!(
+            !keyring_held(&name),
+            "[{backend}] a process an exec left holds the keyring of the shell that ran exec"
+        );
+        c.ok(&["stop", "-t", "2", &id]);
+        c.ok(&["rm", &id]);
+    }
+}

@@ -11,7 +11,7 @@
 //! session is the same helper without a terminal to relay.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -27,12 +27,12 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use policy::NetworkMode;
 use sandbox::spec::LimitsPlan;
-use sandbox::termfilter::{Mode as TermMode, TermFilter};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CgroupMode, Hierarchy};
 use crate::init::{AgentInit, FORWARDED};
 use crate::net;
+use crate::relay::{self, Relay, SandboxIo};
 
 /// Exit code for failures of agentctl itself, as docker uses.
 pub const LAUNCHER_FAILURE: i32 = 125;
@@ -245,18 +245,40 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("cannot create a signalfd: {e}"))?;
 
-    // The session's own filter, from the spec it runs (in libcontainer's
-    // operand order already): without it the exec does not run.
-    let exec_seccomp = oci_spec::runtime::Spec::load(cfg.bundle.join("config.json"))
-        .ok()
-        .and_then(|spec| spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+    // The session's own process settings and filter, from the spec it runs:
+    // without them the exec does not run. libcontainer's tenant builder
+    // would otherwise make up a process of its own (no terminal, no
+    // rlimits) and drop `linux.seccomp` (in libcontainer's operand order
+    // already in this spec).
+    let spec = oci_spec::runtime::Spec::load(cfg.bundle.join("config.json")).map_err(|e| {
+        format!(
+            "cannot read the bundle of session {}: {e}; the command does not run",
+            cfg.id
+        )
+    })?;
+    let exec_seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone())
         .ok_or_else(|| {
             format!(
                 "cannot read the seccomp filter of session {} from its bundle; the command does not run unfiltered",
                 cfg.id
             )
         })?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| format!("session {} has no process in its bundle", cfg.id))?;
+    process.set_args(Some(command)).set_terminal(Some(tty));
+    fresh_session_keyring()?;
     let exec_dir = tempfile_dir(session_dir)?;
+    let process_file = exec_dir.join("process.json");
+    fs::write(
+        &process_file,
+        serde_json::to_vec(&process).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", process_file.display()))?;
     let console = if tty {
         let path = exec_dir.join("console.sock");
         Some((
@@ -275,37 +297,72 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
         })
         .with_root_path(&cfg.state_root)
         .map_err(|e| format!("cannot use state directory: {e}"))?;
+    let mut pipes = None;
     match &console {
         Some((_, path)) => builder = builder.with_console_socket(Some(path)),
         None => {
+            let (ours, theirs) = relay::pipes()?;
+            pipes = Some(ours);
             builder = builder
-                .with_stdin(dup(io::stdin().as_fd())?)
-                .with_stdout(dup(io::stdout().as_fd())?)
-                .with_stderr(dup(io::stderr().as_fd())?);
+                .with_stdin(theirs.stdin)
+                .with_stdout(theirs.stdout)
+                .with_stderr(theirs.stderr);
         }
     }
     let result = (|| {
         let pid = builder
             .as_tenant()
-            .with_container_args(command)
+            .with_process(Some(&process_file))
             .with_detach(tty)
             .build()
             .map_err(|e| format!("cannot run the command in the session: {e}"))?;
-        let master = match &console {
-            Some((listener, _)) => Some(receive_master(listener)?),
-            None => None,
+        let io = match (&console, pipes) {
+            (Some((listener, _)), _) => SandboxIo::Pty(receive_master(listener)?),
+            (None, Some(p)) => SandboxIo::Pipes(p),
+            (None, None) => return Err("the exec has no stdio".into()),
         };
         let mut session = Session::new(cfg.clone());
-        if let Some(m) = &master {
+        let mut relay = Relay::new(io);
+        if let Some(m) = relay.master() {
             session.enter_raw_mode();
-            copy_winsize(m.as_fd());
+            copy_winsize(m);
         }
-        let code = session.wait(pid, &sigfd, master.as_ref());
+        let code = session.wait(pid, &sigfd, &mut relay);
         session.release_terminal();
         code
     })();
     let _ = fs::remove_dir_all(&exec_dir);
     result
+}
+
+/// Leaves the caller's session keyring for a new, empty, anonymous one,
+/// which the sandbox then inherits: a token the user added with `keyctl`
+/// in the shell that ran agentctl is not the sandbox's to possess (the
+/// filter's ban on keyctl is the second wall, not the only one).
+///
+/// ENOSYS (a kernel without keyrings) and EPERM (keyctl already refused to
+/// this process, and so to everything it starts, by an outer seccomp
+/// filter) leave nothing to reach; any other failure refuses.
+pub fn fresh_session_keyring() -> Result<(), String> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a null name; no memory is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r >= 0 {
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM => Ok(()),
+        e => Err(format!(
+            "cannot give the sandbox a session keyring of its own (keyctl: {}); refusing to start",
+            e.desc()
+        )),
+    }
 }
 
 /// A scratch directory for one exec, inside the session directory.
@@ -420,6 +477,8 @@ impl Session {
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| format!("cannot create a signalfd: {e}"))?;
 
+        // Before anything of the sandbox exists: it inherits this keyring.
+        fresh_session_keyring()?;
         if let Some(lower) = &self.cfg.image_rootfs {
             mount_image_root(
                 lower,
@@ -448,13 +507,16 @@ impl Session {
             })
             .with_root_path(&self.cfg.state_root)
             .map_err(|e| format!("cannot use state directory: {e}"))?;
+        let mut pipes = None;
         match &console {
             Some((_, path)) => builder = builder.with_console_socket(Some(path)),
             None => {
+                let (ours, theirs) = relay::pipes()?;
+                pipes = Some(ours);
                 builder = builder
-                    .with_stdin(dup(io::stdin().as_fd())?)
-                    .with_stdout(dup(io::stdout().as_fd())?)
-                    .with_stderr(dup(io::stderr().as_fd())?);
+                    .with_stdin(theirs.stdin)
+                    .with_stdout(theirs.stdout)
+                    .with_stderr(theirs.stderr);
             }
         }
         let container = builder
@@ -477,10 +539,12 @@ impl Session {
         verify_masks(pid, &self.cfg.masked)
             .map_err(|e| format!("cannot mask a secret: {e}; refusing to start"))?;
 
-        let master = match &console {
-            Some((listener, _)) => Some(receive_master(listener)?),
-            None => None,
+        let io = match (&console, pipes) {
+            (Some((listener, _)), _) => SandboxIo::Pty(receive_master(listener)?),
+            (None, Some(p)) => SandboxIo::Pipes(p),
+            (None, None) => return Err("the sandbox has no stdio".into()),
         };
+        let mut relay = Relay::new(io);
 
         if self.cfg.network != NetworkMode::Host {
             net::loopback_up(pid)?;
@@ -491,9 +555,9 @@ impl Session {
             self.slirp = Some(net::Slirp::start(&bin, pid, &self.cfg.session_dir)?);
         }
 
-        if let Some(master) = &master {
+        if let Some(master) = relay.master() {
             self.enter_raw_mode();
-            copy_winsize(master.as_fd());
+            copy_winsize(master);
         }
         self.container
             .as_mut()
@@ -510,7 +574,7 @@ impl Session {
             let _ = nix::unistd::write(fd, &msg);
         }
 
-        let status = self.wait(Pid::from_raw(pid), &sigfd, master.as_ref())?;
+        let status = self.wait(Pid::from_raw(pid), &sigfd, &mut relay)?;
         Ok(status)
     }
 
@@ -549,61 +613,27 @@ impl Session {
         }
     }
 
-    /// Waits for the agent while relaying the terminal and forwarding
+    /// Waits for the agent while relaying its stdio and forwarding
     /// signals. Returns the agent's exit code.
-    fn wait(&self, pid: Pid, sigfd: &SignalFd, master: Option<&OwnedFd>) -> Result<i32, String> {
-        let mut to_agent: Vec<u8> = Vec::new();
-        let mut stdin_open = master.is_some();
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut filter = TermFilter::new(TermMode::Interactive);
-        if let Some(m) = master {
-            set_nonblocking(m.as_fd());
-        }
+    fn wait(&self, pid: Pid, sigfd: &SignalFd, relay: &mut Relay) -> Result<i32, String> {
         loop {
             let stdin = io::stdin();
             let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-            if let Some(m) = master {
-                let mut flags = PollFlags::POLLIN;
-                if !to_agent.is_empty() {
-                    flags |= PollFlags::POLLOUT;
-                }
-                fds.push(PollFd::new(m.as_fd(), flags));
-                if stdin_open && to_agent.len() < 64 * 1024 {
-                    fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-                }
-            }
+            let slots = relay.poll_fds(&stdin, &mut fds);
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(format!("poll: {e}")),
             }
-            let ready = |i: usize| {
-                fds.get(i)
-                    .and_then(|f| f.revents())
-                    .is_some_and(|r| !r.is_empty())
-            };
-            let (sig_ready, master_ready, stdin_ready) = (ready(0), ready(1), ready(2));
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
             drop(fds);
-
-            if master_ready && let Some(m) = master {
-                relay_output(m.as_fd(), &mut buf, &mut filter);
-                if !to_agent.is_empty() {
-                    match nix::unistd::write(m.as_fd(), &to_agent) {
-                        Ok(n) => {
-                            to_agent.drain(..n);
-                        }
-                        Err(nix::errno::Errno::EAGAIN) => {}
-                        Err(_) => to_agent.clear(),
-                    }
-                }
+            for (slot, _) in slots.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+                relay.ready(*slot);
             }
-            if stdin_ready {
-                match io::stdin().lock().read(&mut buf) {
-                    Ok(0) | Err(_) => stdin_open = false,
-                    Ok(n) => to_agent.extend_from_slice(&buf[..n]),
-                }
-            }
-            if sig_ready {
+            if ready[0] {
                 while let Ok(Some(info)) = sigfd.read_signal() {
                     let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                         continue;
@@ -611,15 +641,13 @@ impl Session {
                     match sig {
                         Signal::SIGCHLD => {
                             if let Some(code) = reap(pid) {
-                                if let Some(m) = master {
-                                    relay_output(m.as_fd(), &mut buf, &mut filter);
-                                }
+                                relay.drain();
                                 return Ok(code);
                             }
                         }
                         Signal::SIGWINCH => {
-                            if let Some(m) = master {
-                                copy_winsize(m.as_fd());
+                            if let Some(m) = relay.master() {
+                                copy_winsize(m);
                             }
                         }
                         other => {
@@ -829,24 +857,6 @@ fn reap(pid: Pid) -> Option<i32> {
 /// Copies the agent's terminal output to the user's terminal, without what
 /// would read or write beyond the screen (clipboard, files, queries whose
 /// answers would reach the user's shell): `sandbox::termfilter`.
-fn relay_output(master: BorrowedFd<'_>, buf: &mut [u8], filter: &mut TermFilter) {
-    let mut out = io::stdout().lock();
-    let mut shown = Vec::new();
-    loop {
-        match nix::unistd::read(master.as_raw_fd(), buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                shown.clear();
-                filter.push(&buf[..n], &mut shown);
-                let _ = out.write_all(&shown);
-            }
-            // EIO: the agent closed the terminal; EAGAIN: nothing more now.
-            Err(_) => break,
-        }
-    }
-    let _ = out.flush();
-}
-
 fn copy_winsize(master: BorrowedFd<'_>) {
     // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize we own.
     unsafe {
@@ -857,19 +867,6 @@ fn copy_winsize(master: BorrowedFd<'_>) {
             libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
         }
     }
-}
-
-fn set_nonblocking(fd: BorrowedFd<'_>) {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we hold.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-}
-
-fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd, String> {
-    fd.try_clone_to_owned()
-        .map_err(|e| format!("cannot pass stdio to the sandbox: {e}"))
 }
 
 fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {

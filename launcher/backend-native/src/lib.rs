@@ -13,6 +13,7 @@ pub use init::run_as_init;
 mod net;
 pub mod oci;
 pub mod preflight;
+mod relay;
 
 use std::fs;
 use std::io;
@@ -32,7 +33,8 @@ use sandbox::{
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub use helper::{
-    HelperConfig, LAUNCHER_FAILURE, cleanup_session, exec_main, helper_main, verify_masks_of,
+    HelperConfig, LAUNCHER_FAILURE, cleanup_session, exec_main, fresh_session_keyring, helper_main,
+    verify_masks_of,
 };
 pub use lifecycle::forget_exit;
 
