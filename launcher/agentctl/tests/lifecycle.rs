@@ -1139,3 +1139,72 @@ fn the_sandbox_does_not_hold_the_callers_keyring() {
         c.ok(&["rm", &id]);
     }
 }
+
+/// Regression (issue 10, item 1): `agentctl exec <id> -- id` looked the
+/// command up on the session's PATH, whose first entries the agent could
+/// write: a planted `id` ran instead of the system's. A bare name now
+/// resolves only to a file the agent cannot have put there or redirected,
+/// and one found only in agent-writable places is refused, naming them.
+#[test]
+fn an_exec_does_not_run_what_the_agent_put_on_path() {
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    // The workspace: writable, and executable on both backends.
+    let planted = c.ws.path().join("planted").display().to_string();
+    let plant = format!(
+        "mkdir -p {planted} && \
+         printf '#!/bin/sh\\necho PLANTED\\n' > {planted}/id && \
+         cp {planted}/id {planted}/only-planted && \
+         chmod +x {planted}/id {planted}/only-planted && \
+         echo ready > /tmp/ready && sleep 60"
+    );
+    let path = format!("PATH={planted}:/usr/local/bin:/usr/bin:/bin");
+    for backend in ["native", "docker"] {
+        if backend == "docker" && !require(docker_available(), "a Docker daemon") {
+            continue;
+        }
+        let mut run = c.cmd(&[
+            "run",
+            "-d",
+            "-q",
+            "--backend",
+            backend,
+            "-e",
+            &path,
+            "--",
+            "sh",
+            "-c",
+            &plant,
+        ]);
+        let o = run.stdin(Stdio::null()).output().unwrap();
+        assert!(o.status.success(), "[{backend}] {}", text(&o.stderr));
+        let id = text(&o.stdout).trim().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.code(&["exec", &id, "--", "/bin/cat", "/tmp/ready"]).0 != Some(0) {
+            assert!(
+                Instant::now() < deadline,
+                "[{backend}] the agent never planted"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (code, out, err) = c.code(&["exec", &id, "--", "id", "-u"]);
+        assert_eq!(code, Some(0), "[{backend}] {out} {err}");
+        assert!(
+            !out.contains("PLANTED"),
+            "[{backend}] exec ran the agent's planted `id`"
+        );
+        let (code, out, err) = c.code(&["exec", &id, "--", "only-planted"]);
+        assert_eq!(code, Some(127), "[{backend}] {out} {err}");
+        assert!(!out.contains("PLANTED"), "[{backend}] {out}");
+        assert!(
+            err.contains(&planted),
+            "[{backend}] name where it was found: {err}"
+        );
+        // By its full path, the user's choice: it runs.
+        let full = format!("{planted}/only-planted");
+        let (code, out, _) = c.code(&["exec", &id, "--", &full]);
+        assert_eq!((code, out.trim()), (Some(0), "PLANTED"), "[{backend}]");
+        c.ok(&["stop", "-t", "2", &id]);
+        c.ok(&["rm", &id]);
+    }
+}

@@ -115,11 +115,24 @@ pub async fn exec(
         BackendError::Runtime(format!("session {} is not running", handle.session))
     })?;
     let stdin = tty || crate::has_stdin();
+    // A bare command name is looked up (by the runtime, in the container)
+    // only on the PATH entries the agent cannot write: the user typed it
+    // and means the system's, not one the agent planted in ~/.local/bin.
+    let bare = command.first().is_some_and(|c| !c.contains('/'));
+    let lookup = if bare {
+        Some(exec_path(&docker, &id).await?)
+    } else {
+        None
+    };
     let exec = docker
         .create_exec(
             &id,
             ExecConfig {
                 cmd: Some(command.to_vec()),
+                env: lookup
+                    .as_ref()
+                    .filter(|l| !l.dropped.is_empty())
+                    .map(|l| vec![format!("PATH={}", l.kept)]),
                 tty: Some(tty),
                 attach_stdin: Some(stdin),
                 attach_stdout: Some(true),
@@ -173,29 +186,142 @@ pub async fn exec(
             let _ = input.shutdown().await;
         });
     }
+    let mut shown = Shown::new(tty);
     while let Some(Ok(item)) = output.next().await {
-        write_output(item);
+        shown.write(item);
     }
     let inspect = docker
         .inspect_exec(&exec)
         .await
         .map_err(|e| runtime_err("cannot inspect the exec", e))?;
-    Ok(ExitStatus::Code(inspect.exit_code.unwrap_or(0) as i32))
+    let mut code = inspect.exit_code.unwrap_or(0) as i32;
+    if code == 126 && shown.not_found {
+        // The runtime could not find it: "command not found", as docker's
+        // own CLI and the native backend say.
+        code = 127;
+    }
+    if code == 127
+        && let Some(l) = lookup.filter(|l| !l.dropped.is_empty())
+    {
+        eprintln!(
+            "agentctl: {} was looked up on PATH without {}, where the agent can write; give its full path if you trust what is there",
+            command[0],
+            l.dropped.join(", ")
+        );
+    }
+    Ok(ExitStatus::Code(code))
 }
 
-fn write_output(item: LogOutput) {
-    match item {
-        LogOutput::StdErr { message } => {
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(&message);
-            let _ = e.flush();
+/// The session's PATH split by whether the agent can write there.
+struct ExecPath {
+    kept: String,
+    dropped: Vec<String>,
+}
+
+/// Reads the container's PATH and its writable mounts from the daemon
+/// (what it actually runs, not what was asked for).
+async fn exec_path(docker: &Docker, id: &str) -> Result<ExecPath, BackendError> {
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| runtime_err("cannot inspect the container", e))?;
+    let path = info
+        .config
+        .as_ref()
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or("")
+        .to_string();
+    let host = info.host_config.as_ref();
+    let mut writable: Vec<String> = Vec::new();
+    if !host.and_then(|h| h.readonly_rootfs).unwrap_or(false) {
+        writable.push("/".into());
+    }
+    for m in info.mounts.iter().flatten() {
+        if m.rw != Some(false)
+            && let Some(d) = &m.destination
+        {
+            writable.push(d.clone());
         }
-        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-            let mut o = std::io::stdout().lock();
-            let _ = o.write_all(&message);
-            let _ = o.flush();
+    }
+    for (dest, opts) in host.and_then(|h| h.tmpfs.as_ref()).into_iter().flatten() {
+        if !opts.split(',').any(|o| o == "ro") {
+            writable.push(dest.clone());
         }
-        LogOutput::StdIn { .. } => {}
+    }
+    let (kept, dropped) = split_path(&path, &writable);
+    Ok(ExecPath { kept, dropped })
+}
+
+/// PATH's absolute entries outside every writable destination, and the
+/// others.
+fn split_path(path: &str, writable: &[String]) -> (String, Vec<String>) {
+    let under = |entry: &str, dir: &str| {
+        let dir = dir.trim_end_matches('/');
+        entry == dir || dir.is_empty() || entry.starts_with(&format!("{dir}/"))
+    };
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    for entry in path.split(':') {
+        if entry.starts_with('/') && !writable.iter().any(|w| under(entry, w)) {
+            kept.push(entry);
+        } else {
+            dropped.push(entry.to_string());
+        }
+    }
+    (kept.join(":"), dropped)
+}
+
+/// The exec's output to the caller: to a terminal, filtered as a live
+/// session's is (a terminal session) or as `logs` is (plain output); to a
+/// file or a pipe, every byte.
+struct Shown {
+    out: Option<sandbox::termfilter::TermFilter>,
+    err: Option<sandbox::termfilter::TermFilter>,
+    /// The runtime said it found no such command. (A command that prints
+    /// the same words and exits 126 itself is reported as 127: only the
+    /// exit code differs.)
+    not_found: bool,
+}
+
+impl Shown {
+    fn new(tty: bool) -> Shown {
+        use sandbox::termfilter::{Mode, TermFilter};
+        use std::io::IsTerminal;
+        let mode = if tty { Mode::Interactive } else { Mode::Text };
+        Shown {
+            out: std::io::stdout()
+                .is_terminal()
+                .then(|| TermFilter::new(mode)),
+            err: std::io::stderr()
+                .is_terminal()
+                .then(|| TermFilter::new(mode)),
+            not_found: false,
+        }
+    }
+
+    fn write(&mut self, item: LogOutput) {
+        let (message, filter, mut sink): (_, _, Box<dyn Write>) = match item {
+            LogOutput::StdErr { message } => {
+                (message, &mut self.err, Box::new(std::io::stderr().lock()))
+            }
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (message, &mut self.out, Box::new(std::io::stdout().lock()))
+            }
+            LogOutput::StdIn { .. } => return,
+        };
+        const NOT_FOUND: &[u8] = b"executable file not found in $PATH";
+        self.not_found |= message.windows(NOT_FOUND.len()).any(|w| w == NOT_FOUND);
+        match filter {
+            Some(f) => {
+                let mut shown = Vec::new();
+                f.push(&message, &mut shown);
+                let _ = sink.write_all(&shown);
+            }
+            None => {
+                let _ = sink.write_all(&message);
+            }
+        }
+        let _ = sink.flush();
     }
 }
 
@@ -289,4 +415,35 @@ pub async fn orphans(known: &dyn Fn(&str) -> bool) -> Result<Vec<Orphan>, Backen
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn writable_entries_leave_the_exec_path() {
+        let writable = vec![
+            "/home/u".to_string(),
+            "/tmp/".to_string(),
+            "/work/proj".into(),
+        ];
+        let (kept, dropped) = split_path(
+            "/home/u/.local/bin:/usr/local/bin:/tmp:/work/proj/node_modules/.bin:bin::/usr/bin:/home/user2/bin",
+            &writable,
+        );
+        assert_eq!(kept, "/usr/local/bin:/usr/bin:/home/user2/bin");
+        assert_eq!(
+            dropped,
+            vec![
+                "/home/u/.local/bin",
+                "/tmp",
+                "/work/proj/node_modules/.bin",
+                "bin",
+                ""
+            ]
+        );
+        let (kept, _) = split_path("/usr/bin:/bin", &["/".to_string()]);
+        assert_eq!(kept, "", "a writable root leaves nothing");
+    }
 }

@@ -16,6 +16,9 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signa
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use oci_spec::runtime::Spec;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::lookup::Lookup;
 
 /// Signals PID 1 passes on to the agent.
 pub const FORWARDED: &[Signal] = &[
@@ -72,7 +75,10 @@ impl Executor for AgentInit {
                 exit(crate::LAUNCHER_FAILURE)
             }
         }
-        run_as_init(&argv, self.tty, self.scope_abstract_unix)
+        // An exec's bare command name is looked up only where the agent
+        // cannot have put it (the user typed it, and means the system's).
+        let lookup = self.exec_seccomp.is_some();
+        run_as_init(&argv, self.tty, self.scope_abstract_unix, lookup)
     }
 }
 
@@ -84,7 +90,10 @@ impl Executor for AgentInit {
 /// With `scope_abstract_unix`, PID 1 confines itself (and so everything it
 /// starts) with Landlock before the agent exists; if that fails the agent
 /// never starts: the launcher asked for it because the kernel has it.
-pub fn run_as_init(argv: &[CString], tty: bool, scope_abstract_unix: bool) -> ! {
+///
+/// With `safe_lookup`, a bare command name resolves only to a file whose
+/// path the agent cannot change ([`crate::lookup`]).
+pub fn run_as_init(argv: &[CString], tty: bool, scope_abstract_unix: bool, safe_lookup: bool) -> ! {
     // Nothing of the helper's may live on inside the sandbox: not its
     // session lock (which says whether the session is supervised), not its
     // status pipe (which reports the exit code). The agent gets stdio only.
@@ -120,7 +129,7 @@ pub fn run_as_init(argv: &[CString], tty: bool, scope_abstract_unix: bool) -> ! 
     // single-threaded helper, or a fresh exec), so the child may run
     // arbitrary code.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => run_agent(argv, tty),
+        Ok(ForkResult::Child) => run_agent(argv, tty, safe_lookup),
         Ok(ForkResult::Parent { child }) => supervise(child, &set),
         Err(e) => {
             let msg = format!("agentctl: cannot start the agent: {e}\n");
@@ -130,7 +139,7 @@ pub fn run_as_init(argv: &[CString], tty: bool, scope_abstract_unix: bool) -> ! 
     }
 }
 
-fn run_agent(argv: &[CString], tty: bool) -> ! {
+fn run_agent(argv: &[CString], tty: bool, safe_lookup: bool) -> ! {
     if tty {
         // Own process group in the foreground of the terminal, so Ctrl-C
         // reaches the agent and its children, not PID 1.
@@ -151,8 +160,29 @@ fn run_agent(argv: &[CString], tty: bool) -> ! {
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 
-    let err = nix::unistd::execvp(&argv[0], argv).unwrap_err();
     let name = argv[0].to_string_lossy();
+    let err = if safe_lookup && !argv[0].as_bytes().contains(&b'/') {
+        let path = std::env::var("PATH").unwrap_or_default();
+        match crate::lookup::find_command(&name, &path) {
+            Lookup::Found(file) => match CString::new(file.as_os_str().as_bytes()) {
+                Ok(file) => nix::unistd::execv(&file, argv).unwrap_err(),
+                Err(_) => Errno::ENOENT,
+            },
+            Lookup::OnlyWritable(dirs) => {
+                let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                let msg = format!(
+                    "agentctl: {name}: found only in {}, where the agent can write; not run. Give its full path (agentctl exec <id> -- {}/{name}) if you trust it\n",
+                    dirs.join(", "),
+                    dirs[0]
+                );
+                let _ = nix::unistd::write(std::io::stderr(), msg.as_bytes());
+                exit(127)
+            }
+            Lookup::NotFound => Errno::ENOENT,
+        }
+    } else {
+        nix::unistd::execvp(&argv[0], argv).unwrap_err()
+    };
     let (code, what) = match err {
         Errno::ENOENT | Errno::ENOTDIR => (127, "command not found".to_string()),
         Errno::EACCES | Errno::EPERM => (126, "permission denied".to_string()),

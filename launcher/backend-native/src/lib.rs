@@ -10,6 +10,7 @@ mod helper;
 mod init;
 mod lifecycle;
 pub use init::run_as_init;
+mod lookup;
 mod net;
 pub mod oci;
 pub mod preflight;

@@ -72,7 +72,7 @@ pub fn dispatch(command: Command, store: &crate::record::StoreUrl) -> Result<u8>
                 .into_iter()
                 .map(|a| std::ffi::CString::new(a).context("an argument contains a NUL byte"))
                 .collect::<Result<_>>()?;
-            backend_native::run_as_init(&argv, tty, scope_abstract_unix)
+            backend_native::run_as_init(&argv, tty, scope_abstract_unix, false)
         }
         Command::NativeExec {
             session_dir,
