@@ -206,34 +206,134 @@ fn conformance(backend: Backend, runner: Runner) {
     let backend = &backend;
     let fx = fixture(&runner, 256);
     let mut failures: Vec<String> = Vec::new();
+    let probe = probe_command(&fx);
+    let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+    let s = agentctl_run(&runner, &fx, backend, &[], &probe, b"");
+    failures.extend(probe_checks(
+        &s.stdout, s.code, &s.stderr, &runner, &fx, "agent",
+    ));
+    let out = &s.stdout;
+    assert_clean(&runner, &s, &mut failures);
+
+    exec_pass(backend, &runner, &fx, &mut failures);
+    exit_codes(backend, &runner, &fx, &mut failures);
+    stdin_passes(backend, &runner, &fx, &mut failures);
+    signals(backend, &runner, &fx, &mut failures);
+    fork_bomb(backend, &runner, &mut failures);
+    if backend.0 == "docker" {
+        let left = docker_leftovers(&fx.profile);
+        if !left.is_empty() {
+            failures.push(format!("containers left behind: {left:?}"));
+        }
+    }
+
+    assert!(
+        failures.is_empty(),
+        "{} conformance failures for backend {} as {runner:?}:\n- {}\n\nprobe output:\n{out}\nstderr:\n{}",
+        failures.len(),
+        backend.0,
+        failures.join("\n- "),
+        s.stderr
+    );
+}
+
+/// `sh probe.sh WS HOME RO`.
+fn probe_command(fx: &Fixture) -> Vec<String> {
+    vec![
+        "sh".into(),
+        fx.ws.join("probe.sh").to_string_lossy().into_owned(),
+        fx.ws.to_string_lossy().into_owned(),
+        fx.home.to_string_lossy().into_owned(),
+        fx.ro.to_string_lossy().into_owned(),
+    ]
+}
+
+/// The exec pass: everything checked for the agent, checked again for a
+/// process `agentctl exec` starts in a running session (filter,
+/// capabilities, no_new_privs, masks, descriptors, keyring), and the
+/// session's pids limit holds for it too.
+fn exec_pass(backend: &Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
+    let mut c = runner.agentctl(&fx.home, &fx.ws);
+    c.args(["run", "-d", "-q", "--backend", backend.0, "--profile"])
+        .arg(&fx.profile)
+        .args(&backend.1)
+        .args(["--", "sleep", "300"]);
+    let started = run(c, b"");
+    let id = text(&started.stdout).trim().to_string();
+    if !started.status.success() || id.is_empty() {
+        failures.push(format!(
+            "exec pass: the session did not start: {}",
+            text(&started.stderr)
+        ));
+        return;
+    }
+    let exec = |cmd: &[&str]| {
+        let mut c = runner.agentctl(&fx.home, &fx.ws);
+        c.args(["exec", &id, "--"]).args(cmd);
+        run(c, b"")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !exec(&["true"]).status.success() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let probe = probe_command(fx);
+    let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+    let o = exec(&probe);
+    let found = probe_checks(
+        &text(&o.stdout),
+        o.status.code(),
+        &text(&o.stderr),
+        runner,
+        fx,
+        "exec",
+    );
+    if !found.is_empty() {
+        failures.extend(found);
+        failures.push(format!("exec probe output:\n{}", text(&o.stdout)));
+    }
+    let o = exec(&["python3", "-c", FORK_BOMB]);
+    let out = text(&o.stdout);
+    let forked: Option<u32> = out.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+    match forked {
+        Some(n) if n < 256 && out.contains("errno 11") => {}
+        _ => failures.push(format!(
+            "exec: the session's pids limit (256) did not stop a fork bomb: {out:?} {}",
+            text(&o.stderr)
+        )),
+    }
+    for args in [
+        vec!["stop", "-t", "2", id.as_str()],
+        vec!["rm", id.as_str()],
+    ] {
+        let mut c = runner.agentctl(&fx.home, &fx.ws);
+        c.args(&args);
+        let o = run(c, b"");
+        if !o.status.success() {
+            failures.push(format!("exec pass: {args:?}: {}", text(&o.stderr)));
+        }
+    }
+}
+
+/// What the probe reported, judged: the same rules for the agent and for a
+/// process `agentctl exec` started in its session (`who` says which).
+fn probe_checks(
+    out: &str,
+    code: Option<i32>,
+    stderr: &str,
+    runner: &Runner,
+    fx: &Fixture,
+    who: &str,
+) -> Vec<String> {
+    let mut failures: Vec<String> = Vec::new();
     let mut check = |ok: bool, what: String| {
         if !ok {
-            failures.push(what);
+            failures.push(format!("{who}: {what}"));
         }
     };
-    let ro = fx.ro.to_string_lossy().into_owned();
-    let s = agentctl_run(
-        &runner,
-        &fx,
-        backend,
-        &[],
-        &[
-            "sh",
-            &fx.ws.join("probe.sh").to_string_lossy(),
-            &fx.ws.to_string_lossy(),
-            &fx.home.to_string_lossy(),
-            &ro,
-        ],
-        b"",
-    );
-    let out = &s.stdout;
     let has = |line: &str| out.lines().any(|l| l == line);
     check(
-        s.code == Some(0) && has("probe-done"),
-        format!(
-            "probe did not finish (exit {:?}):\n{out}\n{}",
-            s.code, s.stderr
-        ),
+        code == Some(0) && has("probe-done"),
+        format!("probe did not finish (exit {:?}):\n{out}\n{}", code, stderr),
     );
     for line in out.lines().filter(|l| l.contains("SECRET-")) {
         check(false, format!("a secret is visible inside: {line}"));
@@ -339,27 +439,17 @@ fn conformance(backend: Backend, runner: Runner) {
             "git must work in the workspace".into(),
         );
     }
-    assert_clean(&runner, &s, &mut failures);
-
-    exit_codes(backend, &runner, &fx, &mut failures);
-    stdin_passes(backend, &runner, &fx, &mut failures);
-    signals(backend, &runner, &fx, &mut failures);
-    fork_bomb(backend, &runner, &mut failures);
-    if backend.0 == "docker" {
-        let left = docker_leftovers(&fx.profile);
-        if !left.is_empty() {
-            failures.push(format!("containers left behind: {left:?}"));
-        }
+    if out.contains("fds [") {
+        check(
+            has("fds [0 1 2]"),
+            "a program started inside inherits only stdin, stdout and stderr".into(),
+        );
     }
-
-    assert!(
-        failures.is_empty(),
-        "{} conformance failures for backend {} as {runner:?}:\n- {}\n\nprobe output:\n{out}\nstderr:\n{}",
-        failures.len(),
-        backend.0,
-        failures.join("\n- "),
-        s.stderr
-    );
+    if out.contains("keyctl [") {
+        check(has("keyctl [errno1]"), "keyctl must be refused".into());
+    }
+    check(has("keys [0]"), "/proc/keys must show nothing".into());
+    failures
 }
 
 fn exit_codes(backend: &Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<String>) {
@@ -445,13 +535,8 @@ fn signals(backend: &Backend, runner: &Runner, fx: &Fixture, failures: &mut Vec<
     }
 }
 
-fn fork_bomb(backend: &Backend, runner: &Runner, failures: &mut Vec<String>) {
-    if Command::new("python3").arg("-V").output().is_err() {
-        failures.push("python3 is needed for the fork-bomb check".into());
-        return;
-    }
-    let fx = fixture(runner, 64);
-    let script = r#"
+/// Forks until refused (or 500 times); prints `forked N errno E`.
+const FORK_BOMB: &str = r#"
 import os, time
 n = 0
 err = None
@@ -467,6 +552,14 @@ while n < 500:
     n += 1
 print("forked", n, "errno", err)
 "#;
+
+fn fork_bomb(backend: &Backend, runner: &Runner, failures: &mut Vec<String>) {
+    if Command::new("python3").arg("-V").output().is_err() {
+        failures.push("python3 is needed for the fork-bomb check".into());
+        return;
+    }
+    let fx = fixture(runner, 64);
+    let script = FORK_BOMB;
     let s = agentctl_run(
         runner,
         &fx,

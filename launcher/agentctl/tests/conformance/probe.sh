@@ -86,6 +86,27 @@ if command -v python3 >/dev/null; then
     say "seccomp32 [$(python3 "$WS/seccomp32.py" 2>&1)]"
 fi
 
+# A program started in the sandbox inherits stdin, stdout and stderr only
+# (the shell's own descriptors are close-on-exec).
+if command -v python3 >/dev/null; then
+    say "fds [$(python3 -c '
+import os
+fds = sorted(os.listdir("/proc/self/fd"), key=int)
+print(" ".join(f for f in fds if os.path.exists("/proc/self/fd/" + f)))
+' 2>&1)]"
+fi
+say "keys [$(cat /proc/keys 2>/dev/null | wc -l)]"
+if command -v python3 >/dev/null; then
+    say "keyctl [$(python3 -c '
+import ctypes, platform
+KEYCTL = 219 if platform.machine() == "aarch64" else 250
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+r = libc.syscall(KEYCTL, 0, ctypes.c_long(-3), 0)
+print("ok" if r >= 0 else "errno%d" % ctypes.get_errno())
+' 2>&1)]"
+fi
+
 # git works on the workspace's repository.
 if command -v git >/dev/null && [ -d "$WS/.git" ]; then
     say "git [$(git -C "$WS" log --format=%s -1 2>&1)]"
