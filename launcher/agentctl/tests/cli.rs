@@ -547,6 +547,32 @@ fn image_cache_commands_pull_list_remove_and_prune() {
     let list: serde_json::Value = serde_json::from_str(&run(&["image", "ls", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let reference = list[0]["reference"].as_str().unwrap().to_string();
+    // Regression (issue 10, item 7): an archive tagged like a registry
+    // image shadowed it for every later `--image` of that name. An import
+    // keeps a `local:` name of its own; the registry's name still means
+    // the registry's image (unreachable here, so that run fails).
+    assert!(reference.starts_with("local:"), "{reference}");
+    let ws = tempfile::tempdir().unwrap();
+    let session = |img: &str| {
+        Command::new(binary())
+            .args(["--store", "none", "run", "-q", "--image", img, "--", "true"])
+            .env("AGENTCTL_IMAGES", &cache)
+            .current_dir(ws.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = session(&format!("local:{image}"));
+    assert!(
+        o.status.success(),
+        "the import by its local name: {}",
+        text(&o.stderr)
+    );
+    let o = session(&image);
+    assert!(
+        !o.status.success(),
+        "`--image {image}` ran the imported archive instead of the registry's image"
+    );
     assert!(
         std::path::Path::new(list[0]["rootfs"].as_str().unwrap())
             .join("usr/bin/git")

@@ -1860,3 +1860,25 @@ fn working_dir_under_proc_is_refused() {
         assert_eq!(text(&out.stdout), "/\n", "{role}: {}", text(&out.stderr));
     }
 }
+
+/// Regression (issue 10, item 7): a client of the proxy could pull an image
+/// named `agentctl/...` (by any spelling of Docker Hub) over the one
+/// agentctl built; agentctl's images are only ever built on the host. The
+/// proxy refuses such a pull for every role, naming the rule.
+#[test]
+fn pulls_of_agentctl_s_own_image_names_are_refused() {
+    if ready().is_none() {
+        return;
+    }
+    for (role, session) in [("session", true), ("launcher", false)] {
+        let proxy = Proxy::start_with(role, session, &["--network", "bridge"]);
+        for name in [
+            "agentctl/hostroot:0123456789ab",
+            "docker.io/agentctl/agent-base",
+            "index.docker.io/agentctl/agent-base:latest",
+        ] {
+            let out = proxy.docker(&["pull", name]);
+            assert_denied(&out, "agentctl/");
+        }
+    }
+}

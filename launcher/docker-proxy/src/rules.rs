@@ -216,6 +216,16 @@ async fn decide(
         check_binds_at_start(&cx, s, up, id).await?;
     }
 
+    if ep == Endpoint::ImagesPull
+        && let Some((_, from)) = query.iter().find(|(k, _)| k == "fromImage")
+        && names_agentctl_image(from)
+    {
+        return deny(format!(
+            "images.pull of {from} is not allowed for role {}: agentctl/ images are built on the host by agentctl, never pulled (one pulled over them would be trusted by name)",
+            cx.role
+        ));
+    }
+
     let mut filter = ResponseFilter::None;
     if let Some(s) = cx.session {
         match ep {
@@ -266,6 +276,22 @@ async fn decide(
         upgrade: ep.hijacks() && head.wants_upgrade(),
         filter,
     })
+}
+
+/// True when an image reference names a repository under Docker Hub's
+/// `agentctl/` namespace, however it is spelled (`docker.io/`,
+/// `index.docker.io/`, `registry-1.docker.io/`, any case: the daemon
+/// refuses upper case, which is no reason to forward it).
+fn names_agentctl_image(reference: &str) -> bool {
+    let r = reference.trim().to_ascii_lowercase();
+    let mut rest = r.as_str();
+    for hub in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(x) = rest.strip_prefix(hub) {
+            rest = x;
+            break;
+        }
+    }
+    rest.starts_with("agentctl/")
 }
 
 /// Resolves the object a path names to its full id, the way the daemon
@@ -2493,5 +2519,31 @@ mod tests {
         // A loop ends.
         std::os::unix::fs::symlink("loop", base.join("loop")).unwrap();
         assert!(resolution_steps(&base.join("loop")).len() < 50);
+    }
+}
+
+#[cfg(test)]
+mod agentctl_image_tests {
+    use super::names_agentctl_image;
+
+    #[test]
+    fn agentctl_image_names_by_any_spelling() {
+        for r in [
+            "agentctl/hostroot:abc",
+            "docker.io/agentctl/agent-base",
+            "index.docker.io/agentctl/x@sha256:00",
+            "registry-1.docker.io/agentctl/x",
+            "AgentCtl/x",
+        ] {
+            assert!(names_agentctl_image(r), "{r}");
+        }
+        for r in [
+            "agentctlx/y",
+            "localhost:5000/agentctl/x",
+            "library/agentctl",
+            "debian",
+        ] {
+            assert!(!names_agentctl_image(r), "{r}");
+        }
     }
 }

@@ -94,6 +94,22 @@ impl Layout<'_> {
 
 /// Names the image of an OCI layout: a full reference from the tag or the
 /// annotations, else `<directory name>:<tag>`.
+/// The prefix of every name an imported image (an OCI layout, a `docker
+/// save` archive) gets in the cache. An archive tagged `ubuntu:latest` is
+/// stored as `local:docker.io/library/ubuntu:latest`, so that a later
+/// `--image ubuntu` still means the registry's image, not one someone
+/// dropped in a file; the imported one is run by its `local:` name (or its
+/// source, or its digest). No registry reference can start with it.
+pub const IMPORTED_PREFIX: &str = "local:";
+
+fn imported_name(name: String) -> String {
+    if name.starts_with("sha256:") {
+        name
+    } else {
+        format!("{IMPORTED_PREFIX}{name}")
+    }
+}
+
 fn layout_name(path: &Path, tag: Option<&str>, desc: &Descriptor) -> Result<String, ImageError> {
     let full = |t: &str| t.contains('/') || t.contains(':') || t.contains('@');
     if let Some(t) = tag.filter(|t| full(t)) {
@@ -285,7 +301,7 @@ pub(crate) fn import_oci_layout(
         layers.push(layout.copy(store, l, Some(progress))?);
     }
     Ok(Resolved {
-        name,
+        name: imported_name(name),
         index: index_digest,
         manifest: Some(manifest_digest),
         config,
@@ -546,7 +562,7 @@ pub(crate) fn import_docker_archive(
         },
     };
     Ok(Resolved {
-        name,
+        name: imported_name(name),
         index: None,
         manifest: None,
         config,

@@ -730,6 +730,18 @@ fn lookup(index: &IndexFile, reference: &str) -> Result<Vec<String>, ImageError>
     if index.images.contains_key(reference) {
         return Ok(vec![reference.to_owned()]);
     }
+    // An imported image by its short name: `local:ubuntu` is
+    // `local:docker.io/library/ubuntu:latest`.
+    if let Some(rest) = reference.strip_prefix(crate::local::IMPORTED_PREFIX)
+        && let Ok(r) = Reference::parse(rest)
+    {
+        let full = format!("{}{r}", crate::local::IMPORTED_PREFIX);
+        return Ok(if index.images.contains_key(&full) {
+            vec![full]
+        } else {
+            Vec::new()
+        });
+    }
     if let Ok(r) = Reference::parse(reference.strip_prefix("docker://").unwrap_or(reference)) {
         let full = r.to_string();
         if index.images.contains_key(&full) {

@@ -56,7 +56,7 @@ fn pull_get_list_remove_prune() {
 
     let rec = Recorder::default();
     let img = store.pull(&source(&layout, Some("v1")), &rec).unwrap();
-    assert_eq!(img.reference, "docker.io/library/agent-base:v1");
+    assert_eq!(img.reference, "local:docker.io/library/agent-base:v1");
     assert_eq!(img.config_digest, sha256(&image.config_bytes()));
     assert_eq!(
         img.manifest_digest.as_deref(),
@@ -109,8 +109,8 @@ fn pull_get_list_remove_prune() {
 
     // get: by the name as pulled, short or long, by id and id prefix.
     for name in [
-        "agent-base:v1",
-        "docker.io/library/agent-base:v1",
+        "local:agent-base:v1",
+        "local:docker.io/library/agent-base:v1",
         img.config_digest.as_str(),
         &img.config_digest[7..],
         &img.config_digest[7..19],
@@ -119,6 +119,12 @@ fn pull_get_list_remove_prune() {
         assert_eq!(store.get(name).unwrap().as_ref(), Some(&img), "{name}");
     }
     assert_eq!(store.get("agent-base:v2").unwrap(), None);
+    // Regression (issue 10, item 7): an import does not answer to the
+    // registry's name, which would make a later `--image agent-base:v1`
+    // run whatever a file said it was.
+    for registry_name in ["agent-base:v1", "docker.io/library/agent-base:v1"] {
+        assert_eq!(store.get(registry_name).unwrap(), None, "{registry_name}");
+    }
     assert_eq!(store.get("ffffffffffff").unwrap(), None);
     assert_eq!(store.list().unwrap(), vec![img.clone()]);
 
@@ -131,18 +137,21 @@ fn pull_get_list_remove_prune() {
     let latest = store
         .pull(&source(&layout, Some("latest")), &NoProgress)
         .unwrap();
-    assert_eq!(latest.reference, "docker.io/library/agent-base:latest");
+    assert_eq!(
+        latest.reference,
+        "local:docker.io/library/agent-base:latest"
+    );
     assert_eq!(latest.rootfs, img.rootfs);
     assert_eq!(store.list().unwrap().len(), 2);
 
     // remove drops the tag only; prune then frees nothing while a tag
     // still uses the image.
-    store.remove("agent-base:v1").unwrap();
-    assert_eq!(store.get("agent-base:v1").unwrap(), None);
+    store.remove("local:agent-base:v1").unwrap();
+    assert_eq!(store.get("local:agent-base:v1").unwrap(), None);
     let report = store.prune().unwrap();
     assert_eq!((report.blobs_removed, report.rootfs_removed), (0, 0));
     assert!(img.rootfs.is_dir());
-    let err = store.remove("agent-base:v1").unwrap_err();
+    let err = store.remove("local:agent-base:v1").unwrap_err();
     assert!(matches!(err, ImageError::NotInStore { .. }), "{err}");
     assert!(err.to_string().contains("`list` shows"), "{err}");
 
@@ -228,11 +237,11 @@ fn choosing_an_image_in_a_layout() {
             &NoProgress,
         )
         .unwrap();
-    assert_eq!(img.reference, "localhost:5000/team/b:2");
+    assert_eq!(img.reference, "local:localhost:5000/team/b:2");
     assert!(img.rootfs.join("b").exists());
     let parsed: ImageSource = format!("oci:{}:one", layout.display()).parse().unwrap();
     let img = store.pull(&parsed, &NoProgress).unwrap();
-    assert_eq!(img.reference, "docker.io/library/lay:one");
+    assert_eq!(img.reference, "local:docker.io/library/lay:one");
     assert_eq!(img.config.env, ["A=1"]);
 
     // Not a layout at all.
@@ -282,7 +291,7 @@ fn a_multi_platform_layout_yields_the_host_image() {
     assert_eq!(img.config.env, ["ARCH=host"]);
     assert!(img.rootfs.join("host").exists());
     assert!(!img.rootfs.join("other").exists());
-    assert_eq!(img.reference, "docker.io/library/multi:multi");
+    assert_eq!(img.reference, "local:docker.io/library/multi:multi");
     // The index is kept too, so prune keeps it while the tag exists.
     store.prune().unwrap();
     assert!(
@@ -530,7 +539,7 @@ fn hand_made_docker_archives() {
     let img = store
         .pull(&archive("legacy.tar", legacy.clone(), None), &NoProgress)
         .unwrap();
-    assert_eq!(img.reference, "docker.io/hand/made:1");
+    assert_eq!(img.reference, "local:docker.io/hand/made:1");
     assert_eq!(img.config_digest, sha256(&image.config_bytes()));
     assert_eq!(img.manifest_digest, None);
     assert_eq!(img.layers.len(), 3);
@@ -581,7 +590,7 @@ fn hand_made_docker_archives() {
         )
         .unwrap();
     assert_eq!(img2.config.env, ["Y=1"]);
-    assert_eq!(img2.reference, "docker.io/library/other:2");
+    assert_eq!(img2.reference, "local:docker.io/library/other:2");
     let err = store
         .pull(&archive("both.tar", both, Some("third:3")), &NoProgress)
         .unwrap_err();

@@ -363,7 +363,7 @@ fn docker_import_push_save_and_an_oci_layout() {
         .unwrap();
     let rec = Recorder::default();
     let from_archive = store2.pull(&source, &rec).unwrap();
-    assert_eq!(from_archive.reference, name);
+    assert_eq!(from_archive.reference, format!("local:{name}"));
     assert_eq!(from_archive.config_digest, id);
     assert_eq!(from_archive.manifest_digest, None);
     assert_busybox_runs(&from_archive.rootfs);
@@ -411,7 +411,7 @@ fn docker_import_push_save_and_an_oci_layout() {
     let from_layout = store2.pull(&source, &NoProgress).unwrap();
     assert_eq!(
         from_layout.reference,
-        "docker.io/library/layout:with-whiteouts"
+        "local:docker.io/library/layout:with-whiteouts"
     );
     let r = &from_layout.rootfs;
     assert!(!r.join("bin/ls").exists() && fs::symlink_metadata(r.join("bin/ls")).is_err());

@@ -618,7 +618,7 @@ fn unprivileged_body(base: &Path) {
         0o555
     );
     assert_eq!(fs::read(img.rootfs.join("ro/g")).unwrap(), b"g");
-    store.remove("layout:v1").unwrap();
+    store.remove("local:layout:v1").unwrap();
     let report = store.prune().unwrap();
     assert_eq!(report.rootfs_removed, 1);
     assert!(!img.rootfs.exists());
