@@ -275,8 +275,8 @@ fn split_path(path: &str, writable: &[String]) -> (String, Vec<String>) {
 /// session's is (a terminal session) or as `logs` is (plain output); to a
 /// file or a pipe, every byte.
 struct Shown {
-    out: Option<sandbox::termfilter::TermFilter>,
-    err: Option<sandbox::termfilter::TermFilter>,
+    out: sandbox::termfilter::TermOutput,
+    err: sandbox::termfilter::TermOutput,
     /// The runtime said it found no such command. (A command that prints
     /// the same words and exits 126 itself is reported as 127: only the
     /// exit code differs.)
@@ -285,43 +285,33 @@ struct Shown {
 
 impl Shown {
     fn new(tty: bool) -> Shown {
-        use sandbox::termfilter::{Mode, TermFilter};
+        use sandbox::termfilter::{Mode, TermOutput};
         use std::io::IsTerminal;
         let mode = if tty { Mode::Interactive } else { Mode::Text };
         Shown {
-            out: std::io::stdout()
-                .is_terminal()
-                .then(|| TermFilter::new(mode)),
-            err: std::io::stderr()
-                .is_terminal()
-                .then(|| TermFilter::new(mode)),
+            out: TermOutput::new(std::io::stdout().is_terminal(), mode),
+            err: TermOutput::new(std::io::stderr().is_terminal(), mode),
             not_found: false,
         }
     }
 
     fn write(&mut self, item: LogOutput) {
-        let (message, filter, mut sink): (_, _, Box<dyn Write>) = match item {
-            LogOutput::StdErr { message } => {
-                (message, &mut self.err, Box::new(std::io::stderr().lock()))
-            }
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (message, &mut self.out, Box::new(std::io::stdout().lock()))
-            }
+        const NOT_FOUND: &[u8] = b"executable file not found in $PATH";
+        let (message, to_stderr) = match item {
+            LogOutput::StdErr { message } => (message, true),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => (message, false),
             LogOutput::StdIn { .. } => return,
         };
-        const NOT_FOUND: &[u8] = b"executable file not found in $PATH";
         self.not_found |= message.windows(NOT_FOUND.len()).any(|w| w == NOT_FOUND);
-        match filter {
-            Some(f) => {
-                let mut shown = Vec::new();
-                f.push(&message, &mut shown);
-                let _ = sink.write_all(&shown);
-            }
-            None => {
-                let _ = sink.write_all(&message);
-            }
+        if to_stderr {
+            let mut e = std::io::stderr().lock();
+            let _ = self.err.write(&message, &mut e);
+            let _ = e.flush();
+        } else {
+            let mut o = std::io::stdout().lock();
+            let _ = self.out.write(&message, &mut o);
+            let _ = o.flush();
         }
-        let _ = sink.flush();
     }
 }
 

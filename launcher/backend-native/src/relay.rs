@@ -9,12 +9,12 @@
 //! copies between them and the caller for as long as the command runs and
 //! no longer.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags};
-use sandbox::termfilter::{Mode as TermMode, TermFilter};
+use sandbox::termfilter::{Mode as TermMode, TermOutput};
 
 /// How much of the caller's input waits for the sandbox before the helper
 /// stops reading more.
@@ -87,25 +87,23 @@ pub struct Relay {
     /// The live terminal drops clipboard, file-transfer and query
     /// sequences; pipes to a terminal pass text and colours only; pipes to
     /// anything else pass every byte.
-    out_filter: Option<TermFilter>,
-    err_filter: Option<TermFilter>,
+    out: TermOutput,
+    err: TermOutput,
 }
 
 impl Relay {
     pub fn new(io: SandboxIo) -> Relay {
-        use std::io::IsTerminal;
-        let (out_filter, err_filter) = match &io {
+        let (out, err) = match &io {
             SandboxIo::Pty(master) => {
                 set_nonblocking(master.as_fd());
-                (Some(TermFilter::new(TermMode::Interactive)), None)
+                (
+                    TermOutput::new(true, TermMode::Interactive),
+                    TermOutput::new(false, TermMode::Text),
+                )
             }
             SandboxIo::Pipes(_) => (
-                io::stdout()
-                    .is_terminal()
-                    .then(|| TermFilter::new(TermMode::Text)),
-                io::stderr()
-                    .is_terminal()
-                    .then(|| TermFilter::new(TermMode::Text)),
+                TermOutput::new(io::stdout().is_terminal(), TermMode::Text),
+                TermOutput::new(io::stderr().is_terminal(), TermMode::Text),
             ),
         };
         Relay {
@@ -113,8 +111,8 @@ impl Relay {
             to_agent: Vec::new(),
             caller_stdin_open: true,
             buf: vec![0u8; 16 * 1024],
-            out_filter,
-            err_filter,
+            out,
+            err,
         }
     }
 
@@ -183,8 +181,7 @@ impl Relay {
                         }
                     }
                     Ok(n) => {
-                        let data = self.buf[..n].to_vec();
-                        self.to_agent.extend_from_slice(&data);
+                        self.to_agent.extend_from_slice(&self.buf[..n]);
                         self.feed_agent();
                     }
                 }
@@ -202,31 +199,19 @@ impl Relay {
     }
 
     fn copy_out(&mut self, slot: Slot) {
-        let (fd, filter, mut out): (_, _, Box<dyn Write>) = match (&mut self.io, slot) {
-            (SandboxIo::Pty(m), Slot::Master) => (
-                m.as_raw_fd(),
-                &mut self.out_filter,
-                Box::new(io::stdout().lock()),
-            ),
+        // Which descriptor, and whether it goes to the caller's stderr.
+        let (fd, to_stderr) = match (&self.io, slot) {
+            (SandboxIo::Pty(m), Slot::Master) => (m.as_raw_fd(), false),
             (SandboxIo::Pipes(p), Slot::Stdout) => match &p.from_stdout {
-                Some(fd) => (
-                    fd.as_raw_fd(),
-                    &mut self.out_filter,
-                    Box::new(io::stdout().lock()),
-                ),
+                Some(fd) => (fd.as_raw_fd(), false),
                 None => return,
             },
             (SandboxIo::Pipes(p), Slot::Stderr) => match &p.from_stderr {
-                Some(fd) => (
-                    fd.as_raw_fd(),
-                    &mut self.err_filter,
-                    Box::new(io::stderr().lock()),
-                ),
+                Some(fd) => (fd.as_raw_fd(), true),
                 None => return,
             },
             _ => return,
         };
-        let mut shown = Vec::new();
         let mut closed = false;
         loop {
             match nix::unistd::read(fd, &mut self.buf) {
@@ -236,16 +221,11 @@ impl Relay {
                 }
                 Ok(n) => {
                     let bytes = &self.buf[..n];
-                    match filter {
-                        Some(f) => {
-                            shown.clear();
-                            f.push(bytes, &mut shown);
-                            let _ = out.write_all(&shown);
-                        }
-                        None => {
-                            let _ = out.write_all(bytes);
-                        }
-                    }
+                    let _ = if to_stderr {
+                        self.err.write(bytes, &mut io::stderr().lock())
+                    } else {
+                        self.out.write(bytes, &mut io::stdout().lock())
+                    };
                 }
                 // EAGAIN: nothing more now. EIO: the terminal's other side
                 // is gone (the command has ended).
@@ -257,7 +237,11 @@ impl Relay {
                 }
             }
         }
-        let _ = out.flush();
+        let _ = if to_stderr {
+            io::stderr().flush()
+        } else {
+            io::stdout().flush()
+        };
         if closed && let SandboxIo::Pipes(p) = &mut self.io {
             // Every writer has gone: stop polling it.
             match slot {

@@ -290,6 +290,35 @@ impl<W: std::io::Write> std::io::Write for FilterWriter<W> {
     }
 }
 
+/// Output bound for one of the caller's streams: through a filter when that
+/// stream is a terminal, byte for byte when it is a file or a pipe. Shared
+/// by both backends' relays.
+pub struct TermOutput {
+    filter: Option<TermFilter>,
+    scratch: Vec<u8>,
+}
+
+impl TermOutput {
+    pub fn new(to_terminal: bool, mode: Mode) -> TermOutput {
+        TermOutput {
+            filter: to_terminal.then(|| TermFilter::new(mode)),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` to `out` as this stream may show them.
+    pub fn write(&mut self, bytes: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        match &mut self.filter {
+            Some(f) => {
+                self.scratch.clear();
+                f.push(bytes, &mut self.scratch);
+                out.write_all(&self.scratch)
+            }
+            None => out.write_all(bytes),
+        }
+    }
+}
+
 /// Filters a whole buffer at once.
 pub fn filter(mode: Mode, input: &[u8]) -> Vec<u8> {
     let mut f = TermFilter::new(mode);
@@ -308,6 +337,21 @@ mod tests {
 
     fn live(input: &str) -> String {
         String::from_utf8(filter(Mode::Interactive, input.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn output_is_filtered_only_for_a_terminal() {
+        let input = b"a\x1b]52;c;eA==\x07b";
+        let mut raw = Vec::new();
+        TermOutput::new(false, Mode::Text)
+            .write(input, &mut raw)
+            .unwrap();
+        assert_eq!(raw, input);
+        let mut shown = Vec::new();
+        TermOutput::new(true, Mode::Text)
+            .write(input, &mut shown)
+            .unwrap();
+        assert_eq!(shown, b"ab");
     }
 
     #[test]
