@@ -990,6 +990,18 @@ fn moved_secret(runner: &Runner, backend: &str) {
     );
 }
 
+/// A home with another tool's settings in `~/.config`, and a profile
+/// (returned) that grants `~/.config` and `~/.local/share` read-write.
+fn wide_grant_home(h: &Path) -> std::path::PathBuf {
+    write(&h.join(".config/other/settings"), "other-tool");
+    let profile = h.join("wide.yaml");
+    write(
+        &profile,
+        "extends: generic\nhome:\n  - path: ~/.config\n    mode: rw\n  - path: ~/.local/share\n    mode: rw\n    create: true\n",
+    );
+    profile
+}
+
 /// Regression (issue 10, item 6): a profile granting `~/.config` and
 /// `~/.local/share` read-write showed the agent agentctl's own state: its
 /// profiles (the next session's policy), the session store and the image
@@ -1008,15 +1020,11 @@ fn agentctl_s_own_state_is_never_in_a_session() {
         &h.join(".config/agentctl/profiles/mine.yaml"),
         "extends: generic\n",
     );
-    write(&h.join(".config/other/settings"), "other-tool");
-    write(
-        &h.join("wide.yaml"),
-        "extends: generic\nhome:\n  - path: ~/.config\n    mode: rw\n  - path: ~/.local/share\n    mode: rw\n    create: true\n",
-    );
+    let wide = wide_grant_home(h);
     runner.own_home(h);
     let mut c = runner.agentctl(h, &ws);
     c.args(["run", "-q", "--no-limits", "--profile"])
-        .arg(h.join("wide.yaml"))
+        .arg(&wide)
         .args([
             "--",
             "sh",
@@ -1070,15 +1078,11 @@ fn agentctl_s_own_state_cannot_be_planted_before_it_exists() {
     let h = home.path();
     let ws = h.join("proj");
     write(&ws.join("README"), "hello");
-    write(&h.join(".config/other/settings"), "other-tool");
-    write(
-        &h.join("wide.yaml"),
-        "extends: generic\nhome:\n  - path: ~/.config\n    mode: rw\n  - path: ~/.local/share\n    mode: rw\n    create: true\n",
-    );
+    let wide = wide_grant_home(h);
     runner.own_home(h);
     let mut c = runner.agentctl(h, &ws);
     c.args(["--store", "none", "run", "-q", "--no-limits", "--profile"])
-        .arg(h.join("wide.yaml"))
+        .arg(&wide)
         .args([
             "--",
             "sh",

@@ -90,6 +90,23 @@ impl Ctl<'_> {
         text(&o.stdout)
     }
 
+    /// Runs `agentctl <args>` (a shell line) with its stdio on a
+    /// pseudo-terminal (util-linux `script`); what reached that terminal is
+    /// the output's stdout.
+    fn on_a_tty(&self, args: &str) -> std::process::Output {
+        let line = format!(
+            "AGENTCTL_STORE='{}' AGENTCTL_LAUNCH_GRACE_MS=500 {} {args}",
+            self.db.url,
+            binary().display()
+        );
+        Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .current_dir(self.ws.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     fn code(&self, args: &[&str]) -> (Option<i32>, String, String) {
         let o = self.cmd(args).stdin(Stdio::null()).output().unwrap();
         (o.status.code(), text(&o.stdout), text(&o.stderr))
@@ -835,20 +852,7 @@ fn agent_output_cannot_drive_the_users_terminal() {
     let emit = r"printf 'a\033]52;c;cHduZWQ=\007b\033[6nc\033[31mred\033[0m\033]0;title\007d\033P+q544e\033\\e\033[?1049hf\n'";
     // Runs agentctl with its stdout on a pseudo-terminal and returns what
     // reached that terminal.
-    let on_tty = |args: &str| -> String {
-        let line = format!(
-            "AGENTCTL_STORE='{}' AGENTCTL_LAUNCH_GRACE_MS=500 {} {args}",
-            c.db.url,
-            binary().display()
-        );
-        let o = Command::new("script")
-            .args(["-q", "-e", "-c", &line, "/dev/null"])
-            .current_dir(c.ws.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let on_tty = |args: &str| String::from_utf8_lossy(&c.on_a_tty(args).stdout).into_owned();
     let id = c
         .ok(&["run", "-d", "-q", "--", "sh", "-c", emit])
         .trim()
@@ -1014,17 +1018,9 @@ fn an_interactive_exec_gets_a_terminal_of_its_own() {
         .trim()
         .to_string();
     wait_exec_ready(&c, &id);
-    let line = format!(
-        "AGENTCTL_STORE='{}' {} exec {id} -- sh -c 'tty; grep -E \"^(Seccomp|NoNewPrivs|CapEff):\" /proc/self/status | tr -d \"\\t\"'",
-        c.db.url,
-        binary().display()
-    );
-    let o = Command::new("script")
-        .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .current_dir(c.ws.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = c.on_a_tty(&format!(
+        "exec {id} -- sh -c 'tty; grep -E \"^(Seccomp|NoNewPrivs|CapEff):\" /proc/self/status | tr -d \"\\t\"'"
+    ));
     let out = text(&o.stdout);
     assert!(o.status.success(), "interactive exec failed: {out}");
     assert!(out.contains("/dev/pts/"), "no terminal: {out}");
