@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sandbox::{Handle, Liveness, SandboxSpec};
 use serde_json::json;
-use store::{NewEvent, NewSession, Session, SessionUpdate, Status, Store};
+use store::{NewEvent, NewSession, Session, SessionStore, SessionUpdate, Status};
 
 /// A session younger than this in `created` may still be starting: it is
 /// not judged lost yet. AGENTCTL_LAUNCH_GRACE_MS shortens it for tests.
@@ -51,7 +51,7 @@ impl StoreUrl {
         match flag.as_deref() {
             Some("none") => StoreUrl(None),
             Some(url) => StoreUrl(Some(url.to_string())),
-            None => StoreUrl(Some(Store::default_url())),
+            None => StoreUrl(Some(SessionStore::default_url())),
         }
     }
 
@@ -64,11 +64,11 @@ impl StoreUrl {
     /// Opens the store with one connection: the commands do one thing at a
     /// time. The schema is brought up to date by the first open in this
     /// process only; a launch opens the store more than once.
-    pub async fn open(&self) -> Result<Store> {
+    pub async fn open(&self) -> Result<SessionStore> {
         static MIGRATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         use std::sync::atomic::Ordering;
         let url = self.required()?;
-        let store = Store::connect_with(
+        let store = SessionStore::connect_with(
             url,
             &store::ConnectOptions {
                 max_connections: 1,
@@ -190,7 +190,7 @@ pub fn handle(s: &Session) -> Handle {
 }
 
 /// Records how a session ended. `stopped` when someone stopped it.
-pub async fn record_end(store: &Store, id: &str, code: i32) -> Result<()> {
+pub async fn record_end(store: &SessionStore, id: &str, code: i32) -> Result<()> {
     record_end_after(store, id, code, Vec::new(), SessionUpdate::default()).await
 }
 
@@ -198,7 +198,7 @@ pub async fn record_end(store: &Store, id: &str, code: i32) -> Result<()> {
 /// plan, now that it has ended, unless another live session in the store
 /// relies on the same path.
 pub async fn release_placeholders(
-    store: &Store,
+    store: &SessionStore,
     id: &str,
     files: &[sandbox::hostrun::HostRunFile],
 ) {
@@ -239,7 +239,7 @@ fn end_of(code: i32, stopped: bool) -> (Status, NewEvent) {
 /// Records `before` (events of the run, in order) and the session's end,
 /// with `update`'s fields, in one transaction.
 pub async fn record_end_after(
-    store: &Store,
+    store: &SessionStore,
     id: &str,
     code: i32,
     mut before: Vec<NewEvent>,
@@ -271,7 +271,7 @@ pub async fn record_end_after(
 
 /// Records `before` and the launch's failure in one transaction.
 pub async fn record_failure(
-    store: &Store,
+    store: &SessionStore,
     id: &str,
     error: &str,
     mut before: Vec<NewEvent>,
@@ -306,7 +306,7 @@ impl Outcome {
     /// `before`, then the end, in one transaction.
     pub async fn record(
         &self,
-        store: &Store,
+        store: &SessionStore,
         id: &str,
         before: Vec<NewEvent>,
         update: SessionUpdate,

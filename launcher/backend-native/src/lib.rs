@@ -128,7 +128,7 @@ impl NativeBackend {
             helper,
             exec_helper,
             dirs: Dirs::for_current_user(),
-            images: image_store::Store::default_root(),
+            images: image_store::ImageCache::default_root(),
             progress: Box::new(image_store::NoProgress),
             logs: default_logs_dir(),
         }
@@ -144,7 +144,7 @@ impl NativeBackend {
                   `agentctl image pull`"
                 .into(),
         };
-        let store = image_store::Store::open(&self.images).map_err(fail)?;
+        let store = image_store::ImageCache::open(&self.images).map_err(fail)?;
         if let Some(image) = store.get(reference).map_err(fail)? {
             return Ok(image);
         }

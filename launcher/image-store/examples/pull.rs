@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 
-use image_store::{ImageSource, Phase, Progress, Store};
+use image_store::{ImageCache, ImageSource, Phase, Progress};
 
 struct Printer {
     phase: Cell<Phase>,
@@ -43,8 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .ok_or("usage: pull SOURCE [STORE_DIR]")?
         .parse()?;
-    let root = args.next().map_or_else(Store::default_root, Into::into);
-    let store = Store::open(root)?;
+    let root = args
+        .next()
+        .map_or_else(ImageCache::default_root, Into::into);
+    let store = ImageCache::open(root)?;
     let printer = Printer {
         phase: Cell::new(Phase::Fetching),
         bytes: Cell::new(0),

@@ -3,7 +3,7 @@
 //! unpacks them into a content-addressed cache. No container runtime, no
 //! daemon and no async runtime: blocking HTTP and plain file-system calls.
 //!
-//! Layout of a store (see [`Store`]):
+//! Layout of a store (see [`ImageCache`]):
 //!
 //! ```text
 //! <root>/index.json              tags: reference -> config digest, manifest, layers, size
@@ -31,7 +31,7 @@ pub mod unpack;
 
 pub use error::ImageError;
 pub use reference::{DEFAULT_REGISTRY, ImageSource, Reference};
-pub use store::{Image, ImageConfig, PruneReport, Store};
+pub use store::{Image, ImageCache, ImageConfig, PruneReport};
 pub use unpack::{LayerStats, SkippedEntry, Unpacker, unpack_layer};
 
 use std::fmt;

@@ -15,7 +15,7 @@ use crate::manifest::{
     self, CONTAINERD_NAME, Descriptor, Index, MAX_CONFIG, MAX_MANIFEST, OCI_INDEX, Parsed, REF_NAME,
 };
 use crate::reference::Reference;
-use crate::store::{Resolved, Store};
+use crate::store::{ImageCache, Resolved};
 use crate::{Phase, Progress};
 
 /// Most symlink hops followed inside a docker archive.
@@ -63,7 +63,7 @@ impl Layout<'_> {
     /// Copies a blob into the store unless it is there.
     fn copy(
         &self,
-        store: &Store,
+        store: &ImageCache,
         desc: &Descriptor,
         progress: Option<&dyn Progress>,
     ) -> Result<Digest, ImageError> {
@@ -172,7 +172,7 @@ fn names_in(index: &Index) -> String {
 }
 
 pub(crate) fn import_oci_layout(
-    store: &Store,
+    store: &ImageCache,
     path: &Path,
     tag: Option<&str>,
     progress: &dyn Progress,
@@ -358,7 +358,7 @@ fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> 
 }
 
 pub(crate) fn import_docker_archive(
-    store: &Store,
+    store: &ImageCache,
     path: &Path,
     tag: Option<&str>,
     progress: &dyn Progress,

@@ -21,7 +21,7 @@ use crate::digest::Digest;
 use crate::error::ImageError;
 use crate::manifest::{self, MANIFEST_ACCEPT, MAX_MANIFEST, Parsed};
 use crate::reference::Reference;
-use crate::store::{Resolved, Store};
+use crate::store::{ImageCache, Resolved};
 
 pub(crate) const INSECURE_ENV: &str = "AGENTCTL_INSECURE_REGISTRIES";
 
@@ -475,7 +475,7 @@ fn error_detail(response: Response<ureq::Body>) -> String {
 /// Reads a manifest (from the store when pinned by a digest it has, else
 /// from the registry), checks it against `digest` if given and stores it.
 fn fetch_manifest(
-    store: &Store,
+    store: &ImageCache,
     client: &mut Client,
     reference: &str,
     digest: Option<&Digest>,
@@ -504,7 +504,7 @@ fn fetch_manifest(
 /// Resolves a reference to one image manifest and brings its config and
 /// layers into the store.
 pub(crate) fn pull(
-    store: &Store,
+    store: &ImageCache,
     reference: &Reference,
     progress: &dyn Progress,
 ) -> Result<Resolved, ImageError> {

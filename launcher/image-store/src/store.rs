@@ -31,7 +31,7 @@ const INDEX_VERSION: u32 = 1;
 
 /// A content-addressed image store rooted at one directory.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct ImageCache {
     root: PathBuf,
 }
 
@@ -74,7 +74,7 @@ pub struct ImageConfig {
     pub os: String,
 }
 
-/// What [`Store::prune`] deleted.
+/// What [`ImageCache::prune`] deleted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub blobs_removed: usize,
@@ -149,16 +149,16 @@ fn short(d: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-impl Store {
+impl ImageCache {
     /// Opens (creating if needed) the store at `root`.
-    pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
+    pub fn open(root: impl Into<PathBuf>) -> Result<ImageCache, ImageError> {
         let root = root.into();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&root)
             .map_err(io_err("create the image store", &root))?;
-        let store = Store { root };
+        let store = ImageCache { root };
         for dir in ["blobs/sha256", "rootfs", "tmp", "locks"] {
             let p = store.root.join(dir);
             fs::create_dir_all(&p).map_err(io_err("create", p))?;
@@ -275,7 +275,7 @@ impl Store {
 
     /// Removes a tag (by reference), or every tag of an image (by config
     /// digest or unique prefix). Blobs and the rootfs stay until
-    /// [`Store::prune`].
+    /// [`ImageCache::prune`].
     pub fn remove(&self, reference: &str) -> Result<(), ImageError> {
         self.update_index(|index| {
             let names = lookup(index, reference)?;

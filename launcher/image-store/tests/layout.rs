@@ -10,7 +10,7 @@ use std::path::Path;
 use common::{
     GZIP, Layer, OCI_INDEX, Recorder, TAR, TestImage, ZSTD, sha256, write_blob, write_layout,
 };
-use image_store::{ImageError, ImageSource, NoProgress, Store};
+use image_store::{ImageCache, ImageError, ImageSource, NoProgress};
 use serde_json::json;
 
 fn two_layer_image() -> TestImage {
@@ -52,7 +52,7 @@ fn pull_get_list_remove_prune() {
     let layout = t.path().join("agent-base");
     let image = two_layer_image();
     write_layout(&layout, &[("v1", &image)]);
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
 
     let rec = Recorder::default();
     let img = store.pull(&source(&layout, Some("v1")), &rec).unwrap();
@@ -193,7 +193,7 @@ fn ambiguous_id_prefixes_are_refused() {
         }
     }
     write_layout(&layout, &[("a", &images[0]), ("b", &images[1])]);
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     store
         .pull(&source(&layout, Some("a")), &NoProgress)
         .unwrap();
@@ -215,7 +215,7 @@ fn choosing_an_image_in_a_layout() {
     let a = TestImage::new(&["A=1"], &[]).layer(Layer::new().file("a", 0o644, b"a").tar(), GZIP);
     let b = TestImage::new(&["B=1"], &[]).layer(Layer::new().file("b", 0o644, b"b").tar(), GZIP);
     write_layout(&layout, &[("one", &a), ("localhost:5000/team/b:2", &b)]);
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
 
     let err = store.pull(&source(&layout, None), &NoProgress).unwrap_err();
     assert!(matches!(err, ImageError::InvalidSource { .. }), "{err}");
@@ -286,7 +286,7 @@ fn a_multi_platform_layout_yields_the_host_image() {
     )
     .unwrap();
 
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     let img = store.pull(&source(&layout, None), &NoProgress).unwrap();
     assert_eq!(img.config.env, ["ARCH=host"]);
     assert!(img.rootfs.join("host").exists());
@@ -318,7 +318,7 @@ fn tampered_layout_blobs_are_refused() {
     )
     .unwrap();
 
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     let err = store
         .pull(&source(&layout, Some("v1")), &NoProgress)
         .unwrap_err();
@@ -346,7 +346,7 @@ fn corrupted_store_blobs_are_detected_when_unpacking() {
     let layout = t.path().join("lay");
     let image = two_layer_image();
     write_layout(&layout, &[("v1", &image)]);
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     let img = store
         .pull(&source(&layout, Some("v1")), &NoProgress)
         .unwrap();
@@ -389,7 +389,7 @@ fn a_config_that_disagrees_with_the_layers_is_refused() {
     // The config promises other uncompressed content for layer 2.
     image.config["rootfs"]["diff_ids"][1] = json!(sha256(b"something else"));
     write_layout(&layout, &[("v1", &image)]);
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     let err = store
         .pull(&source(&layout, Some("v1")), &NoProgress)
         .unwrap_err();
@@ -423,7 +423,7 @@ fn concurrent_pulls_share_the_work() {
                 s.spawn(|| {
                     // Each thread opens the store itself, as a separate
                     // process would: the locks are per open file.
-                    let store = Store::open(&root).unwrap();
+                    let store = ImageCache::open(&root).unwrap();
                     store.pull(&source(&layout, Some("v1")), &NoProgress)
                 })
             })
@@ -434,7 +434,7 @@ fn concurrent_pulls_share_the_work() {
     for r in &results {
         assert_eq!(r.as_ref().unwrap(), &first);
     }
-    let store = Store::open(&root).unwrap();
+    let store = ImageCache::open(&root).unwrap();
     assert_eq!(count(&root.join("rootfs")), 1);
     assert_eq!(count(&root.join("tmp")), 0);
     assert_eq!(count(&root.join("blobs/sha256")), 5);
@@ -447,7 +447,7 @@ fn concurrent_pulls_share_the_work() {
 
 #[test]
 fn default_root_follows_the_user() {
-    let root = Store::default_root();
+    let root = ImageCache::default_root();
     if rustix::process::geteuid().is_root() {
         assert_eq!(root, Path::new("/var/lib/agentctl/images"));
     } else {
@@ -525,7 +525,7 @@ fn hand_made_docker_archives() {
         .layer(l1.clone(), TAR)
         .layer(l2, TAR)
         .layer(l1.clone(), TAR);
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     let archive = |name: &str, bytes: Vec<u8>, tag: Option<&str>| {
         let p = t.path().join(name);
         fs::write(&p, bytes).unwrap();
@@ -555,13 +555,13 @@ fn hand_made_docker_archives() {
 
     // Compressed with gzip, and the newer blobs/ layout: the same image.
     let gz = archive("legacy.tar.gz", common::gzip(&legacy), None);
-    let fresh = Store::open(t.path().join("store2")).unwrap();
+    let fresh = ImageCache::open(t.path().join("store2")).unwrap();
     assert_eq!(
         fresh.pull(&gz, &NoProgress).unwrap().config_digest,
         img.config_digest
     );
     let new_style = docker_archive(&[(&image, &[])], true);
-    let fresh = Store::open(t.path().join("store3")).unwrap();
+    let fresh = ImageCache::open(t.path().join("store3")).unwrap();
     let untagged = fresh
         .pull(&archive("new.tar", new_style, None), &NoProgress)
         .unwrap();
@@ -616,7 +616,7 @@ fn hand_made_docker_archives() {
         h.set_size(data.len() as u64);
         out.append_data(&mut h, &path, &data[..]).unwrap();
     }
-    let fresh = Store::open(t.path().join("store4")).unwrap();
+    let fresh = ImageCache::open(t.path().join("store4")).unwrap();
     let err = fresh
         .pull(
             &archive("tampered.tar", out.into_inner().unwrap(), None),

@@ -19,7 +19,7 @@ use common::{
     GZIP, Layer, OCI_INDEX, OCI_MANIFEST, Recorder, Registry, TAR, TestImage, ZSTD,
     busybox_rootfs_tar, docker, sha256,
 };
-use image_store::{ImageError, ImageSource, NoProgress, Store};
+use image_store::{ImageCache, ImageError, ImageSource, NoProgress};
 use serde_json::{Value, json};
 
 fn registry(reference: String) -> ImageSource {
@@ -77,7 +77,7 @@ fn registry_pulls_by_tag_digest_and_platform() {
     let reg = Registry::start();
     let host = reg.host();
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
 
     // By tag.
     let image = small_image("one");
@@ -310,7 +310,7 @@ fn docker_import_push_save_and_an_oci_layout() {
     docker(&["push", &name]);
 
     // Pull it from the registry and run it.
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     let rec = Recorder::default();
     let img = store.pull(&registry(name.clone()), &rec).unwrap();
     assert_eq!(img.reference, name);
@@ -357,7 +357,7 @@ fn docker_import_push_save_and_an_oci_layout() {
     // docker save -> a docker-archive source, in a fresh store.
     let archive = t.path().join("saved.tar");
     docker(&["save", "-o", archive.to_str().unwrap(), &name]);
-    let store2 = Store::open(t.path().join("store2")).unwrap();
+    let store2 = ImageCache::open(t.path().join("store2")).unwrap();
     let source: ImageSource = format!("docker-archive:{}", archive.display())
         .parse()
         .unwrap();
@@ -715,7 +715,7 @@ fn anonymous_bearer_tokens() {
     let guarded = Registry::start_with(Some(&open.data()), &auth);
     let host = guarded.host();
 
-    let store = Store::open(t.path().join("store")).unwrap();
+    let store = ImageCache::open(t.path().join("store")).unwrap();
     let img = store
         .pull(&registry(format!("{host}/agentctl/tok:v1")), &NoProgress)
         .unwrap_or_else(|e| panic!("{e}\nregistry log:\n{}", guarded.log()));

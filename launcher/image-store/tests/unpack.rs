@@ -607,7 +607,7 @@ fn unprivileged_body(base: &Path) {
         .layer(Layer::new().file("ro/g", 0o400, b"g").tar(), common::TAR);
     let layout = base.join("layout");
     common::write_layout(&layout, &[("v1", &image)]);
-    let store = image_store::Store::open(base.join("store")).unwrap();
+    let store = image_store::ImageCache::open(base.join("store")).unwrap();
     let source = image_store::ImageSource::OciLayout {
         path: layout,
         tag: Some("v1".into()),
@@ -629,7 +629,7 @@ fn unprivileged_body(base: &Path) {
 fn remove_tree(path: &Path) {
     // Exercised through a store: put the tree where prune looks.
     let store_root = path.parent().unwrap().join("prune-store");
-    let store = image_store::Store::open(&store_root).unwrap();
+    let store = image_store::ImageCache::open(&store_root).unwrap();
     let target = store_root.join("tmp/leftover");
     fs::rename(path, &target).unwrap();
     let report = store.prune().unwrap();

@@ -9,13 +9,13 @@
 //!   writers wait up to 5 s for each other.
 //! - `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
 //!
-//! [`Store::connect`] applies the schema's migrations (`migrations/` at the
+//! [`SessionStore::connect`] applies the schema's migrations (`migrations/` at the
 //! workspace root, embedded at build time) every time it opens a store.
 //!
 //! A session's audit log is a hash chain: each event's hash covers the
 //! previous event's hash and the event's canonical JSON (see [`chain`]),
 //! and the session row keeps the number of events and the last hash,
-//! updated in the transaction of every append. [`Store::verify`]
+//! updated in the transaction of every append. [`SessionStore::verify`]
 //! recomputes the chain and names the first row that does not fit.
 //!
 //! The store takes plain values and knows nothing of sandboxes or
@@ -31,13 +31,13 @@ mod url;
 pub mod testing;
 
 pub use error::StoreError;
-pub use store::{ConnectOptions, Store, hostname, now_ms};
+pub use store::{ConnectOptions, SessionStore, hostname, now_ms};
 pub use types::{
     Backend, BrokenLink, DbKind, Event, ListQuery, NewEvent, NewSession, Problem, Session,
     SessionUpdate, Status, Verification,
 };
 
-/// The page size of [`Store::list`] unless the query says otherwise.
+/// The page size of [`SessionStore::list`] unless the query says otherwise.
 pub const DEFAULT_PAGE: u32 = 50;
 
 /// The most ids a [`StoreError::Ambiguous`] lists.

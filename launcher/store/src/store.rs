@@ -1,4 +1,4 @@
-//! [`Store`]: one API over a SQLite pool or a Postgres pool.
+//! [`SessionStore`]: one API over a SQLite pool or a Postgres pool.
 //!
 //! Every query is written once, with `$N` placeholders (SQLite reads them
 //! too), and `dispatch!` expands it for each driver, so each runs with
@@ -98,14 +98,14 @@ const IDS_WITH_PREFIX: &str =
 const SELECT_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_hash, hash \
      FROM session_events WHERE session_id = $1 ORDER BY seq";
 
-/// How [`Store::connect_with`] opens a store.
+/// How [`SessionStore::connect_with`] opens a store.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// Connections in the pool; 8 by default. A process that does one
     /// thing at a time, like the CLI, needs one: a pool of more opens a
     /// second connection as soon as the first is busy being handed back.
     pub max_connections: u32,
-    /// Bring the schema up to date first, as [`Store::connect`] does. Only
+    /// Bring the schema up to date first, as [`SessionStore::connect`] does. Only
     /// a process that has just done so for this very store may skip it.
     pub migrate: bool,
 }
@@ -122,7 +122,7 @@ impl Default for ConnectOptions {
 /// The session store. Cheap to clone: the clones share one connection
 /// pool.
 #[derive(Clone)]
-pub struct Store {
+pub struct SessionStore {
     pool: Pool,
     kind: DbKind,
     /// The URL without its password, for messages.
@@ -171,24 +171,24 @@ struct EventRow {
     hash: String,
 }
 
-impl Store {
+impl SessionStore {
     /// Opens the store at `url` (`sqlite://PATH` or `postgres://...`) and
     /// brings its schema up to date.
     ///
     /// A SQLite store's directory and file are created as needed (the
     /// file with mode 0600), in WAL mode with foreign keys on.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, &ConnectOptions::default()).await
+    pub async fn connect(url: &str) -> Result<SessionStore, StoreError> {
+        SessionStore::connect_with(url, &ConnectOptions::default()).await
     }
 
-    /// [`Store::connect`], as `o` says.
-    pub async fn connect_with(url: &str, o: &ConnectOptions) -> Result<Store, StoreError> {
+    /// [`SessionStore::connect`], as `o` says.
+    pub async fn connect_with(url: &str, o: &ConnectOptions) -> Result<SessionStore, StoreError> {
         let location = url::redact(url);
         let size = o.max_connections.max(1);
         let store = match url::parse(url)? {
             Target::Sqlite(path) => {
                 let pool = open_sqlite(&path, size).await?;
-                Store {
+                SessionStore {
                     pool: Pool::Sqlite(pool),
                     kind: DbKind::Sqlite,
                     location,
@@ -197,7 +197,7 @@ impl Store {
             }
             Target::Postgres(url) => {
                 let pool = open_postgres(&url, size).await?;
-                Store {
+                SessionStore {
                     pool: Pool::Postgres(pool),
                     kind: DbKind::Postgres,
                     location,
@@ -422,7 +422,7 @@ impl Store {
     }
 
     /// Appends an event to session `id`'s audit log (exact id), chained to
-    /// the previous one. See [`Store::record`].
+    /// the previous one. See [`SessionStore::record`].
     pub async fn append_event(&self, id: &str, event: NewEvent) -> Result<Event, StoreError> {
         let mut events = self
             .record(id, vec![event], &SessionUpdate::default())
@@ -456,7 +456,7 @@ impl Store {
             .expect("no status expected, so never skipped"))
     }
 
-    /// [`Store::record`], but only while the session's status is one of
+    /// [`SessionStore::record`], but only while the session's status is one of
     /// `expect` (any status when `expect` is empty), checked inside the
     /// same transaction that writes: `None` when the status had moved on
     /// and nothing was written. Two processes judging the same session
@@ -1146,7 +1146,7 @@ mod tests {
     use super::*;
 
     /// SQLite's plan for `sql`, one line per step.
-    async fn plan(store: &Store, sql: &str, binds: &[&str]) -> String {
+    async fn plan(store: &SessionStore, sql: &str, binds: &[&str]) -> String {
         let Pool::Sqlite(p) = &store.pool else {
             unreachable!()
         };
@@ -1169,7 +1169,7 @@ mod tests {
     async fn sqlite_queries_follow_their_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::connect(&url).await.unwrap();
+        let store = SessionStore::connect(&url).await.unwrap();
 
         let live = plan(&store, LIST_LIVE_SQLITE, &["50", "0"]).await;
         assert!(live.contains("USING INDEX sessions_live"), "{live}");

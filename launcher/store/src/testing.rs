@@ -277,7 +277,7 @@ pub fn random_hex(n: usize) -> String {
 ///
 /// [`finish`]: TestDatabase::finish
 pub struct TestDatabase {
-    /// The URL to hand to `Store::connect`.
+    /// The URL to hand to `SessionStore::connect`.
     pub url: String,
     pub name: String,
     admin_url: String,

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 use sqlx::Connection;
-use store::{DbKind, Store, StoreError};
+use store::{DbKind, SessionStore, StoreError};
 
 #[tokio::test]
 async fn refuses_unsupported_urls() {
@@ -18,7 +18,7 @@ async fn refuses_unsupported_urls() {
         "/var/lib/agentctl/agentctl.db",
         "",
     ] {
-        let e = match Store::connect(url).await {
+        let e = match SessionStore::connect(url).await {
             Err(e) => e,
             Ok(_) => panic!("{url} was accepted"),
         };
@@ -45,7 +45,7 @@ async fn names_the_host_it_cannot_reach() {
         .unwrap()
         .port();
     let url = format!("postgres://agentctl:s3cret@127.0.0.1:{port}/agentctl");
-    let e = match Store::connect(&url).await {
+    let e = match SessionStore::connect(&url).await {
         Err(e) => e,
         Ok(_) => panic!("connected to a closed port"),
     };
@@ -62,7 +62,7 @@ async fn names_the_database_that_refuses() {
         return;
     };
     let url = store::testing::with_database(db.url(), "agentctl_no_such_database");
-    let e = match Store::connect(&url).await {
+    let e = match SessionStore::connect(&url).await {
         Err(e) => e,
         Ok(_) => panic!("connected to a database that does not exist"),
     };
@@ -82,7 +82,7 @@ async fn names_the_file_it_cannot_create() {
     std::fs::write(&file, "").unwrap();
     // Its directory would have to be inside a regular file.
     let path = file.join("agentctl.db");
-    let e = match Store::connect(&format!("sqlite://{}", path.display())).await {
+    let e = match SessionStore::connect(&format!("sqlite://{}", path.display())).await {
         Err(e) => e,
         Ok(_) => panic!("opened a store inside a file"),
     };
@@ -103,7 +103,7 @@ async fn names_the_file_it_cannot_create() {
 async fn creates_a_private_sqlite_file_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a/b/agentctl.db");
-    let store = Store::connect(&format!("sqlite://{}", path.display()))
+    let store = SessionStore::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
     assert_eq!(store.kind(), DbKind::Sqlite);
@@ -141,7 +141,9 @@ async fn opens_a_relative_sqlite_path() {
             .display()
     );
     assert!(!rel.starts_with('/'));
-    let store = Store::connect(&format!("sqlite://{rel}")).await.unwrap();
+    let store = SessionStore::connect(&format!("sqlite://{rel}"))
+        .await
+        .unwrap();
     create_at(&store, &new_id(), 1).await;
     assert!(dir.path().join("rel.db").is_file());
     assert_eq!(store.location(), format!("sqlite://{rel}"));
@@ -149,7 +151,7 @@ async fn opens_a_relative_sqlite_path() {
 
 #[test]
 fn the_default_url_is_a_sqlite_file() {
-    let url = Store::default_url();
+    let url = SessionStore::default_url();
     assert!(url.starts_with("sqlite:///"), "{url}");
     assert!(url.ends_with("/agentctl/agentctl.db"), "{url}");
     if nix::unistd::geteuid().is_root() {

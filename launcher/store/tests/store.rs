@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use store::{Backend, ListQuery, NewEvent, Problem, SessionUpdate, Status, Store, StoreError};
+use store::{
+    Backend, ListQuery, NewEvent, Problem, SessionStore, SessionUpdate, Status, StoreError,
+};
 
 both!(
     create_get_list,
@@ -325,9 +327,9 @@ async fn migrations_are_idempotent(db: &Db) {
     // Three processes opening a new store at once: all migrate it, or find
     // it migrated.
     let (a, b, c) = tokio::join!(
-        Store::connect(db.url()),
-        Store::connect(db.url()),
-        Store::connect(db.url())
+        SessionStore::connect(db.url()),
+        SessionStore::connect(db.url()),
+        SessionStore::connect(db.url())
     );
     for s in [a, b, c] {
         s.unwrap().close().await;
@@ -339,7 +341,10 @@ async fn migrations_are_idempotent(db: &Db) {
         store.close().await;
     }
     // Again, twice at once, as two agentctl processes would.
-    let (s1, s2) = tokio::join!(Store::connect(db.url()), Store::connect(db.url()));
+    let (s1, s2) = tokio::join!(
+        SessionStore::connect(db.url()),
+        SessionStore::connect(db.url())
+    );
     let (s1, s2) = (s1.unwrap(), s2.unwrap());
     assert_eq!(s1.get(&id).await.unwrap().id, id);
     assert_eq!(s2.count().await.unwrap(), 1);
@@ -366,7 +371,7 @@ async fn migrations_are_idempotent(db: &Db) {
 }
 
 /// A session with `n` events in all (the first is `created`).
-async fn chain_of(store: &Store, n: u64) -> String {
+async fn chain_of(store: &SessionStore, n: u64) -> String {
     let id = new_id();
     create_at(store, &id, 100).await;
     for i in 2..=n {
@@ -576,7 +581,7 @@ async fn record_is_one_transaction(db: &Db) {
     );
 }
 
-async fn assert_broken(store: &Store, id: &str, seq: u64, problem: Problem) {
+async fn assert_broken(store: &SessionStore, id: &str, seq: u64, problem: Problem) {
     let v = store.verify(id).await.unwrap();
     assert!(!v.ok, "{v:?}");
     let b = v.broken.as_ref().unwrap();
@@ -669,7 +674,7 @@ async fn tamper_swap_seqs(db: &Db) {
 }
 
 /// Checks that `id`'s log is exactly seqs 1..=n and verifies.
-async fn assert_whole_chain(store: &Store, id: &str, n: u64) {
+async fn assert_whole_chain(store: &SessionStore, id: &str, n: u64) {
     let events = store.events(id).await.unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
@@ -683,7 +688,7 @@ async fn concurrent_appends(db: &Db) {
     let stores = [db.store().await, db.store().await, db.store().await];
     let id = new_id();
     create_at(&stores[0], &id, 1).await;
-    let stores: Vec<std::sync::Arc<Store>> = stores.into_iter().map(Into::into).collect();
+    let stores: Vec<std::sync::Arc<SessionStore>> = stores.into_iter().map(Into::into).collect();
     let mut tasks = Vec::new();
     for (s, store) in stores.iter().enumerate() {
         for t in 0..4 {
@@ -715,7 +720,7 @@ fn append_child() {
     };
     let n: u32 = n.parse().unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = Store::connect(&url).await.unwrap();
+        let store = SessionStore::connect(&url).await.unwrap();
         let pid = std::process::id();
         let task = |t: u32| {
             let (store, id) = (&store, &id);

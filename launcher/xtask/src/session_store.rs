@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use store::testing::{self, Durability, TestDatabase};
-use store::{Backend, ListQuery, NewEvent, NewSession, SessionUpdate, Status, Store};
+use store::{Backend, ListQuery, NewEvent, NewSession, SessionStore, SessionUpdate, Status};
 use tokio::task::JoinSet;
 
 use crate::stats::Summary;
@@ -113,8 +113,8 @@ pub fn bench_store(
 
 /// The two stores under test, and what keeps their databases alive.
 struct Stores {
-    sqlite: Arc<Store>,
-    postgres: Arc<Store>,
+    sqlite: Arc<SessionStore>,
+    postgres: Arc<SessionStore>,
     _sqlite_dir: tempfile::TempDir,
     postgres_db: TestDatabase,
 }
@@ -151,8 +151,10 @@ async fn run(sessions: usize, events: usize, runs: usize, rounds: usize) -> Resu
         .await
         .map_err(anyhow::Error::msg)?;
     let stores = Stores {
-        sqlite: Arc::new(Store::connect(&format!("sqlite://{}", sqlite_path.display())).await?),
-        postgres: Arc::new(Store::connect(&postgres_db.url).await?),
+        sqlite: Arc::new(
+            SessionStore::connect(&format!("sqlite://{}", sqlite_path.display())).await?,
+        ),
+        postgres: Arc::new(SessionStore::connect(&postgres_db.url).await?),
         _sqlite_dir: dir,
         postgres_db,
     };
@@ -270,7 +272,7 @@ fn created() -> NewEvent {
 /// Records the sessions `ids`, one a minute apart, through the API from
 /// [`WRITERS`] tasks: one in [`LIVE_EVERY`] stays created or running,
 /// every other one is updated to an end status. The seconds it took.
-async fn populate_store(store: Arc<Store>, ids: Arc<Vec<String>>) -> Result<f64> {
+async fn populate_store(store: Arc<SessionStore>, ids: Arc<Vec<String>>) -> Result<f64> {
     let n = ids.len();
     let start = Instant::now();
     let base = store::now_ms() - n as i64 * 60_000;
@@ -344,7 +346,7 @@ struct Appends {
 }
 
 impl Appends {
-    async fn round(&mut self, store: &Arc<Store>, events: usize) -> Result<()> {
+    async fn round(&mut self, store: &Arc<SessionStore>, events: usize) -> Result<()> {
         let now = store::now_ms();
         let fresh = |k: usize| new_session(testing::random_hex(16), now + k as i64);
 
@@ -439,7 +441,7 @@ struct Reads {
 impl Reads {
     async fn round(
         &mut self,
-        store: &Store,
+        store: &SessionStore,
         runs: usize,
         ids: &[String],
         chain: &Option<String>,

@@ -18,7 +18,7 @@ pub fn image(cmd: ImageCommand) -> Result<u8> {
         return Ok(0);
     }
     let root = super::image_root();
-    let store = image_store::Store::open(&root)
+    let store = image_store::ImageCache::open(&root)
         .with_context(|| format!("cannot open the image cache at {}", root.display()))?;
     match cmd {
         ImageCommand::Build { .. } => unreachable!("handled above"),

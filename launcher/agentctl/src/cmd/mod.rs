@@ -157,7 +157,7 @@ fn own_state() -> Result<Vec<std::path::PathBuf>> {
     // directory may be anything, /tmp included).
     for url in [
         std::env::var("AGENTCTL_STORE").ok(),
-        Some(store::Store::default_url()),
+        Some(store::SessionStore::default_url()),
     ]
     .into_iter()
     .flatten()
@@ -195,7 +195,7 @@ pub fn native_backend() -> backend_native::NativeBackend {
 pub fn image_root() -> PathBuf {
     std::env::var_os("AGENTCTL_IMAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(image_store::Store::default_root)
+        .unwrap_or_else(image_store::ImageCache::default_root)
 }
 
 /// This binary, for backends that run it again (inside or beside a sandbox).

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use sqlx::Connection;
 use store::testing::{self, TestDatabase};
-use store::{Backend, NewEvent, NewSession, Session, Store};
+use store::{Backend, NewEvent, NewSession, Session, SessionStore};
 
 pub enum Db {
     Sqlite {
@@ -63,8 +63,8 @@ impl Db {
         matches!(self, Db::Sqlite { .. })
     }
 
-    pub async fn store(&self) -> Store {
-        Store::connect(self.url())
+    pub async fn store(&self) -> SessionStore {
+        SessionStore::connect(self.url())
             .await
             .unwrap_or_else(|e| panic!("connect {}: {e}", self.url()))
     }
@@ -182,7 +182,7 @@ pub fn created() -> NewEvent {
 }
 
 /// Records session `id` created at `at`.
-pub async fn create_at(store: &Store, id: &str, at: i64) -> Session {
+pub async fn create_at(store: &SessionStore, id: &str, at: i64) -> Session {
     let mut s = session(id);
     s.created_at = Some(at);
     store.create_session(&s, created()).await.unwrap()
