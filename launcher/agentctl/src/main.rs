@@ -3,9 +3,7 @@
 
 mod cli;
 mod cmd;
-mod loader;
 mod progress;
-mod record;
 
 use std::process::ExitCode;
 
@@ -30,8 +28,8 @@ fn main() -> ExitCode {
             return ExitCode::from(LAUNCHER_FAILURE);
         }
     }
-    let store = record::StoreUrl::resolve(cli.store);
-    match cmd::dispatch(cli.command, &store) {
+    let store = lifecycle::StoreLocation::resolve(cli.store);
+    match cmd::dispatch(cli.command, store) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("agentctl: {err:#}");

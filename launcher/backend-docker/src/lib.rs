@@ -41,16 +41,9 @@ impl DockerBackend {
         DockerBackend { init }
     }
 
-    /// Runs `f` on a fresh runtime, then drops the runtime without waiting
-    /// for blocking tasks: a read of the terminal may never return.
+    /// Runs `f` on a runtime of its own (see [`blocking::block_on`]).
     fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let out = rt.block_on(f);
-        rt.shutdown_background();
-        out
+        blocking::block_on(f)
     }
 
     /// Builds an agent image from `images/` (see [`images::build`]).

@@ -373,30 +373,17 @@ fn tempfile_dir(session_dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// Takes the session's lock, held until the helper exits.
-fn take_lock(session_dir: &Path) -> Result<fs::File, String> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(session_dir.join(LOCK_FILE))
-        .map_err(|e| format!("cannot create the session lock: {e}"))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err("the session is already supervised".into());
+fn take_lock(session_dir: &Path) -> Result<fslock::Lock, String> {
+    match fslock::try_exclusive(&session_dir.join(LOCK_FILE)) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err("the session is already supervised".into()),
+        Err(e) => Err(format!("cannot create the session lock: {e}")),
     }
-    Ok(file)
 }
 
 /// True when a live helper holds the lock of the session in `session_dir`.
 pub fn supervised(session_dir: &Path) -> bool {
-    let Ok(file) = fs::OpenOptions::new()
-        .write(true)
-        .open(session_dir.join(LOCK_FILE))
-    else {
-        return false;
-    };
-    // SAFETY: flock on a descriptor we own; released when it closes.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    fslock::held(&session_dir.join(LOCK_FILE))
 }
 
 fn run_on_exit(argv: &[String], code: i32) {

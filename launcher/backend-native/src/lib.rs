@@ -387,6 +387,10 @@ impl Backend for NativeBackend {
         Ok(lifecycle::liveness(self, &handle.session))
     }
 
+    fn forget_exit(&self, handle: &Handle) {
+        lifecycle::forget_exit(self, &handle.session);
+    }
+
     fn remove(&self, handle: &Handle) -> Result<(), BackendError> {
         lifecycle::remove(self, &handle.session);
         Ok(())

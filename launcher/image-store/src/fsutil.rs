@@ -3,16 +3,16 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{self as rfs, AtFlags, Dir, FlockOperation, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, Dir, Mode, OFlags};
 use rustix::io::Errno;
 
 /// A name no other process or thread will pick: pid, time and a counter.
@@ -49,45 +49,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// A held `flock`; released when dropped.
-#[derive(Debug)]
-pub(crate) struct Lock {
-    _file: File,
-}
+/// A held lock on the cache (see the `fslock` crate); released when dropped.
+pub(crate) type Lock = fslock::Lock;
 
 /// Takes a shared or exclusive lock on `path` (created if missing). Calls
 /// `on_wait` once if another process holds it, then blocks.
 pub(crate) fn lock(path: &Path, exclusive: bool, on_wait: impl FnOnce()) -> io::Result<Lock> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    let (try_op, op) = if exclusive {
-        (
-            FlockOperation::NonBlockingLockExclusive,
-            FlockOperation::LockExclusive,
-        )
+    let mode = if exclusive {
+        fslock::Mode::Exclusive
     } else {
-        (
-            FlockOperation::NonBlockingLockShared,
-            FlockOperation::LockShared,
-        )
+        fslock::Mode::Shared
     };
-    match rfs::flock(&file, try_op) {
-        Ok(()) => return Ok(Lock { _file: file }),
-        Err(Errno::WOULDBLOCK) => on_wait(),
-        Err(e) => return Err(e.into()),
-    }
-    loop {
-        match rfs::flock(&file, op) {
-            Ok(()) => return Ok(Lock { _file: file }),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    fslock::lock(path, mode, on_wait)
 }
 
 fn is_root() -> bool {

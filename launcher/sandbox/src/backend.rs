@@ -166,6 +166,11 @@ pub trait Backend {
     /// Whether the session's sandbox still exists.
     fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError>;
 
+    /// The session's end is on record: forget what the backend kept only
+    /// to report it (the native backend's exit file). Engines that keep
+    /// the exit status themselves do nothing.
+    fn forget_exit(&self, _handle: &Handle) {}
+
     /// Removes whatever is left of a session's sandbox (a lost one).
     fn remove(&self, handle: &Handle) -> Result<(), BackendError>;
 

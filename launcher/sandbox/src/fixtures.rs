@@ -105,6 +105,7 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
         ],
         symlink_aliases: vec![],
         host_run: vec![],
+        prepare: Vec::new(),
         skipped: vec![],
         notes: vec![],
         docker: false,

@@ -15,6 +15,7 @@ pub mod hostrun;
 pub mod landlock;
 pub mod pins;
 pub mod plan;
+pub mod prepare;
 pub mod scan;
 pub mod spec;
 pub mod termfilter;

@@ -3,7 +3,6 @@
 //! against the deny lists, and the workspace is scanned.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use policy::env::{BaseEnv, CliEnv, plan_env};
@@ -12,6 +11,7 @@ use policy::{AccessMode, MountEntry, NetworkMode, Policy, UserSpec};
 use sha2::{Digest, Sha256};
 
 use crate::error::PlanError;
+use crate::prepare::{HostPrep, real_path_of_missing};
 use crate::scan::{RootKind, ScanInput, ScanRoot, normalize, scan};
 use crate::spec::{
     EnvEntry, Identity, LimitsPlan, MaskKind, MaskReason, Masked, MountPlan, MountPurpose,
@@ -88,7 +88,17 @@ pub struct PlanRequest {
     /// kept logs, the runtime directory with `helper.json`): masked wherever
     /// a mount would show them, whatever the profile grants, and never a
     /// mount source themselves.
-    pub own_state: Vec<PathBuf>,
+    pub own_state: OwnState,
+}
+
+/// agentctl's own state, as the caller knows it.
+#[derive(Clone, Debug, Default)]
+pub struct OwnState {
+    /// Directories: masked whether or not they exist, and made (0700) by
+    /// the launch when missing (see [`crate::prepare`]).
+    pub dirs: Vec<PathBuf>,
+    /// Files (a SQLite store and its journals): masked when present.
+    pub files: Vec<PathBuf>,
 }
 
 /// Builds the plan. Fails, naming the path and the fix, when a grant would
@@ -116,6 +126,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
 
     let mut mounts = Vec::new();
     let mut skipped = Vec::new();
+    let mut prepare = Vec::new();
     let mut roots = Vec::new();
     let image = req.image.clone().or_else(|| policy.image.clone());
     // From an image, the root filesystem is the image's: the host's system
@@ -158,54 +169,53 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
     for entry in &policy.home {
         let rel = entry.path.home_relative().unwrap_or_default();
         let host_path = home.join(rel);
-        if fs::symlink_metadata(&host_path).is_err() {
-            if let Some(content) = &entry.create_file {
-                // create_new: never through a link planted meanwhile.
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&host_path)
-                    .and_then(|mut f| std::io::Write::write_all(&mut f, content.as_bytes()))
-                    .map_err(|e| PlanError::Mount {
-                        path: host_path.clone(),
-                        message: format!("cannot create it: {e}"),
-                        fix: "create it yourself, or remove the home entry from the profile".into(),
-                    })?;
-            } else if entry.create {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&host_path)
-                    .map_err(|e| PlanError::Mount {
-                        path: host_path.clone(),
-                        message: format!("cannot create it: {e}"),
-                        fix: "create it yourself, or remove the home entry from the profile".into(),
-                    })?;
-            } else {
+        let (source, made) = if fs::symlink_metadata(&host_path).is_err() {
+            // Made by the launch, not here: planning changes nothing.
+            if entry.create_file.is_none() && !entry.create {
                 skipped.push(format!("~/{rel} (not present on the host)"));
                 continue;
             }
-        }
-        let source = fs::canonicalize(&host_path).map_err(|e| PlanError::Mount {
-            path: host_path.clone(),
-            message: format!("cannot resolve it: {e}"),
-            fix: "fix or remove the broken link".into(),
-        })?;
+            let path = real_path_of_missing(&host_path).ok_or_else(|| PlanError::Mount {
+                path: host_path.clone(),
+                message: "cannot resolve where it would be created".into(),
+                fix: "create it yourself, or remove the home entry from the profile".into(),
+            })?;
+            let prep = match &entry.create_file {
+                Some(content) => HostPrep::File {
+                    path: path.clone(),
+                    content: content.clone(),
+                },
+                None => HostPrep::Dir { path: path.clone() },
+            };
+            (path, Some(prep))
+        } else {
+            let path = fs::canonicalize(&host_path).map_err(|e| PlanError::Mount {
+                path: host_path.clone(),
+                message: format!("cannot resolve it: {e}"),
+                fix: "fix or remove the broken link".into(),
+            })?;
+            (path, None)
+        };
         guards.check(&source, &format!("home entry ~/{rel}"))?;
-        roots.push(ScanRoot {
-            host: source.clone(),
-            container: host_path.clone(),
-            kind: RootKind::Content {
-                name_rules: entry.scan,
-            },
-        });
+        // What the launch makes is new and empty (or agentctl's own
+        // content): nothing to scan.
+        let file = match &made {
+            Some(prep) => matches!(prep, HostPrep::File { .. }),
+            None => {
+                roots.push(ScanRoot {
+                    host: source.clone(),
+                    container: host_path.clone(),
+                    kind: RootKind::Content {
+                        name_rules: entry.scan,
+                    },
+                });
+                source.is_file()
+            }
+        };
+        prepare.extend(made);
         mounts.push(MountPlan {
             destination: host_path,
-            source: MountSource::Bind {
-                file: source.is_file(),
-                path: source,
-            },
+            source: MountSource::Bind { file, path: source },
             writable: entry.mode.is_rw(),
             purpose: MountPurpose::HomeGrant,
         });
@@ -416,7 +426,10 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
     }
     // agentctl's own state inside any mount: by its real path, so that a
     // grant of `~/.config` or `~/.local/share` shows none of it.
-    for real in &guards.own {
+    for (real, kind) in &guards.own {
+        if *kind == OwnKind::MissingDir {
+            prepare.push(HostPrep::Dir { path: real.clone() });
+        }
         for m in &mounts {
             let MountSource::Bind { path: source, .. } = &m.source else {
                 continue;
@@ -432,11 +445,15 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             if rest.as_os_str().is_empty() {
                 continue;
             }
-            masked.extend(mask_if_present(
-                real,
-                m.destination.join(rest),
-                MaskReason::OwnState,
-            ));
+            let dest = m.destination.join(rest);
+            masked.extend(match kind {
+                OwnKind::MissingDir => Some(Masked {
+                    path: dest,
+                    kind: MaskKind::Dir,
+                    reason: MaskReason::OwnState,
+                }),
+                _ => mask_if_present(real, dest, MaskReason::OwnState),
+            });
         }
     }
     for (path, kind, what) in system {
@@ -577,6 +594,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         symlink_aliases: scanned.aliases,
         host_run,
         skipped,
+        prepare,
         notes,
         docker: policy.docker,
         network,
@@ -702,6 +720,16 @@ struct DenyPath {
     real: Option<PathBuf>,
 }
 
+/// Whether a piece of agentctl's own state exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnKind {
+    Present,
+    /// A directory the launch makes: masked as one already.
+    MissingDir,
+    /// A file that is not there: nothing to mask.
+    Missing,
+}
+
 /// What no mount may be or lie inside, resolved once per plan (some
 /// seventy paths to canonicalize, not seventy per mount): the home deny
 /// list and agentctl's own state, by real path.
@@ -709,13 +737,14 @@ struct Guards {
     home: PathBuf,
     granted: Vec<String>,
     deny: Vec<DenyPath>,
-    /// agentctl's own state by real path (the path as given when it does
-    /// not exist: nothing to mask, but still no mount source).
-    own: Vec<PathBuf>,
+    /// agentctl's own state by real path (a missing one by the real path
+    /// it will have), and whether it is a directory that is missing (the
+    /// launch makes it).
+    own: Vec<(PathBuf, OwnKind)>,
 }
 
 impl Guards {
-    fn new(home: &Path, granted: Vec<String>, own_state: &[PathBuf]) -> Guards {
+    fn new(home: &Path, granted: Vec<String>, own_state: &OwnState) -> Guards {
         let deny = HOME_DENY
             .iter()
             .filter(|(entry, _)| !granted.iter().any(|g| g == entry))
@@ -730,9 +759,16 @@ impl Guards {
                 }
             })
             .collect();
-        let own = own_state
-            .iter()
-            .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        let resolve = |p: &PathBuf, missing: OwnKind| match fs::canonicalize(p) {
+            Ok(real) => (real, OwnKind::Present),
+            Err(_) => (
+                real_path_of_missing(p).unwrap_or_else(|| p.clone()),
+                missing,
+            ),
+        };
+        let own = (own_state.dirs.iter())
+            .map(|p| resolve(p, OwnKind::MissingDir))
+            .chain(own_state.files.iter().map(|p| resolve(p, OwnKind::Missing)))
             .collect();
         Guards {
             home: home.to_path_buf(),
@@ -746,7 +782,7 @@ impl Guards {
     /// state or inside it, or inside a home deny list entry that the
     /// profile does not grant.
     fn check(&self, source: &Path, what: &str) -> Result<(), PlanError> {
-        if let Some(real) = self.own.iter().find(|o| source.starts_with(o)) {
+        if let Some((real, _)) = self.own.iter().find(|(o, _)| source.starts_with(o)) {
             return Err(PlanError::Denied {
                 path: source.to_path_buf(),
                 message: format!(

@@ -266,6 +266,11 @@ pub struct SandboxSpec {
     pub host_run: Vec<crate::hostrun::HostRunFile>,
     /// Granted entries the host does not have, for `explain`.
     pub skipped: Vec<String>,
+    /// What the launch makes on the host before the sandbox starts
+    /// (agentctl's own directories, home entries the profile creates);
+    /// planning makes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepare: Vec<crate::prepare::HostPrep>,
     /// What the user should know about the plan: directories named like
     /// secrets that were walked instead (virtual environments), and
     /// warnings (`warning: ...`, e.g. a token in a granted ~/.gitconfig).

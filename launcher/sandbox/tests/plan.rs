@@ -425,6 +425,16 @@ fn missing_home_entries_are_skipped_or_created() {
         ]
     );
     let state = fx.home.join(".tool-state");
+    // Planning changes nothing; the launch makes it (sandbox::prepare).
+    assert!(!state.exists(), "the plan made {}", state.display());
+    assert!(
+        spec.prepare
+            .iter()
+            .any(|p| p.path() == std::fs::canonicalize(&fx.home).unwrap().join(".tool-state")),
+        "{:?}",
+        spec.prepare
+    );
+    sandbox::prepare::apply(&spec).unwrap();
     assert!(state.is_dir(), "create: true makes the directory");
     let m = mount_at(&spec, &state);
     assert_eq!(m.len(), 1);
@@ -447,7 +457,7 @@ fn command_line_mount_into_proc_is_refused() {
             env: Vec::new(),
             image: None,
             allow_home_workspace: false,
-            own_state: Vec::new(),
+            own_state: Default::default(),
         },
         &fx.host(),
     )
@@ -575,7 +585,7 @@ fn environment_holds_only_base_and_profile_names_and_never_prints_values() {
             )],
             image: None,
             allow_home_workspace: false,
-            own_state: Vec::new(),
+            own_state: Default::default(),
         },
         &fx.host(),
     )
@@ -692,7 +702,7 @@ fn the_home_and_its_start_up_trees_are_refused_as_the_workspace() {
                 env: Vec::new(),
                 image: None,
                 allow_home_workspace: false,
-                own_state: Vec::new(),
+                own_state: Default::default(),
             },
             &fx.host(),
         )

@@ -5,10 +5,12 @@ use policy::NetworkMode;
 use sandbox::SandboxSpec;
 use sandbox::spec::{MaskKind, MountPurpose, MountSource};
 
+use super::wiring::request;
 use crate::cli::ExplainArgs;
 
-pub fn explain(args: ExplainArgs) -> Result<u8> {
-    let spec = super::plan(&args.policy, args.command)?;
+/// Prints the plan; changes nothing on the host.
+pub fn explain(args: ExplainArgs, lc: &lifecycle::Lifecycle) -> Result<u8> {
+    let spec = lc.plan(&request(&args.policy, args.command))?;
     if args.json {
         let mut value = serde_json::to_value(&spec)?;
         value["hardening"] = serde_json::json!({

@@ -9,7 +9,7 @@ pub fn image(cmd: ImageCommand) -> Result<u8> {
         rebuild_deps,
     } = &cmd
     {
-        let tag = backend_docker::DockerBackend::new(super::self_path()).build_image(
+        let tag = super::wiring::host_backends().docker().build_image(
             name,
             base.as_deref(),
             *rebuild_deps,
@@ -17,7 +17,7 @@ pub fn image(cmd: ImageCommand) -> Result<u8> {
         println!("{tag}");
         return Ok(0);
     }
-    let root = super::image_root();
+    let root = lifecycle::backends::image_root();
     let store = image_store::ImageCache::open(&root)
         .with_context(|| format!("cannot open the image cache at {}", root.display()))?;
     match cmd {

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use crate::cli::ProfilesArgs;
-use crate::loader::FsLoader;
+use lifecycle::profiles::FsLoader;
 
 pub fn profiles(args: ProfilesArgs) -> Result<u8> {
     let loader = FsLoader::new();

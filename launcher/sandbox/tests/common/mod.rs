@@ -101,7 +101,7 @@ impl Fx {
                 // Tests of what is masked when the home is the workspace
                 // ask for it, as the user would; the refusal has its own.
                 allow_home_workspace: workspace == self.home,
-                own_state: Vec::new(),
+                own_state: Default::default(),
             },
             &self.host(),
         )

@@ -10,6 +10,12 @@ pub struct FsLoader {
     pub user_dir: Option<PathBuf>,
 }
 
+impl Default for FsLoader {
+    fn default() -> FsLoader {
+        FsLoader::new()
+    }
+}
+
 impl FsLoader {
     pub fn new() -> FsLoader {
         let config = std::env::var_os("XDG_CONFIG_HOME")

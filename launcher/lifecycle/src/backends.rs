@@ -1,0 +1,63 @@
+//! Backend choice: which backend runs (or ran) a session, and the host
+//! facts the real backends need. Tests give a [`Lifecycle`] backends of
+//! their own.
+//!
+//! [`Lifecycle`]: crate::Lifecycle
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Gives the backend for a kind of session.
+pub trait Backends: Send + Sync {
+    fn get(&self, kind: store::Backend) -> Box<dyn sandbox::Backend>;
+}
+
+/// What the real backends need to know about this host and binary.
+#[derive(Clone)]
+pub struct HostBackends {
+    /// This binary: the native helper, the Docker backend's init, the proxy.
+    pub self_exe: PathBuf,
+    /// The native image cache.
+    pub images: PathBuf,
+    /// Shows the progress of an image pull (bars on a terminal, lines
+    /// otherwise); the caller chooses.
+    pub progress: Arc<dyn Fn() -> Box<dyn image_store::Progress> + Send + Sync>,
+}
+
+impl HostBackends {
+    /// The native backend, with the image cache and the progress display.
+    pub fn native(&self) -> backend_native::NativeBackend {
+        let mut b = backend_native::NativeBackend::new(vec![
+            self.self_exe.to_string_lossy().into_owned(),
+            "__native-helper".to_string(),
+        ]);
+        b.images = self.images.clone();
+        b.progress = (self.progress)();
+        b
+    }
+
+    pub fn docker(&self) -> backend_docker::DockerBackend {
+        backend_docker::DockerBackend::new(self.self_exe.clone())
+    }
+}
+
+impl Backends for HostBackends {
+    fn get(&self, kind: store::Backend) -> Box<dyn sandbox::Backend> {
+        match kind {
+            store::Backend::Native => Box::new(self.native()),
+            store::Backend::Docker => Box::new(self.docker()),
+        }
+    }
+}
+
+/// The native image cache: AGENTCTL_IMAGES, or the per-user default.
+pub fn image_root() -> PathBuf {
+    std::env::var_os("AGENTCTL_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(image_store::ImageCache::default_root)
+}
+
+/// This binary, for backends that run it again (inside or beside a sandbox).
+pub fn self_path() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+}

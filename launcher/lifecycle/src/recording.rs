@@ -1,0 +1,256 @@
+//! Recording a launch: the row goes on record before anything runs
+//! ([`Opening`]), a foreground session's record is kept by a thread while
+//! it runs ([`LiveRecord`]), and its end goes on record however it ends
+//! ([`Recording`]).
+//!
+//! No thread may exist while the native backend forks its helper (a
+//! SQLite connection has a worker thread), so the store is touched from
+//! threads that end before that fork or start after it.
+
+use std::cell::{Cell, RefCell};
+
+use serde_json::json;
+use store::{NewEvent, NewSession, SessionUpdate, Status};
+
+use crate::context::Lifecycle;
+use crate::error::{Error, Result};
+use crate::location::StoreLocation;
+use crate::lock::LauncherLock;
+use crate::record::Outcome;
+
+/// Puts a new session on record, having reconciled the store. Started
+/// before planning: a thread opens the store and looks for live sessions
+/// meanwhile, and [`Opening::create`] hands it the session. When every
+/// live session has a launcher of its own (the usual case: none is live)
+/// there is nothing to reconcile, and that one connection does it all.
+/// The thread is gone when `create` returns, before any backend forks.
+pub struct Opening {
+    send: Option<tokio::sync::oneshot::Sender<(NewSession, NewEvent)>>,
+    thread: Option<std::thread::JoinHandle<Result<bool>>>,
+}
+
+impl Opening {
+    pub fn start(lc: &Lifecycle) -> Opening {
+        let (send, recv) = tokio::sync::oneshot::channel::<(NewSession, NewEvent)>();
+        let (url, runtime) = (lc.store.clone(), lc.runtime.clone());
+        let thread = std::thread::spawn(move || {
+            blocking::block_on(async move {
+                let store = url.open().await?;
+                let live = store.with_status(&[Status::Created, Status::Running]).await;
+                let settled = match live {
+                    Ok(live) => live.iter().all(|l| LauncherLock::held(&runtime, &l.id)),
+                    Err(e) => {
+                        store.close().await;
+                        return Err(e.into());
+                    }
+                };
+                let mut created = Ok(false);
+                // No session comes when planning failed.
+                if settled && let Ok((s, first)) = recv.await {
+                    created = store.create_session(&s, first).await.map(|_| true);
+                }
+                store.close().await;
+                Ok(created?)
+            })
+        });
+        Opening {
+            send: Some(send),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn create(mut self, lc: &Lifecycle, s: NewSession, first: NewEvent) -> Result<()> {
+        let (Some(send), Some(thread)) = (self.send.take(), self.thread.take()) else {
+            return Err(Error::Internal("a session was put on record twice".into()));
+        };
+        // A thread that is done already (store unreachable, or sessions to
+        // reconcile) has dropped its receiver; what it says is below.
+        let _ = send.send((s.clone(), first.clone()));
+        let created = thread
+            .join()
+            .map_err(|_| Error::Internal("the session store's thread panicked".into()))??;
+        if !created {
+            lc.reconcile()?;
+            lc.store.with(async |store| {
+                store.create_session(&s, first).await?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Opening {
+    /// Planning failed: the thread closes the store and ends.
+    fn drop(&mut self) {
+        self.send.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a [`LiveRecord`] got on record.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub started: bool,
+    pub ended: bool,
+    pub error: Option<Error>,
+}
+
+/// A running foreground session's record, kept by a thread of its own:
+/// the session shows as running while it runs, and its end goes on record
+/// over a connection that is already open, which keeps the store's share
+/// of a launch small.
+///
+/// Start it only once the sandbox is running: the native backend forks
+/// its helper before that, and no thread may exist across that fork.
+pub struct LiveRecord {
+    end: Option<tokio::sync::oneshot::Sender<(Vec<NewEvent>, Outcome)>>,
+    thread: std::thread::JoinHandle<Written>,
+}
+
+impl LiveRecord {
+    pub fn start(
+        store_url: &StoreLocation,
+        id: &str,
+        started_at: i64,
+        pid: Option<u32>,
+    ) -> LiveRecord {
+        let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<NewEvent>, Outcome)>();
+        let (url, id) = (store_url.clone(), id.to_string());
+        let thread = std::thread::spawn(move || {
+            blocking::block_on(async move {
+                let mut w = Written::default();
+                let store = match url.open().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        w.error = Some(e);
+                        return w;
+                    }
+                };
+                let started = store
+                    .record(
+                        &id,
+                        vec![NewEvent::new("started").data(json!({ "pid": pid }))],
+                        &SessionUpdate {
+                            status: Some(Status::Running),
+                            started_at: Some(started_at),
+                            ..SessionUpdate::default()
+                        },
+                    )
+                    .await;
+                match started {
+                    Ok(_) => w.started = true,
+                    Err(e) => w.error = Some(e.into()),
+                }
+                // A dropped sender (the launcher gave up) ends the thread.
+                if w.error.is_none()
+                    && let Ok((events, outcome)) = rx.await
+                {
+                    match outcome
+                        .record(&store, &id, events, SessionUpdate::default())
+                        .await
+                    {
+                        Ok(()) => w.ended = true,
+                        Err(e) => w.error = Some(e),
+                    }
+                }
+                store.close().await;
+                w
+            })
+        });
+        LiveRecord {
+            end: Some(tx),
+            thread,
+        }
+    }
+
+    /// Records `events` (the signals passed on) and the end, and waits for
+    /// the thread.
+    pub fn finish(mut self, events: Vec<NewEvent>, outcome: Outcome) -> Written {
+        if let Some(tx) = self.end.take() {
+            let _ = tx.send((events, outcome));
+        }
+        self.thread.join().unwrap_or_else(|_| Written {
+            error: Some(Error::Internal(
+                "the session's recorder thread panicked".into(),
+            )),
+            ..Written::default()
+        })
+    }
+}
+
+/// Keeps the record of a foreground session while it runs: a
+/// [`LiveRecord`] from the moment the sandbox runs (the native backend has
+/// forked by then), and what happened, in case that record cannot finish.
+/// The backend tells it what happens, as its [`sandbox::Observer`].
+pub struct Recording<'a> {
+    store: &'a StoreLocation,
+    id: &'a str,
+    started: Cell<Option<(i64, Option<u32>)>>,
+    signals: RefCell<Vec<(i64, String)>>,
+    live: RefCell<Option<LiveRecord>>,
+    /// Told when the agent runs, after the record is on its way.
+    on_start: &'a dyn Fn(Option<u32>),
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(store: &'a StoreLocation, id: &'a str, on_start: &'a dyn Fn(Option<u32>)) -> Self {
+        Recording {
+            store,
+            id,
+            started: Cell::new(None),
+            signals: RefCell::default(),
+            live: RefCell::default(),
+            on_start,
+        }
+    }
+
+    /// Puts the end on record: through the live record, or, if it never
+    /// started or failed, over a new connection with whatever it missed.
+    pub fn finish(self, outcome: Outcome) -> Result<()> {
+        let signals: Vec<NewEvent> = self
+            .signals
+            .take()
+            .into_iter()
+            .map(|(at, sig)| NewEvent::new("signal").data(json!({"signal": sig, "at": at})))
+            .collect();
+        let written = match self.live.take() {
+            Some(live) => live.finish(signals.clone(), outcome.clone()),
+            None => Written::default(),
+        };
+        if written.ended {
+            return Ok(());
+        }
+        if let Some(e) = &written.error {
+            tracing::warn!("recording the running session failed, trying again: {e}");
+        }
+        let mut events = Vec::new();
+        let mut update = SessionUpdate::default();
+        if let Some((at, pid)) = self.started.get().filter(|_| !written.started) {
+            events.push(NewEvent::new("started").data(json!({"pid": pid})));
+            update.started_at = Some(at);
+        }
+        events.extend(signals);
+        let id = self.id;
+        self.store
+            .with(async |store| outcome.record(store, id, events, update).await)
+    }
+}
+
+impl sandbox::Observer for Recording<'_> {
+    fn started(&self, pid: Option<u32>) {
+        let at = store::now_ms();
+        self.started.set(Some((at, pid)));
+        if self.store.keeps_records() {
+            *self.live.borrow_mut() = Some(LiveRecord::start(self.store, self.id, at, pid));
+        }
+        (self.on_start)(pid);
+    }
+    fn signal(&self, name: &str) {
+        self.signals
+            .borrow_mut()
+            .push((store::now_ms(), name.to_string()));
+    }
+}
