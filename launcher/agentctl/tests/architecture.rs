@@ -183,3 +183,376 @@ fn the_check_can_fail() {
     // backend-native does depend on libcontainer: the walk must see it.
     assert!(closure("backend-native").contains("libcontainer"));
 }
+
+#[test]
+fn the_store_knows_no_sandbox() {
+    forbid(
+        "store",
+        &[
+            "policy",
+            "sandbox",
+            "backend-native",
+            "backend-docker",
+            "libcontainer",
+            "bollard",
+            "lifecycle",
+        ],
+    );
+}
+
+/// The dashboard reads the store and writes requests to it; a session's
+/// supervisor carries them out. It starts nothing itself.
+#[test]
+fn the_web_crate_knows_no_backend_and_no_docker() {
+    forbid(
+        "web",
+        &[
+            "backend-docker",
+            "bollard",
+            "docker-proxy",
+            "lifecycle",
+            "libcontainer",
+        ],
+    );
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Every `.rs` file under `dir`, with its text.
+fn sources(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.push((p, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Backends take a `SandboxSpec` and use the policy crate's plain types
+/// (network modes, seccomp rules as data); none reads or resolves a
+/// profile.
+#[test]
+fn a_backend_never_reads_a_profile() {
+    let forbidden = [
+        "ProfileLoader",
+        "ProfileFile",
+        "policy::resolve",
+        "policy::profile",
+        "policy::Policy",
+        "HomeEntry",
+        "SecretRules",
+    ];
+    for krate in ["backend-native", "backend-docker"] {
+        for (path, text) in sources(&workspace_root().join("launcher").join(krate).join("src")) {
+            for f in forbidden {
+                assert!(
+                    !text.contains(f),
+                    "{} names {f}: a backend reads the SandboxSpec, never a profile (docs/ARCHITECTURE.md)",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Sessions start in one place: the lifecycle library, which records them.
+/// Nothing else calls a backend's `run` or `start_detached` or holds a
+/// `Backend` (the backends themselves and the trait's crate aside).
+#[test]
+fn only_the_session_library_starts_sessions() {
+    let root = workspace_root();
+    let mut checked = 0;
+    for dir in [
+        "launcher/agentctl/src",
+        "launcher/xtask/src",
+        "launcher/docker-proxy/src",
+        "launcher/store/src",
+        "web/src",
+    ] {
+        for (path, text) in sources(&root.join(dir)) {
+            checked += 1;
+            for f in [
+                "start_detached(",
+                "sandbox::Backend",
+                "dyn Backend",
+                "backend_docker::",
+                "NativeBackend",
+            ] {
+                assert!(
+                    !text.contains(f),
+                    "{} names {f}: only launcher/lifecycle starts sessions (docs/ARCHITECTURE.md)",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(checked > 10, "the walk found the sources");
+    // And the binary does not link the Docker backend at all.
+    let (deps, names) = graph();
+    let agentctl = names.iter().find(|(_, n)| *n == "agentctl").unwrap().0;
+    let direct: Vec<&str> = deps[agentctl].iter().map(|d| names[d].as_str()).collect();
+    assert!(direct.contains(&"lifecycle"), "{direct:?}");
+    assert!(!direct.contains(&"backend-docker"), "{direct:?}");
+}
+
+/// The modules of one crate and which of them each one uses, from the
+/// source: `crate::a::b`, `super::…`, and a child module named in its
+/// parent (`run::run(…)` in `cmd/mod.rs`). A root item re-exported with
+/// `pub use a::{X, Y}` counts as module `a`. Test modules at the end of a
+/// file (`#[cfg(test)]`) are left out: their `super` is the file itself.
+fn module_graph(src: &std::path::Path) -> HashMap<String, BTreeSet<String>> {
+    let files = sources(src);
+    let module_of = |p: &std::path::Path| -> String {
+        let rel = p.strip_prefix(src).unwrap().with_extension("");
+        let parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let parts: Vec<&str> = parts
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != "mod")
+            .collect();
+        match parts.as_slice() {
+            ["main"] | ["lib"] => "crate".to_string(),
+            _ => parts.join("::"),
+        }
+    };
+    let modules: BTreeSet<String> = files.iter().map(|(p, _)| module_of(p)).collect();
+    // Root re-exports: item -> module.
+    let mut reexports = HashMap::new();
+    for (p, text) in &files {
+        if module_of(p) != "crate" {
+            continue;
+        }
+        for line in text.lines() {
+            let Some(rest) = line.trim().strip_prefix("pub use ") else {
+                continue;
+            };
+            let Some((m, items)) = rest.split_once("::") else {
+                continue;
+            };
+            if !modules.contains(m) {
+                continue;
+            }
+            for item in items
+                .trim_end_matches(';')
+                .trim_matches(['{', '}'])
+                .split(',')
+            {
+                let name = item.trim().rsplit("::").next().unwrap_or("").trim();
+                if !name.is_empty() {
+                    reexports.insert(name.to_string(), m.to_string());
+                }
+            }
+        }
+    }
+    // The longest module that `path` (a::b::Item) starts with.
+    let resolve = |path: &[&str]| -> Option<String> {
+        for n in (1..=path.len()).rev() {
+            let cand = path[..n].join("::");
+            if modules.contains(&cand) {
+                return Some(cand);
+            }
+        }
+        reexports.get(path[0]).cloned()
+    };
+    let ident = |s: &str| -> Vec<String> {
+        s.split("::")
+            .map(|seg| {
+                seg.chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .take_while(|seg| !seg.is_empty())
+            .collect()
+    };
+    let mut graph: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (p, text) in &files {
+        let me = module_of(p);
+        // Code only: comments may name anything.
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or(text)
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let body = code.as_str();
+        let parent = me.rsplit_once("::").map(|(a, _)| a.to_string());
+        let mut uses = BTreeSet::new();
+        // Paths after `crate::`, `super::` and `self::`, with `{a, b::c}`
+        // groups opened up.
+        for (prefix, base) in [
+            ("crate::", None),
+            ("super::", Some(parent.clone().unwrap_or_default())),
+            ("self::", Some(me.clone())),
+        ] {
+            let mut rest = body;
+            while let Some(i) = rest.find(prefix) {
+                let before = rest[..i].chars().last();
+                rest = &rest[i + prefix.len()..];
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                    continue;
+                }
+                let mut paths = Vec::new();
+                if let Some(group) = rest.strip_prefix('{') {
+                    let end = group.find('}').unwrap_or(group.len());
+                    paths.extend(group[..end].split(',').map(|s| ident(s.trim())));
+                } else {
+                    paths.push(ident(rest));
+                }
+                for segs in paths {
+                    let mut full: Vec<&str> = Vec::new();
+                    if let Some(b) = &base {
+                        full.extend(b.split("::").filter(|s| !s.is_empty()));
+                    }
+                    full.extend(segs.iter().map(String::as_str));
+                    if full.is_empty() {
+                        continue;
+                    }
+                    if let Some(m) = resolve(&full) {
+                        uses.insert(m);
+                    } else if base.as_deref() == Some("") || prefix == "crate::" {
+                        uses.insert("crate".to_string());
+                    }
+                }
+            }
+        }
+        // Children named directly: `child::item` where `mod child;` is here.
+        for m in &modules {
+            let Some(child) = m
+                .strip_prefix(&format!("{me}::"))
+                .or_else(|| (me == "crate").then_some(m.as_str()))
+            else {
+                continue;
+            };
+            if child.contains("::") || m == "crate" {
+                continue;
+            }
+            if body.contains(&format!("mod {child};"))
+                && body.match_indices(&format!("{child}::")).any(|(i, _)| {
+                    !body[..i]
+                        .chars()
+                        .last()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                })
+            {
+                uses.insert(m.clone());
+            }
+        }
+        uses.remove(&me);
+        graph.entry(me).or_default().extend(uses);
+    }
+    graph
+}
+
+/// A circle of modules in `graph`, if there is one.
+fn find_circle(graph: &HashMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &HashMap<String, BTreeSet<String>>,
+        state: &mut HashMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(n.to_string(), 1);
+        path.push(n.to_string());
+        for m in graph.get(n).into_iter().flatten() {
+            match state.get(m.as_str()) {
+                Some(1) => {
+                    let start = path.iter().position(|p| p == m).unwrap();
+                    let mut circle = path[start..].to_vec();
+                    circle.push(m.clone());
+                    return Some(circle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(c) = visit(m, graph, state, path) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        path.pop();
+        state.insert(n.to_string(), 2);
+        None
+    }
+    let mut state = HashMap::new();
+    let mut names: Vec<&String> = graph.keys().collect();
+    names.sort();
+    for n in names {
+        if !state.contains_key(n.as_str())
+            && let Some(c) = visit(n, graph, &mut state, &mut Vec::new())
+        {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// No module circle inside the binary, the session library or the proxy:
+/// each is layered, and a newcomer can read it bottom to top. Run it alone
+/// with `cargo test -p agentctl --test architecture no_module_circle`.
+#[test]
+fn no_module_circle() {
+    for krate in [
+        "launcher/agentctl",
+        "launcher/lifecycle",
+        "launcher/docker-proxy",
+    ] {
+        let graph = module_graph(&workspace_root().join(krate).join("src"));
+        assert!(graph.len() > 3, "{krate}: the walk found its modules");
+        if let Some(circle) = find_circle(&graph) {
+            panic!("{krate} has a module circle: {}", circle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn the_circle_check_can_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir(src.join("cmd")).unwrap();
+    std::fs::write(
+        src.join("main.rs"),
+        "mod cmd;\nfn main() { cmd::dispatch(); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("cmd/mod.rs"),
+        "mod run;\npub fn dispatch() { run::run() }\npub fn plan() {}\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("cmd/run.rs"), "pub fn run() { super::plan() }\n").unwrap();
+    let graph = module_graph(src);
+    let circle = find_circle(&graph).expect("cmd -> cmd::run -> cmd");
+    assert!(circle.contains(&"cmd::run".to_string()), "{circle:?}");
+    // The same with the shared function in a leaf: no circle.
+    std::fs::write(
+        src.join("cmd/mod.rs"),
+        "mod run;\nmod common;\npub fn dispatch() { run::run() }\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("cmd/common.rs"), "pub fn plan() {}\n").unwrap();
+    std::fs::write(
+        src.join("cmd/run.rs"),
+        "pub fn run() { super::common::plan() }\n",
+    )
+    .unwrap();
+    assert_eq!(find_circle(&module_graph(src)), None);
+}

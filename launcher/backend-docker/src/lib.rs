@@ -123,6 +123,8 @@ impl Backend for DockerBackend {
         opts: &RunOptions,
         observer: &dyn Observer,
     ) -> Result<ExitStatus, BackendError> {
+        // The engine makes the container; nothing here forks.
+        observer.forked();
         self.block_on(run(spec, opts, &self.init, observer))
     }
 

@@ -440,6 +440,7 @@ fn start_and_wait(
         )?
     };
     drop(status_w);
+    observer.forked();
     let mut reader = StatusReader::default();
     loop {
         let mut fds = [

