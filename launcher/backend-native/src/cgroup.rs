@@ -15,6 +15,7 @@
 //! it runs the agent, [`verify`] reads its cgroup membership and limits back
 //! from the kernel. A limit that did not take refuses the session.
 
+use crate::error::{Context as _, NativeError};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -279,20 +280,23 @@ pub fn verify(
     path: &str,
     pid: i32,
     limits: &LimitsPlan,
-) -> Result<(), String> {
+) -> Result<(), NativeError> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|e| format!("cannot read the cgroup of the sandbox's init: {e}"))?;
+        .ctx("cannot read the cgroup of the sandbox's init")?;
     let read = |p: PathBuf| {
         fs::read_to_string(&p)
             .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))
+            .ctx(format!("cannot read {}", p.display()))
     };
-    let expect = |p: PathBuf, want: &str| -> Result<(), String> {
+    let expect = |p: PathBuf, want: &str| -> Result<(), NativeError> {
         let got = read(p.clone())?;
         if got == want {
             Ok(())
         } else {
-            Err(format!("{} is {got}, expected {want}", p.display()))
+            Err(NativeError::check(format!(
+                "{} is {got}, expected {want}",
+                p.display()
+            )))
         }
     };
     match hierarchy {
@@ -304,10 +308,10 @@ pub fn verify(
                     ctrls.split(',').any(|c| c == *controller).then_some(p)
                 });
                 if member != Some(path) {
-                    return Err(format!(
+                    return Err(NativeError::check(format!(
                         "the sandbox is in {controller} cgroup {}, not {path}",
                         member.unwrap_or("(none)")
-                    ));
+                    )));
                 }
                 let mount = mounts
                     .iter()
@@ -322,10 +326,10 @@ pub fn verify(
                             .map_err(|_| "unreadable memory limit".to_string())?;
                         // The kernel rounds the limit down to whole pages.
                         if got > limits.memory_bytes || limits.memory_bytes - got >= 4096 * 16 {
-                            return Err(format!(
+                            return Err(NativeError::check(format!(
                                 "memory limit is {got}, expected {}",
                                 limits.memory_bytes
-                            ));
+                            )));
                         }
                     }
                     "cpu" => expect(
@@ -339,10 +343,10 @@ pub fn verify(
         Hierarchy::V2 => {
             let member = text.lines().find_map(|l| l.strip_prefix("0::"));
             if member != Some(path) {
-                return Err(format!(
+                return Err(NativeError::check(format!(
                     "the sandbox is in cgroup {}, not {path}",
                     member.unwrap_or("(none)")
-                ));
+                )));
             }
             let dir = Path::new(CGROUP_ROOT).join(path.trim_start_matches('/'));
             expect(dir.join("pids.max"), &limits.pids.to_string())?;
@@ -350,15 +354,17 @@ pub fn verify(
                 .parse()
                 .map_err(|_| "unreadable memory.max".to_string())?;
             if got > limits.memory_bytes || limits.memory_bytes - got >= 4096 * 16 {
-                return Err(format!(
+                return Err(NativeError::check(format!(
                     "memory.max is {got}, expected {}",
                     limits.memory_bytes
-                ));
+                )));
             }
             let cpu = read(dir.join("cpu.max"))?;
             let want = format!("{} 100000", u64::from(limits.cpu_millis) * 100);
             if cpu != want {
-                return Err(format!("cpu.max is {cpu}, expected {want}"));
+                return Err(NativeError::check(format!(
+                    "cpu.max is {cpu}, expected {want}"
+                )));
             }
         }
     }

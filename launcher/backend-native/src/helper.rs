@@ -10,6 +10,7 @@
 //! container state, the cgroup and the session directory. A detached
 //! session is the same helper without a terminal to relay.
 
+use crate::error::{Context as _, NativeError};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -219,21 +220,24 @@ pub fn exec_main(session_dir: &Path, tty: bool, command: Vec<String>) -> i32 {
     }
 }
 
-fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, String> {
+fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, NativeError> {
     let cfg = HelperConfig::load(session_dir)
-        .map_err(|e| format!("cannot read session {}: {e}", session_dir.display()))?;
+        .ctx(format!("cannot read session {}", session_dir.display()))?;
     if !supervised(session_dir) {
-        return Err(format!("session {} is not running", cfg.id));
+        return Err(NativeError::check(format!(
+            "session {} is not running",
+            cfg.id
+        )));
     }
     if cfg.enter_userns.is_some() {
         // The sandbox lives in its helper's user namespace; join it to have
         // the capabilities there that joining the sandbox takes.
         let pid = fs::read_to_string(session_dir.join(PID_FILE))
-            .map_err(|e| format!("cannot find the session's helper: {e}"))?;
+            .ctx("cannot find the session's helper")?;
         let ns = fs::File::open(format!("/proc/{}/ns/user", pid.trim()))
-            .map_err(|e| format!("cannot open the session's user namespace: {e}"))?;
+            .ctx("cannot open the session's user namespace")?;
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
-            .map_err(|e| format!("cannot join the session's user namespace: {e}"))?;
+            .ctx("cannot join the session's user namespace")?;
     }
     let mut mask = SigSet::empty();
     for s in FORWARDED {
@@ -241,9 +245,9 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
     }
     mask.add(Signal::SIGCHLD);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+        .ctx("cannot block signals")?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("cannot create a signalfd: {e}"))?;
+        .ctx("cannot create a signalfd")?;
 
     // The session's own process settings and filter, from the spec it runs:
     // without them the exec does not run. libcontainer's tenant builder
@@ -278,12 +282,11 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
         &process_file,
         serde_json::to_vec(&process).map_err(|e| e.to_string())?,
     )
-    .map_err(|e| format!("cannot write {}: {e}", process_file.display()))?;
+    .ctx(format!("cannot write {}", process_file.display()))?;
     let console = if tty {
         let path = exec_dir.join("console.sock");
         Some((
-            UnixListener::bind(&path)
-                .map_err(|e| format!("cannot create the console socket: {e}"))?,
+            UnixListener::bind(&path).ctx("cannot create the console socket")?,
             path,
         ))
     } else {
@@ -296,7 +299,7 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
             exec_seccomp: Some(exec_seccomp),
         })
         .with_root_path(&cfg.state_root)
-        .map_err(|e| format!("cannot use state directory: {e}"))?;
+        .ctx("cannot use state directory")?;
     let mut pipes = None;
     match &console {
         Some((_, path)) => builder = builder.with_console_socket(Some(path)),
@@ -315,7 +318,7 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
             .with_process(Some(&process_file))
             .with_detach(tty)
             .build()
-            .map_err(|e| format!("cannot run the command in the session: {e}"))?;
+            .ctx("cannot run the command in the session")?;
         let io = match (&console, pipes) {
             (Some((listener, _)), _) => SandboxIo::Pty(receive_master(listener)?),
             (None, Some(p)) => SandboxIo::Pipes(p),
@@ -343,7 +346,7 @@ fn exec_in(session_dir: &Path, tty: bool, command: Vec<String>) -> Result<i32, S
 /// ENOSYS (a kernel without keyrings) and EPERM (keyctl already refused to
 /// this process, and so to everything it starts, by an outer seccomp
 /// filter) leave nothing to reach; any other failure refuses.
-pub fn fresh_session_keyring() -> Result<(), String> {
+pub fn fresh_session_keyring() -> Result<(), NativeError> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     // SAFETY: keyctl with a null name; no memory is passed.
     let r = unsafe {
@@ -358,26 +361,28 @@ pub fn fresh_session_keyring() -> Result<(), String> {
     }
     match nix::errno::Errno::last() {
         nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM => Ok(()),
-        e => Err(format!(
+        e => Err(NativeError::check(format!(
             "cannot give the sandbox a session keyring of its own (keyctl: {}); refusing to start",
             e.desc()
-        )),
+        ))),
     }
 }
 
 /// A scratch directory for one exec, inside the session directory.
-fn tempfile_dir(session_dir: &Path) -> Result<PathBuf, String> {
+fn tempfile_dir(session_dir: &Path) -> Result<PathBuf, NativeError> {
     let dir = session_dir.join(format!("exec-{}", std::process::id()));
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(&dir).ctx(format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
 
 /// Takes the session's lock, held until the helper exits.
-fn take_lock(session_dir: &Path) -> Result<fslock::Lock, String> {
+fn take_lock(session_dir: &Path) -> Result<fslock::Lock, NativeError> {
     match fslock::try_exclusive(&session_dir.join(LOCK_FILE)) {
         Ok(Some(lock)) => Ok(lock),
         Ok(None) => Err("the session is already supervised".into()),
-        Err(e) => Err(format!("cannot create the session lock: {e}")),
+        Err(e) => Err(NativeError::check(format!(
+            "cannot create the session lock: {e}"
+        ))),
     }
 }
 
@@ -451,7 +456,7 @@ impl Session {
         }
     }
 
-    fn run(&mut self) -> Result<i32, String> {
+    fn run(&mut self) -> Result<i32, NativeError> {
         // Signals are read from a signalfd, one at a time, in the loop
         // below; blocking them first means none is lost while setting up.
         let mut mask = SigSet::empty();
@@ -460,9 +465,9 @@ impl Session {
         }
         mask.add(Signal::SIGCHLD);
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-            .map_err(|e| format!("cannot block signals: {e}"))?;
+            .ctx("cannot block signals")?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|e| format!("cannot create a signalfd: {e}"))?;
+            .ctx("cannot create a signalfd")?;
 
         // Before anything of the sandbox exists: it inherits this keyring.
         fresh_session_keyring()?;
@@ -478,8 +483,7 @@ impl Session {
         let console = if self.cfg.tty {
             let path = self.cfg.session_dir.join("console.sock");
             Some((
-                UnixListener::bind(&path)
-                    .map_err(|e| format!("cannot create the console socket: {e}"))?,
+                UnixListener::bind(&path).ctx("cannot create the console socket")?,
                 path,
             ))
         } else {
@@ -493,7 +497,7 @@ impl Session {
                 exec_seccomp: None,
             })
             .with_root_path(&self.cfg.state_root)
-            .map_err(|e| format!("cannot use state directory: {e}"))?;
+            .ctx("cannot use state directory")?;
         let mut pipes = None;
         match &console {
             Some((_, path)) => builder = builder.with_console_socket(Some(path)),
@@ -550,7 +554,7 @@ impl Session {
             .as_mut()
             .expect("container built")
             .start()
-            .map_err(|e| format!("cannot start the sandbox: {e}"))?;
+            .ctx("cannot start the sandbox")?;
         let _ = fs::write(
             self.cfg.session_dir.join(PID_FILE),
             std::process::id().to_string(),
@@ -565,8 +569,8 @@ impl Session {
         Ok(status)
     }
 
-    fn prepare_cgroup(&mut self) -> Result<(), String> {
-        let hierarchy = cgroup::detect().map_err(|e| format!("cannot read cgroups: {e}"))?;
+    fn prepare_cgroup(&mut self) -> Result<(), NativeError> {
+        let hierarchy = cgroup::detect().ctx("cannot read cgroups")?;
         let fail = |e: io::Error| format!("cannot create the session cgroup: {e}");
         match (&self.cfg.cgroup, &hierarchy) {
             (CgroupMode::DelegatedV1 { path }, Hierarchy::V1 { mounts }) => {
@@ -602,7 +606,7 @@ impl Session {
 
     /// Waits for the agent while relaying its stdio and forwarding
     /// signals. Returns the agent's exit code.
-    fn wait(&self, pid: Pid, sigfd: &SignalFd, relay: &mut Relay) -> Result<i32, String> {
+    fn wait(&self, pid: Pid, sigfd: &SignalFd, relay: &mut Relay) -> Result<i32, NativeError> {
         loop {
             let stdin = io::stdin();
             let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
@@ -610,7 +614,7 @@ impl Session {
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(format!("poll: {e}")),
+                Err(e) => return Err(NativeError::check(format!("poll: {e}"))),
             }
             let ready: Vec<bool> = fds
                 .iter()
@@ -712,19 +716,19 @@ pub fn cleanup_session(cfg: &HelperConfig, container: Option<Container>) {
 /// masks is covered by a mount. The runtime skips a masked path it cannot
 /// find, so a planned mask without a mount is an error whether the path is
 /// there (the mask did not take) or not (it moved since the scan).
-fn verify_masks(pid: i32, masked: &[PathBuf]) -> Result<(), String> {
+fn verify_masks(pid: i32, masked: &[PathBuf]) -> Result<(), NativeError> {
     verify_masks_of(&pid.to_string(), masked)
 }
 
 /// [`verify_masks`] for the process `/proc/<proc>` names (`self` from
 /// inside the sandbox: the Docker backend's init checks its own mounts).
-pub fn verify_masks_of(proc: &str, masked: &[PathBuf]) -> Result<(), String> {
+pub fn verify_masks_of(proc: &str, masked: &[PathBuf]) -> Result<(), NativeError> {
     if masked.is_empty() {
         return Ok(());
     }
     let pid = proc;
     let text = fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-        .map_err(|e| format!("cannot read the sandbox's mount table: {e}"))?;
+        .ctx("cannot read the sandbox's mount table")?;
     let points: std::collections::HashSet<String> = text
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
@@ -743,14 +747,15 @@ pub fn verify_masks_of(proc: &str, masked: &[PathBuf]) -> Result<(), String> {
         let inside =
             Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
         return Err(match fs::symlink_metadata(&inside) {
-            Ok(_) => format!("{} is visible unmasked inside the sandbox", path.display()),
+            Ok(_) => format!("{} is visible unmasked inside the sandbox", path.display()).into(),
             // The runtime skips a masked path it cannot find. A secret that
             // moved or vanished since the scan may be back by another name
             // or at another time: the plan no longer holds.
             Err(_) => format!(
                 "{} was to be masked but is gone from the sandbox (moved or removed since the scan); start the session again",
                 path.display()
-            ),
+            )
+            .into(),
         });
     }
     Ok(())
@@ -758,7 +763,7 @@ pub fn verify_masks_of(proc: &str, masked: &[PathBuf]) -> Result<(), String> {
 
 /// Mounts the overlay root of an image session in a mount namespace of the
 /// helper's own, so the host never sees it and it goes with the helper.
-fn mount_image_root(lower: &Path, session: &Path, target: &Path) -> Result<(), String> {
+fn mount_image_root(lower: &Path, session: &Path, target: &Path) -> Result<(), NativeError> {
     use nix::mount::{MsFlags, mount};
     let fail =
         |what: &str, e: &dyn std::fmt::Display| format!("cannot mount the image ({what}): {e}");
@@ -782,17 +787,17 @@ fn mount_image_root(lower: &Path, session: &Path, target: &Path) -> Result<(), S
         MsFlags::MS_NODEV,
         Some(data.as_str()),
     )
-    .map_err(|e| fail("overlay", &e))
+    .map_err(|e| fail("overlay", &e).into())
 }
 
 /// Points the bundle at a cgroup known only once the helper runs.
-fn set_cgroups_path(bundle: &Path, path: &str) -> Result<(), String> {
+fn set_cgroups_path(bundle: &Path, path: &str) -> Result<(), NativeError> {
     let file = bundle.join("config.json");
-    let mut spec = oci_spec::runtime::Spec::load(&file).map_err(|e| e.to_string())?;
+    let mut spec = oci_spec::runtime::Spec::load(&file).ctx("cannot read the bundle")?;
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(PathBuf::from(path)));
     }
-    spec.save(&file).map_err(|e| e.to_string())
+    spec.save(&file).ctx("cannot write the bundle")
 }
 
 /// True inside a user namespace that maps a single id (the helper's own).
@@ -802,18 +807,20 @@ fn in_child_userns() -> bool {
         .unwrap_or(false)
 }
 
-fn reexec() -> Result<(), String> {
+fn reexec() -> Result<(), NativeError> {
     use std::os::unix::ffi::OsStrExt;
     let args: Vec<std::ffi::CString> = std::env::args_os()
         .map(|a| std::ffi::CString::new(a.as_bytes()).expect("argv has no NUL"))
         .collect();
     let exe = std::ffi::CString::new("/proc/self/exe").expect("literal");
     let err = nix::unistd::execv(&exe, &args).unwrap_err();
-    Err(format!("cannot re-execute the helper: {err}"))
+    Err(NativeError::check(format!(
+        "cannot re-execute the helper: {err}"
+    )))
 }
 
 /// Unshares a user namespace and maps the caller's host ids to 0 in it.
-fn enter_own_userns(uid: u32, gid: u32) -> Result<(), String> {
+fn enter_own_userns(uid: u32, gid: u32) -> Result<(), NativeError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         let hint = crate::preflight::userns_hint()
             .map(|h| format!("\n  {h}"))
@@ -856,11 +863,9 @@ fn copy_winsize(master: BorrowedFd<'_>) {
     }
 }
 
-fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
+fn receive_master(listener: &UnixListener) -> Result<OwnedFd, NativeError> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let (stream, _) = listener
-        .accept()
-        .map_err(|e| format!("no terminal from the sandbox: {e}"))?;
+    let (stream, _) = listener.accept().ctx("no terminal from the sandbox")?;
     let mut name = [0u8; 64];
     let mut iov = [io::IoSliceMut::new(&mut name)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
@@ -870,7 +875,7 @@ fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
         Some(&mut space),
         MsgFlags::empty(),
     )
-    .map_err(|e| format!("cannot receive the sandbox's terminal: {e}"))?;
+    .ctx("cannot receive the sandbox's terminal")?;
     for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(&fd) = fds.first()

@@ -6,6 +6,7 @@
 //! nothing but the `SandboxSpec` it is given.
 
 pub mod cgroup;
+pub mod error;
 mod helper;
 mod init;
 mod lifecycle;

@@ -4,6 +4,7 @@
 //! not to reach the host's loopback: a bridged agent reaches the internet,
 //! not the services listening on the host's 127.0.0.1.
 
+use crate::error::{Context as _, NativeError};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
@@ -26,23 +27,22 @@ pub fn find_slirp4netns() -> Option<PathBuf> {
 /// Brings up `lo` inside the network namespace of `pid`. Joining a network
 /// namespace is process-wide: root joins and comes back; a rootless helper
 /// could not come back to the host's namespace, so it forks a child to go.
-pub fn loopback_up(pid: i32) -> Result<(), String> {
+pub fn loopback_up(pid: i32) -> Result<(), NativeError> {
     let net = File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("cannot open the sandbox's network namespace: {e}"))?;
+        .ctx("cannot open the sandbox's network namespace")?;
     if nix::unistd::geteuid().is_root()
         && !in_userns()
         && let Ok(home) = File::open("/proc/self/ns/net")
     {
-        setns(&net, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("cannot enter the sandbox's network: {e}"))?;
+        setns(&net, CloneFlags::CLONE_NEWNET).ctx("cannot enter the sandbox's network")?;
         let up = set_up("lo");
-        setns(&home, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("cannot leave the sandbox's network: {e}"))?;
-        return up.map_err(|e| format!("cannot bring up the loopback interface: {}", e.desc()));
+        setns(&home, CloneFlags::CLONE_NEWNET).ctx("cannot leave the sandbox's network")?;
+        return up
+            .map_err(|e| format!("cannot bring up the loopback interface: {}", e.desc()).into());
     }
     // SAFETY: the helper is single-threaded; the child only makes syscalls
     // and exits.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { fork() }.ctx("fork")? {
         ForkResult::Child => {
             let code = (|| -> Result<(), nix::Error> {
                 setns(&net, CloneFlags::CLONE_NEWNET)?;
@@ -55,11 +55,13 @@ pub fn loopback_up(pid: i32) -> Result<(), String> {
         }
         ForkResult::Parent { child } => match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-            Ok(WaitStatus::Exited(_, errno)) => Err(format!(
+            Ok(WaitStatus::Exited(_, errno)) => Err(NativeError::check(format!(
                 "cannot bring up the loopback interface: {}",
                 nix::errno::Errno::from_raw(errno).desc()
-            )),
-            other => Err(format!("loopback setup ended with {other:?}")),
+            ))),
+            other => Err(NativeError::check(format!(
+                "loopback setup ended with {other:?}"
+            ))),
         },
     }
 }
@@ -105,8 +107,8 @@ pub struct Slirp {
 impl Slirp {
     /// Starts slirp4netns for the network namespace of `pid` and waits
     /// until the interface inside is configured.
-    pub fn start(binary: &Path, pid: i32, session_dir: &Path) -> Result<Slirp, String> {
-        let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    pub fn start(binary: &Path, pid: i32, session_dir: &Path) -> Result<Slirp, NativeError> {
+        let (ready_r, ready_w) = nix::unistd::pipe().ctx("pipe")?;
         let ready_fd = ready_w.as_raw_fd();
         let mut cmd = Command::new(binary);
         cmd.args([
@@ -138,7 +140,7 @@ impl Slirp {
         }
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            .ctx(format!("cannot start {}", binary.display()))?;
         drop(ready_w);
         let mut byte = [0u8; 1];
         let mut ready = File::from(ready_r);
@@ -150,17 +152,17 @@ impl Slirp {
                 let mut slirp = Slirp { child };
                 slirp.stop();
                 if log.contains("/dev/net/tun") {
-                    return Err(format!(
+                    return Err(NativeError::check(format!(
                         "slirp4netns cannot open /dev/net/tun ({}); most distributions make it \
                          mode 0666 for rootless networking: `sudo chmod 0666 /dev/net/tun`, \
                          or use --network none|host",
                         log.lines().next().unwrap_or("")
-                    ));
+                    )));
                 }
-                Err(format!(
+                Err(NativeError::check(format!(
                     "slirp4netns did not come up: {}",
                     log.lines().collect::<Vec<_>>().join(" / ")
-                ))
+                )))
             }
         }
     }

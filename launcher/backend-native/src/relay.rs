@@ -9,6 +9,7 @@
 //! copies between them and the caller for as long as the command runs and
 //! no longer.
 
+use crate::error::{Context as _, NativeError};
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -36,11 +37,9 @@ pub struct Pipes {
 
 /// Makes the three pipes. The helper's ends are close-on-exec and
 /// non-blocking; the sandbox's become its 0, 1 and 2.
-pub fn pipes() -> Result<(Pipes, SandboxEnds), String> {
-    let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| format!("cannot make a pipe for the sandbox's stdio: {e}"))
-    };
+pub fn pipes() -> Result<(Pipes, SandboxEnds), NativeError> {
+    let pipe =
+        || nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("cannot make a pipe for the sandbox's stdio");
     let (in_r, in_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;

@@ -50,14 +50,15 @@ fn verdict(ratio: f64, goal: f64) -> String {
     }
 }
 
-/// The team's ceiling on what keeping a session on record may add to a launch.
-pub const STORE_GOAL_MS: f64 = 5.0;
+/// The team's ceiling on what keeping a session on record may add to a
+/// launch (issue 11).
+pub const STORE_GOAL_MS: f64 = 2.0;
 
 fn store_verdict(ms: f64) -> String {
-    if ms < STORE_GOAL_MS {
-        format!("{ms:.2} ms, goal under {STORE_GOAL_MS} ms **met**")
+    if ms <= STORE_GOAL_MS {
+        format!("{ms:.2} ms, goal at most {STORE_GOAL_MS} ms **met**")
     } else {
-        format!("{ms:.2} ms, goal under {STORE_GOAL_MS} ms **not met**")
+        format!("{ms:.2} ms, goal at most {STORE_GOAL_MS} ms **not met**")
     }
 }
 
@@ -151,7 +152,7 @@ pub fn launch_section(r: &LaunchReport) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "Goal, agentctl's median at most {GOAL}× crun's (pooled, wrapper subtracted): {}.\n",
+        "Goal, the recorded agentctl's median at most {GOAL}× crun's (pooled, wrapper subtracted): {}.\n",
         verdict(crun_net, GOAL)
     );
     let _ = writeln!(
