@@ -4,6 +4,7 @@
 //! re-serialized, so the daemon never sees bytes the proxy did not check.
 
 pub mod body;
+pub mod config;
 pub mod http1;
 pub mod relay;
 pub mod role;
@@ -13,7 +14,8 @@ pub mod server;
 pub mod session;
 pub mod upstream;
 
+pub use config::{AuditEvent, AuditSink, Config};
 pub use role::{Role, RoleError, Scope};
-pub use server::{AuditEvent, AuditSink, Config, Listener, ServeError, serve};
+pub use server::{Listener, ServeError, serve};
 pub use session::{ChildLimits, SessionScope};
 pub use upstream::{Addr, UpstreamError, negotiate};

@@ -8,47 +8,16 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::config::{AuditEvent, Config};
 use crate::http1::{self, Framing, HttpError, ReadError, Reader, RequestHead};
 use crate::relay::{self, RelayError};
-use crate::role::{Role, Scope};
+use crate::role::Scope;
 use crate::route::{self, BodyKind, RouteError};
 use crate::rules::{self, Decision, Denial, Forward, ResponseFilter};
-use crate::session::SessionScope;
 use crate::upstream::{self, Addr};
 
 /// Default cap on a request body. Container create bodies are a few KiB.
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
-
-/// An event for the audit log: a denied request.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub session: Option<String>,
-    pub role: String,
-    pub operation: String,
-    pub reason: String,
-}
-
-pub type AuditSink = Arc<dyn Fn(AuditEvent) + Send + Sync>;
-
-pub struct Config {
-    pub role: Role,
-    pub upstream: Addr,
-    /// The version every request is rewritten to.
-    pub api: (u64, u64),
-    pub session: Option<SessionScope>,
-    pub max_body: u64,
-    pub audit: Option<AuditSink>,
-    /// Held by a session's container create from its check until the
-    /// daemon has answered, so that two creates cannot both pass the
-    /// session's `limits.containers`.
-    pub creates: tokio::sync::Mutex<()>,
-}
-
-impl Config {
-    pub fn api_string(&self) -> String {
-        format!("{}.{}", self.api.0, self.api.1)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
