@@ -149,3 +149,225 @@ async fn decide(
         filter,
     })
 }
+
+/// The rules against a daemon that is an answer table: what a session may
+/// touch is decided by what the daemon says about each object, and here
+/// the test says it.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::role::Role;
+    use crate::session::{ChildLimits, SessionScope};
+    use crate::upstream::{Addr, UpstreamError};
+
+    /// Answers by path (the API version and query left out); 404 for
+    /// anything it does not know. Remembers what it was asked.
+    #[derive(Default)]
+    struct Answers {
+        table: HashMap<String, (u16, serde_json::Value)>,
+        asked: Vec<String>,
+    }
+
+    impl Answers {
+        fn with(mut self, path: &str, status: u16, v: serde_json::Value) -> Answers {
+            self.table.insert(path.to_string(), (status, v));
+            self
+        }
+    }
+
+    impl Daemon for Answers {
+        async fn call(
+            &mut self,
+            method: &str,
+            target: &str,
+            _body: Option<Vec<u8>>,
+        ) -> Result<(u16, Bytes), UpstreamError> {
+            let path = target.split('?').next().unwrap_or(target);
+            let path = path.splitn(3, '/').nth(2).map(|p| format!("/{p}"));
+            let path = path.unwrap_or_default();
+            self.asked.push(format!("{method} {path}"));
+            Ok(match self.table.get(&path) {
+                Some((status, v)) => (*status, Bytes::from(v.to_string())),
+                None => (404, Bytes::from_static(b"{\"message\":\"no such object\"}")),
+            })
+        }
+    }
+
+    const SESSION: &str = "0123456789abcdef0123456789abcdef";
+
+    fn ours() -> serde_json::Value {
+        json!({"io.agentctl.session": SESSION, "io.agentctl.child": "true"})
+    }
+
+    fn theirs() -> serde_json::Value {
+        json!({"io.agentctl.session": "ffffffffffffffffffffffffffffffff", "io.agentctl.child": "true"})
+    }
+
+    fn config(ws: &std::path::Path, containers: u32) -> Config {
+        let scope = SessionScope::new(
+            SESSION.into(),
+            ws,
+            Vec::new(),
+            ChildLimits {
+                memory: Some(1 << 30),
+                nano_cpus: Some(1_000_000_000),
+                pids: Some(100),
+                containers: Some(containers),
+            },
+            NetworkMode::None,
+        )
+        .unwrap();
+        Config {
+            role: Role::builtin("session").unwrap(),
+            upstream: Addr::Unix("/nonexistent/docker.sock".into()),
+            api: (1, 41),
+            session: Some(scope),
+            max_body: 1 << 20,
+            audit: None,
+            creates: Default::default(),
+        }
+    }
+
+    fn ask(cfg: &Config, daemon: &mut Answers, method: &str, target: &str, body: &str) -> Decision {
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let (head, _) = crate::http1::parse_head(head.as_bytes()).unwrap();
+        let parsed = crate::route::parse(method, target).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(check(cfg, daemon, &head, parsed, body.as_bytes().to_vec()))
+    }
+
+    fn denied(d: Decision) -> Denial {
+        match d {
+            Decision::Deny(d) => d,
+            Decision::Forward(f) => panic!("forwarded {} {:?}", f.method, f.segments),
+            Decision::Fail(e) => panic!("failed: {e}"),
+        }
+    }
+
+    fn forwarded(d: Decision) -> Forward {
+        match d {
+            Decision::Forward(f) => f,
+            Decision::Deny(d) => panic!("denied {}: {}", d.status, d.reason),
+            Decision::Fail(e) => panic!("failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_session_reaches_its_own_container_by_full_id_only() {
+        let ws = tempfile::tempdir().unwrap();
+        let cfg = config(ws.path(), 20);
+        let full = "c".repeat(64);
+        let mut d = Answers::default().with(
+            "/containers/cc/json",
+            200,
+            json!({"Id": full, "Config": {"Labels": ours()}}),
+        );
+        let f = forwarded(ask(&cfg, &mut d, "POST", "/v1.41/containers/cc/stop", ""));
+        assert!(
+            f.segments.contains(&full),
+            "the daemon is told the id that was checked: {:?}",
+            f.segments
+        );
+        assert_eq!(d.asked, ["GET /containers/cc/json"]);
+    }
+
+    #[test]
+    fn another_sessions_container_network_and_volume_are_refused() {
+        let ws = tempfile::tempdir().unwrap();
+        let cfg = config(ws.path(), 20);
+        let mut d = Answers::default()
+            .with(
+                "/containers/x/json",
+                200,
+                json!({"Id": "x", "Config": {"Labels": theirs()}}),
+            )
+            .with("/networks/n", 200, json!({"Id": "n", "Labels": theirs()}))
+            .with("/volumes/v", 200, json!({"Name": "v", "Labels": theirs()}));
+        for (method, target) in [
+            ("GET", "/v1.41/containers/x/json"),
+            ("DELETE", "/v1.41/containers/x"),
+            ("DELETE", "/v1.41/networks/n"),
+            ("DELETE", "/v1.41/volumes/v"),
+        ] {
+            let why = denied(ask(&cfg, &mut d, method, target, ""));
+            assert_eq!(why.status, 403, "{method} {target}: {}", why.reason);
+            assert!(
+                why.reason.contains("is not one of session"),
+                "{}",
+                why.reason
+            );
+        }
+        // An object without agentctl's labels (the host's own) likewise.
+        let mut d = Answers::default().with("/volumes/v", 200, json!({"Name": "v", "Labels": {}}));
+        assert_eq!(
+            denied(ask(&cfg, &mut d, "DELETE", "/v1.41/volumes/v", "")).status,
+            403
+        );
+    }
+
+    #[test]
+    fn an_object_the_daemon_does_not_know_is_not_found() {
+        let ws = tempfile::tempdir().unwrap();
+        let cfg = config(ws.path(), 20);
+        let why = denied(ask(
+            &cfg,
+            &mut Answers::default(),
+            "POST",
+            "/v1.41/containers/nope/start",
+            "",
+        ));
+        assert_eq!(why.status, 404, "{}", why.reason);
+    }
+
+    #[test]
+    fn a_create_past_the_sessions_container_limit_is_refused() {
+        let ws = tempfile::tempdir().unwrap();
+        let cfg = config(ws.path(), 2);
+        let two = json!([{"Id": "a", "Labels": ours()}, {"Id": "b", "Labels": ours()}]);
+        let mut d = Answers::default().with("/containers/json", 200, two).with(
+            "/images/busybox/json",
+            200,
+            json!({"Id": "sha256:1", "Config": {"Labels": {}}}),
+        );
+        let why = denied(ask(
+            &cfg,
+            &mut d,
+            "POST",
+            "/v1.41/containers/create",
+            r#"{"Image":"busybox"}"#,
+        ));
+        assert!(
+            why.reason.contains("already holds 2 containers")
+                && why.reason.contains("limits.containers: 2"),
+            "{}",
+            why.reason
+        );
+        // One under the limit goes through, labelled as the session's.
+        let one = json!([{"Id": "a", "Labels": ours()}]);
+        let mut d = Answers::default().with("/containers/json", 200, one).with(
+            "/images/busybox/json",
+            200,
+            json!({"Id": "sha256:1", "Config": {"Labels": {}}}),
+        );
+        let f = forwarded(ask(
+            &cfg,
+            &mut d,
+            "POST",
+            "/v1.41/containers/create",
+            r#"{"Image":"busybox"}"#,
+        ));
+        let body: serde_json::Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["Labels"]["io.agentctl.session"], SESSION);
+    }
+}
