@@ -826,3 +826,63 @@ fn hostile_profiles_are_refused_at_once() {
         );
     }
 }
+
+/// `explain` decides and prints; it makes nothing. agentctl's own
+/// directories and the home entries a profile creates are made by a launch
+/// (after the session is on record), never by planning.
+#[test]
+fn explain_changes_nothing_on_the_host() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let ws = h.join("proj");
+    std::fs::create_dir(&ws).unwrap();
+    let profile = h.join("mine.yaml");
+    std::fs::write(
+        &profile,
+        "extends: generic\nhome:\n  - path: ~/.tool-state\n    mode: rw\n    create: true\n",
+    )
+    .unwrap();
+    let before: Vec<_> = walk(h);
+    let o = Command::new(binary())
+        .args(["explain", "--json", "--profile"])
+        .arg(&profile)
+        .current_dir(&ws)
+        .env("HOME", h)
+        .env("XDG_CONFIG_HOME", h.join(".config"))
+        .env("XDG_DATA_HOME", h.join(".local/share"))
+        .env_remove("AGENTCTL_IMAGES")
+        .env_remove("AGENTCTL_STORE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(walk(h), before, "explain changed {}", h.display());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let prepare: Vec<String> = v["prepare"]
+        .as_array()
+        .expect("the plan lists what a launch makes")
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_string())
+        .collect();
+    let real = std::fs::canonicalize(h).unwrap();
+    for want in [".tool-state", ".config/agentctl", ".local/share/agentctl"] {
+        let want = real.join(want).display().to_string();
+        assert!(prepare.contains(&want), "{want} not in {prepare:?}");
+    }
+}
+
+/// Every path under `dir`, sorted.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -104,7 +104,7 @@ impl SessionProxy {
     /// session: an agent promised a Docker socket under a policy never gets
     /// one without it.
     pub fn start(lc: &Lifecycle, spec: &sandbox::SandboxSpec) -> Result<SessionProxy> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         use std::os::unix::process::CommandExt;
         let id = spec.session.to_string();
         let dir = proxy_dir(&lc.runtime, &id);
@@ -113,7 +113,11 @@ impl SessionProxy {
             let what = what.to_string();
             move |e| Error::io(format!("cannot {what} {p}"), e)
         };
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("create", &dir))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("restrict", &dir))?;
         let scope = scope_from_plan(spec)?;

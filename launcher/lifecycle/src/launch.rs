@@ -47,8 +47,10 @@ impl Lifecycle {
         detached: bool,
     ) -> Result<Launch<'_>> {
         // The store opens while the session is planned.
+        tracing::debug!("prepare");
         let opening = self.store.keeps_records().then(|| Opening::start(self));
         let mut spec = plan()?;
+        tracing::debug!("planned");
         after_plan_handshake();
         if detached && !self.store.keeps_records() {
             return Err(Error::Refused(
@@ -68,6 +70,7 @@ impl Lifecycle {
                 new_session(&spec, backend, detached)?,
                 created_event(&spec, &self.actor),
             )?;
+            tracing::debug!("on record");
         }
         // What the plan needs made on the host, made now that it is on
         // record: agentctl's own directories, home entries to create.
@@ -141,6 +144,7 @@ impl Launch<'_> {
         let backend = self.lc.backend(self.backend);
         let recording = Recording::new(&self.lc.store, &id, on_start);
         let result = backend.run(&self.spec, opts, &recording);
+        tracing::debug!("sandbox gone");
         if let Some(p) = &self.proxy {
             p.stop(self.lc);
         }
@@ -157,6 +161,7 @@ impl Launch<'_> {
             }
         }
         self.release();
+        tracing::debug!("end on record");
         match result {
             Ok(status) => Ok(Ended {
                 code: status.code(),

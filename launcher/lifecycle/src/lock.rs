@@ -1,5 +1,6 @@
 //! The launcher's lock on a session it records (on the `fslock` helper).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -20,7 +21,12 @@ impl LauncherLock {
     pub fn take(runtime: &Path, id: &str) -> Result<LauncherLock> {
         let path = lock_path(runtime, id);
         let dir = path.parent().unwrap_or(runtime);
-        std::fs::create_dir_all(dir)
+        // 0700 like the rest of agentctl's runtime directory: the launcher
+        // may be the first to make it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         match fslock::try_exclusive(&path) {
             Ok(Some(lock)) => Ok(LauncherLock { path, _lock: lock }),

@@ -36,7 +36,9 @@ impl Opening {
         let thread = std::thread::spawn(move || {
             blocking::block_on(async move {
                 let store = url.open().await?;
+                tracing::debug!("opening: store open");
                 let live = store.with_status(&[Status::Created, Status::Running]).await;
+                tracing::debug!("opening: live sessions read");
                 let settled = match live {
                     Ok(live) => live.iter().all(|l| LauncherLock::held(&runtime, &l.id)),
                     Err(e) => {
@@ -47,7 +49,9 @@ impl Opening {
                 let mut created = Ok(false);
                 // No session comes when planning failed.
                 if settled && let Ok((s, first)) = recv.await {
+                    tracing::debug!("opening: session received");
                     created = store.create_session(&s, first).await.map(|_| true);
+                    tracing::debug!("opening: session created");
                 }
                 store.close().await;
                 Ok(created?)
@@ -115,37 +119,64 @@ enum Note {
 /// [`sandbox::Observer::forked`]): no thread may exist across that fork.
 pub struct LiveRecord {
     notes: Option<tokio::sync::mpsc::UnboundedSender<Note>>,
-    thread: std::thread::JoinHandle<Written>,
+    done: std::sync::mpsc::Receiver<Written>,
 }
+
+/// How long `started` waits for the end before it goes on record alone: a
+/// command that ends within it is recorded in one transaction, started and
+/// end together, and nobody can see a session this young in `ps` anyway.
+/// A launcher killed meanwhile leaves the row `created`, which a reconcile
+/// judges by what the backend says, as it does any launcher's death.
+const STARTED_WAITS_FOR_THE_END: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl LiveRecord {
     pub fn start(store_url: &StoreLocation, id: &str) -> LiveRecord {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
+        let (done_tx, done) = std::sync::mpsc::channel::<Written>();
         let (url, id) = (store_url.clone(), id.to_string());
-        let thread = std::thread::spawn(move || {
+        // Not joined: once the end is on record and said, the thread only
+        // closes its connection, which the launcher need not wait for (a
+        // process that exits meanwhile leaves a committed log behind).
+        std::thread::spawn(move || {
             blocking::block_on(async move {
                 let mut w = Written::default();
                 let store = match url.open().await {
                     Ok(s) => s,
                     Err(e) => {
                         w.error = Some(e);
-                        return w;
+                        let _ = done_tx.send(w);
+                        return;
                     }
                 };
+                // While the sandbox is being built: the log the launch's
+                // first connection left goes into the database here, off
+                // the launch's path.
+                if let Err(e) = store.checkpoint().await {
+                    tracing::debug!("checkpoint skipped: {e}");
+                }
+                tracing::debug!("live record open");
                 // A closed channel (the launcher gave up) ends the thread.
                 let mut pending_start = None;
-                while w.error.is_none()
-                    && !w.ended
-                    && let Some(note) = rx.recv().await
-                {
+                let mut next = None;
+                while w.error.is_none() && !w.ended {
+                    let note = match next.take() {
+                        Some(n) => n,
+                        None => match rx.recv().await {
+                            Some(n) => n,
+                            None => break,
+                        },
+                    };
                     match note {
                         Note::Started { at, pid } => {
-                            // A quick command's end may be queued already.
-                            if let Ok(Note::End(events, outcome)) = rx.try_recv() {
-                                pending_start = Some((at, pid));
-                                finish(&store, &id, &mut w, &mut pending_start, events, outcome)
-                                    .await;
-                                continue;
+                            // A quick command's end comes soon: wait a little.
+                            match tokio::time::timeout(STARTED_WAITS_FOR_THE_END, rx.recv()).await {
+                                Ok(Some(end @ Note::End(..))) => {
+                                    pending_start = Some((at, pid));
+                                    next = Some(end);
+                                    continue;
+                                }
+                                Ok(Some(other)) => next = Some(other),
+                                Ok(None) | Err(_) => {}
                             }
                             match store
                                 .record(
@@ -168,13 +199,13 @@ impl LiveRecord {
                         }
                     }
                 }
+                let _ = done_tx.send(w);
                 store.close().await;
-                w
             })
         });
         LiveRecord {
             notes: Some(tx),
-            thread,
+            done,
         }
     }
 
@@ -186,15 +217,15 @@ impl LiveRecord {
         }
     }
 
-    /// Records `events` (the signals passed on) and the end, and waits for
-    /// the thread.
+    /// Records `events` (the signals passed on) and the end, and waits
+    /// until they are on record.
     pub fn finish(mut self, events: Vec<NewEvent>, outcome: Outcome) -> Written {
         if let Some(tx) = self.notes.take() {
             let _ = tx.send(Note::End(events, outcome));
         }
-        self.thread.join().unwrap_or_else(|_| Written {
+        self.done.recv().unwrap_or_else(|_| Written {
             error: Some(Error::Internal(
-                "the session's recorder thread panicked".into(),
+                "the session's recorder thread ended without a word".into(),
             )),
             ..Written::default()
         })
@@ -298,9 +329,11 @@ impl Recording<'_> {
 
 impl sandbox::Observer for Recording<'_> {
     fn forked(&self) {
+        tracing::debug!("forked");
         self.live_record();
     }
     fn started(&self, pid: Option<u32>) {
+        tracing::debug!("started");
         let at = store::now_ms();
         self.started.set(Some((at, pid)));
         // A backend that never said `forked` has forked by now.

@@ -28,6 +28,8 @@ struct World {
     /// Called inside `liveness`, before it answers: lets a test put
     /// another process's step (a supervisor recording the end) there.
     on_liveness: Option<Interleave>,
+    /// Called while the agent "runs", after `started`.
+    while_running: Option<Interleave>,
     calls: Vec<String>,
 }
 
@@ -77,6 +79,10 @@ impl Backend for Fake {
         match run.unwrap_or(Ok(ExitStatus::Code(0))) {
             Ok(status) => {
                 observer.started(Some(4242));
+                let hook = self.0.lock().unwrap().while_running.take();
+                if let Some(mut hook) = hook {
+                    hook(&id);
+                }
                 observer.signal("SIGINT");
                 Ok(status)
             }
@@ -513,4 +519,26 @@ fn remove_refuses_a_live_session_unless_forced() {
     assert!(f.lc.store.with(async |s| Ok(s.get(&id).await?)).is_err());
     let calls = f.fake.calls();
     assert!(calls.contains(&format!("stop {id}")) && calls.contains(&format!("remove {id}")));
+}
+
+#[test]
+fn a_foreground_session_shows_as_running_while_it_runs() {
+    let f = fx();
+    let store = f.lc.store.clone();
+    let seen = Arc::new(Mutex::new(None));
+    let saw = seen.clone();
+    f.fake.0.lock().unwrap().while_running = Some(Box::new(move |id| {
+        // Longer than a quick command's grace: `started` is on record alone.
+        std::thread::sleep(Duration::from_millis(300));
+        let s = store.with(async |s| Ok(s.get(id).await?)).unwrap();
+        *saw.lock().unwrap() = Some(s.status);
+    }));
+    let launch =
+        f.lc.prepare(|| Ok(spec()), store::Backend::Native, false)
+            .unwrap();
+    let id = launch.id();
+    assert_eq!(launch.run(&RunOptions::default(), &|_| {}).unwrap().code, 0);
+    assert_eq!(*seen.lock().unwrap(), Some(Status::Running));
+    assert_eq!(f.kinds(&id), ["created", "started", "signal", "exited"]);
+    assert!(f.verified(&id));
 }

@@ -249,7 +249,24 @@ impl SessionStore {
         })
     }
 
-    /// Closes every connection (SQLite checkpoints its WAL on the last).
+    /// Copies what the SQLite write-ahead log holds into the database, as
+    /// far as readers allow, without waiting for anyone (`PASSIVE`). A
+    /// connection leaves the log in place when it closes (see
+    /// `keep_wal_on_close`), so a launcher calls this where it costs
+    /// nothing: while its sandbox is being built. The log then stays a
+    /// few transactions long, and each process's first open reads little
+    /// of it. Postgres: nothing to do.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Pool::Sqlite(p) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(p)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every connection.
     pub async fn close(&self) {
         dispatch!(&self.pool, |p| p.close().await)
     }
@@ -966,11 +983,11 @@ async fn open_sqlite(path: &Path, size: u32) -> Result<SqlitePool, StoreError> {
 
 /// A connection that closes leaves the write-ahead log as it is, rather
 /// than checkpointing it into the database and deleting it: a launcher
-/// opens and closes the store a few times per session, and each
-/// checkpoint costs two fsyncs and the log's re-creation. Nothing is less
-/// durable: a commit is durable once it is in the log (see `synchronous`
-/// above), and SQLite checkpoints the log itself when it grows past
-/// `wal_autocheckpoint` pages, and on the next open after a crash.
+/// opens and closes the store twice per session, and a checkpoint on the
+/// launch's path costs fsyncs and the log's re-creation. The launcher
+/// checkpoints off its path instead ([`SessionStore::checkpoint`]), and
+/// SQLite itself once the log passes `wal_autocheckpoint` pages. Nothing
+/// is less durable: a commit is durable once it is in the log.
 async fn keep_wal_on_close(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
