@@ -1258,8 +1258,8 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert!(store_verdict(4.99).ends_with("**met**"));
-        assert!(store_verdict(5.0).ends_with("**not met**"));
+        assert!(store_verdict(2.0).ends_with("**met**"));
+        assert!(store_verdict(2.01).ends_with("**not met**"));
         assert!(verdict(1.5, GOAL).starts_with("**met**"));
         assert!(verdict(1.51, GOAL).starts_with("**not met**"));
         assert!(verdict(0.7, DOCKER_GOAL).starts_with("**met**"));
