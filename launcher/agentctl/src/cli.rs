@@ -81,6 +81,8 @@ pub enum Command {
     /// Serve the Docker Engine API to a client under a role: strict HTTP,
     /// canonical versions and bodies, session ownership.
     Proxy(ProxyArgs),
+    /// Serve the dashboard and the JSON API of the session store.
+    Serve(ServeArgs),
     /// Internal: records the end of a detached session.
     #[command(name = "__session-exit", hide = true)]
     SessionExit { session: String },
@@ -127,6 +129,14 @@ pub enum Command {
     /// Internal: the single-threaded session helper.
     #[command(name = "__native-helper", hide = true)]
     NativeHelper { session_dir: PathBuf },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port to listen on. Loopback only until the dashboard
+    /// has users: reach it from elsewhere through an SSH tunnel.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: String,
 }
 
 #[derive(Args, Debug)]

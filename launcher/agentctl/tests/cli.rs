@@ -888,3 +888,59 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// `agentctl serve` refuses an address other machines can reach (it has no
+/// users yet), and on loopback answers only for loopback's names.
+#[test]
+fn serve_listens_on_loopback_only_and_answers_only_loopback_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let o = agentctl(
+        &["--store", &store, "serve", "--listen", "0.0.0.0:7878"],
+        dir.path(),
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("loopback only") && err.contains("ssh -L"),
+        "{err}"
+    );
+
+    let mut server = Command::new(binary())
+        .args(["--store", &store, "serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let ask = |host: &str| -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let ok = ask(&addr);
+    let evil = ask("evil.example");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"sessions\":0"), "{ok}");
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+}

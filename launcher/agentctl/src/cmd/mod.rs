@@ -8,6 +8,7 @@ mod profiles;
 mod proxy;
 mod ps;
 mod run;
+mod serve;
 mod session;
 mod setup;
 mod wiring;
@@ -42,6 +43,7 @@ pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
         } => session::audit(&session, verify, json, store),
         Command::Gc => session::gc(store),
         Command::Proxy(args) => proxy::proxy(args, store),
+        Command::Serve(args) => serve::serve(args, store),
         Command::SessionExit { session } => session::session_exit(&session, store),
         Command::Explain(args) => explain::explain(args, store),
         Command::Profiles(args) => profiles::profiles(args),

@@ -1,0 +1,55 @@
+//! `/api/v1/…`: the same data as the pages, as JSON; and `/healthz`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use store::ListQuery;
+
+use crate::AppState;
+use crate::error::WebError;
+
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    match st.store.count().await {
+        Ok(n) => Json(json!({"ok": true, "sessions": n})).into_response(),
+        Err(e) => WebError::from(e).json(),
+    }
+}
+
+/// Sessions, newest first (at most 200 per page; `?all` is the default
+/// here: a client filters).
+pub async fn sessions(State(st): State<AppState>) -> Response {
+    let q = ListQuery {
+        all: true,
+        limit: 200,
+        offset: 0,
+    };
+    match st.store.list(&q).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => WebError::from(e).json(),
+    }
+}
+
+/// One session with its audit chain's verdict.
+pub async fn session(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let found = async {
+        let s = st.store.get(&id).await?;
+        let v = st.store.verify(&s.id).await?;
+        Ok::<_, store::StoreError>(json!({"session": s, "verification": v}))
+    };
+    match found.await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => WebError::from(e).json(),
+    }
+}
+
+pub async fn events(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let found = async {
+        let s = st.store.get(&id).await?;
+        st.store.events(&s.id).await
+    };
+    match found.await {
+        Ok(ev) => Json(ev).into_response(),
+        Err(e) => WebError::from(e).json(),
+    }
+}

@@ -1,0 +1,67 @@
+//! What a failure shows: a status code and a message that says what to do,
+//! as a page or as JSON. A database error's text is logged, never shown.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("no session {0}")]
+    NoSuchSession(String),
+    #[error("the session store failed; see the server's log")]
+    Store(#[source] store::StoreError),
+}
+
+impl From<store::StoreError> for WebError {
+    fn from(e: store::StoreError) -> WebError {
+        match e {
+            store::StoreError::NotFound { .. } | store::StoreError::Ambiguous { .. } => {
+                WebError::NoSuchSession(e.to_string())
+            }
+            e => WebError::Store(e),
+        }
+    }
+}
+
+impl WebError {
+    fn status(&self) -> StatusCode {
+        match self {
+            WebError::NoSuchSession(_) => StatusCode::NOT_FOUND,
+            WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn log(&self) {
+        if let WebError::Store(e) = self {
+            tracing::error!("session store: {e}");
+        }
+    }
+
+    /// The same failure for the JSON API.
+    pub fn json(self) -> Response {
+        self.log();
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub status: u16,
+    pub message: String,
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        self.log();
+        let status = self.status();
+        let page = ErrorPage {
+            status: status.as_u16(),
+            message: self.to_string(),
+        };
+        (status, page).into_response()
+    }
+}

@@ -1,0 +1,207 @@
+//! The pages: server-rendered, working without JavaScript. askama escapes
+//! every value in an `.html` template; nothing here is marked safe.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use store::{ListQuery, Status};
+
+use crate::AppState;
+use crate::error::{ErrorPage, WebError};
+use crate::view::{Mount, Plan, Row, when};
+
+/// What the sessions page is asked for: `?status=running&user=alice&q=…`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Filter {
+    pub status: Option<String>,
+    pub user: Option<String>,
+    pub profile: Option<String>,
+    pub q: Option<String>,
+    /// Every session, not only live ones and those ended in the last 24 h.
+    pub all: Option<String>,
+}
+
+/// How many sessions one page lists at most.
+const PAGE: u32 = 200;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sessions.html")]
+pub struct SessionsPage {
+    pub rows: Vec<Row>,
+    pub running: usize,
+    pub failed_24h: usize,
+    pub lost_24h: usize,
+    pub filter_status: String,
+    pub filter_user: String,
+    pub filter_profile: String,
+    pub filter_q: String,
+    pub all: bool,
+}
+
+pub async fn sessions(
+    State(st): State<AppState>,
+    Query(f): Query<Filter>,
+) -> Result<SessionsPage, WebError> {
+    let now = store::now_ms();
+    let all = f.all.is_some();
+    let list = st
+        .store
+        .list(&ListQuery {
+            all: true,
+            limit: PAGE,
+            offset: 0,
+        })
+        .await?;
+    let recent = |s: &&store::Session| s.ended_at.is_some_and(|e| now - e < DAY_MS);
+    let running = list.iter().filter(|s| s.status == Status::Running).count();
+    let failed_24h = list
+        .iter()
+        .filter(recent)
+        .filter(|s| s.status == Status::Failed)
+        .count();
+    let lost_24h = list
+        .iter()
+        .filter(recent)
+        .filter(|s| s.status == Status::Lost)
+        .count();
+    fn wanted(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+    let (status, user, profile, q) = (
+        wanted(&f.status),
+        wanted(&f.user),
+        wanted(&f.profile),
+        wanted(&f.q),
+    );
+    let rows = list
+        .iter()
+        .filter(|s| all || status.is_some() || s.status.is_live() || recent(s))
+        .filter(|s| status.is_none_or(|v| s.status.as_str() == v))
+        .filter(|s| user.is_none_or(|v| s.user == v))
+        .filter(|s| profile.is_none_or(|v| s.profile == v))
+        .filter(|s| {
+            q.is_none_or(|q| {
+                s.id.starts_with(q) || s.command.join(" ").contains(q) || s.workspace.contains(q)
+            })
+        })
+        .map(|s| Row::of(s, now))
+        .collect();
+    Ok(SessionsPage {
+        rows,
+        running,
+        failed_24h,
+        lost_24h,
+        filter_status: status.unwrap_or_default().to_string(),
+        filter_user: user.unwrap_or_default().to_string(),
+        filter_profile: profile.unwrap_or_default().to_string(),
+        filter_q: q.unwrap_or_default().to_string(),
+        all,
+    })
+}
+
+/// One audit event as the page shows it.
+pub struct EventRow {
+    pub seq: u64,
+    pub at: String,
+    pub kind: String,
+    pub actor: String,
+    pub data: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "session.html")]
+pub struct SessionPage {
+    pub row: Row,
+    pub started: String,
+    pub ended: String,
+    pub image: String,
+    pub host: String,
+    pub chain: String,
+    pub chain_ok: bool,
+    pub writable: Vec<Mount>,
+    pub read_only: Vec<Mount>,
+    pub plan_readable: bool,
+    pub masked: Vec<crate::view::Masked>,
+    pub env: Vec<String>,
+    pub limits: Vec<(String, String)>,
+    pub events: Vec<EventRow>,
+    pub refused: usize,
+}
+
+pub async fn session(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<SessionPage, WebError> {
+    let s = st.store.get(&id).await?;
+    let events = st.store.events(&s.id).await?;
+    let v = st.store.verify(&s.id).await?;
+    let (chain, chain_ok) = match (&v.broken, v.ok) {
+        (_, true) => (format!("verified #1–#{}", v.events), true),
+        (Some(b), false) => (format!("BROKEN at #{}: {}", b.seq, b.reason), false),
+        (None, false) => ("BROKEN: the chain does not verify".to_string(), false),
+    };
+    let plan = Plan::read(&s.policy);
+    let plan_readable = plan.mounts.is_some();
+    let (writable, read_only): (Vec<Mount>, Vec<Mount>) = plan
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|m| m.writable);
+    let now = store::now_ms();
+    Ok(SessionPage {
+        started: s.started_at.map(when).unwrap_or_default(),
+        ended: s.ended_at.map(when).unwrap_or_default(),
+        image: s
+            .image
+            .clone()
+            .unwrap_or_else(|| "the host's root filesystem".into()),
+        host: s.host.clone(),
+        chain,
+        chain_ok,
+        writable,
+        read_only,
+        plan_readable,
+        masked: plan.masked.unwrap_or_default(),
+        env: plan.env.unwrap_or_default(),
+        limits: plan.limits,
+        refused: events
+            .iter()
+            .filter(|e| e.kind.ends_with("_denied"))
+            .count(),
+        events: events
+            .iter()
+            .map(|e| EventRow {
+                seq: e.seq,
+                at: when(e.at),
+                kind: e.kind.clone(),
+                actor: e.actor.clone().unwrap_or_default(),
+                data: e.data.to_string(),
+            })
+            .collect(),
+        row: Row::of(&s, now),
+    })
+}
+
+pub async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/app.css"),
+    )
+}
+
+pub async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        ErrorPage {
+            status: 404,
+            message: "no such page".into(),
+        },
+    )
+}

@@ -1,0 +1,196 @@
+//! The dashboard's handlers without a server (`app().oneshot(...)`), over
+//! a real SQLite store and, when there is one, a real Postgres: status
+//! codes, the Host allow-list, the security headers, escaping, and errors
+//! that never show a database's text.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use store::{Backend, NewEvent, NewSession, SessionStore};
+use tower::ServiceExt;
+use web::{AppState, HostAllowList, app};
+
+/// What an attacker controls in a session: its command, its workspace's
+/// name, its output. Every one of these must render as text.
+const SCRIPT: &str = "<script>alert(1)</script>";
+const ATTR: &str = "\"onmouseover=alert(1) x=\"";
+
+fn session(id: &str, command: &str, workspace: &str) -> NewSession {
+    let policy = serde_json::json!({
+        "network": "none",
+        "mounts": [
+            {"destination": workspace, "source": {"type": "bind", "path": workspace}, "writable": true, "purpose": "workspace"},
+            {"destination": "/usr", "source": {"type": "bind", "path": "/usr"}, "writable": false, "purpose": "rootfs"}
+        ],
+        "masked": [{"path": format!("{workspace}/.env"), "kind": "file", "reason": {"kind": "name_rule", "rule": "dotenv file"}}],
+        "env": [{"name": "HOME", "source": {"kind": "base"}}],
+        "limits": {"pids": 4096}
+    })
+    .to_string();
+    NewSession {
+        id: id.into(),
+        profile: "generic".into(),
+        backend: Backend::Native,
+        image: None,
+        workspace: workspace.into(),
+        command: vec!["sh".into(), "-c".into(), command.into()],
+        user: "alice".into(),
+        uid: 1000,
+        host: "h".into(),
+        created_at: None,
+        detached: false,
+        policy_sha256: store::chain::sha256_hex(policy.as_bytes()),
+        policy,
+    }
+}
+
+async fn seeded(url: &str) -> (AppState, String) {
+    let store = SessionStore::connect(url).await.unwrap();
+    let id = "0123456789abcdef0123456789abcdef".to_string();
+    store
+        .create_session(
+            &session(&id, SCRIPT, &format!("/home/alice/{ATTR}")),
+            NewEvent::new("created").actor("uid 1000 (alice)"),
+        )
+        .await
+        .unwrap();
+    store
+        .append_event(
+            &id,
+            NewEvent::new("proxy_denied").data(serde_json::json!({"reason": SCRIPT})),
+        )
+        .await
+        .unwrap();
+    let state = AppState {
+        store: Arc::new(store),
+        hosts: Arc::new(HostAllowList::loopback()),
+    };
+    (state, id)
+}
+
+async fn get(
+    state: &AppState,
+    path: &str,
+    host: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Body::empty())
+        .unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn checks(url: &str) {
+    let (st, id) = seeded(url).await;
+
+    // Home: the session is listed, everything it controls as text.
+    let (status, headers, body) = get(&st, "/", "localhost:7878").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&id[..12]), "{body}");
+    assert!(
+        !body.contains(SCRIPT) && !body.contains("<script"),
+        "{body}"
+    );
+    assert!(!body.contains(ATTR), "an attribute breaks out: {body}");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+
+    // The detail page: plan, masks, the chain's verdict, escaped data.
+    let (status, _, body) = get(&st, &format!("/sessions/{}", &id[..8]), "127.0.0.1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("verified #1–#2"), "{body}");
+    assert!(body.contains("dotenv file"), "{body}");
+    assert!(body.contains("Refused actions</dt><dd>1<"), "{body}");
+    assert!(!body.contains("<script"), "{body}");
+
+    // DNS rebinding: any other name is refused, pages and API alike.
+    for path in [
+        "/",
+        "/api/v1/sessions",
+        "/healthz",
+        &format!("/sessions/{id}"),
+    ] {
+        let (status, _, _) = get(&st, path, "evil.example:7878").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // The API: the same data as JSON.
+    let (status, headers, body) = get(&st, "/api/v1/sessions", "[::1]:7878").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    let (_, _, body) = get(&st, &format!("/api/v1/sessions/{id}"), "localhost").await;
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["verification"]["ok"], true, "{one}");
+    let (_, _, body) = get(&st, &format!("/api/v1/sessions/{id}/events"), "localhost").await;
+    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 2);
+    let (status, _, body) = get(&st, "/healthz", "localhost").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Not found: a page and a JSON error, no database text.
+    let (status, _, body) = get(&st, "/sessions/ffffffff", "localhost").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body.contains("no session") || body.contains("No session"),
+        "{body}"
+    );
+    let (status, _, body) = get(&st, "/api/v1/sessions/ffffffff", "localhost").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string());
+    let (status, _, _) = get(&st, "/nope", "localhost").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Filters: a search that matches nothing lists nothing.
+    let (_, _, body) = get(&st, "/?q=zzzz-no-such", "localhost").await;
+    assert!(
+        body.contains("No sessions match") && !body.contains(&id[..12]),
+        "{body}"
+    );
+    let (_, _, body) = get(&st, "/?user=alice&status=created", "localhost").await;
+    assert!(body.contains(&id[..12]), "{body}");
+
+    // A store that fails shows a status and a message, not its error text.
+    st.store.close().await;
+    let (status, _, body) = get(&st, "/", "localhost").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        body.contains("the session store failed; see the server"),
+        "{body}"
+    );
+    assert!(!body.to_lowercase().contains("pool"), "{body}");
+}
+
+#[tokio::test]
+async fn pages_and_api_over_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    checks(&format!("sqlite://{}", dir.path().join("s.db").display())).await;
+}
+
+#[tokio::test]
+async fn pages_and_api_over_postgres() {
+    let server = match store::testing::server() {
+        Ok(s) => s,
+        Err(why) => return store::testing::skip("pages_and_api_over_postgres", &why),
+    };
+    let db = match store::testing::TestDatabase::create(server).await {
+        Ok(db) => db,
+        Err(why) => return store::testing::skip("pages_and_api_over_postgres", &why),
+    };
+    checks(&db.url).await;
+}
