@@ -53,3 +53,15 @@ pub async fn events(State(st): State<AppState>, Path(id): Path<String>) -> Respo
         Err(e) => WebError::from(e).json(),
     }
 }
+
+/// Asks the session's supervisor to stop it: `202` with the session.
+pub async fn stop(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match crate::request_stop(&st, &id).await {
+        Ok(s) => (
+            axum::http::StatusCode::ACCEPTED,
+            Json(json!({"session": s.id, "stop_requested": true})),
+        )
+            .into_response(),
+        Err(e) => e.json(),
+    }
+}

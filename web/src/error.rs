@@ -8,8 +8,10 @@ use axum::response::{IntoResponse, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
-    #[error("no session {0}")]
+    #[error("{0}")]
     NoSuchSession(String),
+    #[error("session {0} is not running ({1})")]
+    NotLive(String, store::Status),
     #[error("the session store failed; see the server's log")]
     Store(#[source] store::StoreError),
 }
@@ -29,6 +31,7 @@ impl WebError {
     fn status(&self) -> StatusCode {
         match self {
             WebError::NoSuchSession(_) => StatusCode::NOT_FOUND,
+            WebError::NotLive(..) => StatusCode::CONFLICT,
             WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -25,12 +25,37 @@ use axum::routing::get;
 
 pub use guard::HostAllowList;
 
-/// What every handler shares: the store, and the hosts this server
-/// answers for.
+/// What every handler shares: the store, the hosts this server answers
+/// for, and who acts (for the audit log) when nobody logs in.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<store::SessionStore>,
     pub hosts: Arc<HostAllowList>,
+    /// The actor of a dashboard action, e.g. `dashboard (uid 1000 (alice))`:
+    /// on loopback without users, whoever runs `agentctl serve`.
+    pub actor: String,
+}
+
+/// Records a stop request for session `id` (only while it is live): the
+/// session's supervisor sees it and stops the sandbox. Returns the
+/// session as it was.
+pub(crate) async fn request_stop(
+    st: &AppState,
+    id: &str,
+) -> Result<store::Session, error::WebError> {
+    let s = st.store.get(id).await?;
+    if !s.status.is_live() {
+        return Err(error::WebError::NotLive(s.short_id().to_string(), s.status));
+    }
+    st.store
+        .append_event(
+            &s.id,
+            store::NewEvent::new("stop_requested")
+                .actor(st.actor.as_str())
+                .data(serde_json::json!({"signal": "SIGTERM", "timeout_secs": 10, "via": "dashboard"})),
+        )
+        .await?;
+    Ok(s)
 }
 
 /// The whole application, without a listener: tests call it with
@@ -40,13 +65,16 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::sessions))
         .route("/sessions/{id}", get(pages::session))
+        .route("/sessions/{id}/stop", axum::routing::post(pages::stop))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/healthz", get(api::healthz))
         .route("/api/v1/sessions", get(api::sessions))
         .route("/api/v1/sessions/{id}", get(api::session))
         .route("/api/v1/sessions/{id}/events", get(api::events))
+        .route("/api/v1/sessions/{id}/stop", axum::routing::post(api::stop))
         .fallback(pages::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(guard::same_origin))
         .layer(axum::middleware::from_fn(guard::security_headers))
         .layer(axum::middleware::from_fn_with_state(
             hosts,

@@ -116,6 +116,7 @@ pub struct EventRow {
 #[template(path = "session.html")]
 pub struct SessionPage {
     pub row: Row,
+    pub live: bool,
     pub started: String,
     pub ended: String,
     pub image: String,
@@ -182,6 +183,7 @@ pub async fn session(
                 data: e.data.to_string(),
             })
             .collect(),
+        live: s.status.is_live(),
         row: Row::of(&s, now),
     })
 }
@@ -204,4 +206,13 @@ pub async fn not_found() -> impl IntoResponse {
             message: "no such page".into(),
         },
     )
+}
+
+/// The stop button: records the request and shows the session again.
+pub async fn stop(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::response::Redirect, WebError> {
+    let s = crate::request_stop(&st, &id).await?;
+    Ok(axum::response::Redirect::to(&format!("/sessions/{}", s.id)))
 }

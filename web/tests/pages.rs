@@ -66,6 +66,7 @@ async fn seeded(url: &str) -> (AppState, String) {
     let state = AppState {
         store: Arc::new(store),
         hosts: Arc::new(HostAllowList::loopback()),
+        actor: "dashboard (tester)".into(),
     };
     (state, id)
 }
@@ -83,6 +84,26 @@ async fn get(
     let (status, headers) = (resp.status(), resp.headers().clone());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn post(
+    state: &AppState,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Option<String>) {
+    let mut req = Request::post(path).header("host", "localhost:7878");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string());
+    (resp.status(), location)
 }
 
 async fn checks(url: &str) {
@@ -164,6 +185,55 @@ async fn checks(url: &str) {
     );
     let (_, _, body) = get(&st, "/?user=alice&status=created", "localhost").await;
     assert!(body.contains(&id[..12]), "{body}");
+
+    // Stop: a cross-site form post is refused and changes nothing; a
+    // same-origin one records the request with its actor.
+    let stop = format!("/sessions/{id}/stop");
+    for (header, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "http://evil.example"),
+    ] {
+        let (status, _) = post(&st, &stop, &[(header, value)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{header}: {value}");
+    }
+    let kinds = |evs: Vec<store::Event>| evs.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert!(!kinds(st.store.events(&id).await.unwrap()).contains(&"stop_requested".to_string()));
+    let (status, location) = post(&st, &stop, &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/sessions/{id}").as_str())
+    );
+    let (status, _) = post(
+        &st,
+        &format!("/api/v1/sessions/{id}/stop"),
+        &[("origin", "http://localhost:7878")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let events = st.store.events(&id).await.unwrap();
+    let asked: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "stop_requested")
+        .collect();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(asked[0].actor.as_deref(), Some("dashboard (tester)"));
+    // An ended session cannot be stopped again.
+    st.store
+        .record(
+            &id,
+            vec![NewEvent::new("stopped")],
+            &store::SessionUpdate {
+                status: Some(store::Status::Stopped),
+                ended_at: Some(store::now_ms()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (status, _) = post(&st, &stop, &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
 
     // A store that fails shows a status and a message, not its error text.
     st.store.close().await;

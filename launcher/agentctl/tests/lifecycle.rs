@@ -1204,3 +1204,124 @@ fn an_exec_does_not_run_what_the_agent_put_on_path() {
         c.ok(&["rm", &id]);
     }
 }
+
+/// A stop asked for in the dashboard (`agentctl serve`, which only writes
+/// the request to the store) reaches a foreground session through its
+/// launcher, as SIGTERM to the agent, within a second; the session ends
+/// `stopped`, and the request is on record with its actor. On SQLite and
+/// PostgreSQL.
+#[test]
+fn a_stop_in_the_dashboard_reaches_a_foreground_session() {
+    if !require(support::is_root(), "the native backend as root") {
+        return;
+    }
+    for db in both_stores() {
+        let c = Ctl::new(&db);
+        let mut run = c.cmd(&[
+            "run",
+            "-q",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
+        ]);
+        let mut run = run
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut serve = c
+            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(serve.stderr.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let post = |path: &str, fetch_site: &str| -> String {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nSec-Fetch-Site: {fetch_site}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        // Running, and on record as running.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            if let Some(s) = c.sessions().into_iter().find(|s| s["status"] == "running") {
+                break s["id"].as_str().unwrap().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{}] the session never ran",
+                db.kind
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Another site's page cannot make the browser ask.
+        let forged = post(&format!("/sessions/{id}/stop"), "cross-site");
+        assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+        assert!(!c.events(&id).contains(&"stop_requested".to_string()));
+
+        let clicked = Instant::now();
+        let answer = post(&format!("/sessions/{id}/stop"), "same-origin");
+        assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+        let status = loop {
+            if let Some(s) = run.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                clicked.elapsed() < Duration::from_secs(10),
+                "[{}] the session did not stop",
+                db.kind
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = clicked.elapsed();
+        let _ = serve.kill();
+        let _ = serve.wait();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut run.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(
+            out.contains("got-term"),
+            "[{}] the agent got no SIGTERM: {out}",
+            db.kind
+        );
+        assert_eq!(status.code(), Some(7), "[{}]", db.kind);
+        assert!(
+            took < Duration::from_secs(1),
+            "[{}] from the click to the end took {took:?}",
+            db.kind
+        );
+        let s = c.wait_status(&id, "stopped");
+        assert_eq!(s["status"], "stopped", "[{}] {s}", db.kind);
+        let audit: Value = serde_json::from_str(&c.ok(&["audit", "--json", &id])).unwrap();
+        let asked = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "stop_requested")
+            .expect("the request is on record")
+            .clone();
+        assert!(
+            asked["actor"].as_str().unwrap().starts_with("dashboard ("),
+            "{asked}"
+        );
+        eprintln!("[{}] dashboard stop: click to end in {took:?}", db.kind);
+    }
+}

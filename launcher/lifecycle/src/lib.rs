@@ -7,7 +7,7 @@
 //! Layers, bottom to top; a module uses only modules above it in this list
 //! (checked by `launcher/agentctl/tests/architecture.rs`):
 //!
-//! - `error`: what can go wrong.
+//! - `error`: what can go wrong; `pidfd`: a process by descriptor.
 //! - `location`: where the store is, opening it (store access).
 //! - `lock`: the launcher's lock on a session it records.
 //! - `record`: a session's row, first event, and how an end is written.
@@ -28,6 +28,7 @@ mod launch;
 mod location;
 mod lock;
 mod manage;
+mod pidfd;
 mod planning;
 pub mod profiles;
 mod reconcile;

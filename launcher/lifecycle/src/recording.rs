@@ -16,6 +16,7 @@ use crate::context::Lifecycle;
 use crate::error::{Error, Result};
 use crate::location::StoreLocation;
 use crate::lock::LauncherLock;
+use crate::pidfd::PidFd;
 use crate::record::Outcome;
 
 /// Puts a new session on record, having reconciled the store. Started
@@ -158,9 +159,22 @@ impl LiveRecord {
                 // A closed channel (the launcher gave up) ends the thread.
                 let mut pending_start = None;
                 let mut next = None;
+                let mut stops = StopWatch::default();
                 while w.error.is_none() && !w.ended {
                     let note = match next.take() {
                         Some(n) => n,
+                        None if w.started && stops.sandbox.is_some() => {
+                            tokio::select! {
+                                n = rx.recv() => match n {
+                                    Some(n) => n,
+                                    None => break,
+                                },
+                                _ = tokio::time::sleep(STOP_POLL) => {
+                                    stops.poll(&store, &id).await;
+                                    continue;
+                                }
+                            }
+                        }
                         None => match rx.recv().await {
                             Some(n) => n,
                             None => break,
@@ -168,6 +182,7 @@ impl LiveRecord {
                     };
                     match note {
                         Note::Started { at, pid } => {
+                            stops.sandbox = pid.and_then(|p| PidFd::open(p as i32).ok());
                             // A quick command's end comes soon: wait a little.
                             match tokio::time::timeout(STARTED_WAITS_FOR_THE_END, rx.recv()).await {
                                 Ok(Some(end @ Note::End(..))) => {
@@ -229,6 +244,53 @@ impl LiveRecord {
             )),
             ..Written::default()
         })
+    }
+}
+
+/// How often a running foreground session looks for a stop asked of it
+/// elsewhere (the dashboard): well within the second a click may take.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Carries out a stop asked for in the store (the dashboard writes
+/// `stop_requested` with its actor; this launcher supervises the session):
+/// SIGTERM to the sandbox's init, which passes it to the agent, and
+/// SIGKILL once the request's grace has passed. Through a pidfd, so a pid
+/// the sandbox no longer holds is never signalled.
+#[derive(Default)]
+struct StopWatch {
+    sandbox: Option<PidFd>,
+    kill_at: Option<std::time::Instant>,
+    killed: bool,
+}
+
+impl StopWatch {
+    async fn poll(&mut self, store: &store::SessionStore, id: &str) {
+        let Some(sandbox) = &self.sandbox else { return };
+        if let Some(at) = self.kill_at {
+            if !self.killed && std::time::Instant::now() >= at {
+                self.killed = true;
+                let _ = sandbox.signal(libc::SIGKILL);
+            }
+            return;
+        }
+        let Ok((_, asked)) = store.status_with_event(id, "stop_requested").await else {
+            return;
+        };
+        if !asked {
+            return;
+        }
+        let grace = match store.events(id).await {
+            Ok(events) => events
+                .iter()
+                .rev()
+                .find(|e| e.kind == "stop_requested")
+                .and_then(|e| e.data["timeout_secs"].as_u64())
+                .unwrap_or(10),
+            Err(_) => 10,
+        };
+        tracing::debug!("a stop was asked for; SIGTERM to the sandbox");
+        let _ = sandbox.signal(libc::SIGTERM);
+        self.kill_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(grace));
     }
 }
 

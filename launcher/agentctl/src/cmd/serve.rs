@@ -25,6 +25,7 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
         );
     }
     let url = lc.store.required()?.to_string();
+    let actor = lc.actor.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -51,6 +52,7 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
         let state = web::AppState {
             store: Arc::new(store),
             hosts: Arc::new(web::HostAllowList::loopback()),
+            actor: format!("dashboard ({actor})"),
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let shutdown = async move {
