@@ -83,6 +83,10 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Serve the dashboard and the JSON API of the session store.
     Serve(ServeArgs),
+    /// Internal: carries out stops asked for in the store for a detached
+    /// session.
+    #[command(name = "__watch-stops", hide = true)]
+    WatchStops { session: String },
     /// Internal: records the end of a detached session.
     #[command(name = "__session-exit", hide = true)]
     SessionExit { session: String },

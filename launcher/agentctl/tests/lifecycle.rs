@@ -1325,3 +1325,78 @@ fn a_stop_in_the_dashboard_reaches_a_foreground_session() {
         eprintln!("[{}] dashboard stop: click to end in {took:?}", db.kind);
     }
 }
+
+/// The same for a detached session, whose launcher is gone: its stop
+/// watcher (`agentctl __watch-stops`, started with it) carries the
+/// request out as `agentctl stop` would.
+#[test]
+fn a_stop_in_the_dashboard_reaches_a_detached_session() {
+    if !require(support::is_root(), "the native backend as root") {
+        return;
+    }
+    for db in both_stores() {
+        let c = Ctl::new(&db);
+        let id = c
+            .ok(&[
+                "run",
+                "-d",
+                "-q",
+                "--",
+                "sh",
+                "-c",
+                "trap 'echo got-term; exit 7' TERM; while :; do sleep 0.05; done",
+            ])
+            .trim()
+            .to_string();
+        c.wait_status(&id, "running");
+        let mut serve = c
+            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(serve.stderr.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let clicked = Instant::now();
+        let answer = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "POST /api/v1/sessions/{id}/stop HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        let _ = serve.kill();
+        let _ = serve.wait();
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+        let s = c.wait_status(&id, "stopped");
+        let took = clicked.elapsed();
+        assert_eq!(s["status"], "stopped", "[{}] {s}", db.kind);
+        assert_eq!(
+            s["exit_code"], 7,
+            "[{}] the agent got no SIGTERM: {s}",
+            db.kind
+        );
+        let logs = c.ok(&["logs", &id]);
+        assert!(logs.contains("got-term"), "{logs}");
+        eprintln!(
+            "[{}] dashboard stop of a detached session: {took:?}",
+            db.kind
+        );
+        c.ok(&["rm", &id]);
+    }
+}

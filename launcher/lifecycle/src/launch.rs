@@ -242,7 +242,29 @@ impl Launch<'_> {
             }
         })?;
         result?;
+        self.watch_stops(&id);
         Ok(id)
+    }
+
+    /// Starts the process that carries out stops asked for in the store
+    /// for this detached session (see [`Lifecycle::watch_stops`]). One
+    /// that cannot start leaves `agentctl stop` working; the user is told.
+    fn watch_stops(&self, id: &str) {
+        use std::os::unix::process::CommandExt;
+        let spawned = std::process::Command::new(&self.lc.self_exe)
+            .arg("--store")
+            .arg(self.lc.store.0.as_deref().unwrap_or("none"))
+            .args(["__watch-stops", id])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        if let Err(e) = spawned {
+            (self.lc.notify)(&format!(
+                "agentctl: cannot watch session {id} for stops asked in the dashboard ({e}); `agentctl stop` still works"
+            ));
+        }
     }
 
     /// Removes the placeholders this launch created, unless another live

@@ -183,3 +183,53 @@ impl Lifecycle {
         Ok(())
     }
 }
+
+/// How often a detached session's stop watcher looks for a request.
+const STOP_POLL: Duration = Duration::from_millis(250);
+
+impl Lifecycle {
+    /// Watches a detached session for a stop asked for in the store (the
+    /// dashboard writes `stop_requested`; it can reach no backend) and
+    /// carries it out as `agentctl stop` would. Returns when the session
+    /// has ended, or once it has stopped it. Run as a process of its own
+    /// (`agentctl __watch-stops ID`) beside the session's supervisor.
+    pub fn watch_stops(&self, id: &str) -> Result<()> {
+        let asked = blocking::block_on(async {
+            let store = self.store.open().await?;
+            let found: Result<Option<Duration>> = loop {
+                tokio::time::sleep(STOP_POLL).await;
+                let (status, asked) = match store.status_with_event(id, "stop_requested").await {
+                    Ok(r) => r,
+                    Err(e) => break Err(e.into()),
+                };
+                if !status.is_live() {
+                    break Ok(None);
+                }
+                if asked {
+                    let grace = store
+                        .events(id)
+                        .await
+                        .ok()
+                        .and_then(|events| {
+                            events
+                                .iter()
+                                .rev()
+                                .find(|e| e.kind == "stop_requested")
+                                .and_then(|e| e.data["timeout_secs"].as_u64())
+                        })
+                        .unwrap_or(10);
+                    break Ok(Some(Duration::from_secs(grace)));
+                }
+            };
+            store.close().await;
+            found
+        })?;
+        let Some(grace) = asked else {
+            return Ok(());
+        };
+        let s = self.store.with(async |store| Ok(store.get(id).await?))?;
+        self.backend(s.backend).stop(&handle(&s), grace)?;
+        stop_session_proxy(self, &s.id);
+        self.reconcile()
+    }
+}

@@ -45,6 +45,10 @@ pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
         Command::Proxy(args) => proxy::proxy(args, store),
         Command::Serve(args) => serve::serve(args, store),
         Command::SessionExit { session } => session::session_exit(&session, store),
+        Command::WatchStops { session } => {
+            store.watch_stops(&session)?;
+            Ok(0)
+        }
         Command::Explain(args) => explain::explain(args, store),
         Command::Profiles(args) => profiles::profiles(args),
         Command::Setup(args) => setup::setup(args),
