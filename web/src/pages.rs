@@ -125,6 +125,8 @@ pub struct SessionPage {
     pub chain_ok: bool,
     pub writable: Vec<Mount>,
     pub read_only: Vec<Mount>,
+    /// In-memory mounts (a fresh home, /tmp): writable, gone with the session.
+    pub scratch: Vec<Mount>,
     pub plan_readable: bool,
     pub masked: Vec<crate::view::Masked>,
     pub env: Vec<String>,
@@ -147,11 +149,13 @@ pub async fn session(
     };
     let plan = Plan::read(&s.policy);
     let plan_readable = plan.mounts.is_some();
-    let (writable, read_only): (Vec<Mount>, Vec<Mount>) = plan
+    let (host, scratch): (Vec<Mount>, Vec<Mount>) = plan
         .mounts
         .unwrap_or_default()
         .into_iter()
-        .partition(|m| m.writable);
+        .partition(|m| m.from_host);
+    let (writable, read_only): (Vec<Mount>, Vec<Mount>) =
+        host.into_iter().partition(|m| m.writable);
     let now = store::now_ms();
     Ok(SessionPage {
         started: s.started_at.map(when).unwrap_or_default(),
@@ -165,6 +169,7 @@ pub async fn session(
         chain_ok,
         writable,
         read_only,
+        scratch,
         plan_readable,
         masked: plan.masked.unwrap_or_default(),
         env: plan.env.unwrap_or_default(),

@@ -59,6 +59,8 @@ pub struct Mount {
     pub source: String,
     pub writable: bool,
     pub purpose: String,
+    /// A host path bound in (not a tmpfs or other in-memory mount).
+    pub from_host: bool,
 }
 
 /// A masked path and the rule that masked it.
@@ -98,6 +100,7 @@ impl Plan {
                     },
                     writable: m["writable"].as_bool().unwrap_or(false),
                     purpose: text(&m["purpose"]),
+                    from_host: m["source"]["type"] == "bind",
                 })
                 .collect();
             // What the agent can change first: the blast radius.
@@ -207,8 +210,8 @@ mod tests {
               "masked":[{"path":"/w/.env","kind":"file","reason":{"kind":"name_rule","rule":"dotenv file"}}],
               "env":[{"name":"HOME","source":{"kind":"base"}}]}"#,
         );
-        let m = p.mounts.unwrap();
-        assert!(m[0].writable && m[0].source == "/home/u/w");
+        let m = p.mounts.as_ref().unwrap();
+        assert!(m[0].writable && m[0].source == "/home/u/w" && m[0].from_host);
         assert_eq!(p.masked.unwrap()[0].reason, "name rule: dotenv file");
         assert_eq!(p.env.unwrap(), ["HOME"]);
         let broken = Plan::read("not json");
