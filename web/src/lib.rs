@@ -9,12 +9,14 @@
 //!
 //! Layers: `guard` (Host allow-list, security headers), `error` (what a
 //! failure shows: a status and a message, never a database's text),
-//! `view` (the session and its plan as pages show them), `pages` and
-//! `api` (handlers), and [`app`], which puts them together.
+//! `view` (the session and its plan as pages show them), `live` (changes
+//! pushed to the pages over server-sent events), `pages` and `api`
+//! (handlers), and [`app`], which puts them together.
 
 mod api;
 mod error;
 mod guard;
+mod live;
 mod pages;
 mod view;
 
@@ -34,6 +36,19 @@ pub struct AppState {
     /// The actor of a dashboard action, e.g. `dashboard (uid 1000 (alice))`:
     /// on loopback without users, whoever runs `agentctl serve`.
     pub actor: String,
+    /// Live updates to the pages (see `live`).
+    pub live: Arc<live::Hub>,
+}
+
+impl AppState {
+    pub fn new(store: store::SessionStore, hosts: HostAllowList, actor: String) -> AppState {
+        AppState {
+            store: Arc::new(store),
+            hosts: Arc::new(hosts),
+            actor,
+            live: Arc::default(),
+        }
+    }
 }
 
 /// Records a stop request for session `id` (only while it is live): the
@@ -67,6 +82,8 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}", get(pages::session))
         .route("/sessions/{id}/stop", axum::routing::post(pages::stop))
         .route("/static/app.css", get(pages::stylesheet))
+        .route("/static/live.js", get(pages::script))
+        .route("/events/sessions", get(live::sessions))
         .route("/healthz", get(api::healthz))
         .route("/api/v1/sessions", get(api::sessions))
         .route("/api/v1/sessions/{id}", get(api::session))

@@ -203,6 +203,16 @@ pub async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+pub async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/live.js"),
+    )
+}
+
 pub async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,

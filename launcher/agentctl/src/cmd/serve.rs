@@ -2,7 +2,6 @@
 //! session store, on loopback.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use lifecycle::Lifecycle;
@@ -49,11 +48,11 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
             "agentctl serve: http://{local}/ (store {})",
             store.location()
         );
-        let state = web::AppState {
-            store: Arc::new(store),
-            hosts: Arc::new(web::HostAllowList::loopback()),
-            actor: format!("dashboard ({actor})"),
-        };
+        let state = web::AppState::new(
+            store,
+            web::HostAllowList::loopback(),
+            format!("dashboard ({actor})"),
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let shutdown = async move {
             tokio::select! {

@@ -1,0 +1,212 @@
+//! The dashboard in a real browser: Debian's chromium, driven over
+//! WebDriver (chromedriver + fantoccini), offline. A session started by the
+//! real binary is stopped with the page's button, and its status changes
+//! on the page without a reload (server-sent events). A screenshot of each
+//! page is kept in target/test-artifacts/.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+use support::{binary, require, text};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
+    if !require(support::is_root(), "the native backend as root")
+        || !require(
+            Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
+            "Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let agentctl = |args: &[&str]| {
+        let mut c = Command::new(binary());
+        c.args(["--store", &store]).args(args).current_dir(&ws);
+        c
+    };
+    let o = agentctl(&[
+        "run",
+        "-d",
+        "-q",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while :; do sleep 0.05; done",
+    ])
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_string();
+
+    let mut serve = agentctl(&["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _serve = Kill(serve);
+    let port = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    // The name a browser would use: the Host allow-list answers it.
+    let base = format!("http://localhost:{port}");
+
+    let driver_port = free_port();
+    let _driver = Kill(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let profile = dir.path().join("chromium-profile");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic", "--disable-extensions", "--disable-default-apps",
+                    "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+                ]
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{driver_port}"))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("chromedriver did not answer: {e}"),
+            }
+        };
+
+        client.goto(&format!("{base}/sessions/{id}")).await.unwrap();
+        let status = client
+            .find(Locator::Css("[data-session] [data-field=status]"))
+            .await
+            .unwrap();
+        assert_eq!(status.text().await.unwrap(), "running");
+        client
+            .execute("document.body.dataset.mark = 'same-page'; return 1;", vec![])
+            .await
+            .unwrap();
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(artifacts().join("dashboard-session-running.png"), png).unwrap();
+
+        client
+            .find(Locator::Css("form.stop-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let shown = loop {
+            let t = status.text().await.unwrap();
+            if t == "stopped" || Instant::now() > deadline {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(shown, "stopped", "the page did not follow the stop");
+        let mark = client
+            .execute("return document.body.dataset.mark || 'reloaded';", vec![])
+            .await
+            .unwrap();
+        assert_eq!(mark, serde_json::json!("same-page"), "the page reloaded");
+        let exit = client
+            .find(Locator::Css("[data-session] [data-field=exit]"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(exit, "7");
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(artifacts().join("dashboard-session-stopped.png"), png).unwrap();
+
+        client.goto(&format!("{base}/?all=1")).await.unwrap();
+        let row_status = client
+            .find(Locator::Css(&format!("tr[data-session='{id}'] [data-field=status]")))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(row_status, "stopped");
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(artifacts().join("dashboard-sessions.png"), png).unwrap();
+        client.close().await.unwrap();
+    });
+    let audit = agentctl(&["audit", "--json", &id]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let asked = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "stop_requested")
+        .expect("the click is on record")
+        .clone();
+    assert!(
+        asked["actor"].as_str().unwrap().starts_with("dashboard ("),
+        "{asked}"
+    );
+    let _ = agentctl(&["rm", &id]).output();
+}
