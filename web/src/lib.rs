@@ -17,6 +17,7 @@ mod api;
 mod error;
 mod guard;
 mod live;
+mod metrics;
 mod pages;
 mod view;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub actor: String,
     /// Live updates to the pages (see `live`).
     pub live: Arc<live::Hub>,
+    /// This server's requests, for `/metrics`.
+    pub http: Arc<metrics::Http>,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
             hosts: Arc::new(hosts),
             actor,
             live: Arc::default(),
+            http: Arc::default(),
         }
     }
 }
@@ -85,11 +89,16 @@ pub fn app(state: AppState) -> Router {
         .route("/static/live.js", get(pages::script))
         .route("/events/sessions", get(live::sessions))
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::render))
         .route("/api/v1/sessions", get(api::sessions))
         .route("/api/v1/sessions/{id}", get(api::session))
         .route("/api/v1/sessions/{id}/events", get(api::events))
         .route("/api/v1/sessions/{id}/stop", axum::routing::post(api::stop))
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn(guard::same_origin))
         .layer(axum::middleware::from_fn(guard::security_headers))

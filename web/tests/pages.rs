@@ -165,6 +165,37 @@ async fn checks(url: &str) {
     let (status, _, body) = get(&st, "/healthz", "localhost").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    // Metrics: the store's counts and this server's requests.
+    let (status, headers, body) = get(&st, "/metrics", "localhost").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    for line in [
+        "agentctl_sessions{status=\"created\"} 1",
+        "agentctl_sessions{status=\"running\"} 0",
+        "agentctl_launches_total 1",
+        "agentctl_refusals_total 1",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "{line} missing from\n{body}"
+        );
+    }
+    let answered = body
+        .lines()
+        .find_map(|l| l.strip_prefix("agentctl_http_request_duration_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap();
+    assert!(answered >= 6, "{body}");
+    assert!(
+        body.contains("agentctl_http_requests_total{code=\"2xx\"}"),
+        "{body}"
+    );
+
     // Not found: a page and a JSON error, no database text.
     let (status, _, body) = get(&st, "/sessions/ffffffff", "localhost").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -709,6 +709,33 @@ impl SessionStore {
     }
 
     /// The number of sessions in the store.
+    /// How many sessions are in each status (statuses with none left out).
+    pub async fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = dispatch!(&self.pool, |p| {
+            sqlx::query_as("SELECT status, COUNT(*) FROM sessions GROUP BY status")
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(s, n)| Ok((s.parse()?, n as u64)))
+            .collect()
+    }
+
+    /// How many events of these kinds the store holds, over all sessions.
+    pub async fn count_events(&self, kinds: &[&str]) -> Result<u64, StoreError> {
+        let mut n = 0i64;
+        for kind in kinds {
+            let k: i64 = dispatch!(&self.pool, |p| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM session_events WHERE kind = $1")
+                    .bind(*kind)
+                    .fetch_one(p)
+                    .await?
+            });
+            n += k;
+        }
+        Ok(n as u64)
+    }
+
     pub async fn count(&self) -> Result<u64, StoreError> {
         let n: i64 = dispatch!(&self.pool, |p| {
             sqlx::query_scalar("SELECT COUNT(*) FROM sessions")

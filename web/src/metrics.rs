@@ -1,0 +1,131 @@
+//! `/metrics` in Prometheus' text format: sessions by status and refused
+//! actions (read from the store at each scrape, so any dashboard over the
+//! same store reports the same), and this server's HTTP requests and their
+//! latency (counted here).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::WebError;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Counters of the requests this server answered.
+#[derive(Default)]
+pub struct Http {
+    /// Per bucket (and one past the last: +Inf), cumulative at render.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    by_class: [AtomicU64; 6],
+}
+
+impl Http {
+    fn observe(&self, secs: f64, status: u16) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        let class = usize::from(status / 100).min(5);
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn count_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    st.http
+        .observe(start.elapsed().as_secs_f64(), resp.status().as_u16());
+    resp
+}
+
+pub async fn render(State(st): State<AppState>) -> Response {
+    match scrape(&st).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn scrape(st: &AppState) -> Result<String, WebError> {
+    let mut o = String::new();
+    let by_status = st.store.count_by_status().await?;
+    let _ = writeln!(o, "# HELP agentctl_sessions Sessions on record, by status.");
+    let _ = writeln!(o, "# TYPE agentctl_sessions gauge");
+    for status in ["created", "running", "exited", "failed", "stopped", "lost"] {
+        let n = by_status
+            .iter()
+            .find(|(s, _)| s.as_str() == status)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(o, "agentctl_sessions{{status=\"{status}\"}} {n}");
+    }
+    let launches: u64 = by_status.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_launches_total Sessions ever put on record (and not removed)."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_launches_total counter");
+    let _ = writeln!(o, "agentctl_launches_total {launches}");
+    let refused = st
+        .store
+        .count_events(&["proxy_denied", "policy_denied"])
+        .await?;
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_refusals_total Actions a sandbox refused (Docker API calls, policy)."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_refusals_total counter");
+    let _ = writeln!(o, "agentctl_refusals_total {refused}");
+
+    let h = &st.http;
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_http_requests_total Requests this server answered, by status class."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_http_requests_total counter");
+    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let n = h.by_class[i + 1].load(Ordering::Relaxed);
+        let _ = writeln!(o, "agentctl_http_requests_total{{code=\"{class}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_http_request_duration_seconds Time to answer a request."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_http_request_duration_seconds histogram");
+    let mut cumulative = 0;
+    for (i, bound) in BUCKETS.iter().enumerate() {
+        cumulative += h.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            o,
+            "agentctl_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += h.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(
+        o,
+        "agentctl_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(o, "agentctl_http_request_duration_seconds_sum {sum}");
+    let _ = writeln!(
+        o,
+        "agentctl_http_request_duration_seconds_count {cumulative}"
+    );
+    Ok(o)
+}
