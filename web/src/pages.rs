@@ -7,13 +7,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use store::{ListQuery, Status};
+use store::{SessionFilter, Status};
 
 use crate::AppState;
 use crate::error::{ErrorPage, WebError};
 use crate::view::{Mount, Plan, Row, when};
 
-/// What the sessions page is asked for: `?status=running&user=alice&q=…`.
+/// What the sessions page is asked for: `?status=running&user=alice&q=…`,
+/// and the page after `before_at`/`before_id` (keyset pagination).
 #[derive(Debug, Default, Deserialize)]
 pub struct Filter {
     pub status: Option<String>,
@@ -22,24 +23,56 @@ pub struct Filter {
     pub q: Option<String>,
     /// Every session, not only live ones and those ended in the last 24 h.
     pub all: Option<String>,
+    pub before_at: Option<i64>,
+    pub before_id: Option<String>,
 }
 
-/// How many sessions one page lists at most.
-const PAGE: u32 = 200;
+/// How many sessions one page lists.
+const PAGE: u32 = 50;
 const DAY_MS: i64 = 24 * 3600 * 1000;
+/// The most a count in the attention strip reads ("1000+" past it).
+const COUNT_CAP: u32 = 1000;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "sessions.html")]
 pub struct SessionsPage {
     pub rows: Vec<Row>,
-    pub running: usize,
-    pub failed_24h: usize,
-    pub lost_24h: usize,
+    pub running: u64,
+    pub failed_24h: String,
+    pub lost_24h: String,
     pub filter_status: String,
     pub filter_user: String,
     pub filter_profile: String,
     pub filter_q: String,
     pub all: bool,
+    /// The query string of the next page, when there may be one.
+    pub next: Option<String>,
+    /// A status the page does not know: shown, and nothing matches.
+    pub bad_status: bool,
+}
+
+fn wanted(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// `key=value&…`, each value percent-encoded.
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 pub async fn sessions(
@@ -48,58 +81,79 @@ pub async fn sessions(
 ) -> Result<SessionsPage, WebError> {
     let now = store::now_ms();
     let all = f.all.is_some();
-    let list = st
-        .store
-        .list(&ListQuery {
-            all: true,
-            limit: PAGE,
-            offset: 0,
-        })
-        .await?;
-    let recent = |s: &&store::Session| s.ended_at.is_some_and(|e| now - e < DAY_MS);
-    let running = list.iter().filter(|s| s.status == Status::Running).count();
-    let failed_24h = list
-        .iter()
-        .filter(recent)
-        .filter(|s| s.status == Status::Failed)
-        .count();
-    let lost_24h = list
-        .iter()
-        .filter(recent)
-        .filter(|s| s.status == Status::Lost)
-        .count();
-    fn wanted(v: &Option<String>) -> Option<&str> {
-        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
-    }
     let (status, user, profile, q) = (
         wanted(&f.status),
         wanted(&f.user),
         wanted(&f.profile),
         wanted(&f.q),
     );
-    let rows = list
+    let parsed: Option<Status> = status.and_then(|s| s.parse().ok());
+    let bad_status = status.is_some() && parsed.is_none();
+    let filter = SessionFilter {
+        status: parsed,
+        user: user.map(str::to_string),
+        profile: profile.map(str::to_string),
+        search: q.map(str::to_string),
+        live_or_ended_since: (!all && status.is_none()).then_some(now - DAY_MS),
+        before: f.before_at.zip(f.before_id.clone()),
+        limit: PAGE,
+    };
+    let list = if bad_status {
+        Vec::new()
+    } else {
+        st.store.find(&filter).await?
+    };
+    let next = (list.len() == PAGE as usize).then(|| {
+        let last = list.last().expect("a full page");
+        let at = last.created_at.to_string();
+        query_string(&[
+            ("status", status.unwrap_or_default()),
+            ("user", user.unwrap_or_default()),
+            ("profile", profile.unwrap_or_default()),
+            ("q", q.unwrap_or_default()),
+            ("all", if all { "1" } else { "" }),
+            ("before_at", &at),
+            ("before_id", &last.id),
+        ])
+    });
+    let by_status = st.store.count_by_status().await?;
+    let running = by_status
         .iter()
-        .filter(|s| all || status.is_some() || s.status.is_live() || recent(s))
-        .filter(|s| status.is_none_or(|v| s.status.as_str() == v))
-        .filter(|s| user.is_none_or(|v| s.user == v))
-        .filter(|s| profile.is_none_or(|v| s.profile == v))
-        .filter(|s| {
-            q.is_none_or(|q| {
-                s.id.starts_with(q) || s.command.join(" ").contains(q) || s.workspace.contains(q)
+        .find(|(s, _)| *s == Status::Running)
+        .map_or(0, |(_, n)| *n);
+    let recent = |status: Status| {
+        let store = st.store.clone();
+        async move {
+            let n = store
+                .find(&SessionFilter {
+                    status: Some(status),
+                    live_or_ended_since: Some(now - DAY_MS),
+                    limit: COUNT_CAP,
+                    ..SessionFilter::default()
+                })
+                .await?
+                .into_iter()
+                .filter(|s| s.ended_at.is_some_and(|e| now - e < DAY_MS))
+                .count();
+            Ok::<_, store::StoreError>(if n as u32 >= COUNT_CAP {
+                format!("{COUNT_CAP}+")
+            } else {
+                n.to_string()
             })
-        })
-        .map(|s| Row::of(s, now))
-        .collect();
+        }
+    };
     Ok(SessionsPage {
-        rows,
+        rows: list.iter().map(|s| Row::of(s, now)).collect(),
         running,
-        failed_24h,
-        lost_24h,
+        failed_24h: recent(Status::Failed).await?,
+        lost_24h: recent(Status::Lost).await?,
         filter_status: status.unwrap_or_default().to_string(),
         filter_user: user.unwrap_or_default().to_string(),
         filter_profile: profile.unwrap_or_default().to_string(),
         filter_q: q.unwrap_or_default().to_string(),
         all,
+        next,
+        bad_status,
     })
 }
 

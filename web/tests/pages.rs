@@ -165,6 +165,13 @@ async fn checks(url: &str) {
     let (status, _, body) = get(&st, "/healthz", "localhost").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    // A status the page does not know matches nothing, and says so.
+    let (_, _, body) = get(&st, "/?status=bogus", "localhost").await;
+    assert!(
+        body.contains("There is no status") && !body.contains(&id[..12]),
+        "{body}"
+    );
+
     // Metrics: the store's counts and this server's requests.
     let (status, headers, body) = get(&st, "/metrics", "localhost").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -276,6 +283,47 @@ async fn checks(url: &str) {
         "{body}"
     );
     assert!(!body.to_lowercase().contains("pool"), "{body}");
+}
+
+/// Pages of 50 along the keyset: the link to older sessions leads to the
+/// next 50, with nothing repeated or skipped.
+#[tokio::test]
+async fn the_sessions_page_pages_by_keyset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..120u32 {
+        let id = format!("{:032x}", 0xb000 + i);
+        let mut s = session(&id, "true", "/w");
+        // Pairs share a creation time.
+        s.created_at = Some(store::now_ms() - 1_000_000 + i64::from(i / 2));
+        store
+            .create_session(&s, NewEvent::new("created"))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let st = AppState::new(store, HostAllowList::loopback(), "t".into());
+    let mut seen = Vec::new();
+    let mut path = "/?all=1".to_string();
+    for _ in 0..5 {
+        let (status, _, body) = get(&st, &path, "localhost").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        seen.extend(
+            body.match_indices("data-session=\"")
+                .map(|(i, m)| body[i + m.len()..i + m.len() + 32].to_string()),
+        );
+        let Some(at) = body.find("\">Older sessions") else {
+            break;
+        };
+        let href = &body[body[..at].rfind("href=\"").unwrap() + 6..at];
+        path = href.replace("&#38;", "&").replace("&amp;", "&");
+    }
+    let mut want = ids.clone();
+    want.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, want);
 }
 
 #[tokio::test]

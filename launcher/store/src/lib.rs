@@ -34,7 +34,7 @@ pub use error::StoreError;
 pub use store::{ConnectOptions, SessionStore, hostname, now_ms};
 pub use types::{
     Backend, BrokenLink, DbKind, Event, ListQuery, NewEvent, NewSession, Problem, Session,
-    SessionUpdate, Status, Verification,
+    SessionFilter, SessionUpdate, Status, Verification,
 };
 
 /// The page size of [`SessionStore::list`] unless the query says otherwise.

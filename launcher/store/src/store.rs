@@ -90,6 +90,18 @@ const LIST_ALL_SQLITE: &str = select_sessions!(
     from "sessions s INDEXED BY sessions_created",
     "ORDER BY s.created_at DESC, s.id DESC LIMIT $1 OFFSET $2"
 );
+/// `find`'s query: every condition is a parameter that may be NULL, so
+/// that one statement serves every filter (and is prepared once).
+const FIND: &str = select_sessions!(
+    "WHERE (CAST($1 AS TEXT) IS NULL OR s.status = $1) ",
+    "AND (CAST($2 AS TEXT) IS NULL OR s.user_name = $2) ",
+    "AND (CAST($3 AS TEXT) IS NULL OR s.profile = $3) ",
+    "AND (CAST($4 AS TEXT) IS NULL OR s.id LIKE $5 ESCAPE '\\' \
+         OR lower(s.command) LIKE $4 ESCAPE '\\' OR lower(s.workspace) LIKE $4 ESCAPE '\\') ",
+    "AND (CAST($6 AS BIGINT) IS NULL OR s.status IN ('created', 'running') OR s.ended_at >= $6) ",
+    "AND (CAST($7 AS BIGINT) IS NULL OR s.created_at < $7 OR (s.created_at = $7 AND s.id < $8)) ",
+    "ORDER BY s.created_at DESC, s.id DESC LIMIT $9"
+);
 /// Every id with the prefix $1 sorts between it and the prefix followed
 /// by "g" ($2), the character after "f": a range of the primary key.
 const IDS_WITH_PREFIX: &str =
@@ -689,6 +701,39 @@ impl SessionStore {
 
     /// One page of sessions, newest first: only created and running ones
     /// unless `q.all`.
+    /// Sessions matching `f`, newest first, one page (see [`SessionFilter`]).
+    pub async fn find(&self, f: &SessionFilter) -> Result<Vec<Session>, StoreError> {
+        // LIKE's own characters in the search are matched literally.
+        let escape = |t: &str| {
+            t.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        };
+        let contains = f.search.as_deref().map(|t| format!("%{}%", escape(t)));
+        let prefix = f.search.as_deref().map(|t| format!("{}%", escape(t)));
+        let (before_at, before_id) = match &f.before {
+            Some((at, id)) => (Some(*at), Some(id.clone())),
+            None => (None, None),
+        };
+        let status = f.status.map(|s| s.as_str().to_string());
+        let rows: Vec<SessionRow> = dispatch!(&self.pool, |p| {
+            sqlx::query_as(FIND)
+                .bind(status.clone())
+                .bind(f.user.clone())
+                .bind(f.profile.clone())
+                .bind(contains.clone())
+                .bind(prefix.clone())
+                .bind(f.live_or_ended_since)
+                .bind(before_at)
+                .bind(before_id.clone())
+                .bind(i64::from(f.limit.max(1)))
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter().map(SessionRow::into_session).collect()
+    }
+
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<Session>, StoreError> {
         let sql = match (q.all, self.kind) {
             (false, DbKind::Sqlite) => LIST_LIVE_SQLITE,

@@ -264,6 +264,24 @@ pub struct SessionUpdate {
     pub log_path: Option<String>,
 }
 
+/// The sessions [`find`](crate::SessionStore::find) returns: newest first,
+/// one page, each condition left out when `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub status: Option<Status>,
+    pub user: Option<String>,
+    pub profile: Option<String>,
+    /// An id prefix, or text anywhere in the command or the workspace
+    /// (case-insensitive).
+    pub search: Option<String>,
+    /// Live sessions, and those that ended at or after this time (unix ms).
+    pub live_or_ended_since: Option<i64>,
+    /// Keyset pagination: sessions older than this one (its `created_at`
+    /// and id), from the last row of the previous page.
+    pub before: Option<(i64, String)>,
+    pub limit: u32,
+}
+
 /// The sessions `list` returns: newest first, one page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListQuery {

@@ -816,3 +816,134 @@ async fn concurrent_creates(db: &Db) {
     assert_eq!(db.count("SELECT COUNT(*) FROM session_events").await, 50);
     assert_eq!(db.count("SELECT COUNT(*) FROM policies").await, 1);
 }
+
+both!(find_filters_and_pages_by_keyset);
+
+/// `find`: each filter alone and together, a search that treats LIKE's
+/// characters literally, "live or ended since", and pages that neither
+/// repeat nor skip a session when two share a creation time.
+async fn find_filters_and_pages_by_keyset(db: &common::Db) {
+    use store::{SessionFilter, SessionUpdate, Status};
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for i in 0..7u32 {
+        let id = format!("{:032x}", 0xa000 + i);
+        let mut s = common::session(&id);
+        // Two pairs share a creation time: the id breaks the tie.
+        s.created_at = Some(1_000 + i64::from(i / 2) * 10);
+        s.user = if i % 2 == 0 {
+            "alice".into()
+        } else {
+            "bob".into()
+        };
+        s.workspace = format!("/home/x/proj_{i}%");
+        store.create_session(&s, common::created()).await.unwrap();
+        ids.push(id);
+    }
+    // 0..3 ended at 5_000 + i, the rest stay live.
+    for (i, id) in ids.iter().enumerate().take(3) {
+        store
+            .record(
+                id,
+                vec![],
+                &SessionUpdate {
+                    status: Some(Status::Exited),
+                    ended_at: Some(5_000 + i as i64),
+                    exit_code: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let find = |f: SessionFilter| {
+        let store = &store;
+        async move {
+            store
+                .find(&SessionFilter { limit: 100, ..f })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut newest_first = ids.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(find(SessionFilter::default()).await, newest_first);
+    let alice = find(SessionFilter {
+        user: Some("alice".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(alice.len(), 4);
+    let exited = find(SessionFilter {
+        status: Some(Status::Exited),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(exited.len(), 3);
+    assert_eq!(
+        find(SessionFilter {
+            status: Some(Status::Exited),
+            user: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        [ids[1].clone()]
+    );
+    // `proj_3%` literally: `_` and `%` are no wildcards, case is ignored.
+    assert_eq!(
+        find(SessionFilter {
+            search: Some("PROJ_3%".into()),
+            ..Default::default()
+        })
+        .await,
+        [ids[3].clone()]
+    );
+    assert!(
+        find(SessionFilter {
+            search: Some("proj%3".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    // An id (a prefix of itself; the ids here share their first 31).
+    assert_eq!(
+        find(SessionFilter {
+            search: Some(ids[5].clone()),
+            ..Default::default()
+        })
+        .await,
+        [ids[5].clone()]
+    );
+    // Live, or ended at or after 5_001: all but ids[0].
+    let recent = find(SessionFilter {
+        live_or_ended_since: Some(5_001),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(recent.len(), 6);
+    assert!(!recent.contains(&ids[0]));
+    // Pages of two along the keyset: every session once, in order.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .find(&SessionFilter {
+                before: before.clone(),
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        before = Some((last.created_at, last.id.clone()));
+        paged.extend(page.into_iter().map(|s| s.id));
+    }
+    assert_eq!(paged, newest_first);
+}
