@@ -14,6 +14,7 @@
 //! (handlers), and [`app`], which puts them together.
 
 mod api;
+mod audit;
 mod error;
 mod guard;
 mod live;
@@ -85,6 +86,8 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(pages::sessions))
         .route("/sessions/{id}", get(pages::session))
         .route("/sessions/{id}/stop", axum::routing::post(pages::stop))
+        .route("/audit", get(audit::page))
+        .route("/audit/verify", get(audit::verify))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/static/live.js", get(pages::script))
         .route("/events/sessions", get(live::sessions))

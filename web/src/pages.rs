@@ -56,7 +56,7 @@ fn wanted(v: &Option<String>) -> Option<&str> {
 }
 
 /// `key=value&…`, each value percent-encoded.
-fn query_string(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn query_string(pairs: &[(&str, &str)]) -> String {
     let enc = |v: &str| {
         v.bytes()
             .map(|b| match b {

@@ -172,6 +172,35 @@ async fn checks(url: &str) {
         "{body}"
     );
 
+    // The audit trail across sessions, filtered; data escaped.
+    let (status, _, body) = get(&st, "/audit?kind=proxy_denied", "localhost").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("proxy_denied") && !body.contains(">created<"),
+        "{body}"
+    );
+    assert!(!body.contains(SCRIPT) && only_our_script(&body), "{body}");
+    let (_, _, body) = get(
+        &st,
+        &format!("/audit?session={}&actor=uid+1000+%28alice%29", &id[..6]),
+        "localhost",
+    )
+    .await;
+    assert!(
+        body.contains(">created<") && !body.contains("proxy_denied<"),
+        "{body}"
+    );
+    let (_, _, body) = get(&st, "/audit?since=yesterday", "localhost").await;
+    assert!(body.contains("is not a date"), "{body}");
+    let (_, _, body) = get(&st, "/audit?since=2999-01-01", "localhost").await;
+    assert!(body.contains("No events match"), "{body}");
+    let (status, _, body) = get(&st, "/audit/verify", "localhost").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("1 sessions checked: 1 intact, 0 broken"),
+        "{body}"
+    );
+
     // Metrics: the store's counts and this server's requests.
     let (status, headers, body) = get(&st, "/metrics", "localhost").await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -33,8 +33,8 @@ pub mod testing;
 pub use error::StoreError;
 pub use store::{ConnectOptions, SessionStore, hostname, now_ms};
 pub use types::{
-    Backend, BrokenLink, DbKind, Event, ListQuery, NewEvent, NewSession, Problem, Session,
-    SessionFilter, SessionUpdate, Status, Verification,
+    Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession, Problem,
+    Session, SessionFilter, SessionUpdate, Status, Verification,
 };
 
 /// The page size of [`SessionStore::list`] unless the query says otherwise.

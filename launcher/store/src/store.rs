@@ -107,6 +107,18 @@ const FIND: &str = select_sessions!(
 const IDS_WITH_PREFIX: &str =
     "SELECT id FROM sessions WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3";
 
+/// `find_events`'s query, each condition a parameter that may be NULL.
+const FIND_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_hash, hash \
+     FROM session_events \
+     WHERE (CAST($1 AS TEXT) IS NULL OR session_id LIKE $1 ESCAPE '\\') \
+     AND (CAST($2 AS TEXT) IS NULL OR actor = $2) \
+     AND (CAST($3 AS TEXT) IS NULL OR kind = $3) \
+     AND (CAST($4 AS BIGINT) IS NULL OR at >= $4) \
+     AND (CAST($5 AS BIGINT) IS NULL OR at < $5) \
+     AND (CAST($6 AS BIGINT) IS NULL OR at < $6 \
+          OR (at = $6 AND (session_id < $7 OR (session_id = $7 AND seq < $8)))) \
+     ORDER BY at DESC, session_id DESC, seq DESC LIMIT $9";
+
 const SELECT_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_hash, hash \
      FROM session_events WHERE session_id = $1 ORDER BY seq";
 
@@ -791,6 +803,37 @@ impl SessionStore {
     }
 
     /// Session `id`'s audit log (exact id), in order.
+    /// Events across sessions matching `f`, newest first, one page.
+    pub async fn find_events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        // A session prefix: hex digits only, so nothing for LIKE to read.
+        let session = match &f.session {
+            Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(format!("{}%", s.to_ascii_lowercase()))
+            }
+            Some(s) if !s.is_empty() => return Ok(Vec::new()),
+            _ => None,
+        };
+        let (b_at, b_session, b_seq) = match &f.before {
+            Some((at, s, seq)) => (Some(*at), Some(s.clone()), Some(*seq as i64)),
+            None => (None, None, None),
+        };
+        let rows: Vec<EventRow> = dispatch!(&self.pool, |p| {
+            sqlx::query_as(FIND_EVENTS)
+                .bind(session.clone())
+                .bind(f.actor.clone())
+                .bind(f.kind.clone())
+                .bind(f.since)
+                .bind(f.until)
+                .bind(b_at)
+                .bind(b_session.clone())
+                .bind(b_seq)
+                .bind(i64::from(f.limit.max(1)))
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+
     pub async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
         check_id(id)?;
         let (exists, rows) = dispatch!(&self.pool, |p| {

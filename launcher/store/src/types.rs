@@ -282,6 +282,25 @@ pub struct SessionFilter {
     pub limit: u32,
 }
 
+/// The events [`find_events`](crate::SessionStore::find_events) returns,
+/// across sessions: newest first, one page, each condition left out when
+/// `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// A session id or a prefix of one.
+    pub session: Option<String>,
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+    /// Unix ms, inclusive.
+    pub since: Option<i64>,
+    /// Unix ms, exclusive.
+    pub until: Option<i64>,
+    /// Keyset pagination: events older than this one (its `at`, session
+    /// and seq), from the last row of the previous page.
+    pub before: Option<(i64, String, u64)>,
+    pub limit: u32,
+}
+
 /// The sessions `list` returns: newest first, one page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListQuery {

@@ -947,3 +947,94 @@ async fn find_filters_and_pages_by_keyset(db: &common::Db) {
     }
     assert_eq!(paged, newest_first);
 }
+
+both!(find_events_across_sessions);
+
+/// `find_events`: by session prefix, actor, kind and time, newest first,
+/// and pages along the keyset without repeats or gaps.
+async fn find_events_across_sessions(db: &common::Db) {
+    use store::{EventFilter, NewEvent};
+    let store = db.store().await;
+    let a = format!("{:032x}", 0xaa01);
+    let b = format!("{:032x}", 0xbb02);
+    for id in [&a, &b] {
+        store
+            .create_session(&common::session(id), common::created())
+            .await
+            .unwrap();
+        for i in 0..4 {
+            let actor = if i % 2 == 0 { "alice" } else { "bob" };
+            store
+                .append_event(id, NewEvent::new("exec").actor(actor))
+                .await
+                .unwrap();
+        }
+    }
+    let find = |f: EventFilter| {
+        let store = &store;
+        async move {
+            store
+                .find_events(&EventFilter { limit: 100, ..f })
+                .await
+                .unwrap()
+        }
+    };
+    let all = find(EventFilter::default()).await;
+    assert_eq!(all.len(), 10);
+    assert!(
+        all.windows(2)
+            .all(|w| (w[0].at, &w[0].session, w[0].seq) >= (w[1].at, &w[1].session, w[1].seq))
+    );
+    let of_a = find(EventFilter {
+        session: Some(a[..30].to_string()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(of_a.len(), 5);
+    assert!(of_a.iter().all(|e| e.session == a));
+    let bob = find(EventFilter {
+        actor: Some("bob".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(bob.len(), 4);
+    let created = find(EventFilter {
+        kind: Some("created".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(created.len(), 2);
+    assert!(
+        find(EventFilter {
+            session: Some("not-hex%".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        find(EventFilter {
+            since: Some(all[0].at + 1),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .find_events(&EventFilter {
+                before: before.clone(),
+                limit: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some((last.at, last.session.clone(), last.seq));
+        paged.extend(page.into_iter().map(|e| (e.session, e.seq)));
+    }
+    let want: Vec<_> = all.into_iter().map(|e| (e.session, e.seq)).collect();
+    assert_eq!(paged, want);
+}
