@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 pub enum WebError {
     #[error("{0}")]
     NoSuchSession(String),
+    #[error("no session has run under profile \"{0}\"")]
+    NoSuchProfile(String),
     #[error("session {0} is not running ({1})")]
     NotLive(String, store::Status),
     #[error("the session store failed; see the server's log")]
@@ -30,7 +32,7 @@ impl From<store::StoreError> for WebError {
 impl WebError {
     fn status(&self) -> StatusCode {
         match self {
-            WebError::NoSuchSession(_) => StatusCode::NOT_FOUND,
+            WebError::NoSuchSession(_) | WebError::NoSuchProfile(_) => StatusCode::NOT_FOUND,
             WebError::NotLive(..) => StatusCode::CONFLICT,
             WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -20,6 +20,7 @@ mod guard;
 mod live;
 mod metrics;
 mod pages;
+mod profiles;
 mod view;
 
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}", get(pages::session))
         .route("/sessions/{id}/stop", axum::routing::post(pages::stop))
         .route("/audit", get(audit::page))
+        .route("/profiles", get(profiles::list))
+        .route("/profiles/{name}", get(profiles::one))
         .route("/audit/verify", get(audit::verify))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/static/live.js", get(pages::script))

@@ -201,6 +201,23 @@ async fn checks(url: &str) {
         "{body}"
     );
 
+    // Profiles as sessions ran under them.
+    let (status, _, body) = get(&st, "/profiles", "localhost").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("href=\"/profiles/generic\"") && body.contains(">1<"),
+        "{body}"
+    );
+    let (status, _, body) = get(&st, "/profiles/generic", "localhost").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("dotenv file") && body.contains(&id[..12]),
+        "{body}"
+    );
+    assert!(!body.contains(SCRIPT) && only_our_script(&body), "{body}");
+    let (status, _, _) = get(&st, "/profiles/nobody-used-this", "localhost").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // Metrics: the store's counts and this server's requests.
     let (status, headers, body) = get(&st, "/metrics", "localhost").await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -793,6 +793,23 @@ impl SessionStore {
         Ok(n as u64)
     }
 
+    /// Every profile sessions ran under: its name, how many sessions, and
+    /// when the newest was created; most recently used first.
+    pub async fn profiles_in_use(&self) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = dispatch!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT profile, COUNT(*), MAX(created_at) FROM sessions \
+                 GROUP BY profile ORDER BY MAX(created_at) DESC, profile",
+            )
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(p, n, at)| (p, n as u64, at))
+            .collect())
+    }
+
     pub async fn count(&self) -> Result<u64, StoreError> {
         let n: i64 = dispatch!(&self.pool, |p| {
             sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
