@@ -507,7 +507,17 @@ async fn run_created(
     if let Err(e) = docker.start_container(id, None).await {
         return Err(start_error(e));
     }
-    observer.started(None);
+    // The container's init on this host, when the engine runs here and
+    // says: the caller may signal it (a stop asked for elsewhere).
+    let pid = docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|i| i.state)
+        .and_then(|s| s.pid)
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0);
+    observer.started(pid);
     let _raw = RawMode::enter(opts.tty);
     if opts.tty {
         resize(docker, id).await;
