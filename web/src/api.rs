@@ -65,3 +65,13 @@ pub async fn stop(State(st): State<AppState>, Path(id): Path<String>) -> Respons
         Err(e) => e.json(),
     }
 }
+
+/// The OpenAPI 3.1 document of this API (tests check it against what the
+/// server answers).
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../static/openapi.json"),
+    )
+        .into_response()
+}

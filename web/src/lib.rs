@@ -96,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         .route("/events/sessions", get(live::sessions))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::render))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/sessions", get(api::sessions))
         .route("/api/v1/sessions/{id}", get(api::session))
         .route("/api/v1/sessions/{id}/events", get(api::events))
