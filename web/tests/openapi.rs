@@ -44,7 +44,8 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String>
             _ => return Err(format!("{at}: bad type in the schema")),
         };
         let actual = type_of(v);
-        if !allowed.contains(&actual) && !(actual == "integer" && allowed.contains(&"number")) {
+        let integer_as_number = actual == "integer" && allowed.contains(&"number");
+        if !(allowed.contains(&actual) || integer_as_number) {
             return Err(format!("{at}: {actual}, the document says {allowed:?}"));
         }
     }
