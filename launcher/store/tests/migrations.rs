@@ -20,6 +20,14 @@ const COMMITTED: &[(&str, &str)] = &[
         "postgres/0001_sessions.sql",
         "2bc638cd8b8db13ad24f804339f731b5222e60b84423f7d9abbfbbd8f5f091a4",
     ),
+    (
+        "sqlite/0002_event_indexes.sql",
+        "01f10740ea7006bc629d03976d4af431841762549d93a07672a538b41799073e",
+    ),
+    (
+        "postgres/0002_event_indexes.sql",
+        "01f10740ea7006bc629d03976d4af431841762549d93a07672a538b41799073e",
+    ),
 ];
 
 fn migrations_dir() -> PathBuf {
