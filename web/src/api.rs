@@ -9,9 +9,10 @@ use store::ListQuery;
 use crate::AppState;
 use crate::error::WebError;
 
+/// The server answers and its store does (one trivial query).
 pub async fn healthz(State(st): State<AppState>) -> Response {
-    match st.store.count().await {
-        Ok(n) => Json(json!({"ok": true, "sessions": n})).into_response(),
+    match st.store.version().await {
+        Ok(v) => Json(json!({"ok": true, "store": v})).into_response(),
         Err(e) => WebError::from(e).json(),
     }
 }

@@ -30,8 +30,6 @@ pub struct Filter {
 /// How many sessions one page lists.
 const PAGE: u32 = 50;
 const DAY_MS: i64 = 24 * 3600 * 1000;
-/// The most a count in the attention strip reads ("1000+" past it).
-const COUNT_CAP: u32 = 1000;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "sessions.html")]
@@ -116,30 +114,12 @@ pub async fn sessions(
             ("before_id", &last.id),
         ])
     });
-    let by_status = st.store.count_by_status().await?;
-    let running = by_status
-        .iter()
-        .find(|(s, _)| *s == Status::Running)
-        .map_or(0, |(_, n)| *n);
+    let running = st.store.count_with_status(Status::Running).await?;
     let recent = |status: Status| {
         let store = st.store.clone();
         async move {
-            let n = store
-                .find(&SessionFilter {
-                    status: Some(status),
-                    live_or_ended_since: Some(now - DAY_MS),
-                    limit: COUNT_CAP,
-                    ..SessionFilter::default()
-                })
-                .await?
-                .into_iter()
-                .filter(|s| s.ended_at.is_some_and(|e| now - e < DAY_MS))
-                .count();
-            Ok::<_, store::StoreError>(if n as u32 >= COUNT_CAP {
-                format!("{COUNT_CAP}+")
-            } else {
-                n.to_string()
-            })
+            let n = store.count_ended_since(status, now - DAY_MS).await?;
+            Ok::<_, store::StoreError>(n.to_string())
         }
     };
     Ok(SessionsPage {

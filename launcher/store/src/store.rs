@@ -90,18 +90,12 @@ const LIST_ALL_SQLITE: &str = select_sessions!(
     from "sessions s INDEXED BY sessions_created",
     "ORDER BY s.created_at DESC, s.id DESC LIMIT $1 OFFSET $2"
 );
-/// `find`'s query: every condition is a parameter that may be NULL, so
-/// that one statement serves every filter (and is prepared once).
-const FIND: &str = select_sessions!(
-    "WHERE (CAST($1 AS TEXT) IS NULL OR s.status = $1) ",
-    "AND (CAST($2 AS TEXT) IS NULL OR s.user_name = $2) ",
-    "AND (CAST($3 AS TEXT) IS NULL OR s.profile = $3) ",
-    "AND (CAST($4 AS TEXT) IS NULL OR s.id LIKE $5 ESCAPE '\\' \
-         OR lower(s.command) LIKE $4 ESCAPE '\\' OR lower(s.workspace) LIKE $4 ESCAPE '\\') ",
-    "AND (CAST($6 AS BIGINT) IS NULL OR s.status IN ('created', 'running') OR s.ended_at >= $6) ",
-    "AND (CAST($7 AS BIGINT) IS NULL OR s.created_at < $7 OR (s.created_at = $7 AND s.id < $8)) ",
-    "ORDER BY s.created_at DESC, s.id DESC LIMIT $9"
-);
+/// A parameter of a statement built from the conditions given.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
 /// Every id with the prefix $1 sorts between it and the prefix followed
 /// by "g" ($2), the character after "f": a range of the primary key.
 const IDS_WITH_PREFIX: &str =
@@ -714,6 +708,8 @@ impl SessionStore {
     /// One page of sessions, newest first: only created and running ones
     /// unless `q.all`.
     /// Sessions matching `f`, newest first, one page (see [`SessionFilter`]).
+    /// The statement names only the conditions given, so that the planner
+    /// can walk `sessions_created` and stop at a page.
     pub async fn find(&self, f: &SessionFilter) -> Result<Vec<Session>, StoreError> {
         // LIKE's own characters in the search are matched literally.
         let escape = |t: &str| {
@@ -722,28 +718,89 @@ impl SessionStore {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         };
-        let contains = f.search.as_deref().map(|t| format!("%{}%", escape(t)));
-        let prefix = f.search.as_deref().map(|t| format!("{}%", escape(t)));
-        let (before_at, before_id) = match &f.before {
-            Some((at, id)) => (Some(*at), Some(id.clone())),
-            None => (None, None),
+        let mut params: Vec<Param> = Vec::new();
+        let mut put = |p: Param| {
+            params.push(p);
+            format!("${}", params.len())
         };
-        let status = f.status.map(|s| s.as_str().to_string());
+        let mut conds: Vec<String> = Vec::new();
+        if let Some(st) = f.status {
+            conds.push(format!(
+                "s.status = {}",
+                put(Param::Text(st.as_str().into()))
+            ));
+        }
+        if let Some(u) = &f.user {
+            conds.push(format!("s.user_name = {}", put(Param::Text(u.clone()))));
+        }
+        if let Some(pr) = &f.profile {
+            conds.push(format!("s.profile = {}", put(Param::Text(pr.clone()))));
+        }
+        if let Some(q) = &f.search {
+            let prefix = put(Param::Text(format!("{}%", escape(q))));
+            let contains = put(Param::Text(format!("%{}%", escape(q))));
+            conds.push(format!(
+                "(s.id LIKE {prefix} ESCAPE '\\' OR lower(s.command) LIKE {contains} ESCAPE '\\' \
+                 OR lower(s.workspace) LIKE {contains} ESCAPE '\\')"
+            ));
+        }
+        if let Some(since) = f.live_or_ended_since {
+            let p = put(Param::Int(since));
+            conds.push(format!(
+                "(s.status IN ('created', 'running') OR s.ended_at >= {p})"
+            ));
+        }
+        if let Some((at, id)) = &f.before {
+            let p_at = put(Param::Int(*at));
+            let p_id = put(Param::Text(id.clone()));
+            conds.push(format!(
+                "(s.created_at < {p_at} OR (s.created_at = {p_at} AND s.id < {p_id}))"
+            ));
+        }
+        let limit = put(Param::Int(i64::from(f.limit.max(1))));
+        let sql = format!(
+            "{}{}ORDER BY s.created_at DESC, s.id DESC LIMIT {limit}",
+            select_sessions!(""),
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {} ", conds.join(" AND "))
+            },
+        );
         let rows: Vec<SessionRow> = dispatch!(&self.pool, |p| {
-            sqlx::query_as(FIND)
-                .bind(status.clone())
-                .bind(f.user.clone())
-                .bind(f.profile.clone())
-                .bind(contains.clone())
-                .bind(prefix.clone())
-                .bind(f.live_or_ended_since)
-                .bind(before_at)
-                .bind(before_id.clone())
-                .bind(i64::from(f.limit.max(1)))
-                .fetch_all(p)
-                .await?
+            let mut q = sqlx::query_as(&sql);
+            for param in &params {
+                q = match param {
+                    Param::Text(t) => q.bind(t.clone()),
+                    Param::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(p).await?
         });
         rows.into_iter().map(SessionRow::into_session).collect()
+    }
+
+    /// How many sessions are in `status`.
+    pub async fn count_with_status(&self, status: Status) -> Result<u64, StoreError> {
+        let n: i64 = dispatch!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE status = $1")
+                .bind(status.as_str())
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n as u64)
+    }
+
+    /// How many sessions in `status` ended at or after `since` (unix ms).
+    pub async fn count_ended_since(&self, status: Status, since: i64) -> Result<u64, StoreError> {
+        let n: i64 = dispatch!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE status = $1 AND ended_at >= $2")
+                .bind(status.as_str())
+                .bind(since)
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n as u64)
     }
 
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<Session>, StoreError> {

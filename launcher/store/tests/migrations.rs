@@ -28,6 +28,14 @@ const COMMITTED: &[(&str, &str)] = &[
         "postgres/0002_event_indexes.sql",
         "01f10740ea7006bc629d03976d4af431841762549d93a07672a538b41799073e",
     ),
+    (
+        "sqlite/0003_sessions_status_ended.sql",
+        "2ad781977b8602428636bf2d97cb619df3669b9d62db0ead306ebc2425c94c11",
+    ),
+    (
+        "postgres/0003_sessions_status_ended.sql",
+        "2ad781977b8602428636bf2d97cb619df3669b9d62db0ead306ebc2425c94c11",
+    ),
 ];
 
 fn migrations_dir() -> PathBuf {

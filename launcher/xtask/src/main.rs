@@ -22,6 +22,7 @@ mod scan;
 mod session_store;
 mod stats;
 mod unpack;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -124,6 +125,16 @@ enum Task {
         #[arg(long)]
         write: bool,
     },
+    /// The dashboard (`agentctl serve`) over 100,000 sessions on SQLite and
+    /// Postgres, loaded by wrk; prints a markdown section.
+    BenchWeb {
+        /// Sessions recorded in each store first.
+        #[arg(long, default_value_t = web::DEFAULT_SESSIONS)]
+        sessions: usize,
+        /// Seconds of load per page.
+        #[arg(long, default_value_t = web::DEFAULT_SECONDS)]
+        seconds: u64,
+    },
     /// The Docker Engine API through `agentctl proxy`, through HAProxy
     /// configured as Tecnativa's docker-socket-proxy, and on the daemon's
     /// own socket: `_ping`, `containers/json` and streamed logs; prints a
@@ -221,6 +232,19 @@ fn run(task: Task) -> Result<()> {
             ctx.baseline = baseline;
             let launch = launch::bench_launch(&ctx, runs, rounds)?;
             print!("{}", report::launch_section(&launch));
+        }
+        Task::BenchWeb { sessions, seconds } => {
+            ensure!(sessions >= 1_000, "--sessions: at least 1000");
+            let ctx = prepare(&["wrk"])?;
+            let report = web::bench_web(&ctx, sessions, seconds)?;
+            let mut cmd = String::from("cargo xtask bench-web");
+            if sessions != web::DEFAULT_SESSIONS {
+                cmd.push_str(&format!(" --sessions {sessions}"));
+            }
+            if seconds != web::DEFAULT_SECONDS {
+                cmd.push_str(&format!(" --seconds {seconds}"));
+            }
+            print!("{}", web::section(&report, &cmd));
         }
         Task::BenchScan {
             files,

@@ -272,7 +272,7 @@ fn created() -> NewEvent {
 /// Records the sessions `ids`, one a minute apart, through the API from
 /// [`WRITERS`] tasks: one in [`LIVE_EVERY`] stays created or running,
 /// every other one is updated to an end status. The seconds it took.
-async fn populate_store(store: Arc<SessionStore>, ids: Arc<Vec<String>>) -> Result<f64> {
+pub(crate) async fn populate_store(store: Arc<SessionStore>, ids: Arc<Vec<String>>) -> Result<f64> {
     let n = ids.len();
     let start = Instant::now();
     let base = store::now_ms() - n as i64 * 60_000;
