@@ -155,28 +155,7 @@ fn reason(r: &Value) -> String {
     }
 }
 
-/// A UTC timestamp, from unix milliseconds.
-pub fn when(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use store::utc as when;
 
 /// `3s`, `4m 05s`, `2h 03m`.
 pub fn duration(from_ms: i64, to_ms: i64) -> String {
@@ -198,7 +177,6 @@ mod tests {
         assert_eq!(duration(0, 245_000), "4m 05s");
         assert_eq!(duration(0, 7_380_000), "2h 03m");
         assert_eq!(duration(5, 0), "0s");
-        assert_eq!(when(1_763_769_600_000), "2025-11-22 00:00:00");
     }
 
     #[test]

@@ -906,24 +906,11 @@ fn serve_listens_on_loopback_only_and_answers_only_loopback_names() {
         "{err}"
     );
 
-    let mut server = Command::new(binary())
-        .args(["--store", &store, "serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stderr.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let (mut server, addr) = support::serve(
+        Command::new(binary())
+            .args(["--store", &store, "serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir.path()),
+    );
     let ask = |host: &str| -> String {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(&addr).unwrap();

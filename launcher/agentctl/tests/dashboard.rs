@@ -72,23 +72,9 @@ fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let id = text(&o.stdout).trim().to_string();
 
-    let mut serve = agentctl(&["serve", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(serve.stderr.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (serve, addr) = support::serve(&mut agentctl(&["serve", "--listen", "127.0.0.1:0"]));
     let _serve = Kill(serve);
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let port = addr.rsplit(':').next().unwrap().to_string();
     // The name a browser would use: the Host allow-list answers it.
     let base = format!("http://localhost:{port}");
 

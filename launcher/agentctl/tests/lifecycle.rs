@@ -1236,24 +1236,10 @@ fn a_stop_in_the_dashboard_reaches_a_foreground_session() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut serve = c
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(serve.stderr.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let (mut serve, addr) = support::serve(
+            c.cmd(&["serve", "--listen", "127.0.0.1:0"])
+                .stdin(Stdio::null()),
+        );
         let post = |path: &str, fetch_site: &str| -> String {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
@@ -1369,24 +1355,10 @@ fn a_stop_in_the_dashboard_reaches_a_detached_session() {
             .trim()
             .to_string();
         c.wait_status(&id, "running");
-        let mut serve = c
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(serve.stderr.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let (mut serve, addr) = support::serve(
+            c.cmd(&["serve", "--listen", "127.0.0.1:0"])
+                .stdin(Stdio::null()),
+        );
         let clicked = Instant::now();
         let answer = {
             use std::io::{Read, Write};

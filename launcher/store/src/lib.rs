@@ -31,7 +31,7 @@ mod url;
 pub mod testing;
 
 pub use error::StoreError;
-pub use store::{ConnectOptions, SessionStore, hostname, now_ms};
+pub use store::{ConnectOptions, SessionStore, hostname, now_ms, utc};
 pub use types::{
     Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession, Problem,
     Session, SessionFilter, SessionUpdate, Status, Verification,

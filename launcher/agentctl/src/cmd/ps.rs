@@ -4,8 +4,8 @@ use anyhow::Result;
 use lifecycle::Lifecycle;
 use store::ListQuery;
 
-use super::wiring::when;
 use crate::cli::PsArgs;
+use store::utc as when;
 
 pub fn ps(args: PsArgs, lc: &Lifecycle) -> Result<u8> {
     if args.orphans {

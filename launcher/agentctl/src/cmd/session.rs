@@ -8,7 +8,7 @@ use anyhow::Result;
 use lifecycle::{Lifecycle, StopRequest, Stopped};
 use serde_json::json;
 
-use super::wiring::when;
+use store::utc as when;
 
 pub fn logs(id: &str, follow: bool, raw: bool, lc: &Lifecycle) -> Result<u8> {
     let stdout = std::io::stdout();

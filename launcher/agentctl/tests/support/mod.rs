@@ -359,3 +359,23 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// Starts `agentctl … serve --listen 127.0.0.1:0` (`cmd`, with its stderr
+/// piped here) and returns it with the address it listens on, read from
+/// the line it prints first.
+pub fn serve(cmd: &mut Command) -> (std::process::Child, String) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, addr)
+}
