@@ -19,9 +19,16 @@ use lifecycle::StoreLocation;
 use crate::cli::Command;
 
 pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
-    let lc = wiring::lifecycle(store);
+    // The sandbox's init and the native helper and exec run inside or
+    // beside a sandbox before it is whole: nothing of the lifecycle is built
+    // for them (its user lookup would load NSS modules from the sandbox's
+    // root into agentctl's init), so it is built on first use.
+    let lc = std::cell::LazyCell::new(|| wiring::lifecycle(store));
     let store = &lc;
     match command {
+        c @ (Command::Init { .. } | Command::NativeExec { .. } | Command::NativeHelper { .. }) => {
+            internal(c)
+        }
         Command::Run(args) => run::run(args, store),
         Command::Ps(args) => ps::ps(args, store),
         Command::Logs {
@@ -54,6 +61,12 @@ pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
         Command::Setup(args) => setup::setup(args),
         Command::Bundle(args) => bundle::bundle(args, store),
         Command::Image(cmd) => image::image(cmd),
+    }
+}
+
+/// The hidden entry points of the sandbox's processes.
+fn internal(command: Command) -> Result<u8> {
+    match command {
         Command::Init {
             tty,
             size,
@@ -93,5 +106,6 @@ pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
             let code = backend_native::helper_main(&session_dir);
             Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
         }
+        _ => anyhow::bail!("not an internal command"),
     }
 }
