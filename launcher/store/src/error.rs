@@ -77,6 +77,20 @@ pub enum StoreError {
     #[error("a session \"{id}\" exists already; generate a new id")]
     AlreadyExists { id: String },
 
+    /// A user of this name exists already.
+    #[error(
+        "a user \"{name}\" exists already; pick another name, or change theirs with `agentctl admin user passwd`"
+    )]
+    UserExists { name: String },
+
+    /// No user has this name.
+    #[error("no user \"{name}\"; `agentctl admin user ls` lists them")]
+    NoSuchUser { name: String },
+
+    /// No API token has this id.
+    #[error("no API token \"{id}\"; `agentctl admin token ls` lists them")]
+    NoSuchToken { id: String },
+
     /// A value the caller passed is malformed: an id, a prefix, a hash, an
     /// event kind.
     #[error("invalid {what} \"{value}\"; {expected}")]

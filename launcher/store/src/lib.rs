@@ -31,10 +31,10 @@ mod url;
 pub mod testing;
 
 pub use error::StoreError;
-pub use store::{ConnectOptions, SessionStore, hostname, now_ms, utc};
+pub use store::{ConnectOptions, SessionStore, check_user_name, hostname, now_ms, utc};
 pub use types::{
-    Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession, Problem,
-    Session, SessionFilter, SessionUpdate, Status, Verification,
+    AccountEvent, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession,
+    Problem, Role, Session, SessionFilter, SessionUpdate, Status, Token, User, Verification,
 };
 
 /// The page size of [`SessionStore::list`] unless the query says otherwise.

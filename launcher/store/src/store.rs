@@ -52,6 +52,9 @@ macro_rules! dispatch {
     };
 }
 
+mod accounts;
+pub use accounts::check_user_name;
+
 /// `SELECT <every session column> FROM <from> JOIN policies p ...`,
 /// followed by the given clauses; `<from>` names `sessions` as `s`.
 macro_rules! select_sessions {

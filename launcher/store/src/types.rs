@@ -372,3 +372,81 @@ pub enum Problem {
     /// The chain holds but ends in another hash than the session records.
     HeadMismatch,
 }
+
+/// What a dashboard user may do. Each role can do what the one before it
+/// can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees their own sessions.
+    Viewer,
+    /// Also stops their own sessions.
+    Operator,
+    /// Sees and stops every session, deletes ended ones, manages users.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Role, StoreError> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| StoreError::invalid("role", s, "use viewer, operator or admin"))
+    }
+}
+
+/// A dashboard user (never with their password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub changed_at: i64,
+}
+
+/// An API token as the store keeps it: never its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Token {
+    /// The public part, shown in lists and given to `revoke`.
+    pub id: String,
+    pub user: String,
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// An entry of the accounts' audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AccountEvent {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    /// `login`, `login_failed`, `logout`, `user_added`, `user_changed`,
+    /// `user_removed`, `token_created`, `token_revoked`.
+    pub kind: String,
+    /// The user or token acted on.
+    pub subject: Option<String>,
+    pub data: serde_json::Value,
+}

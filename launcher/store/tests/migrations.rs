@@ -36,6 +36,14 @@ const COMMITTED: &[(&str, &str)] = &[
         "postgres/0003_sessions_status_ended.sql",
         "2ad781977b8602428636bf2d97cb619df3669b9d62db0ead306ebc2425c94c11",
     ),
+    (
+        "sqlite/0004_accounts.sql",
+        "31e69701d125c0b4f054a8d7142dfad87a5bbc5295b3e9d94670e29c04800412",
+    ),
+    (
+        "postgres/0004_accounts.sql",
+        "32ec7706b4f18c781040714a6206d2f003e4913b6ca66bcc4937d3dddddf5cc7",
+    ),
 ];
 
 fn migrations_dir() -> PathBuf {

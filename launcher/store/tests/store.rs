@@ -1038,3 +1038,145 @@ async fn find_events_across_sessions(db: &common::Db) {
     let want: Vec<_> = all.into_iter().map(|e| (e.session, e.seq)).collect();
     assert_eq!(paged, want);
 }
+
+both!(accounts);
+
+/// Users, tokens and logins: what a login or a token finds, and what ends
+/// them (a password or role change ends logins; removing a user ends
+/// everything of theirs; a revoked token finds nobody).
+async fn accounts(db: &Db) {
+    use store::Role;
+    let store = db.store().await;
+    let h = |c: char| c.to_string().repeat(64);
+    assert!(!store.has_users().await.unwrap());
+    store
+        .add_user("alice", Role::Admin, "$argon2id$fake", 1)
+        .await
+        .unwrap();
+    store
+        .add_user("bob", Role::Viewer, "$argon2id$fake2", 2)
+        .await
+        .unwrap();
+    assert!(store.has_users().await.unwrap());
+    assert!(matches!(
+        store.add_user("alice", Role::Viewer, "x", 3).await,
+        Err(StoreError::UserExists { .. })
+    ));
+    for bad in ["", "Alice", "1abc", "a b", "a/b", &"a".repeat(33)] {
+        assert!(matches!(
+            store.add_user(bad, Role::Viewer, "x", 3).await,
+            Err(StoreError::Invalid { .. })
+        ));
+    }
+    let names: Vec<_> = store
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.name, u.role))
+        .collect();
+    assert_eq!(
+        names,
+        [("alice".into(), Role::Admin), ("bob".into(), Role::Viewer)]
+    );
+    let (u, pw) = store.user_with_password("bob").await.unwrap().unwrap();
+    assert_eq!((u.role, pw.as_str()), (Role::Viewer, "$argon2id$fake2"));
+    assert!(store.user_with_password("carol").await.unwrap().is_none());
+    assert!(
+        store
+            .user_with_password("Not A Name")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Logins: found until they expire; a role change ends them.
+    store.add_login(&h('1'), "bob", 10, 100).await.unwrap();
+    assert_eq!(
+        store.login_user(&h('1'), 50).await.unwrap().map(|u| u.name),
+        Some("bob".into())
+    );
+    assert!(store.login_user(&h('1'), 100).await.unwrap().is_none());
+    assert!(store.login_user(&h('2'), 50).await.unwrap().is_none());
+    assert!(store.login_user("not hex", 50).await.unwrap().is_none());
+    store.set_role("bob", Role::Operator, 60).await.unwrap();
+    assert!(store.login_user(&h('1'), 70).await.unwrap().is_none());
+    store.add_login(&h('3'), "bob", 80, 1000).await.unwrap();
+    store
+        .set_password("bob", "$argon2id$new", 90)
+        .await
+        .unwrap();
+    assert!(store.login_user(&h('3'), 95).await.unwrap().is_none());
+    assert!(matches!(
+        store.add_login(&h('4'), "carol", 1, 2).await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
+    store.add_login(&h('5'), "bob", 100, 1000).await.unwrap();
+    store.remove_login(&h('5')).await.unwrap();
+    assert!(store.login_user(&h('5'), 110).await.unwrap().is_none());
+
+    // Tokens: found by their hash until revoked; last use noted.
+    store
+        .add_token("t1", "bob", "ci", &h('a'), 100)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_token("t2", "carol", "x", &h('b'), 100).await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
+    let (u, t) = store.token_user(&h('a'), 200).await.unwrap().unwrap();
+    assert_eq!(
+        (u.name.as_str(), u.role, t.id.as_str()),
+        ("bob", Role::Operator, "t1")
+    );
+    let listed = store.tokens(Some("bob")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at, Some(200));
+    assert!(store.tokens(Some("alice")).await.unwrap().is_empty());
+    let revoked = store.revoke_token("t1", 300).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(300));
+    assert_eq!(
+        store.revoke_token("t1", 400).await.unwrap().revoked_at,
+        Some(300)
+    );
+    assert!(store.token_user(&h('a'), 500).await.unwrap().is_none());
+    assert!(matches!(
+        store.revoke_token("nope", 1).await,
+        Err(StoreError::NoSuchToken { .. })
+    ));
+
+    // Removing a user removes their tokens and logins.
+    store
+        .add_token("t3", "bob", "ci", &h('c'), 600)
+        .await
+        .unwrap();
+    store.add_login(&h('6'), "bob", 600, 10_000).await.unwrap();
+    store.remove_user("bob").await.unwrap();
+    assert!(store.token_user(&h('c'), 700).await.unwrap().is_none());
+    assert!(store.login_user(&h('6'), 700).await.unwrap().is_none());
+    assert!(store.tokens(None).await.unwrap().is_empty());
+    assert!(matches!(
+        store.remove_user("bob").await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
+
+    // The accounts' trail, newest first.
+    for (i, kind) in ["user_added", "login", "logout"].iter().enumerate() {
+        store
+            .append_account_event(
+                "alice",
+                kind,
+                Some("bob"),
+                &serde_json::json!({"i": i}),
+                i as i64,
+            )
+            .await
+            .unwrap();
+    }
+    let trail = store.account_events(2).await.unwrap();
+    assert_eq!(
+        trail.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["logout", "login"]
+    );
+    assert_eq!(trail[0].data, serde_json::json!({"i": 2}));
+}
