@@ -1,12 +1,13 @@
 //! `/api/v1/…`: the same data as the pages, as JSON; and `/healthz`.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::json;
-use store::ListQuery;
+use store::SessionFilter;
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::error::WebError;
 
 /// The server answers and its store does (one trivial query).
@@ -19,45 +20,60 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
 
 /// Sessions, newest first (at most 200 per page; `?all` is the default
 /// here: a client filters).
-pub async fn sessions(State(st): State<AppState>) -> Response {
-    let q = ListQuery {
-        all: true,
+pub async fn sessions(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Response {
+    let q = SessionFilter {
+        user: who.only_user(),
         limit: 200,
-        offset: 0,
+        ..SessionFilter::default()
     };
-    match st.store.list(&q).await {
+    match st.store.find(&q).await {
         Ok(list) => Json(list).into_response(),
         Err(e) => WebError::from(e).json(),
     }
 }
 
 /// One session with its audit chain's verdict.
-pub async fn session(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn session(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let found = async {
-        let s = st.store.get(&id).await?;
+        let s = crate::visible_session(&st, &who, &id).await?;
         let v = st.store.verify(&s.id).await?;
-        Ok::<_, store::StoreError>(json!({"session": s, "verification": v}))
+        Ok::<_, WebError>(json!({"session": s, "verification": v}))
     };
     match found.await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => WebError::from(e).json(),
+        Err(e) => e.json(),
     }
 }
 
-pub async fn events(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn events(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let found = async {
-        let s = st.store.get(&id).await?;
-        st.store.events(&s.id).await
+        let s = crate::visible_session(&st, &who, &id).await?;
+        Ok::<_, WebError>(st.store.events(&s.id).await?)
     };
     match found.await {
         Ok(ev) => Json(ev).into_response(),
-        Err(e) => WebError::from(e).json(),
+        Err(e) => e.json(),
     }
 }
 
 /// Asks the session's supervisor to stop it: `202` with the session.
-pub async fn stop(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    match crate::request_stop(&st, &id).await {
+pub async fn stop(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    match crate::request_stop(&st, &who, &id).await {
         Ok(s) => (
             axum::http::StatusCode::ACCEPTED,
             Json(json!({"session": s.id, "stop_requested": true})),

@@ -3,14 +3,16 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Extension;
 use axum::extract::{Query, State};
 use serde::Deserialize;
-use store::{EventFilter, ListQuery};
+use store::{EventFilter, SessionFilter};
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::error::WebError;
 use crate::pages::query_string;
-use crate::view::when;
+use crate::view::{Nav, when};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Filter {
@@ -37,6 +39,7 @@ pub struct Row {
 #[derive(Template, WebTemplate)]
 #[template(path = "audit.html")]
 pub struct AuditPage {
+    pub nav: Nav,
     pub events: Vec<Row>,
     pub f_session: String,
     pub f_actor: String,
@@ -78,6 +81,7 @@ fn wanted(v: &Option<String>) -> Option<String> {
 
 pub async fn page(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Query(f): Query<Filter>,
 ) -> Result<AuditPage, WebError> {
     let since_text = wanted(&f.since).unwrap_or_default();
@@ -91,6 +95,7 @@ pub async fn page(
         session: wanted(&f.session),
         actor: wanted(&f.actor),
         kind: wanted(&f.kind),
+        user: who.only_user(),
         since,
         until: None,
         before: match (f.before_at, &f.before_session, f.before_seq) {
@@ -118,6 +123,7 @@ pub async fn page(
         ])
     });
     Ok(AuditPage {
+        nav: Nav::of(&who),
         events: events
             .iter()
             .map(|e| Row {
@@ -142,6 +148,7 @@ pub async fn page(
 #[derive(Template, WebTemplate)]
 #[template(path = "verify.html")]
 pub struct VerifyPage {
+    pub nav: Nav,
     pub checked: usize,
     pub verified: usize,
     pub more: bool,
@@ -151,13 +158,16 @@ pub struct VerifyPage {
 /// The most sessions one verification reads (newest first).
 const VERIFY_AT_MOST: u32 = 1000;
 
-pub async fn verify(State(st): State<AppState>) -> Result<VerifyPage, WebError> {
+pub async fn verify(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<VerifyPage, WebError> {
     let sessions = st
         .store
-        .list(&ListQuery {
-            all: true,
+        .find(&SessionFilter {
+            user: who.only_user(),
             limit: VERIFY_AT_MOST + 1,
-            offset: 0,
+            ..SessionFilter::default()
         })
         .await?;
     let more = sessions.len() > VERIFY_AT_MOST as usize;
@@ -176,6 +186,7 @@ pub async fn verify(State(st): State<AppState>) -> Result<VerifyPage, WebError> 
         }
     }
     Ok(VerifyPage {
+        nav: Nav::of(&who),
         checked: sessions.len().min(VERIFY_AT_MOST as usize),
         verified,
         more,

@@ -14,6 +14,10 @@ pub enum WebError {
     NoSuchProfile(String),
     #[error("session {0} is not running ({1})")]
     NotLive(String, store::Status),
+    #[error("refused: {0}")]
+    Forbidden(String),
+    #[error("session {0} is still running; stop it first")]
+    Live(String),
     #[error("the session store failed; see the server's log")]
     Store(#[source] store::StoreError),
 }
@@ -33,7 +37,8 @@ impl WebError {
     fn status(&self) -> StatusCode {
         match self {
             WebError::NoSuchSession(_) | WebError::NoSuchProfile(_) => StatusCode::NOT_FOUND,
-            WebError::NotLive(..) => StatusCode::CONFLICT,
+            WebError::NotLive(..) | WebError::Live(_) => StatusCode::CONFLICT,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +60,7 @@ impl WebError {
 #[derive(Template, WebTemplate)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
+    pub nav: crate::view::Nav,
     pub status: u16,
     pub message: String,
 }
@@ -64,6 +70,7 @@ impl IntoResponse for WebError {
         self.log();
         let status = self.status();
         let page = ErrorPage {
+            nav: crate::view::Nav::default(),
             status: status.as_u16(),
             message: self.to_string(),
         };

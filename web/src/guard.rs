@@ -24,6 +24,18 @@ impl HostAllowList {
         }
     }
 
+    /// Adds a name (or an address; an IPv6 address in brackets).
+    pub fn allow(&mut self, name: &str) {
+        let name = name.trim().to_ascii_lowercase();
+        if !name.is_empty() && !self.names.contains(&name) {
+            self.names.push(name);
+        }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// True when `host` (a Host header: a name or an address, with an
     /// optional port) is one of the allowed names, case-insensitively.
     pub fn allows(&self, host: &str) -> bool {
@@ -57,47 +69,31 @@ pub async fn allowed_host(
         Some(h) if hosts.allows(h) => next.run(req).await,
         _ => (
             StatusCode::FORBIDDEN,
-            "this server answers only for localhost, 127.0.0.1 and [::1]\n",
+            format!(
+                "this server answers only for {}; a name of your own needs `agentctl serve --allow-host NAME`\n",
+                hosts.names.join(", ")
+            ),
         )
             .into_response(),
     }
 }
 
 /// Refuses a state-changing request that a browser says came from another
-/// site (cross-site request forgery): `Sec-Fetch-Site` must be
-/// `same-origin` or `none`; a browser too old to send it must send an
-/// `Origin` naming this host. A request with neither header comes from no
-/// browser (curl, a script), which no other site can make the user send.
-pub async fn same_origin(req: Request, next: Next) -> Response {
-    let safe = matches!(
-        *req.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    );
-    if safe {
-        return next.run(req).await;
-    }
-    let h = req.headers();
-    let text = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
-    let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    let allowed = match (fetch_site, text(header::ORIGIN)) {
-        (Some(site), _) => matches!(site, "same-origin" | "none"),
-        (None, Some(origin)) => {
-            let host = text(header::HOST).unwrap_or_default();
-            origin
-                .split_once("://")
-                .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
-        }
-        (None, None) => true,
-    };
-    if allowed {
-        next.run(req).await
-    } else {
-        (
-            StatusCode::FORBIDDEN,
+/// site (cross-site request forgery): tower-http's check of
+/// `Sec-Fetch-Site` and `Origin` (the scheme of Go 1.25's net/http). A
+/// request with neither header comes from no browser (curl, a script),
+/// which no other site can make the user send. It trusts the Host header,
+/// which is why the Host allow-list runs first.
+pub fn csrf() -> tower_http::csrf::CsrfLayer<
+    impl tower_http::csrf::ResponseForProtectionError<axum::body::Body>,
+> {
+    tower_http::csrf::CsrfLayer::new().with_rejection_response(|_| {
+        let mut resp = axum::http::Response::new(axum::body::Body::from(
             "refused: this request came from another site\n",
-        )
-            .into_response()
-    }
+        ));
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+        resp
+    })
 }
 
 /// A strict policy: nothing but this server's own files, no inline script

@@ -13,14 +13,17 @@
 //! pushed to the pages over server-sent events), `pages` and `api`
 //! (handlers), and [`app`], which puts them together.
 
+mod account;
 mod api;
 mod audit;
+pub mod auth;
 mod error;
 mod guard;
 mod live;
 mod metrics;
 mod pages;
 mod profiles;
+pub mod tls;
 mod view;
 
 use std::sync::Arc;
@@ -36,9 +39,8 @@ pub use guard::HostAllowList;
 pub struct AppState {
     pub store: Arc<store::SessionStore>,
     pub hosts: Arc<HostAllowList>,
-    /// The actor of a dashboard action, e.g. `dashboard (uid 1000 (alice))`:
-    /// on loopback without users, whoever runs `agentctl serve`.
-    pub actor: String,
+    /// How requests are authenticated (see `auth`).
+    pub auth: Arc<auth::AuthConfig>,
     /// Live updates to the pages (see `live`).
     pub live: Arc<live::Hub>,
     /// This server's requests, for `/metrics`.
@@ -46,25 +48,56 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// `actor` acts on a server whose store has no users, e.g.
+    /// `dashboard (uid 1000 (alice))`: whoever runs `agentctl serve`.
     pub fn new(store: store::SessionStore, hosts: HostAllowList, actor: String) -> AppState {
+        AppState::with_auth(store, hosts, auth::AuthConfig::new(actor))
+    }
+
+    pub fn with_auth(
+        store: store::SessionStore,
+        hosts: HostAllowList,
+        auth: auth::AuthConfig,
+    ) -> AppState {
         AppState {
             store: Arc::new(store),
             hosts: Arc::new(hosts),
-            actor,
+            auth: Arc::new(auth),
             live: Arc::default(),
             http: Arc::default(),
         }
     }
 }
 
-/// Records a stop request for session `id` (only while it is live): the
-/// session's supervisor sees it and stops the sandbox. Returns the
-/// session as it was.
-pub(crate) async fn request_stop(
+/// Session `id` if `who` may see it; one they may not see does not exist
+/// for them (404, the same as a wrong id).
+pub(crate) async fn visible_session(
     st: &AppState,
+    who: &auth::Principal,
     id: &str,
 ) -> Result<store::Session, error::WebError> {
     let s = st.store.get(id).await?;
+    if who.may_see(&s) {
+        Ok(s)
+    } else {
+        Err(error::WebError::NoSuchSession(format!(
+            "no session \"{id}\"; check the id against the list of sessions"
+        )))
+    }
+}
+
+/// Records a stop request for session `id` (only while it is live) with
+/// `who` as its actor: the session's supervisor sees it and stops the
+/// sandbox. Returns the session as it was.
+pub(crate) async fn request_stop(
+    st: &AppState,
+    who: &auth::Principal,
+    id: &str,
+) -> Result<store::Session, error::WebError> {
+    let s = visible_session(st, who, id).await?;
+    if !who.may_stop(&s) {
+        return Err(auth::forbidden("stopping a session", store::Role::Operator));
+    }
     if !s.status.is_live() {
         return Err(error::WebError::NotLive(s.short_id().to_string(), s.status));
     }
@@ -72,7 +105,7 @@ pub(crate) async fn request_stop(
         .append_event(
             &s.id,
             store::NewEvent::new("stop_requested")
-                .actor(st.actor.as_str())
+                .actor(who.actor().as_str())
                 .data(serde_json::json!({"signal": "SIGTERM", "timeout_secs": 10, "via": "dashboard"})),
         )
         .await?;
@@ -87,6 +120,13 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(pages::sessions))
         .route("/sessions/{id}", get(pages::session))
         .route("/sessions/{id}/stop", axum::routing::post(pages::stop))
+        .route(
+            "/sessions/{id}/delete",
+            axum::routing::post(account::delete_session),
+        )
+        .route("/login", get(account::login_page).post(account::login))
+        .route("/logout", axum::routing::post(account::logout))
+        .route("/users", get(account::users))
         .route("/audit", get(audit::page))
         .route("/profiles", get(profiles::list))
         .route("/profiles/{name}", get(profiles::one))
@@ -104,15 +144,38 @@ pub fn app(state: AppState) -> Router {
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             metrics::count_requests,
         ))
         .with_state(state)
-        .layer(axum::middleware::from_fn(guard::same_origin))
+        .layer(guard::csrf())
         .layer(axum::middleware::from_fn(guard::security_headers))
         .layer(axum::middleware::from_fn_with_state(
             hosts,
             guard::allowed_host,
         ))
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // `tap_io` changes nothing; it gives the listener the connect-info
+    // (the client's address) that the login limiter needs.
+    let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves `app` on `listener` until `shutdown` completes.
@@ -121,7 +184,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -16,13 +17,15 @@ use store::{ListQuery, SessionStore};
 use tokio::sync::broadcast;
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::view::Row;
 
 const POLL: Duration = Duration::from_millis(500);
 
 /// The changes every listening page gets.
 pub struct Hub {
-    tx: broadcast::Sender<String>,
+    /// Each change with the user whose session it is.
+    tx: broadcast::Sender<Arc<(String, String)>>,
     started: OnceLock<()>,
 }
 
@@ -37,7 +40,7 @@ impl Default for Hub {
 
 impl Hub {
     /// Subscribes; the first subscriber starts the reader.
-    fn subscribe(&self, store: Arc<SessionStore>) -> broadcast::Receiver<String> {
+    fn subscribe(&self, store: Arc<SessionStore>) -> broadcast::Receiver<Arc<(String, String)>> {
         let rx = self.tx.subscribe();
         self.started.get_or_init(|| {
             let tx = self.tx.clone();
@@ -59,7 +62,7 @@ fn fields(s: &store::Session, now: i64) -> serde_json::Value {
     })
 }
 
-async fn watch(store: Arc<SessionStore>, tx: broadcast::Sender<String>) {
+async fn watch(store: Arc<SessionStore>, tx: broadcast::Sender<Arc<(String, String)>>) {
     let mut seen: HashMap<String, (store::Status, Option<i32>, u64)> = HashMap::new();
     let q = ListQuery {
         all: true,
@@ -77,25 +80,35 @@ async fn watch(store: Arc<SessionStore>, tx: broadcast::Sender<String>) {
             if seen.get(&s.id) != Some(&key) {
                 seen.insert(s.id.clone(), key);
                 // No receiver is fine: nobody is looking right now.
-                let _ = tx.send(fields(s, now).to_string());
+                let _ = tx.send(Arc::new((s.user.clone(), fields(s, now).to_string())));
             }
         }
     }
 }
 
+/// Changes to the sessions `who` may see.
 pub async fn sessions(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = st.live.subscribe(st.store.clone());
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(data) => Event::default().event("session").data(data),
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                Event::default().event("resync").data("{}")
+    let only = who.only_user();
+    let stream = futures_util::stream::unfold((rx, only), |(mut rx, only)| async move {
+        let event = loop {
+            match rx.recv().await {
+                Ok(change) => {
+                    let (user, data) = &*change;
+                    if only.as_ref().is_none_or(|u| u == user) {
+                        break Event::default().event("session").data(data);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    break Event::default().event("resync").data("{}");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
-            Err(broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok(event), rx))
+        Some((Ok(event), (rx, only)))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -3,6 +3,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -10,8 +11,9 @@ use serde::Deserialize;
 use store::{SessionFilter, Status};
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::error::{ErrorPage, WebError};
-use crate::view::{Mount, Plan, Row, when};
+use crate::view::{Mount, Nav, Plan, Row, when};
 
 /// What the sessions page is asked for: `?status=running&user=alice&q=…`,
 /// and the page after `before_at`/`before_id` (keyset pagination).
@@ -34,6 +36,9 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 #[derive(Template, WebTemplate)]
 #[template(path = "sessions.html")]
 pub struct SessionsPage {
+    pub nav: Nav,
+    /// The user filter is fixed to the viewer's own name.
+    pub own_only: bool,
     pub rows: Vec<Row>,
     pub running: u64,
     pub failed_24h: String,
@@ -75,13 +80,15 @@ pub(crate) fn query_string(pairs: &[(&str, &str)]) -> String {
 
 pub async fn sessions(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Query(f): Query<Filter>,
 ) -> Result<SessionsPage, WebError> {
     let now = store::now_ms();
     let all = f.all.is_some();
+    let own = who.only_user();
     let (status, user, profile, q) = (
         wanted(&f.status),
-        wanted(&f.user),
+        own.as_deref().or(wanted(&f.user)),
         wanted(&f.profile),
         wanted(&f.q),
     );
@@ -114,15 +121,47 @@ pub async fn sessions(
             ("before_id", &last.id),
         ])
     });
-    let running = st.store.count_with_status(Status::Running).await?;
+    // The attention strip counts every user's sessions for admins; for
+    // others, their own (a count over the whole store would tell them
+    // about sessions they may not see).
     let recent = |status: Status| {
         let store = st.store.clone();
+        let own = own.clone();
         async move {
-            let n = store.count_ended_since(status, now - DAY_MS).await?;
+            let n = match own {
+                None => store.count_ended_since(status, now - DAY_MS).await?,
+                Some(user) => store
+                    .find(&SessionFilter {
+                        status: Some(status),
+                        user: Some(user),
+                        live_or_ended_since: Some(now - DAY_MS),
+                        limit: 1000,
+                        ..SessionFilter::default()
+                    })
+                    .await?
+                    .iter()
+                    .filter(|s| s.ended_at.is_some_and(|at| at >= now - DAY_MS))
+                    .count() as u64,
+            };
             Ok::<_, store::StoreError>(n.to_string())
         }
     };
+    let running = match &own {
+        None => st.store.count_with_status(Status::Running).await?,
+        Some(user) => st
+            .store
+            .find(&SessionFilter {
+                status: Some(Status::Running),
+                user: Some(user.clone()),
+                limit: 1000,
+                ..SessionFilter::default()
+            })
+            .await?
+            .len() as u64,
+    };
     Ok(SessionsPage {
+        nav: Nav::of(&who),
+        own_only: own.is_some(),
         rows: list.iter().map(|s| Row::of(s, now)).collect(),
         running,
         failed_24h: recent(Status::Failed).await?,
@@ -149,8 +188,12 @@ pub struct EventRow {
 #[derive(Template, WebTemplate)]
 #[template(path = "session.html")]
 pub struct SessionPage {
+    pub nav: Nav,
     pub row: Row,
-    pub live: bool,
+    /// The viewer may stop it (operator, and it is theirs or they are admin).
+    pub may_stop: bool,
+    /// The viewer may delete it (admin, and it has ended).
+    pub may_delete: bool,
     pub started: String,
     pub ended: String,
     pub image: String,
@@ -171,9 +214,10 @@ pub struct SessionPage {
 
 pub async fn session(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<SessionPage, WebError> {
-    let s = st.store.get(&id).await?;
+    let s = crate::visible_session(&st, &who, &id).await?;
     let events = st.store.events(&s.id).await?;
     let v = st.store.verify(&s.id).await?;
     let (chain, chain_ok) = match (&v.broken, v.ok) {
@@ -222,7 +266,9 @@ pub async fn session(
                 data: e.data.to_string(),
             })
             .collect(),
-        live: s.status.is_live(),
+        may_stop: s.status.is_live() && who.may_stop(&s),
+        may_delete: !s.status.is_live() && who.is_admin(),
+        nav: Nav::of(&who),
         row: Row::of(&s, now),
     })
 }
@@ -251,6 +297,7 @@ pub async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         ErrorPage {
+            nav: Nav::default(),
             status: 404,
             message: "no such page".into(),
         },
@@ -260,8 +307,9 @@ pub async fn not_found() -> impl IntoResponse {
 /// The stop button: records the request and shows the session again.
 pub async fn stop(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<axum::response::Redirect, WebError> {
-    let s = crate::request_stop(&st, &id).await?;
+    let s = crate::request_stop(&st, &who, &id).await?;
     Ok(axum::response::Redirect::to(&format!("/sessions/{}", s.id)))
 }

@@ -5,24 +5,31 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Extension;
 use axum::extract::{Path, State};
 use store::SessionFilter;
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::error::WebError;
-use crate::view::{Masked, Mount, Plan, Row, when};
+use crate::view::{Masked, Mount, Nav, Plan, Row, when};
 
 #[derive(Template, WebTemplate)]
 #[template(path = "profiles.html")]
 pub struct ProfilesPage {
+    pub nav: Nav,
     pub profiles: Vec<(String, u64, String)>,
 }
 
-pub async fn list(State(st): State<AppState>) -> Result<ProfilesPage, WebError> {
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<ProfilesPage, WebError> {
     Ok(ProfilesPage {
+        nav: Nav::of(&who),
         profiles: st
             .store
-            .profiles_in_use()
+            .profiles_in_use(who.only_user().as_deref())
             .await?
             .into_iter()
             .map(|(name, n, at)| (name, n, when(at)))
@@ -33,6 +40,7 @@ pub async fn list(State(st): State<AppState>) -> Result<ProfilesPage, WebError> 
 #[derive(Template, WebTemplate)]
 #[template(path = "profile.html")]
 pub struct ProfilePage {
+    pub nav: Nav,
     pub name: String,
     pub newest: String,
     pub newest_short: String,
@@ -44,12 +52,14 @@ pub struct ProfilePage {
 
 pub async fn one(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<ProfilePage, WebError> {
     let sessions = st
         .store
         .find(&SessionFilter {
             profile: Some(name.clone()),
+            user: who.only_user(),
             limit: 20,
             ..SessionFilter::default()
         })
@@ -68,6 +78,7 @@ pub async fn one(
     let masked = plan.masked.take().unwrap_or_default();
     let now = store::now_ms();
     Ok(ProfilePage {
+        nav: Nav::of(&who),
         newest: newest.id.clone(),
         newest_short: newest.short_id().to_string(),
         name,

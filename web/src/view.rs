@@ -6,6 +6,28 @@
 use serde_json::Value;
 use store::Session;
 
+/// What the header shows of who is looking: their name and a logout
+/// button when they logged in, the users page for admins. Empty on a
+/// server without users.
+#[derive(Clone, Debug, Default)]
+pub struct Nav {
+    pub user: String,
+    pub role: String,
+    pub logged_in: bool,
+    pub admin: bool,
+}
+
+impl Nav {
+    pub fn of(p: &crate::auth::Principal) -> Nav {
+        Nav {
+            user: p.name.clone(),
+            role: p.role.to_string(),
+            logged_in: p.via == crate::auth::Via::Login,
+            admin: p.is_admin() && p.via != crate::auth::Via::Local,
+        }
+    }
+}
+
 /// One row of the sessions table.
 pub struct Row {
     pub id: String,

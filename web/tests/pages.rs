@@ -6,7 +6,10 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use store::{Backend, NewEvent, NewSession, SessionStore};
+mod common;
+
+use common::session;
+use store::{NewEvent, SessionStore};
 use tower::ServiceExt;
 use web::{AppState, HostAllowList, app};
 
@@ -14,35 +17,6 @@ use web::{AppState, HostAllowList, app};
 /// name, its output. Every one of these must render as text.
 const SCRIPT: &str = "<script>alert(1)</script>";
 const ATTR: &str = "\"onmouseover=alert(1) x=\"";
-
-fn session(id: &str, command: &str, workspace: &str) -> NewSession {
-    let policy = serde_json::json!({
-        "network": "none",
-        "mounts": [
-            {"destination": workspace, "source": {"type": "bind", "path": workspace}, "writable": true, "purpose": "workspace"},
-            {"destination": "/usr", "source": {"type": "bind", "path": "/usr"}, "writable": false, "purpose": "rootfs"}
-        ],
-        "masked": [{"path": format!("{workspace}/.env"), "kind": "file", "reason": {"kind": "name_rule", "rule": "dotenv file"}}],
-        "env": [{"name": "HOME", "source": {"kind": "base"}}],
-        "limits": {"pids": 4096}
-    })
-    .to_string();
-    NewSession {
-        id: id.into(),
-        profile: "generic".into(),
-        backend: Backend::Native,
-        image: None,
-        workspace: workspace.into(),
-        command: vec!["sh".into(), "-c".into(), command.into()],
-        user: "alice".into(),
-        uid: 1000,
-        host: "h".into(),
-        created_at: None,
-        detached: false,
-        policy_sha256: store::chain::sha256_hex(policy.as_bytes()),
-        policy,
-    }
-}
 
 async fn seeded(url: &str) -> (AppState, String) {
     let store = SessionStore::connect(url).await.unwrap();

@@ -83,6 +83,9 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Serve the dashboard and the JSON API of the session store.
     Serve(ServeArgs),
+    /// Manage the dashboard's users and API tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Internal: carries out stops asked for in the store for a detached
     /// session.
     #[command(name = "__watch-stops", hide = true)]
@@ -137,10 +140,87 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address and port to listen on. Loopback only until the dashboard
-    /// has users: reach it from elsewhere through an SSH tunnel.
+    /// Address and port to listen on. Any address but loopback needs users
+    /// (`agentctl admin user add`) and TLS (`--tls-cert`/`--tls-key`, or
+    /// `--behind-proxy`).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: String,
+    /// A host name (or address) browsers use for this server, answered on
+    /// top of loopback names, the listening address and this host's name.
+    /// Requests naming any other host are refused (DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// The server's certificate (PEM, chain after it): serve HTTPS.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// A reverse proxy at this address terminates TLS: its
+    /// X-Forwarded-For names clients, and cookies are marked Secure.
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "tls_cert")]
+    pub behind_proxy: Option<std::net::IpAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens (`Authorization: Bearer …`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user; the password is asked for (or read from stdin).
+    Add {
+        name: String,
+        /// viewer (sees their own sessions), operator (also stops them),
+        /// admin (sees and stops all, deletes ended ones, users).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's password (their browser logins end).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's role (their browser logins end).
+    Role { name: String, role: String },
+    /// Remove a user, their tokens and logins.
+    Rm { name: String },
+    /// List users.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token for a user; it is printed once.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke a token by its id.
+    Revoke { id: String },
+    /// List tokens (never their secrets).
+    Ls {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,8 @@
 
 mod support;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use support::{binary, is_root, require, text};
 
@@ -889,8 +890,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// `agentctl serve` refuses an address other machines can reach (it has no
-/// users yet), and on loopback answers only for loopback's names.
+/// `agentctl serve` refuses an address other machines can reach while the
+/// store has no users, and on loopback answers only for loopback's names.
 #[test]
 fn serve_listens_on_loopback_only_and_answers_only_loopback_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -902,7 +903,9 @@ fn serve_listens_on_loopback_only_and_answers_only_loopback_names() {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(125), "{err}");
     assert!(
-        err.contains("loopback only") && err.contains("ssh -L"),
+        err.contains("no dashboard users")
+            && err.contains("agentctl admin user add")
+            && err.contains("ssh -L"),
         "{err}"
     );
 
@@ -930,4 +933,244 @@ fn serve_listens_on_loopback_only_and_answers_only_loopback_names() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains("\"ok\":true"), "{ok}");
     assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+}
+
+/// Runs `agentctl admin ...` with `stdin` written to it.
+fn admin(store: &str, dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(binary())
+        .args(["--store", store, "admin"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Users and tokens through the binary: a short password and a second
+/// user of one name are refused with what to do; a token is printed once
+/// and never listed; every change is on the accounts' trail.
+#[test]
+fn admin_manages_users_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let d = dir.path();
+    let o = admin(
+        &store,
+        d,
+        &["user", "add", "alice", "--password-stdin"],
+        "short\n",
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("at least 12 characters"),
+        "{}",
+        text(&o.stderr)
+    );
+    let pw = "a long enough password\n";
+    let o = admin(
+        &store,
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        pw,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = admin(&store, d, &["user", "add", "alice", "--password-stdin"], pw);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("exists already"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = admin(
+        &store,
+        d,
+        &["user", "add", "bob", "--role", "root", "--password-stdin"],
+        pw,
+    );
+    assert!(
+        text(&o.stderr).contains("viewer, operator or admin"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Without a terminal and without --password-stdin: refused, not hung.
+    let o = admin(&store, d, &["user", "passwd", "alice"], "");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("--password-stdin"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let o = admin(
+        &store,
+        d,
+        &["token", "create", "--user", "alice", "--label", "ci"],
+        "",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let token = text(&o.stdout).trim().to_string();
+    assert!(token.starts_with("agt_") && token.len() > 70, "{token}");
+    let o = admin(&store, d, &["token", "ls", "--json"], "");
+    let listed = text(&o.stdout);
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(
+        listed.contains("\"label\": \"ci\"") && !listed.contains(secret),
+        "{listed}"
+    );
+    let id = token.split('_').nth(1).unwrap();
+    let o = admin(&store, d, &["token", "revoke", id], "");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = admin(&store, d, &["user", "ls"], "");
+    assert!(text(&o.stdout).contains("alice") && text(&o.stdout).contains("admin"));
+    let o = admin(&store, d, &["user", "rm", "alice"], "");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = admin(&store, d, &["user", "rm", "alice"], "");
+    assert!(
+        text(&o.stderr).contains("no user \"alice\""),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let trail = rt.block_on(async {
+        let s = store::SessionStore::connect(&store).await.unwrap();
+        s.account_events(100).await.unwrap()
+    });
+    let kinds: Vec<_> = trail.iter().rev().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user_added",
+            "token_created",
+            "token_revoked",
+            "user_removed"
+        ]
+    );
+    assert!(
+        trail.iter().all(|e| e.actor.ends_with("(agentctl admin)")),
+        "{trail:?}"
+    );
+}
+
+/// Beyond loopback: with users but no TLS, refused (passwords in clear);
+/// with a certificate, HTTPS that asks for a login.
+#[test]
+fn serve_beyond_loopback_needs_users_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let d = dir.path();
+    let o = admin(
+        &store,
+        d,
+        &["user", "add", "alice", "--password-stdin"],
+        "a long enough password\n",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = agentctl(&["--store", &store, "serve", "--listen", "0.0.0.0:0"], d);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("clear text") && text(&o.stderr).contains("--tls-cert"),
+        "{}",
+        text(&o.stderr)
+    );
+    let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // The key where the certificate belongs: named, with the fix.
+    let o = agentctl(
+        &[
+            "--store",
+            &store,
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+        ],
+        d,
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let o = Command::new(binary())
+        .args(["--store", &store, "serve", "--listen", "0.0.0.0:0"])
+        .arg("--tls-cert")
+        .arg(&key)
+        .arg("--tls-key")
+        .arg(&key)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("--tls-cert"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let (mut server, addr) = support::serve(
+        Command::new(binary())
+            .args(["--store", &store, "serve", "--listen", "0.0.0.0:0"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .current_dir(d),
+    );
+    let port = addr.rsplit(':').next().unwrap();
+    let curl = |path: &str| {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&cert)
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .unwrap();
+        text(&o.stdout)
+    };
+    let health = curl("/healthz");
+    let api = curl("/api/v1/sessions");
+    let plain = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://localhost:{port}/healthz"))
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(health, "200");
+    assert_eq!(api, "401");
+    assert_ne!(text(&plain.stdout), "200", "plain HTTP on the TLS port");
 }

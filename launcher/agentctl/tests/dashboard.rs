@@ -72,6 +72,27 @@ fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let id = text(&o.stdout).trim().to_string();
 
+    // A dashboard user of the same name as the Unix user who ran the
+    // session (an operator sees and stops their own sessions).
+    let me = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let mut add = agentctl(&[
+        "admin",
+        "user",
+        "add",
+        &me,
+        "--role",
+        "operator",
+        "--password-stdin",
+    ]);
+    let mut child = add
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"a long enough password\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
     let (serve, addr) = support::serve(&mut agentctl(&["serve", "--listen", "127.0.0.1:0"]));
     let _serve = Kill(serve);
     let port = addr.rsplit(':').next().unwrap().to_string();
@@ -123,9 +144,92 @@ fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
             }
         };
 
+        // Not logged in: the page sends the browser to the login form,
+        // which brings it back.
         client.goto(&format!("{base}/sessions/{id}")).await.unwrap();
+        assert!(client.current_url().await.unwrap().path() == "/login");
+        client
+            .find(Locator::Css("input[name=user]"))
+            .await
+            .unwrap()
+            .send_keys(&me)
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("input[name=password]"))
+            .await
+            .unwrap()
+            .send_keys("a long enough password")
+            .await
+            .unwrap();
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(artifacts().join("dashboard-login.png"), png).unwrap();
+        client
+            .find(Locator::Css("form.login button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let Ok(who) = client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id("who"))
+            .await
+        else {
+            panic!(
+                "not logged in at {}: {}",
+                client.current_url().await.unwrap(),
+                client.source().await.unwrap()
+            );
+        };
+        assert_eq!(who.text().await.unwrap(), format!("{me} · operator"));
+        assert_eq!(
+            client.current_url().await.unwrap().path(),
+            format!("/sessions/{id}")
+        );
+
+        // Filters: a search for the session's id finds it; one for
+        // something else does not.
+        client.goto(&format!("{base}/")).await.unwrap();
+        let q = client.find(Locator::Css("input[name=q]")).await.unwrap();
+        q.send_keys("no-such-thing").await.unwrap();
+        client
+            .find(Locator::Css("form.filter button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("td.empty"))
+            .await
+            .unwrap();
+        let q = client.find(Locator::Css("input[name=q]")).await.unwrap();
+        q.clear().await.unwrap();
+        q.send_keys(&id[..10]).await.unwrap();
+        client
+            .find(Locator::Css("form.filter button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(&format!("tr[data-session='{id}'] a")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         let status = client
-            .find(Locator::Css("[data-session] [data-field=status]"))
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("h1 [data-field=status]"))
             .await
             .unwrap();
         assert_eq!(status.text().await.unwrap(), "running");
@@ -190,8 +294,9 @@ fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
         .find(|e| e["kind"] == "stop_requested")
         .expect("the click is on record")
         .clone();
-    assert!(
-        asked["actor"].as_str().unwrap().starts_with("dashboard ("),
+    assert_eq!(
+        asked["actor"].as_str().unwrap(),
+        format!("{me} (dashboard)"),
         "{asked}"
     );
     let _ = agentctl(&["rm", &id]).output();

@@ -114,6 +114,8 @@ const FIND_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_h
      AND (CAST($5 AS BIGINT) IS NULL OR at < $5) \
      AND (CAST($6 AS BIGINT) IS NULL OR at < $6 \
           OR (at = $6 AND (session_id < $7 OR (session_id = $7 AND seq < $8)))) \
+     AND (CAST($10 AS TEXT) IS NULL \
+          OR session_id IN (SELECT id FROM sessions WHERE user_name = $10)) \
      ORDER BY at DESC, session_id DESC, seq DESC LIMIT $9";
 
 const SELECT_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_hash, hash \
@@ -855,12 +857,18 @@ impl SessionStore {
 
     /// Every profile sessions ran under: its name, how many sessions, and
     /// when the newest was created; most recently used first.
-    pub async fn profiles_in_use(&self) -> Result<Vec<(String, u64, i64)>, StoreError> {
+    /// `user` limits it to that user's sessions.
+    pub async fn profiles_in_use(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<(String, u64, i64)>, StoreError> {
         let rows: Vec<(String, i64, i64)> = dispatch!(&self.pool, |p| {
             sqlx::query_as(
                 "SELECT profile, COUNT(*), MAX(created_at) FROM sessions \
+                 WHERE (CAST($1 AS TEXT) IS NULL OR user_name = $1) \
                  GROUP BY profile ORDER BY MAX(created_at) DESC, profile",
             )
+            .bind(user)
             .fetch_all(p)
             .await?
         });
@@ -905,6 +913,7 @@ impl SessionStore {
                 .bind(b_session.clone())
                 .bind(b_seq)
                 .bind(i64::from(f.limit.max(1)))
+                .bind(f.user.clone())
                 .fetch_all(p)
                 .await?
         });

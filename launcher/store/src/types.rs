@@ -291,6 +291,8 @@ pub struct EventFilter {
     pub session: Option<String>,
     pub actor: Option<String>,
     pub kind: Option<String>,
+    /// Only events of sessions this user started.
+    pub user: Option<String>,
     /// Unix ms, inclusive.
     pub since: Option<i64>,
     /// Unix ms, exclusive.

@@ -958,10 +958,11 @@ async fn find_events_across_sessions(db: &common::Db) {
     let a = format!("{:032x}", 0xaa01);
     let b = format!("{:032x}", 0xbb02);
     for id in [&a, &b] {
-        store
-            .create_session(&common::session(id), common::created())
-            .await
-            .unwrap();
+        let mut s = common::session(id);
+        if id == &b {
+            s.user = "carol".into();
+        }
+        store.create_session(&s, common::created()).await.unwrap();
         for i in 0..4 {
             let actor = if i % 2 == 0 { "alice" } else { "bob" };
             store
@@ -998,6 +999,13 @@ async fn find_events_across_sessions(db: &common::Db) {
     })
     .await;
     assert_eq!(bob.len(), 4);
+    let of_carol = find(EventFilter {
+        user: Some("carol".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(of_carol.len(), 5);
+    assert!(of_carol.iter().all(|e| e.session == b));
     let created = find(EventFilter {
         kind: Some("created".into()),
         ..Default::default()

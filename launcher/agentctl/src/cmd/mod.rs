@@ -1,6 +1,7 @@
 //! One module per subcommand; `wiring` holds what they share. Each
 //! parses nothing (clap did), asks the lifecycle or a crate, and prints.
 
+mod admin;
 mod bundle;
 mod explain;
 mod image;
@@ -51,6 +52,7 @@ pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
         Command::Gc => session::gc(store),
         Command::Proxy(args) => proxy::proxy(args, store),
         Command::Serve(args) => serve::serve(args, store),
+        Command::Admin(cmd) => admin::admin(cmd, store),
         Command::SessionExit { session } => session::session_exit(&session, store),
         Command::WatchStops { session } => {
             store.watch_stops(&session)?;

@@ -1,5 +1,6 @@
 //! `agentctl serve`: the dashboard and JSON API (the `web` crate) over the
-//! session store, on loopback.
+//! session store: on loopback without login until it has users; on any
+//! other address only with users and TLS (here or at a named proxy).
 
 use std::net::SocketAddr;
 
@@ -15,14 +16,6 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
             args.listen
         )
     })?;
-    // No users and no login exist yet: anything but loopback would hand
-    // every session's record to whoever can reach the port.
-    if !addr.ip().is_loopback() {
-        bail!(
-            "--listen {addr}: the dashboard has no users or login yet, so it listens on loopback only; use --listen 127.0.0.1:{port} and reach it from another machine through an SSH tunnel (ssh -L {port}:127.0.0.1:{port} THIS-HOST)",
-            port = addr.port()
-        );
-    }
     let url = lc.store.required()?.to_string();
     let actor = lc.actor.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -40,19 +33,62 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
         )
         .await
         .context("cannot open the session store")?;
+        let has_users = store
+            .has_users()
+            .await
+            .context("cannot read the dashboard's users")?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(web::tls::config(cert, key)?),
+            _ => None,
+        };
+        if !addr.ip().is_loopback() {
+            // Anyone who can reach the port could read every session and
+            // stop them, or read passwords off the wire.
+            if !has_users {
+                bail!(
+                    "--listen {addr}: the store {} has no dashboard users, so anyone who reaches this port could see and stop every session; add one first (agentctl admin user add NAME --role admin), or listen on 127.0.0.1:{port} and use an SSH tunnel (ssh -L {port}:127.0.0.1:{port} THIS-HOST)",
+                    store.location(),
+                    port = addr.port()
+                );
+            }
+            if tls.is_none() && args.behind_proxy.is_none() {
+                bail!(
+                    "--listen {addr}: passwords and login cookies would cross the network in clear text; give --tls-cert and --tls-key, or put a TLS-terminating proxy in front and name it with --behind-proxy ADDRESS"
+                );
+            }
+        }
+        let mut hosts = web::HostAllowList::loopback();
+        if !addr.ip().is_unspecified() {
+            hosts.allow(&match addr.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            });
+        }
+        if !addr.ip().is_loopback() {
+            hosts.allow(&store::hostname());
+        }
+        for h in &args.allow_hosts {
+            hosts.allow(h);
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!(
-            "agentctl serve: http://{local}/ (store {})",
-            store.location()
+            "agentctl serve: {scheme}://{local}/ (store {}; {}; answers for {})",
+            store.location(),
+            if has_users {
+                "users log in"
+            } else {
+                "no users: no login on loopback, until the first user is added"
+            },
+            hosts.names().join(", ")
         );
-        let state = web::AppState::new(
-            store,
-            web::HostAllowList::loopback(),
-            format!("dashboard ({actor})"),
-        );
+        let mut auth = web::auth::AuthConfig::new(format!("dashboard ({actor})"));
+        auth.secure_cookies = tls.is_some() || args.behind_proxy.is_some();
+        auth.trusted_proxy = args.behind_proxy;
+        let state = web::AppState::with_auth(store, hosts, auth);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let shutdown = async move {
             tokio::select! {
@@ -60,9 +96,11 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        web::serve(listener, state, shutdown)
-            .await
-            .context("the server failed")?;
+        match tls {
+            Some(tls) => web::serve_tls(listener, tls, state, shutdown).await,
+            None => web::serve(listener, state, shutdown).await,
+        }
+        .context("the server failed")?;
         anyhow::Ok(0)
     })
 }

@@ -372,7 +372,7 @@ pub fn serve(cmd: &mut Command) -> (std::process::Child, String) {
     )
     .unwrap();
     let addr = line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|r| r.split('/').next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))

@@ -90,6 +90,10 @@ impl From<TokenRow> for Token {
     }
 }
 
+/// A user's name, role, created and changed; the token's id, label,
+/// created and last use.
+type TokenUserRow = (String, String, i64, i64, String, String, i64, Option<i64>);
+
 const USER_COLUMNS: &str = "name, role, created_at, changed_at";
 const TOKEN_COLUMNS: &str = "id, user_name, label, created_at, last_used_at, revoked_at";
 
@@ -345,18 +349,17 @@ impl SessionStore {
         if check_sha256("token hash", secret_sha256).is_err() {
             return Ok(None);
         }
-        let row: Option<(String, String, i64, i64, String, String, i64, Option<i64>)> =
-            dispatch!(&self.pool, |p| {
-                sqlx::query_as(
-                    "SELECT u.name, u.role, u.created_at, u.changed_at, \
+        let row: Option<TokenUserRow> = dispatch!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT u.name, u.role, u.created_at, u.changed_at, \
                      t.id, t.label, t.created_at, t.last_used_at \
                      FROM api_tokens t JOIN users u ON u.name = t.user_name \
                      WHERE t.secret_sha256 = $1 AND t.revoked_at IS NULL",
-                )
-                .bind(secret_sha256)
-                .fetch_optional(p)
-                .await?
-            });
+            )
+            .bind(secret_sha256)
+            .fetch_optional(p)
+            .await?
+        });
         let Some((name, role, created_at, changed_at, id, label, t_created, last_used)) = row
         else {
             return Ok(None);
