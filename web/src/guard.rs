@@ -84,9 +84,9 @@ pub async fn allowed_host(
 /// request with neither header comes from no browser (curl, a script),
 /// which no other site can make the user send. It trusts the Host header,
 /// which is why the Host allow-list runs first.
-pub fn csrf() -> tower_http::csrf::CsrfLayer<
-    impl tower_http::csrf::ResponseForProtectionError<axum::body::Body>,
-> {
+pub fn csrf()
+-> tower_http::csrf::CsrfLayer<impl tower_http::csrf::ResponseForProtectionError<axum::body::Body>>
+{
     tower_http::csrf::CsrfLayer::new().with_rejection_response(|_| {
         let mut resp = axum::http::Response::new(axum::body::Body::from(
             "refused: this request came from another site\n",

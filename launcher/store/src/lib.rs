@@ -34,11 +34,16 @@ pub use error::StoreError;
 pub use store::{ConnectOptions, SessionStore, check_user_name, hostname, now_ms, utc};
 pub use types::{
     AccountEvent, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession,
-    Problem, Role, Session, SessionFilter, SessionUpdate, Status, Token, User, Verification,
+    OutputChunk, OutputState, Problem, Role, Sample, Session, SessionFilter, SessionUpdate, Status,
+    Token, User, Verification,
 };
 
 /// The page size of [`SessionStore::list`] unless the query says otherwise.
 pub const DEFAULT_PAGE: u32 = 50;
+
+/// The most output a session keeps in the store unless told otherwise:
+/// the newest 16 MiB.
+pub const DEFAULT_OUTPUT_CAP: u64 = 16 << 20;
 
 /// The most ids a [`StoreError::Ambiguous`] lists.
 pub const MAX_CANDIDATES: usize = 10;

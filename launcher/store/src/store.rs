@@ -53,6 +53,7 @@ macro_rules! dispatch {
 }
 
 mod accounts;
+mod output;
 pub use accounts::check_user_name;
 
 /// `SELECT <every session column> FROM <from> JOIN policies p ...`,
@@ -63,7 +64,7 @@ macro_rules! select_sessions {
             "SELECT s.id, s.profile, s.backend, s.image, s.workspace, s.command, s.user_name, \
              s.uid, s.host, s.created_at, s.started_at, s.ended_at, s.status, s.exit_code, \
              s.detached, p.policy, s.policy_sha256, s.helper_pid, s.container_id, s.log_path, \
-             s.events_count, s.events_head \
+             s.events_count, s.events_head, s.heartbeat_at \
              FROM ",
             $from,
             " JOIN policies p ON p.sha256 = s.policy_sha256 ",
@@ -180,6 +181,7 @@ struct SessionRow {
     log_path: Option<String>,
     events_count: i64,
     events_head: String,
+    heartbeat_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -458,6 +460,7 @@ impl SessionStore {
             log_path: None,
             events_count: 1,
             events_head: hash.clone(),
+            heartbeat_at: None,
         })
     }
 
@@ -1376,6 +1379,7 @@ impl SessionRow {
             log_path: self.log_path,
             events_count,
             events_head: self.events_head,
+            heartbeat_at: self.heartbeat_at,
         })
     }
 }

@@ -185,6 +185,8 @@ pub struct Session {
     /// The audit log's length and the hash of its last event.
     pub events_count: u64,
     pub events_head: String,
+    /// When the session's supervisor last said it was alive (unix ms).
+    pub heartbeat_at: Option<i64>,
 }
 
 impl Session {
@@ -451,4 +453,37 @@ pub struct AccountEvent {
     /// The user or token acted on.
     pub subject: Option<String>,
     pub data: serde_json::Value,
+}
+
+/// A chunk of a session's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutputChunk {
+    pub seq: u64,
+    /// Unix ms.
+    pub at: i64,
+    pub data: Vec<u8>,
+}
+
+/// How much of a session's output the store keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutputState {
+    /// Bytes kept.
+    pub bytes: u64,
+    /// Bytes dropped, the oldest first, to stay within the cap.
+    pub dropped: u64,
+    /// The first chunk kept (`last_seq + 1` when none is).
+    pub first_seq: u64,
+    /// The last chunk written (0: none yet).
+    pub last_seq: u64,
+}
+
+/// What a session's cgroup used at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// Unix ms.
+    pub at: i64,
+    /// CPU time since the cgroup was made, in microseconds.
+    pub cpu_usec: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
 }

@@ -44,6 +44,14 @@ const COMMITTED: &[(&str, &str)] = &[
         "postgres/0004_accounts.sql",
         "32ec7706b4f18c781040714a6206d2f003e4913b6ca66bcc4937d3dddddf5cc7",
     ),
+    (
+        "sqlite/0005_output_samples.sql",
+        "2d0f76a9045312820c3fbcc7f5c74c00ac0649cf38fe512e1a261f9a415224ae",
+    ),
+    (
+        "postgres/0005_output_samples.sql",
+        "bdbc434b628d63d72981bc94d5d3be6734dee0275203e9a259a0e1140cf27225",
+    ),
 ];
 
 fn migrations_dir() -> PathBuf {

@@ -1188,3 +1188,84 @@ async fn accounts(db: &Db) {
     );
     assert_eq!(trail[0].data, serde_json::json!({"i": 2}));
 }
+
+both!(output_and_samples);
+
+/// Output in order, read from any point; the cap drops the oldest chunks
+/// and counts the bytes dropped; a heartbeat with a sample; removing the
+/// session removes them all.
+async fn output_and_samples(db: &Db) {
+    use store::Sample;
+    let store = db.store().await;
+    let id = new_id();
+    store
+        .create_session(&session(&id), created())
+        .await
+        .unwrap();
+    let st = store.output_state(&id).await.unwrap();
+    assert_eq!(
+        (st.bytes, st.dropped, st.first_seq, st.last_seq),
+        (0, 0, 1, 0)
+    );
+    for i in 1..=5u8 {
+        let seq = store
+            .append_output(&id, i64::from(i), &[i; 10], 35)
+            .await
+            .unwrap();
+        assert_eq!(seq, u64::from(i));
+    }
+    // 50 bytes written, a cap of 35: chunks 1 and 2 went.
+    let st = store.output_state(&id).await.unwrap();
+    assert_eq!(
+        (st.bytes, st.dropped, st.first_seq, st.last_seq),
+        (30, 20, 3, 5)
+    );
+    let all = store.output_after(&id, 0, usize::MAX).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(all[0].data, vec![3u8; 10]);
+    let later = store.output_after(&id, 4, usize::MAX).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].data, vec![5u8; 10]);
+    // At least one chunk, however small the budget.
+    assert_eq!(store.output_after(&id, 0, 1).await.unwrap().len(), 1);
+    // A chunk bigger than the cap is kept alone.
+    store.append_output(&id, 9, &[7u8; 100], 35).await.unwrap();
+    let st = store.output_state(&id).await.unwrap();
+    assert_eq!((st.bytes, st.dropped, st.first_seq), (100, 50, 6));
+    assert!(store.append_output(&id, 9, &[], 35).await.is_err());
+    // Binary output survives as it was.
+    let bytes: Vec<u8> = (0..=255).collect();
+    store.append_output(&id, 10, &bytes, 1 << 20).await.unwrap();
+    let last = store.output_after(&id, 6, usize::MAX).await.unwrap();
+    assert_eq!(last[0].data, bytes);
+
+    assert_eq!(store.get(&id).await.unwrap().heartbeat_at, None);
+    for at in [1000, 2000, 3000] {
+        let s = Sample {
+            at,
+            cpu_usec: Some(at as u64 * 10),
+            memory_bytes: Some(1 << 20),
+            pids: Some(3),
+        };
+        store.heartbeat(&id, at, Some(&s)).await.unwrap();
+    }
+    store.heartbeat(&id, 4000, None).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap().heartbeat_at, Some(4000));
+    let samples = store.samples(&id, 2000).await.unwrap();
+    assert_eq!(
+        samples.iter().map(|s| s.at).collect::<Vec<_>>(),
+        [2000, 3000]
+    );
+    assert_eq!(samples[1].cpu_usec, Some(30_000));
+
+    store.remove(&id).await.unwrap();
+    assert!(
+        store
+            .output_after(&id, 0, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.samples(&id, 0).await.unwrap().is_empty());
+    assert_eq!(store.output_state(&id).await.unwrap().bytes, 0);
+}
