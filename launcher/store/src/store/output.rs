@@ -10,6 +10,9 @@ use super::{Pool, SessionStore};
 use crate::StoreError;
 use crate::types::{OutputChunk, OutputState, Sample};
 
+/// A sample's at, cpu_usec, memory_bytes and pids.
+type SampleRow = (i64, Option<i64>, Option<i64>, Option<i64>);
+
 /// The most samples a session keeps: the oldest go first (at one every
 /// five seconds, about seven hours).
 const MAX_SAMPLES: i64 = 5000;
@@ -211,7 +214,7 @@ impl SessionStore {
     /// Session `id`'s samples at or after `since`, oldest first.
     pub async fn samples(&self, id: &str, since: i64) -> Result<Vec<Sample>, StoreError> {
         super::check_id(id)?;
-        let rows: Vec<(i64, Option<i64>, Option<i64>, Option<i64>)> = dispatch!(&self.pool, |p| {
+        let rows: Vec<SampleRow> = dispatch!(&self.pool, |p| {
             sqlx::query_as(
                 "SELECT at, cpu_usec, memory_bytes, pids FROM session_samples \
                      WHERE session_id = $1 AND at >= $2 ORDER BY at",
