@@ -1392,3 +1392,104 @@ fn a_stop_in_the_dashboard_reaches_a_detached_session() {
         c.ok(&["rm", &id]);
     }
 }
+
+/// The session's output, every byte in order, and its supervisor's
+/// heartbeat with a sample of its cgroup reach the store while it runs,
+/// foreground and detached, on both backends and both stores: any
+/// dashboard over the store shows them.
+fn output_and_samples(db: &Db, backend: &str) {
+    let c = Ctl::new(db);
+    let tag = format!("[{} {backend}]", db.kind);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(store::SessionStore::connect(&db.url)).unwrap();
+    let output = |id: &str| -> Vec<u8> {
+        rt.block_on(store.output_after(id, 0, usize::MAX))
+            .unwrap()
+            .into_iter()
+            .flat_map(|c| c.data)
+            .collect()
+    };
+
+    // Foreground: the output is on record when the end is.
+    let script = "echo first; printf '\\033[31mred\\033[0m\\n'; sleep 1; echo second >&2";
+    let (code, out, err) = c.code(&["run", "-q", "--backend", backend, "--", "sh", "-c", script]);
+    assert_eq!(code, Some(0), "{tag} {err}");
+    assert!(out.starts_with("first\n"), "{tag} {out}");
+    let fg = c.sessions()[0]["id"].as_str().unwrap().to_string();
+    let got = String::from_utf8(output(&fg)).unwrap();
+    assert_eq!(got, "first\n\u{1b}[31mred\u{1b}[0m\nsecond\n", "{tag}");
+    let s = rt.block_on(store.get(&fg)).unwrap();
+    assert!(s.heartbeat_at.is_some(), "{tag} no heartbeat");
+    let samples = rt.block_on(store.samples(&fg, 0)).unwrap();
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.memory_bytes.is_some_and(|m| m > 0)),
+        "{tag} no sample of the session's cgroup: {samples:?}"
+    );
+
+    // Detached: its supervisor follows the log into the store while it
+    // runs, and puts the end on record.
+    let id = c
+        .ok(&[
+            "run",
+            "-d",
+            "-q",
+            "--backend",
+            backend,
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 1.5; echo two; exit 4",
+        ])
+        .trim()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen_running = false;
+    loop {
+        let got = output(&id);
+        let status = rt.block_on(store.get(&id)).unwrap().status;
+        seen_running |= got.starts_with(b"one\n") && status.is_live();
+        if got == b"one\ntwo\n" && !status.is_live() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tag} detached output {:?}, status {status}",
+            String::from_utf8_lossy(&got)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen_running, "{tag} the first line came only after the end");
+    assert_eq!(c.wait_status(&id, "exited")["exit_code"], 4, "{tag}");
+    assert!(
+        rt.block_on(store.get(&id)).unwrap().heartbeat_at.is_some(),
+        "{tag} no heartbeat from the detached supervisor"
+    );
+}
+
+#[test]
+fn output_and_samples_reach_the_store_native() {
+    if !require(
+        support::is_root(),
+        "root (a cgroup of the session's own to sample)",
+    ) {
+        return;
+    }
+    for db in both_stores() {
+        output_and_samples(&db, "native");
+    }
+}
+
+#[test]
+fn output_and_samples_reach_the_store_docker() {
+    if !require(docker_available(), "a Docker daemon") {
+        return;
+    }
+    for db in both_stores() {
+        output_and_samples(&db, "docker");
+    }
+}

@@ -164,6 +164,10 @@ impl Backend for DockerBackend {
         self.block_on(lifecycle::liveness(handle))
     }
 
+    fn sandbox_pid(&self, handle: &Handle) -> Option<u32> {
+        self.block_on(lifecycle::sandbox_pid(handle)).ok().flatten()
+    }
+
     fn remove(&self, handle: &Handle) -> Result<(), BackendError> {
         self.block_on(lifecycle::remove(handle))
     }
@@ -543,6 +547,7 @@ async fn run_created(
         });
     }
 
+    let mut recorded = sandbox::OutputCopy::open(opts.output_copy.as_deref());
     let copy = tokio::spawn(async move {
         // A terminal's output is relayed without what would reach beyond
         // the screen (sandbox::termfilter).
@@ -551,6 +556,12 @@ async fn run_created(
         let mut shown = Vec::new();
         while let Some(item) = output.next().await {
             let Ok(item) = item else { break };
+            if let LogOutput::Console { message }
+            | LogOutput::StdErr { message }
+            | LogOutput::StdOut { message } = &item
+            {
+                recorded.write(message);
+            }
             match item {
                 LogOutput::Console { message } => {
                     shown.clear();

@@ -28,6 +28,7 @@ pub async fn start_detached(
     let docker = connect().await?;
     let opts = RunOptions {
         tty: false,
+        output_copy: None,
         ..opts.clone()
     };
     let id = crate::create(&docker, spec, &opts, init, false).await?;
@@ -362,6 +363,23 @@ pub async fn liveness(handle: &Handle) -> Result<Liveness, BackendError> {
         }
         _ => Ok(Liveness::Gone),
     }
+}
+
+/// The container's init on the host, while it runs.
+pub async fn sandbox_pid(handle: &Handle) -> Result<Option<u32>, BackendError> {
+    let docker = connect().await?;
+    let Some(id) = container(&docker, handle).await? else {
+        return Ok(None);
+    };
+    let info = docker
+        .inspect_container(&id, None)
+        .await
+        .map_err(|e| runtime_err("cannot inspect the container", e))?;
+    let state = info.state.unwrap_or_default();
+    Ok(state
+        .pid
+        .filter(|p| *p > 0 && state.running == Some(true))
+        .and_then(|p| u32::try_from(p).ok()))
 }
 
 pub async fn remove(handle: &Handle) -> Result<(), BackendError> {

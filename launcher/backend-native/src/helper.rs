@@ -84,6 +84,10 @@ pub struct HelperConfig {
     /// launcher may have died before (the signal would then never come).
     #[serde(default)]
     pub launcher_pid: Option<u32>,
+    /// A foreground session's output is also appended here (see
+    /// `sandbox::RunOptions::output_copy`).
+    #[serde(default)]
+    pub output_copy: Option<PathBuf>,
 }
 
 /// The helper holds a lock on this file in the session directory for as
@@ -91,6 +95,8 @@ pub struct HelperConfig {
 pub const LOCK_FILE: &str = "lock";
 /// The helper's pid, for `exec` to find its user namespace.
 pub const PID_FILE: &str = "helper.pid";
+/// The sandbox's init on the host, for sampling its cgroup.
+pub const SANDBOX_PID_FILE: &str = "sandbox.pid";
 
 /// What the helper reports on its status pipe.
 pub const MSG_STARTED: u8 = b'S';
@@ -536,6 +542,7 @@ impl Session {
             (None, None) => return Err("the sandbox has no stdio".into()),
         };
         let mut relay = Relay::new(io);
+        relay.copy_to(sandbox::OutputCopy::open(self.cfg.output_copy.as_deref()));
 
         if self.cfg.network != NetworkMode::Host {
             net::loopback_up(pid)?;
@@ -559,6 +566,7 @@ impl Session {
             self.cfg.session_dir.join(PID_FILE),
             std::process::id().to_string(),
         );
+        let _ = fs::write(self.cfg.session_dir.join(SANDBOX_PID_FILE), pid.to_string());
         if let Some(fd) = &self.status {
             let mut msg = vec![MSG_STARTED];
             msg.extend_from_slice(&(pid as u32).to_le_bytes());

@@ -232,6 +232,7 @@ impl NativeBackend {
             scope_abstract_unix: spec.network == policy::NetworkMode::Host
                 && sandbox::landlock::abstract_unix_scoping().is_ok(),
             launcher_pid: Some(std::process::id()),
+            output_copy: opts.output_copy.clone(),
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)
@@ -386,6 +387,10 @@ impl Backend for NativeBackend {
 
     fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError> {
         Ok(lifecycle::liveness(self, &handle.session))
+    }
+
+    fn sandbox_pid(&self, handle: &Handle) -> Option<u32> {
+        lifecycle::sandbox_pid(self, &handle.session)
     }
 
     fn forget_exit(&self, handle: &Handle) {

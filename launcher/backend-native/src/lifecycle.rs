@@ -25,8 +25,11 @@ pub fn start_detached(
     opts: &RunOptions,
     on_exit: &[String],
 ) -> Result<Handle, BackendError> {
+    // A detached session's output goes to its log, which its supervisor
+    // follows into the store.
     let opts = RunOptions {
         tty: false,
+        output_copy: None,
         ..opts.clone()
     };
     let cgroup = preflight::check(spec, &opts)?;
@@ -119,6 +122,19 @@ fn last_lines(path: &Path, n: usize) -> String {
 
 fn session_dir(b: &NativeBackend, id: &str) -> PathBuf {
     b.dirs.sessions().join(id)
+}
+
+/// The sandbox's init, as its helper wrote it, while the helper lives.
+pub fn sandbox_pid(b: &NativeBackend, id: &str) -> Option<u32> {
+    let dir = session_dir(b, id);
+    if !supervised(&dir) {
+        return None;
+    }
+    fs::read_to_string(dir.join(helper::SANDBOX_PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn helper_pid(dir: &Path) -> Option<Pid> {

@@ -88,6 +88,8 @@ pub struct Relay {
     /// anything else pass every byte.
     out: TermOutput,
     err: TermOutput,
+    /// Every byte the sandbox writes, unfiltered, for the session's record.
+    copy: Option<sandbox::OutputCopy>,
 }
 
 impl Relay {
@@ -112,7 +114,13 @@ impl Relay {
             buf: vec![0u8; 16 * 1024],
             out,
             err,
+            copy: None,
         }
+    }
+
+    /// Also appends what the sandbox writes to `copy`.
+    pub fn copy_to(&mut self, copy: sandbox::OutputCopy) {
+        self.copy = Some(copy);
     }
 
     /// The terminal's master, to copy the window size to.
@@ -220,6 +228,9 @@ impl Relay {
                 }
                 Ok(n) => {
                     let bytes = &self.buf[..n];
+                    if let Some(c) = &mut self.copy {
+                        c.write(bytes);
+                    }
                     let _ = if to_stderr {
                         self.err.write(bytes, &mut io::stderr().lock())
                     } else {

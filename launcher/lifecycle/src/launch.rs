@@ -142,8 +142,20 @@ impl Launch<'_> {
     pub fn run(self, opts: &RunOptions, on_start: &dyn Fn(Option<u32>)) -> Result<Ended> {
         let id = self.id();
         let backend = self.lc.backend(self.backend);
-        let recording = Recording::new(&self.lc.store, &id, on_start);
-        let result = backend.run(&self.spec, opts, &recording);
+        // The backend appends the output here too; the live record copies
+        // it into the store as it comes.
+        let output = self
+            .lc
+            .store
+            .keeps_records()
+            .then(|| output_copy(&self.lc.runtime, &id))
+            .flatten();
+        let opts = RunOptions {
+            output_copy: output.clone(),
+            ..opts.clone()
+        };
+        let recording = Recording::new(&self.lc.store, &id, output.clone(), on_start);
+        let result = backend.run(&self.spec, &opts, &recording);
         tracing::debug!("sandbox gone");
         if let Some(p) = &self.proxy {
             p.stop(self.lc);
@@ -161,6 +173,9 @@ impl Launch<'_> {
             }
         }
         self.release();
+        if let Some(p) = &output {
+            let _ = std::fs::remove_file(p);
+        }
         tracing::debug!("end on record");
         match result {
             Ok(status) => Ok(Ended {
@@ -301,5 +316,29 @@ fn after_plan_handshake() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !go.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Makes the file a foreground session's output is copied to, beside the
+/// launcher's lock (a directory only this user may enter): new, 0600.
+/// Without it the session runs, its output not recorded, and says so.
+fn output_copy(runtime: &std::path::Path, id: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = runtime.join("launchers").join(format!("{id}.output"));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+    {
+        Ok(_) => Some(path),
+        Err(e) => {
+            tracing::warn!(
+                "the session's output is not recorded: {}: {e}",
+                path.display()
+            );
+            None
+        }
     }
 }

@@ -34,6 +34,8 @@ pub mod profiles;
 mod reconcile;
 pub mod record;
 mod recording;
+mod sampling;
+mod supervise;
 
 pub use backends::{Backends, HostBackends};
 pub use context::Lifecycle;

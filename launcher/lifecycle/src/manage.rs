@@ -184,52 +184,117 @@ impl Lifecycle {
     }
 }
 
-/// How often a detached session's stop watcher looks for a request.
+/// How often a detached session's supervisor looks for a stop request.
 const STOP_POLL: Duration = Duration::from_millis(250);
+/// How long the supervisor waits for the last of the output once the
+/// session has ended.
+const LAST_OUTPUT: Duration = Duration::from_secs(5);
 
 impl Lifecycle {
-    /// Watches a detached session for a stop asked for in the store (the
-    /// dashboard writes `stop_requested`; it can reach no backend) and
-    /// carries it out as `agentctl stop` would. Returns when the session
-    /// has ended, or once it has stopped it. Run as a process of its own
-    /// (`agentctl __watch-stops ID`) beside the session's supervisor.
+    /// Supervises a detached session from beside it, as a process of its
+    /// own (`agentctl __watch-stops ID`): copies its output into the store
+    /// as it comes (following the backend's log), says it is alive every
+    /// few seconds with a sample of the session's cgroup, and carries out
+    /// a stop asked for in the store (the dashboard writes
+    /// `stop_requested`; it can reach no backend) as `agentctl stop` would.
+    /// Returns once the session has ended and its output is on record.
     pub fn watch_stops(&self, id: &str) -> Result<()> {
-        let asked = blocking::block_on(async {
-            let store = self.store.open().await?;
-            let found: Result<Option<Duration>> = loop {
-                tokio::time::sleep(STOP_POLL).await;
-                let (status, asked) = match store.status_with_event(id, "stop_requested").await {
-                    Ok(r) => r,
-                    Err(e) => break Err(e.into()),
-                };
-                if !status.is_live() {
-                    break Ok(None);
-                }
-                if asked {
-                    let grace = store
-                        .events(id)
-                        .await
-                        .ok()
-                        .and_then(|events| {
-                            events
-                                .iter()
-                                .rev()
-                                .find(|e| e.kind == "stop_requested")
-                                .and_then(|e| e.data["timeout_secs"].as_u64())
-                        })
-                        .unwrap_or(10);
-                    break Ok(Some(Duration::from_secs(grace)));
-                }
-            };
-            store.close().await;
-            found
-        })?;
-        let Some(grace) = asked else {
-            return Ok(());
-        };
+        use crate::supervise::{ChannelWriter, OUTPUT_POLL, Sandbox, Source, Supervision};
         let s = self.store.with(async |store| Ok(store.get(id).await?))?;
-        self.backend(s.backend).stop(&handle(&s), grace)?;
-        stop_session_proxy(self, &s.id);
-        self.reconcile()
+        let h = handle(&s);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut sup = Supervision::new(&s.id, Source::Channel(rx));
+        if let Some(pid) = self.backend(s.backend).sandbox_pid(&h) {
+            let mut marks = vec![s.id.clone()];
+            marks.extend(s.container_id.clone());
+            sup.sandbox(Sandbox::Named(pid, marks));
+        }
+        std::thread::scope(|scope| {
+            let logs = scope.spawn(|| {
+                let mut w = ChannelWriter(tx);
+                if let Err(e) = self.backend(s.backend).logs(&h, true, &mut w) {
+                    tracing::debug!("the session's log cannot be followed: {e}");
+                }
+            });
+            let mut stopper = None;
+            let mut checker: Option<std::thread::ScopedJoinHandle<'_, bool>> = None;
+            let result = blocking::block_on(async {
+                let store = self.store.open().await?;
+                let mut last_poll = std::time::Instant::now();
+                let mut ended_at: Option<std::time::Instant> = None;
+                let outcome: Result<()> = loop {
+                    tokio::time::sleep(OUTPUT_POLL).await;
+                    sup.tick(&store).await;
+                    if let Some(at) = ended_at {
+                        // Ended: wait for the log's last lines, not forever.
+                        if logs.is_finished() || at.elapsed() >= LAST_OUTPUT {
+                            sup.drain(&store).await;
+                            break Ok(());
+                        }
+                        continue;
+                    }
+                    if last_poll.elapsed() < STOP_POLL {
+                        continue;
+                    }
+                    last_poll = std::time::Instant::now();
+                    let (status, asked) = match store.status_with_event(id, "stop_requested").await
+                    {
+                        Ok(r) => r,
+                        Err(e) => break Err(e.into()),
+                    };
+                    if !status.is_live() {
+                        ended_at = Some(std::time::Instant::now());
+                        continue;
+                    }
+                    // The log ended: has the sandbox? An engine that keeps
+                    // the exit status (Docker) records no end by itself, so
+                    // the supervisor puts it on record. Asked from a thread
+                    // of its own: backends run runtimes of their own.
+                    if logs.is_finished() && checker.is_none() {
+                        checker = Some(scope.spawn(|| {
+                            let running = matches!(
+                                self.backend(s.backend).liveness(&h),
+                                Ok(sandbox::Liveness::Running)
+                            );
+                            if !running && let Err(e) = self.reconcile() {
+                                tracing::debug!("reconcile: {e}");
+                            }
+                            running
+                        }));
+                    }
+                    if asked && stopper.is_none() {
+                        let grace = store
+                            .events(id)
+                            .await
+                            .ok()
+                            .and_then(|events| {
+                                events
+                                    .iter()
+                                    .rev()
+                                    .find(|e| e.kind == "stop_requested")
+                                    .and_then(|e| e.data["timeout_secs"].as_u64())
+                            })
+                            .unwrap_or(10);
+                        let (h, s) = (&h, &s);
+                        // Stopping takes up to the grace; the output goes
+                        // on being copied meanwhile.
+                        stopper = Some(scope.spawn(move || {
+                            let r = self.backend(s.backend).stop(h, Duration::from_secs(grace));
+                            stop_session_proxy(self, &s.id);
+                            r.map_err(Error::from).and_then(|()| self.reconcile())
+                        }));
+                    }
+                };
+                store.close().await;
+                outcome
+            });
+            if let Some(t) = stopper {
+                match t.join() {
+                    Ok(r) => r?,
+                    Err(_) => return Err(Error::Internal("the stop panicked".into())),
+                }
+            }
+            result
+        })
     }
 }

@@ -18,6 +18,7 @@ use crate::location::StoreLocation;
 use crate::lock::LauncherLock;
 use crate::pidfd::PidFd;
 use crate::record::Outcome;
+use crate::supervise::{OUTPUT_POLL, Sandbox, Source, Supervision};
 
 /// Puts a new session on record, having reconciled the store. Started
 /// before planning: a thread opens the store and looks for live sessions
@@ -131,7 +132,13 @@ pub struct LiveRecord {
 const STARTED_WAITS_FOR_THE_END: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl LiveRecord {
-    pub fn start(store_url: &StoreLocation, id: &str) -> LiveRecord {
+    /// `output` is the file the backend appends the session's output to.
+    pub fn start(
+        store_url: &StoreLocation,
+        id: &str,
+        output: Option<&std::path::Path>,
+    ) -> LiveRecord {
+        let output = output.map(std::path::Path::to_path_buf);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
         let (done_tx, done) = std::sync::mpsc::channel::<Written>();
         let (url, id) = (store_url.clone(), id.to_string());
@@ -160,17 +167,31 @@ impl LiveRecord {
                 let mut pending_start = None;
                 let mut next = None;
                 let mut stops = StopWatch::default();
+                let source = match output.as_deref().map(std::fs::File::open) {
+                    Some(Ok(f)) => Source::File(f),
+                    Some(Err(e)) => {
+                        tracing::warn!("the session's output is not recorded: {e}");
+                        Source::None
+                    }
+                    None => Source::None,
+                };
+                let mut sup = Supervision::new(&id, source);
+                let mut last_stop_poll = std::time::Instant::now();
                 while w.error.is_none() && !w.ended {
                     let note = match next.take() {
                         Some(n) => n,
-                        None if w.started && stops.sandbox.is_some() => {
+                        None if w.started => {
                             tokio::select! {
                                 n = rx.recv() => match n {
                                     Some(n) => n,
                                     None => break,
                                 },
-                                _ = tokio::time::sleep(STOP_POLL) => {
-                                    stops.poll(&store, &id).await;
+                                _ = tokio::time::sleep(OUTPUT_POLL) => {
+                                    sup.tick(&store).await;
+                                    if last_stop_poll.elapsed() >= STOP_POLL {
+                                        last_stop_poll = std::time::Instant::now();
+                                        stops.poll(&store, &id).await;
+                                    }
                                     continue;
                                 }
                             }
@@ -183,6 +204,11 @@ impl LiveRecord {
                     match note {
                         Note::Started { at, pid } => {
                             stops.sandbox = pid.and_then(|p| PidFd::open(p as i32).ok());
+                            if let Some(p) = pid
+                                && let Ok(fd) = PidFd::open(p as i32)
+                            {
+                                sup.sandbox(Sandbox::Held(fd, p));
+                            }
                             // A quick command's end comes soon: wait a little.
                             match tokio::time::timeout(STARTED_WAITS_FOR_THE_END, rx.recv()).await {
                                 Ok(Some(end @ Note::End(..))) => {
@@ -210,6 +236,8 @@ impl LiveRecord {
                             }
                         }
                         Note::End(events, outcome) => {
+                            // The whole output is on record before the end.
+                            sup.drain(&store).await;
                             finish(&store, &id, &mut w, &mut pending_start, events, outcome).await;
                         }
                     }
@@ -329,6 +357,8 @@ async fn finish(
 pub struct Recording<'a> {
     store: &'a StoreLocation,
     id: &'a str,
+    /// Where the backend appends the session's output.
+    output: Option<std::path::PathBuf>,
     started: Cell<Option<(i64, Option<u32>)>>,
     signals: RefCell<Vec<(i64, String)>>,
     live: RefCell<Option<LiveRecord>>,
@@ -337,10 +367,16 @@ pub struct Recording<'a> {
 }
 
 impl<'a> Recording<'a> {
-    pub fn new(store: &'a StoreLocation, id: &'a str, on_start: &'a dyn Fn(Option<u32>)) -> Self {
+    pub fn new(
+        store: &'a StoreLocation,
+        id: &'a str,
+        output: Option<std::path::PathBuf>,
+        on_start: &'a dyn Fn(Option<u32>),
+    ) -> Self {
         Recording {
             store,
             id,
+            output,
             started: Cell::new(None),
             signals: RefCell::default(),
             live: RefCell::default(),
@@ -384,7 +420,11 @@ impl Recording<'_> {
     /// The live record's thread, started once threads are allowed.
     fn live_record(&self) {
         if self.store.keeps_records() && self.live.borrow().is_none() {
-            *self.live.borrow_mut() = Some(LiveRecord::start(self.store, self.id));
+            *self.live.borrow_mut() = Some(LiveRecord::start(
+                self.store,
+                self.id,
+                self.output.as_deref(),
+            ));
         }
     }
 }

@@ -29,6 +29,45 @@ pub struct RunOptions {
     /// Run without resource limits, when the host cannot apply them and the
     /// user said so explicitly.
     pub no_limits: bool,
+    /// A foreground session also appends its output, every byte as the
+    /// sandbox wrote it, to this file (made beforehand, mode 0600): the
+    /// session's recorder copies it into the session store.
+    pub output_copy: Option<std::path::PathBuf>,
+}
+
+/// Appends a session's output to [`RunOptions::output_copy`]. A copy that
+/// cannot be written is given up with one warning: it is a record for the
+/// dashboard, not a control, and the session goes on.
+pub struct OutputCopy {
+    file: Option<std::fs::File>,
+}
+
+impl OutputCopy {
+    /// Opens `path` to append to (never through a symlink).
+    pub fn open(path: Option<&std::path::Path>) -> OutputCopy {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = path.and_then(|p| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(p)
+                .map_err(|e| {
+                    tracing::warn!("the session's output is not recorded: {}: {e}", p.display())
+                })
+                .ok()
+        });
+        OutputCopy { file }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_all(bytes)
+        {
+            tracing::warn!("the session's output is no longer recorded: {e}");
+            self.file = None;
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +209,13 @@ pub trait Backend {
 
     /// Whether the session's sandbox still exists.
     fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError>;
+
+    /// The host pid of a running session's sandbox init, when the backend
+    /// knows it (to sample its cgroup). It may be stale: the caller checks
+    /// that the process's cgroup is the session's.
+    fn sandbox_pid(&self, _handle: &Handle) -> Option<u32> {
+        None
+    }
 
     /// The session's end is on record: forget what the backend kept only
     /// to report it (the native backend's exit file). Engines that keep

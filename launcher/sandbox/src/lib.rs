@@ -21,7 +21,8 @@ pub mod spec;
 pub mod termfilter;
 
 pub use backend::{
-    Backend, BackendError, ExitStatus, Handle, Liveness, NoObserver, Observer, Orphan, RunOptions,
+    Backend, BackendError, ExitStatus, Handle, Liveness, NoObserver, Observer, Orphan, OutputCopy,
+    RunOptions,
 };
 pub use error::PlanError;
 pub use plan::{HostFacts, PlanRequest, plan, policy_hash};

@@ -59,6 +59,8 @@ pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
             && std::io::stdin().is_terminal()
             && std::io::stdout().is_terminal(),
         no_limits: args.no_limits,
+        // The launch sets it for a foreground session.
+        output_copy: None,
     };
     if args.detach {
         println!("{}", launch.detach(&opts)?);
