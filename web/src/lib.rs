@@ -14,6 +14,7 @@
 //! (handlers), and [`app`], which puts them together.
 
 mod account;
+pub mod ansi;
 mod api;
 mod audit;
 pub mod auth;
@@ -21,6 +22,7 @@ mod error;
 mod guard;
 mod live;
 mod metrics;
+mod output;
 mod pages;
 mod profiles;
 pub mod tls;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub live: Arc<live::Hub>,
     /// This server's requests, for `/metrics`.
     pub http: Arc<metrics::Http>,
+    /// The sessions whose output someone follows (see `output`).
+    pub output: Arc<output::Hub>,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ impl AppState {
             auth: Arc::new(auth),
             live: Arc::default(),
             http: Arc::default(),
+            output: Arc::default(),
         }
     }
 }
@@ -134,6 +139,10 @@ pub fn app(state: AppState) -> Router {
         .route("/static/app.css", get(pages::stylesheet))
         .route("/static/live.js", get(pages::script))
         .route("/events/sessions", get(live::sessions))
+        .route("/events/sessions/{id}/output", get(output::live))
+        .route("/sessions/{id}/output.raw", get(output::download_raw))
+        .route("/sessions/{id}/output.txt", get(output::download_text))
+        .route("/api/v1/sessions/{id}/output", get(output::api))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/openapi.json", get(api::openapi))

@@ -63,7 +63,7 @@ fn fields(s: &store::Session, now: i64) -> serde_json::Value {
 }
 
 async fn watch(store: Arc<SessionStore>, tx: broadcast::Sender<Arc<(String, String)>>) {
-    let mut seen: HashMap<String, (store::Status, Option<i32>, u64)> = HashMap::new();
+    let mut seen: HashMap<String, (store::Status, Option<i32>, u64, bool)> = HashMap::new();
     let q = ListQuery {
         all: true,
         limit: 200,
@@ -76,7 +76,12 @@ async fn watch(store: Arc<SessionStore>, tx: broadcast::Sender<Arc<(String, Stri
         };
         let now = store::now_ms();
         for s in &list {
-            let key = (s.status, s.exit_code, s.events_count);
+            let key = (
+                s.status,
+                s.exit_code,
+                s.events_count,
+                crate::view::stalled(s, now),
+            );
             if seen.get(&s.id) != Some(&key) {
                 seen.insert(s.id.clone(), key);
                 // No receiver is fine: nobody is looking right now.

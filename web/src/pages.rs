@@ -29,6 +29,9 @@ pub struct Filter {
     pub before_id: Option<String>,
 }
 
+/// About how much of the end of the output the session page shows.
+const LOG_BYTES: usize = 256 << 10;
+
 /// How many sessions one page lists.
 const PAGE: u32 = 50;
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -42,6 +45,10 @@ pub struct SessionsPage {
     pub rows: Vec<Row>,
     pub running: u64,
     pub failed_24h: String,
+    pub stalled: String,
+    pub refused_24h: String,
+    /// Today (UTC), for the refusals' filter link.
+    pub since_day: String,
     pub lost_24h: String,
     pub filter_status: String,
     pub filter_user: String,
@@ -92,10 +99,12 @@ pub async fn sessions(
         wanted(&f.profile),
         wanted(&f.q),
     );
+    let want_stalled = status == Some("stalled");
     let parsed: Option<Status> = status.and_then(|s| s.parse().ok());
-    let bad_status = status.is_some() && parsed.is_none();
+    let bad_status = status.is_some() && parsed.is_none() && !want_stalled;
     let filter = SessionFilter {
         status: parsed,
+        stalled_before: want_stalled.then_some(now - crate::view::STALL_MS),
         user: user.map(str::to_string),
         profile: profile.map(str::to_string),
         search: q.map(str::to_string),
@@ -165,6 +174,30 @@ pub async fn sessions(
         rows: list.iter().map(|s| Row::of(s, now)).collect(),
         running,
         failed_24h: recent(Status::Failed).await?,
+        refused_24h: st
+            .store
+            .count_refused_since(now - DAY_MS, own.as_deref())
+            .await?
+            .to_string(),
+        since_day: store::utc(now - DAY_MS)
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        stalled: match &own {
+            None => st.store.count_stalled(now - crate::view::STALL_MS).await?,
+            Some(user) => st
+                .store
+                .find(&SessionFilter {
+                    user: Some(user.clone()),
+                    stalled_before: Some(now - crate::view::STALL_MS),
+                    limit: 1000,
+                    ..SessionFilter::default()
+                })
+                .await?
+                .len() as u64,
+        }
+        .to_string(),
         lost_24h: recent(Status::Lost).await?,
         filter_status: status.unwrap_or_default().to_string(),
         filter_user: user.unwrap_or_default().to_string(),
@@ -210,6 +243,21 @@ pub struct SessionPage {
     pub limits: Vec<(String, String)>,
     pub events: Vec<EventRow>,
     pub refused: usize,
+    /// The refused actions (Docker API calls, policy refusals).
+    pub refusals: Vec<EventRow>,
+    /// The end of the output, in segments (the live log's start).
+    pub log: Vec<crate::ansi::Segment>,
+    /// The last chunk shown (the live log goes on after it).
+    pub log_seq: u64,
+    /// Output before what is shown: kept (download it) or dropped (bytes).
+    pub log_earlier: bool,
+    pub log_dropped: u64,
+    pub log_bytes: u64,
+    pub chart: crate::view::Chart,
+    /// When the supervisor last said it was alive, in words.
+    pub heartbeat: String,
+    /// The session is live: the page follows its output.
+    pub may_follow: bool,
 }
 
 pub async fn session(
@@ -227,6 +275,16 @@ pub async fn session(
     };
     let plan = Plan::read(&s.policy);
     let plan_readable = plan.mounts.is_some();
+    // The end of the output: the last chunks, up to 256 KiB or so.
+    let out = st.store.output_state(&s.id).await?;
+    let chunks = st.store.output_tail(&s.id, LOG_BYTES).await?;
+    let log_seq = chunks.last().map(|c| c.seq).unwrap_or(out.last_seq);
+    let mut ansi = crate::ansi::Ansi::new();
+    let mut log = Vec::new();
+    for c in &chunks {
+        log.extend(ansi.push(&c.data));
+    }
+    let samples = st.store.samples(&s.id, 0).await?;
     let (host, scratch): (Vec<Mount>, Vec<Mount>) = plan
         .mounts
         .unwrap_or_default()
@@ -256,6 +314,28 @@ pub async fn session(
             .iter()
             .filter(|e| e.kind.ends_with("_denied"))
             .count(),
+        refusals: events
+            .iter()
+            .filter(|e| e.kind.ends_with("_denied"))
+            .map(|e| EventRow {
+                seq: e.seq,
+                at: when(e.at),
+                kind: e.kind.clone(),
+                actor: e.actor.clone().unwrap_or_default(),
+                data: e.data.to_string(),
+            })
+            .collect(),
+        may_follow: s.status.is_live(),
+        log,
+        log_seq,
+        log_earlier: chunks.first().is_some_and(|c| c.seq > out.first_seq),
+        log_dropped: out.dropped,
+        log_bytes: out.bytes,
+        chart: crate::view::Chart::of(&samples),
+        heartbeat: s
+            .heartbeat_at
+            .map(|at| format!("{} ago", crate::view::ago(now - at)))
+            .unwrap_or_else(|| "never".into()),
         events: events
             .iter()
             .map(|e| EventRow {

@@ -52,7 +52,11 @@ impl Row {
         Row {
             id: s.id.clone(),
             short: s.short_id().to_string(),
-            status: s.status.to_string(),
+            status: if stalled(s, now_ms) {
+                "stalled".to_string()
+            } else {
+                s.status.to_string()
+            },
             exit: s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             profile: s.profile.clone(),
             backend: s.backend.to_string(),
@@ -73,6 +77,18 @@ impl Row {
             masked: plan.count(plan.masked.as_ref().map(Vec::len)),
         }
     }
+}
+
+/// How long a live session's supervisor may stay silent before the
+/// session shows as stalled: five heartbeats.
+pub const STALL_MS: i64 = 15_000;
+
+/// A live session whose supervisor stopped saying it is alive (its
+/// start, or creation, counts as the first word): the status "running"
+/// would be a lie nobody can check.
+pub fn stalled(s: &Session, now_ms: i64) -> bool {
+    s.status.is_live()
+        && now_ms - s.heartbeat_at.or(s.started_at).unwrap_or(s.created_at) > STALL_MS
 }
 
 /// A mount of the plan: where, from where, writable or not, and why.
@@ -189,6 +205,11 @@ pub fn duration(from_ms: i64, to_ms: i64) -> String {
     }
 }
 
+/// A span of milliseconds in words, as `duration` says it.
+pub fn ago(ms: i64) -> String {
+    duration(0, ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +238,87 @@ mod tests {
         let broken = Plan::read("not json");
         assert!(broken.mounts.is_none() && broken.masked.is_none());
         assert_eq!(broken.network, "unknown");
+    }
+}
+
+/// A session's CPU and memory over time, as two SVG polylines drawn by
+/// the page itself (no chart library).
+#[derive(Debug, Default)]
+pub struct Chart {
+    /// `x,y` points in a 600×100 box, or empty.
+    pub cpu: String,
+    pub memory: String,
+    /// The top of each scale, in words.
+    pub cpu_max: String,
+    pub memory_max: String,
+    /// The last values, in words.
+    pub cpu_now: String,
+    pub memory_now: String,
+    pub pids_now: String,
+    pub samples: usize,
+}
+
+pub const CHART_W: f64 = 600.0;
+pub const CHART_H: f64 = 100.0;
+
+impl Chart {
+    pub fn of(samples: &[store::Sample]) -> Chart {
+        let mut c = Chart {
+            samples: samples.len(),
+            ..Chart::default()
+        };
+        if samples.is_empty() {
+            return c;
+        }
+        let (t0, t1) = (samples[0].at, samples[samples.len() - 1].at);
+        let span = (t1 - t0).max(1) as f64;
+        let x = |at: i64| (at - t0) as f64 / span * CHART_W;
+        // CPU: the share of one CPU between two samples, in percent.
+        let cpu: Vec<(i64, f64)> = samples
+            .windows(2)
+            .filter_map(|w| {
+                let (a, b) = (&w[0], &w[1]);
+                let used = b.cpu_usec?.checked_sub(a.cpu_usec?)? as f64;
+                let dt = (b.at - a.at) as f64 * 1000.0;
+                (dt > 0.0).then(|| (b.at, used / dt * 100.0))
+            })
+            .collect();
+        let mem: Vec<(i64, f64)> = samples
+            .iter()
+            .filter_map(|s| Some((s.at, s.memory_bytes? as f64 / (1 << 20) as f64)))
+            .collect();
+        let line = |points: &[(i64, f64)], top: f64| {
+            points
+                .iter()
+                .map(|(at, v)| {
+                    format!(
+                        "{:.1},{:.1}",
+                        x(*at),
+                        CHART_H - (v / top).min(1.0) * CHART_H
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let cpu_top = cpu.iter().map(|p| p.1).fold(100.0f64, f64::max);
+        let mem_top = mem.iter().map(|p| p.1).fold(1.0f64, f64::max);
+        c.cpu = line(&cpu, cpu_top);
+        c.memory = line(&mem, mem_top);
+        c.cpu_max = format!("{cpu_top:.0} %");
+        c.memory_max = format!("{mem_top:.0} MiB");
+        c.cpu_now = cpu
+            .last()
+            .map(|p| format!("{:.0} %", p.1))
+            .unwrap_or_default();
+        c.memory_now = mem
+            .last()
+            .map(|p| format!("{:.1} MiB", p.1))
+            .unwrap_or_default();
+        c.pids_now = samples
+            .last()
+            .and_then(|s| s.pids)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        c
     }
 }

@@ -151,6 +151,7 @@ async fn the_document_matches_what_the_server_answers() {
         "/api/v1/sessions",
         "/api/v1/sessions/{id}",
         "/api/v1/sessions/{id}/events",
+        "/api/v1/sessions/{id}/output",
         "/api/v1/sessions/{id}/stop",
     ];
     served.sort();
@@ -179,6 +180,13 @@ async fn the_document_matches_what_the_server_answers() {
                     "{m} {concrete} answered {status}, which the document does not list"
                 );
                 let spec = resolve(&doc, spec);
+                if spec.pointer("/content/application~1octet-stream").is_some() {
+                    assert!(
+                        ctype.starts_with("application/octet-stream"),
+                        "{m} {concrete}: {ctype}"
+                    );
+                    checked += 1;
+                }
                 if let Some(schema) = spec.pointer("/content/application~1json/schema") {
                     assert!(
                         ctype.starts_with("application/json"),

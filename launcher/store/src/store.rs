@@ -110,7 +110,8 @@ const FIND_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_h
      FROM session_events \
      WHERE (CAST($1 AS TEXT) IS NULL OR session_id LIKE $1 ESCAPE '\\') \
      AND (CAST($2 AS TEXT) IS NULL OR actor = $2) \
-     AND (CAST($3 AS TEXT) IS NULL OR kind = $3) \
+     AND (CAST($3 AS TEXT) IS NULL OR kind = $3 \
+          OR ($3 = 'refused' AND kind IN ('proxy_denied', 'policy_denied'))) \
      AND (CAST($4 AS BIGINT) IS NULL OR at >= $4) \
      AND (CAST($5 AS BIGINT) IS NULL OR at < $5) \
      AND (CAST($6 AS BIGINT) IS NULL OR at < $6 \
@@ -758,6 +759,13 @@ impl SessionStore {
                 "(s.status IN ('created', 'running') OR s.ended_at >= {p})"
             ));
         }
+        if let Some(before) = f.stalled_before {
+            let p = put(Param::Int(before));
+            conds.push(format!(
+                "(s.status IN ('created', 'running') \
+                 AND COALESCE(s.heartbeat_at, s.started_at, s.created_at) < {p})"
+            ));
+        }
         if let Some((at, id)) = &f.before {
             let p_at = put(Param::Int(*at));
             let p_id = put(Param::Text(id.clone()));
@@ -795,6 +803,43 @@ impl SessionStore {
                 .bind(status.as_str())
                 .fetch_one(p)
                 .await?
+        });
+        Ok(n as u64)
+    }
+
+    /// How many actions were refused (`proxy_denied`, `policy_denied`) at
+    /// or after `since` (unix ms), in `user`'s sessions or in all.
+    pub async fn count_refused_since(
+        &self,
+        since: i64,
+        user: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = dispatch!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM session_events \
+                 WHERE kind IN ('proxy_denied', 'policy_denied') AND at >= $1 \
+                 AND (CAST($2 AS TEXT) IS NULL \
+                      OR session_id IN (SELECT id FROM sessions WHERE user_name = $2))",
+            )
+            .bind(since)
+            .bind(user)
+            .fetch_one(p)
+            .await?
+        });
+        Ok(n as u64)
+    }
+
+    /// How many live sessions' supervisors last said they were alive
+    /// before `before` (unix ms): stalled sessions.
+    pub async fn count_stalled(&self, before: i64) -> Result<u64, StoreError> {
+        let n: i64 = dispatch!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions WHERE status IN ('created', 'running') \
+                 AND COALESCE(heartbeat_at, started_at, created_at) < $1",
+            )
+            .bind(before)
+            .fetch_one(p)
+            .await?
         });
         Ok(n as u64)
     }

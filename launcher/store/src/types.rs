@@ -278,6 +278,9 @@ pub struct SessionFilter {
     pub search: Option<String>,
     /// Live sessions, and those that ended at or after this time (unix ms).
     pub live_or_ended_since: Option<i64>,
+    /// Live sessions whose supervisor last said it was alive before this
+    /// time (unix ms; its start, or its creation, if it never did).
+    pub stalled_before: Option<i64>,
     /// Keyset pagination: sessions older than this one (its `created_at`
     /// and id), from the last row of the previous page.
     pub before: Option<(i64, String)>,
@@ -292,6 +295,8 @@ pub struct EventFilter {
     /// A session id or a prefix of one.
     pub session: Option<String>,
     pub actor: Option<String>,
+    /// An event kind; `refused` matches every refusal (`proxy_denied`,
+    /// `policy_denied`).
     pub kind: Option<String>,
     /// Only events of sessions this user started.
     pub user: Option<String>,

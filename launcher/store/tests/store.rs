@@ -1228,6 +1228,9 @@ async fn output_and_samples(db: &Db) {
     assert_eq!(later[0].data, vec![5u8; 10]);
     // At least one chunk, however small the budget.
     assert_eq!(store.output_after(&id, 0, 1).await.unwrap().len(), 1);
+    let tail = store.output_tail(&id, 15).await.unwrap();
+    assert_eq!(tail.iter().map(|c| c.seq).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(store.output_tail(&id, 1).await.unwrap()[0].seq, 5);
     // A chunk bigger than the cap is kept alone.
     store.append_output(&id, 9, &[7u8; 100], 35).await.unwrap();
     let st = store.output_state(&id).await.unwrap();
@@ -1251,6 +1254,16 @@ async fn output_and_samples(db: &Db) {
     }
     store.heartbeat(&id, 4000, None).await.unwrap();
     assert_eq!(store.get(&id).await.unwrap().heartbeat_at, Some(4000));
+    // Stalled: live, and its last heartbeat before the given time.
+    let stalled = |before: i64| store::SessionFilter {
+        stalled_before: Some(before),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.count_stalled(4001).await.unwrap(), 1);
+    assert_eq!(store.count_stalled(4000).await.unwrap(), 0);
+    assert_eq!(store.find(&stalled(4001)).await.unwrap().len(), 1);
+    assert!(store.find(&stalled(3999)).await.unwrap().is_empty());
     let samples = store.samples(&id, 2000).await.unwrap();
     assert_eq!(
         samples.iter().map(|s| s.at).collect::<Vec<_>>(),

@@ -139,6 +139,49 @@ impl SessionStore {
         }
     }
 
+    /// The end of session `id`'s output: its last chunks, in order, about
+    /// `max_bytes` of them (at least one, at most 2,000 chunks).
+    pub async fn output_tail(
+        &self,
+        id: &str,
+        max_bytes: usize,
+    ) -> Result<Vec<OutputChunk>, StoreError> {
+        super::check_id(id)?;
+        let mut out = Vec::new();
+        let mut before = i64::MAX;
+        let mut total = 0usize;
+        'pages: for _ in 0..20 {
+            let rows: Vec<(i64, i64, Vec<u8>)> = dispatch!(&self.pool, |p| {
+                sqlx::query_as(
+                    "SELECT seq, at, data FROM session_output \
+                     WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT 100",
+                )
+                .bind(id)
+                .bind(before)
+                .fetch_all(p)
+                .await?
+            });
+            let n = rows.len();
+            for (seq, at, data) in rows {
+                total += data.len();
+                before = seq;
+                out.push(OutputChunk {
+                    seq: seq as u64,
+                    at,
+                    data,
+                });
+                if total >= max_bytes {
+                    break 'pages;
+                }
+            }
+            if n < 100 {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// How much of session `id`'s output is kept, how much was dropped,
     /// and the first and last chunk kept.
     pub async fn output_state(&self, id: &str) -> Result<OutputState, StoreError> {
