@@ -19,6 +19,16 @@
     });
   });
   source.addEventListener("resync", function () { window.location.reload(); });
+  // A browser allows six connections to one server over HTTP/1.1: a page
+  // left (kept in the back-forward cache, or in another tab) must not
+  // hold its streams, or the next page's wait behind them.
+  var streams = [source];
+  window.addEventListener("pagehide", function () {
+    streams.forEach(function (s) { s.close(); });
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted) { window.location.reload(); }
+  });
 
   // The stop button without leaving the page; the status follows by SSE.
   document.querySelectorAll("form.stop-form").forEach(function (form) {
@@ -114,6 +124,7 @@
 
   if (section.getAttribute("data-live") !== "1") { return; }
   var out = new EventSource(section.getAttribute("data-output"));
+  streams.push(out);
   out.addEventListener("chunk", function (ev) {
     var c = JSON.parse(ev.data), frag = document.createDocumentFragment(), lines = 0;
     c.g.forEach(function (seg) {

@@ -65,7 +65,7 @@ fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
         "--",
         "sh",
         "-c",
-        "trap 'exit 7' TERM; while :; do sleep 0.05; done",
+        "trap 'exit 7' TERM; i=0; while :; do i=$((i+1)); printf 'line %d \\033[32mok\\033[0m\\n' $i; sleep 0.05; done",
     ])
     .output()
     .unwrap();
@@ -237,8 +237,76 @@ fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
             .execute("document.body.dataset.mark = 'same-page'; return 1;", vec![])
             .await
             .unwrap();
+        // The live log grows while we look.
+        let lines = |client: fantoccini::Client| async move {
+            client
+                .execute(
+                    "return document.getElementById('log').textContent.split('\\n').length;",
+                    vec![],
+                )
+                .await
+                .unwrap()
+                .as_u64()
+                .unwrap()
+        };
+        let before = lines(client.clone()).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = lines(client.clone()).await;
+        assert!(after > before + 5, "the log did not grow: {before} -> {after}");
+        let green = client
+            .find(Locator::Css("#log span.fg2"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(green, "ok");
+
+        // Scrolled up, the log stops following and counts what comes.
+        client
+            .execute(
+                "var l = document.getElementById('log'); l.scrollTop = 0; \
+                 l.dispatchEvent(new Event('scroll')); return 1;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let paused = client.find(Locator::Id("log-paused")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let shown = loop {
+            let t = paused.text().await.unwrap();
+            let n: u64 = t
+                .split_whitespace()
+                .find_map(|w| w.parse().ok())
+                .unwrap_or(0);
+            if (paused.is_displayed().await.unwrap() && n > 3) || Instant::now() > deadline {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(shown.starts_with("paused · "), "{shown:?}");
+        let top = client
+            .execute("return document.getElementById('log').scrollTop;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(top, serde_json::json!(0), "the log scrolled while paused");
+
+        // Search marks matches in place.
+        client
+            .find(Locator::Id("log-search"))
+            .await
+            .unwrap()
+            .send_keys("line 1")
+            .await
+            .unwrap();
+        let marks = client.find_all(Locator::Css("#log mark")).await.unwrap();
+        assert!(!marks.is_empty(), "no match marked");
+        assert_eq!(marks[0].text().await.unwrap(), "line 1");
         let png = client.screenshot().await.unwrap();
         std::fs::write(artifacts().join("dashboard-session-running.png"), png).unwrap();
+        // Back to following.
+        paused.click().await.unwrap();
+        assert!(!paused.is_displayed().await.unwrap());
 
         client
             .find(Locator::Css("form.stop-form button"))
