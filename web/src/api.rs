@@ -1,6 +1,6 @@
 //! `/api/v1/…`: the same data as the pages, as JSON; and `/healthz`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
@@ -18,19 +18,81 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
-/// Sessions, newest first (at most 200 per page; `?all` is the default
-/// here: a client filters).
+/// What the list is asked for.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ListQuery {
+    /// A status, or `stalled`.
+    pub status: Option<String>,
+    pub user: Option<String>,
+    pub profile: Option<String>,
+    /// An id prefix, or text in the command or the workspace.
+    pub q: Option<String>,
+    pub limit: Option<u32>,
+    pub before_at: Option<i64>,
+    pub before_id: Option<String>,
+}
+
+const LIST_DEFAULT: u32 = 50;
+const LIST_MAX: u32 = 500;
+
+/// Sessions, newest first, one page (keyset: `next` is the next page's
+/// query), each without its policy (the session's own answer has it).
 pub async fn sessions(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
+    Query(q): Query<ListQuery>,
 ) -> Response {
-    let q = SessionFilter {
-        user: who.only_user(),
-        limit: 200,
+    let wanted = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let status = wanted(&q.status);
+    let stalled = status.as_deref() == Some("stalled");
+    let parsed = match status.as_deref().filter(|_| !stalled).map(str::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => {
+            return WebError::BadRequest(format!(
+                "there is no status \"{}\"; use created, running, stalled, exited, failed, stopped or lost",
+                status.unwrap_or_default()
+            ))
+            .json();
+        }
+    };
+    let limit = q.limit.unwrap_or(LIST_DEFAULT).clamp(1, LIST_MAX);
+    let f = SessionFilter {
+        status: parsed,
+        stalled_before: stalled.then(|| store::now_ms() - crate::view::STALL_MS),
+        user: who.only_user().or(wanted(&q.user)),
+        profile: wanted(&q.profile),
+        search: wanted(&q.q),
+        before: q.before_at.zip(q.before_id.clone()),
+        limit,
         ..SessionFilter::default()
     };
-    match st.store.find(&q).await {
-        Ok(list) => Json(list).into_response(),
+    match st.store.find_summaries(&f).await {
+        Ok(list) => {
+            let next = (list.len() == limit as usize).then(|| {
+                let last = list.last().expect("a full page");
+                let at = last.created_at.to_string();
+                let limit = limit.to_string();
+                format!(
+                    "/api/v1/sessions?{}",
+                    crate::pages::query_string(&[
+                        ("status", status.as_deref().unwrap_or_default()),
+                        ("user", q.user.as_deref().unwrap_or_default()),
+                        ("profile", q.profile.as_deref().unwrap_or_default()),
+                        ("q", q.q.as_deref().unwrap_or_default()),
+                        ("limit", &limit),
+                        ("before_at", &at),
+                        ("before_id", &last.id),
+                    ])
+                )
+            });
+            Json(json!({"sessions": list, "next": next})).into_response()
+        }
         Err(e) => WebError::from(e).json(),
     }
 }

@@ -16,6 +16,8 @@ pub enum WebError {
     NotLive(String, store::Status),
     #[error("refused: {0}")]
     Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error("session {0} is still running; stop it first")]
     Live(String),
     #[error("the session store failed; see the server's log")]
@@ -39,6 +41,7 @@ impl WebError {
             WebError::NoSuchSession(_) | WebError::NoSuchProfile(_) => StatusCode::NOT_FOUND,
             WebError::NotLive(..) | WebError::Live(_) => StatusCode::CONFLICT,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

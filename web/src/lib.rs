@@ -49,6 +49,8 @@ pub struct AppState {
     pub http: Arc<metrics::Http>,
     /// The sessions whose output someone follows (see `output`).
     pub output: Arc<output::Hub>,
+    /// Each policy's chips, by its hash (see `view::Chips`).
+    chips: Arc<std::sync::Mutex<std::collections::HashMap<String, view::Chips>>>,
 }
 
 impl AppState {
@@ -70,7 +72,36 @@ impl AppState {
             live: Arc::default(),
             http: Arc::default(),
             output: Arc::default(),
+            chips: Arc::default(),
         }
+    }
+}
+
+/// The most policies whose chips the server keeps.
+const CHIPS_KEPT: usize = 4096;
+
+impl AppState {
+    /// A sessions table's row, the policy read once per policy.
+    pub(crate) fn row(&self, s: &store::Session, now: i64) -> view::Row {
+        let cached = self
+            .chips
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&s.policy_sha256).cloned());
+        let chips = match cached {
+            Some(c) => c,
+            None => {
+                let c = view::Chips::of(&s.policy);
+                if let Ok(mut m) = self.chips.lock() {
+                    if m.len() >= CHIPS_KEPT {
+                        m.clear();
+                    }
+                    m.insert(s.policy_sha256.clone(), c.clone());
+                }
+                c
+            }
+        };
+        view::Row::with(s, now, chips)
     }
 }
 

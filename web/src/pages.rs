@@ -133,72 +133,24 @@ pub async fn sessions(
     // The attention strip counts every user's sessions for admins; for
     // others, their own (a count over the whole store would tell them
     // about sessions they may not see).
-    let recent = |status: Status| {
-        let store = st.store.clone();
-        let own = own.clone();
-        async move {
-            let n = match own {
-                None => store.count_ended_since(status, now - DAY_MS).await?,
-                Some(user) => store
-                    .find(&SessionFilter {
-                        status: Some(status),
-                        user: Some(user),
-                        live_or_ended_since: Some(now - DAY_MS),
-                        limit: 1000,
-                        ..SessionFilter::default()
-                    })
-                    .await?
-                    .iter()
-                    .filter(|s| s.ended_at.is_some_and(|at| at >= now - DAY_MS))
-                    .count() as u64,
-            };
-            Ok::<_, store::StoreError>(n.to_string())
-        }
-    };
-    let running = match &own {
-        None => st.store.count_with_status(Status::Running).await?,
-        Some(user) => st
-            .store
-            .find(&SessionFilter {
-                status: Some(Status::Running),
-                user: Some(user.clone()),
-                limit: 1000,
-                ..SessionFilter::default()
-            })
-            .await?
-            .len() as u64,
-    };
+    let seen = st
+        .store
+        .attention(now - DAY_MS, now - crate::view::STALL_MS, own.as_deref())
+        .await?;
     Ok(SessionsPage {
         nav: Nav::of(&who),
         own_only: own.is_some(),
-        rows: list.iter().map(|s| Row::of(s, now)).collect(),
-        running,
-        failed_24h: recent(Status::Failed).await?,
-        refused_24h: st
-            .store
-            .count_refused_since(now - DAY_MS, own.as_deref())
-            .await?
-            .to_string(),
+        rows: list.iter().map(|s| st.row(s, now)).collect(),
+        running: seen.running,
+        failed_24h: seen.failed.to_string(),
+        lost_24h: seen.lost.to_string(),
+        stalled: seen.stalled.to_string(),
+        refused_24h: seen.refused.to_string(),
         since_day: store::utc(now - DAY_MS)
             .split(' ')
             .next()
             .unwrap_or_default()
             .to_string(),
-        stalled: match &own {
-            None => st.store.count_stalled(now - crate::view::STALL_MS).await?,
-            Some(user) => st
-                .store
-                .find(&SessionFilter {
-                    user: Some(user.clone()),
-                    stalled_before: Some(now - crate::view::STALL_MS),
-                    limit: 1000,
-                    ..SessionFilter::default()
-                })
-                .await?
-                .len() as u64,
-        }
-        .to_string(),
-        lost_24h: recent(Status::Lost).await?,
         filter_status: status.unwrap_or_default().to_string(),
         filter_user: user.unwrap_or_default().to_string(),
         filter_profile: profile.unwrap_or_default().to_string(),

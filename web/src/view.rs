@@ -46,9 +46,37 @@ pub struct Row {
     pub masked: String,
 }
 
+/// What a row shows of a session's policy: its network, how many
+/// read-write host paths, how many masked paths. Sessions of one profile
+/// share a policy, so the server keeps these by the policy's hash.
+#[derive(Clone, Debug)]
+pub struct Chips {
+    pub network: String,
+    pub rw_paths: String,
+    pub masked: String,
+}
+
+impl Chips {
+    pub fn of(policy: &str) -> Chips {
+        let plan = Plan::read(policy);
+        Chips {
+            network: plan.network.clone(),
+            rw_paths: plan.count(
+                plan.mounts
+                    .as_ref()
+                    .map(|m| m.iter().filter(|m| m.writable).count()),
+            ),
+            masked: plan.count(plan.masked.as_ref().map(Vec::len)),
+        }
+    }
+}
+
 impl Row {
     pub fn of(s: &Session, now_ms: i64) -> Row {
-        let plan = Plan::read(&s.policy);
+        Row::with(s, now_ms, Chips::of(&s.policy))
+    }
+
+    pub fn with(s: &Session, now_ms: i64, chips: Chips) -> Row {
         Row {
             id: s.id.clone(),
             short: s.short_id().to_string(),
@@ -68,13 +96,9 @@ impl Row {
                 s.started_at.unwrap_or(s.created_at),
                 s.ended_at.unwrap_or(now_ms),
             ),
-            network: plan.network.clone(),
-            rw_paths: plan.count(
-                plan.mounts
-                    .as_ref()
-                    .map(|m| m.iter().filter(|m| m.writable).count()),
-            ),
-            masked: plan.count(plan.masked.as_ref().map(Vec::len)),
+            network: chips.network,
+            rw_paths: chips.rw_paths,
+            masked: chips.masked,
         }
     }
 }

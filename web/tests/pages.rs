@@ -129,7 +129,14 @@ async fn checks(url: &str) {
             .starts_with("application/json")
     );
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list["sessions"][0]["id"], id.as_str());
+    assert!(list["sessions"][0].get("policy").is_none(), "{list}");
+    assert_eq!(list["next"], serde_json::Value::Null);
+    let (status, _, body) = get(&st, "/api/v1/sessions?status=bogus", "localhost").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, _, body) = get(&st, "/api/v1/sessions?q=zzzz-no-such", "localhost").await;
+    let none: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(none["sessions"], serde_json::json!([]));
     let (_, _, body) = get(&st, &format!("/api/v1/sessions/{id}"), "localhost").await;
     let one: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(one["verification"]["ok"], true, "{one}");
@@ -363,4 +370,40 @@ async fn pages_and_api_over_postgres() {
         Err(why) => return store::testing::skip("pages_and_api_over_postgres", &why),
     };
     checks(&db.url).await;
+}
+
+/// The API's list pages by keyset too: following `next` lists every
+/// session once, newest first.
+#[tokio::test]
+async fn the_api_list_pages_by_keyset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..25u32 {
+        let id = format!("{:032x}", 0xc000 + i);
+        let mut s = session(&id, "true", "/w");
+        s.created_at = Some(1_000_000 + i64::from(i / 3));
+        store
+            .create_session(&s, NewEvent::new("created"))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let st = AppState::new(store, HostAllowList::loopback(), "t".into());
+    let mut seen = Vec::new();
+    let mut path = Some("/api/v1/sessions?limit=7".to_string());
+    while let Some(p) = path.take() {
+        let (status, _, body) = get(&st, &p, "localhost").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for s in page["sessions"].as_array().unwrap() {
+            seen.push(s["id"].as_str().unwrap().to_string());
+        }
+        path = page["next"].as_str().map(str::to_string);
+        assert!(seen.len() <= 25 + 7, "no end");
+    }
+    ids.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, ids);
 }

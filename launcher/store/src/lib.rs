@@ -33,8 +33,8 @@ pub mod testing;
 pub use error::StoreError;
 pub use store::{ConnectOptions, SessionStore, check_user_name, hostname, now_ms, utc};
 pub use types::{
-    AccountEvent, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession,
-    OutputChunk, OutputState, Problem, Role, Sample, Session, SessionFilter, SessionUpdate, Status,
+    AccountEvent, Attention, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession,
+    OutputChunk, OutputState, Problem, Role, Sample, Session, SessionFilter, SessionSummary, SessionUpdate, Status,
     Token, User, Verification,
 };
 

@@ -186,6 +186,57 @@ struct SessionRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: String,
+    profile: String,
+    backend: String,
+    image: Option<String>,
+    workspace: String,
+    command: String,
+    user_name: String,
+    host: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    status: String,
+    exit_code: Option<i32>,
+    detached: bool,
+    events_count: i64,
+    heartbeat_at: Option<i64>,
+}
+
+impl SummaryRow {
+    fn into_summary(self) -> Result<SessionSummary, StoreError> {
+        let corrupt = |field: &'static str, reason: String| StoreError::Corrupt {
+            id: self.id.clone(),
+            field,
+            reason,
+        };
+        Ok(SessionSummary {
+            backend: Backend::from_str(&self.backend)
+                .map_err(|e| corrupt("backend", e.to_string()))?,
+            status: Status::from_str(&self.status).map_err(|e| corrupt("status", e.to_string()))?,
+            command: serde_json::from_str(&self.command)
+                .map_err(|e| corrupt("command", e.to_string()))?,
+            events_count: u64::try_from(self.events_count)
+                .map_err(|e| corrupt("events_count", e.to_string()))?,
+            id: self.id,
+            profile: self.profile,
+            image: self.image,
+            workspace: self.workspace,
+            user: self.user_name,
+            host: self.host,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            exit_code: self.exit_code,
+            detached: self.detached,
+            heartbeat_at: self.heartbeat_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct EventRow {
     session_id: String,
     seq: i64,
@@ -720,69 +771,8 @@ impl SessionStore {
     /// The statement names only the conditions given, so that the planner
     /// can walk `sessions_created` and stop at a page.
     pub async fn find(&self, f: &SessionFilter) -> Result<Vec<Session>, StoreError> {
-        // LIKE's own characters in the search are matched literally.
-        let escape = |t: &str| {
-            t.to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        };
-        let mut params: Vec<Param> = Vec::new();
-        let mut put = |p: Param| {
-            params.push(p);
-            format!("${}", params.len())
-        };
-        let mut conds: Vec<String> = Vec::new();
-        if let Some(st) = f.status {
-            conds.push(format!(
-                "s.status = {}",
-                put(Param::Text(st.as_str().into()))
-            ));
-        }
-        if let Some(u) = &f.user {
-            conds.push(format!("s.user_name = {}", put(Param::Text(u.clone()))));
-        }
-        if let Some(pr) = &f.profile {
-            conds.push(format!("s.profile = {}", put(Param::Text(pr.clone()))));
-        }
-        if let Some(q) = &f.search {
-            let prefix = put(Param::Text(format!("{}%", escape(q))));
-            let contains = put(Param::Text(format!("%{}%", escape(q))));
-            conds.push(format!(
-                "(s.id LIKE {prefix} ESCAPE '\\' OR lower(s.command) LIKE {contains} ESCAPE '\\' \
-                 OR lower(s.workspace) LIKE {contains} ESCAPE '\\')"
-            ));
-        }
-        if let Some(since) = f.live_or_ended_since {
-            let p = put(Param::Int(since));
-            conds.push(format!(
-                "(s.status IN ('created', 'running') OR s.ended_at >= {p})"
-            ));
-        }
-        if let Some(before) = f.stalled_before {
-            let p = put(Param::Int(before));
-            conds.push(format!(
-                "(s.status IN ('created', 'running') \
-                 AND COALESCE(s.heartbeat_at, s.started_at, s.created_at) < {p})"
-            ));
-        }
-        if let Some((at, id)) = &f.before {
-            let p_at = put(Param::Int(*at));
-            let p_id = put(Param::Text(id.clone()));
-            conds.push(format!(
-                "(s.created_at < {p_at} OR (s.created_at = {p_at} AND s.id < {p_id}))"
-            ));
-        }
-        let limit = put(Param::Int(i64::from(f.limit.max(1))));
-        let sql = format!(
-            "{}{}ORDER BY s.created_at DESC, s.id DESC LIMIT {limit}",
-            select_sessions!(""),
-            if conds.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {} ", conds.join(" AND "))
-            },
-        );
+        let (clauses, params) = filter_clauses(f);
+        let sql = format!("{}{clauses}", select_sessions!(""));
         let rows: Vec<SessionRow> = dispatch!(&self.pool, |p| {
             let mut q = sqlx::query_as(&sql);
             for param in &params {
@@ -796,6 +786,31 @@ impl SessionStore {
         rows.into_iter().map(SessionRow::into_session).collect()
     }
 
+    /// What [`find`](Self::find) finds, without the policies: a list's
+    /// rows, read from the sessions table alone.
+    pub async fn find_summaries(
+        &self,
+        f: &SessionFilter,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let (clauses, params) = filter_clauses(f);
+        let sql = format!(
+            "SELECT s.id, s.profile, s.backend, s.image, s.workspace, s.command, s.user_name, \
+             s.host, s.created_at, s.started_at, s.ended_at, s.status, s.exit_code, s.detached, \
+             s.events_count, s.heartbeat_at FROM sessions s {clauses}"
+        );
+        let rows: Vec<SummaryRow> = dispatch!(&self.pool, |p| {
+            let mut q = sqlx::query_as(&sql);
+            for param in &params {
+                q = match param {
+                    Param::Text(t) => q.bind(t.clone()),
+                    Param::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(p).await?
+        });
+        rows.into_iter().map(SummaryRow::into_summary).collect()
+    }
+
     /// How many sessions are in `status`.
     pub async fn count_with_status(&self, status: Status) -> Result<u64, StoreError> {
         let n: i64 = dispatch!(&self.pool, |p| {
@@ -805,6 +820,51 @@ impl SessionStore {
                 .await?
         });
         Ok(n as u64)
+    }
+
+    /// What needs attention, in one round trip: sessions running, failed
+    /// and lost since `since`, stalled (live and silent since
+    /// `stalled_before`), and actions refused since `since`; of `user`'s
+    /// sessions, or of all.
+    pub async fn attention(
+        &self,
+        since: i64,
+        stalled_before: i64,
+        user: Option<&str>,
+    ) -> Result<Attention, StoreError> {
+        // Two spellings rather than `$3 IS NULL OR …`, which would keep
+        // the planner from the status index.
+        let mine = if user.is_some() { " AND user_name = $3" } else { "" };
+        let mine_events = if user.is_some() {
+            " AND session_id IN (SELECT id FROM sessions WHERE user_name = $3)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT \
+             (SELECT COUNT(*) FROM sessions WHERE status = 'running'{mine}), \
+             (SELECT COUNT(*) FROM sessions WHERE status = 'failed' AND ended_at >= $1{mine}), \
+             (SELECT COUNT(*) FROM sessions WHERE status = 'lost' AND ended_at >= $1{mine}), \
+             (SELECT COUNT(*) FROM sessions WHERE status IN ('created', 'running') \
+              AND COALESCE(heartbeat_at, started_at, created_at) < $2{mine}), \
+             (SELECT COUNT(*) FROM session_events \
+              WHERE kind IN ('proxy_denied', 'policy_denied') AND at >= $1{mine_events})"
+        );
+        let (running, failed, lost, stalled, refused): (i64, i64, i64, i64, i64) =
+            dispatch!(&self.pool, |p| {
+                let mut q = sqlx::query_as(&sql).bind(since).bind(stalled_before);
+                if let Some(u) = user {
+                    q = q.bind(u);
+                }
+                q.fetch_one(p).await?
+            });
+        Ok(Attention {
+            running: running as u64,
+            failed: failed as u64,
+            lost: lost as u64,
+            stalled: stalled as u64,
+            refused: refused as u64,
+        })
     }
 
     /// How many actions were refused (`proxy_denied`, `policy_denied`) at
@@ -1357,6 +1417,74 @@ fn check_prefix(prefix: &str) -> Result<(), StoreError> {
 }
 
 /// A kind from [`EVENT_KINDS`], or `other:NAME`.
+/// `WHERE … ORDER BY … LIMIT …` for `f` on `sessions s`, newest first, and
+/// its parameters.
+fn filter_clauses(f: &SessionFilter) -> (String, Vec<Param>) {
+        // LIKE's own characters in the search are matched literally.
+        let escape = |t: &str| {
+            t.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        };
+        let mut params: Vec<Param> = Vec::new();
+        let mut put = |p: Param| {
+            params.push(p);
+            format!("${}", params.len())
+        };
+        let mut conds: Vec<String> = Vec::new();
+        if let Some(st) = f.status {
+            conds.push(format!(
+                "s.status = {}",
+                put(Param::Text(st.as_str().into()))
+            ));
+        }
+        if let Some(u) = &f.user {
+            conds.push(format!("s.user_name = {}", put(Param::Text(u.clone()))));
+        }
+        if let Some(pr) = &f.profile {
+            conds.push(format!("s.profile = {}", put(Param::Text(pr.clone()))));
+        }
+        if let Some(q) = &f.search {
+            let prefix = put(Param::Text(format!("{}%", escape(q))));
+            let contains = put(Param::Text(format!("%{}%", escape(q))));
+            conds.push(format!(
+                "(s.id LIKE {prefix} ESCAPE '\\' OR lower(s.command) LIKE {contains} ESCAPE '\\' \
+                 OR lower(s.workspace) LIKE {contains} ESCAPE '\\')"
+            ));
+        }
+        if let Some(since) = f.live_or_ended_since {
+            let p = put(Param::Int(since));
+            conds.push(format!(
+                "(s.status IN ('created', 'running') OR s.ended_at >= {p})"
+            ));
+        }
+        if let Some(before) = f.stalled_before {
+            let p = put(Param::Int(before));
+            conds.push(format!(
+                "(s.status IN ('created', 'running') \
+                 AND COALESCE(s.heartbeat_at, s.started_at, s.created_at) < {p})"
+            ));
+        }
+        if let Some((at, id)) = &f.before {
+            let p_at = put(Param::Int(*at));
+            let p_id = put(Param::Text(id.clone()));
+            conds.push(format!(
+                "(s.created_at < {p_at} OR (s.created_at = {p_at} AND s.id < {p_id}))"
+            ));
+        }
+        let limit = put(Param::Int(i64::from(f.limit.max(1))));
+        let clauses = format!(
+            "{}ORDER BY s.created_at DESC, s.id DESC LIMIT {limit}",
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {} ", conds.join(" AND "))
+            },
+        );
+        (clauses, params)
+}
+
 pub(crate) fn check_event_kind(kind: &str) -> Result<(), StoreError> {
     if EVENT_KINDS.contains(&kind) {
         return Ok(());

@@ -153,6 +153,38 @@ pub struct NewSession {
     pub policy_sha256: String,
 }
 
+/// What the dashboard's attention strip counts (see
+/// [`SessionStore::attention`](crate::SessionStore::attention)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Attention {
+    pub running: u64,
+    pub failed: u64,
+    pub lost: u64,
+    pub stalled: u64,
+    pub refused: u64,
+}
+
+/// A session as a list shows it: its record without the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionSummary {
+    pub id: String,
+    pub profile: String,
+    pub backend: Backend,
+    pub image: Option<String>,
+    pub workspace: String,
+    pub command: Vec<String>,
+    pub user: String,
+    pub host: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub detached: bool,
+    pub events_count: u64,
+    pub heartbeat_at: Option<i64>,
+}
+
 /// A recorded session.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Session {
