@@ -28,8 +28,11 @@ use crate::ansi::Ansi;
 use crate::auth::Principal;
 use crate::error::WebError;
 
-/// How often a followed session's new output is read from the store.
+/// How often a followed session's new output is read from the store
+/// (SQLite, which has no notices).
 const POLL: Duration = Duration::from_millis(25);
+/// How often with Postgres, whose notices wake the reader at once.
+const POLL_NOTIFIED: Duration = Duration::from_secs(1);
 /// How often the reader task asks whether the session has ended.
 const STATUS_POLL: Duration = Duration::from_millis(500);
 /// The most one read of the store takes.
@@ -47,6 +50,11 @@ pub enum Item {
 #[derive(Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<String, broadcast::Sender<Arc<Item>>>>,
+    /// Wakes a session's reader when Postgres says it has new output.
+    wake: Arc<Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>,
+    /// The one listener for the whole server: started with the first
+    /// reader, Postgres only.
+    listening: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Hub {
@@ -62,9 +70,24 @@ impl Hub {
         }
         let (tx, rx) = broadcast::channel(1024);
         map.insert(id.to_string(), tx.clone());
+        let notified = self
+            .listening
+            .get_or_init(|| {
+                let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                tokio::spawn(listen(store.clone(), self.wake.clone(), on.clone()));
+                on
+            })
+            .clone();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut w) = self.wake.lock() {
+            w.insert(id.to_string(), wake.clone());
+        }
         let (hub, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
-            read_session(&store, &id, &tx).await;
+            read_session(&store, &id, &tx, &wake, &notified).await;
+            if let Ok(mut w) = hub.wake.lock() {
+                w.remove(&id);
+            }
             // Gone from the map first, so that no new reader joins a
             // channel nobody sends on any more.
             let mut map = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,13 +97,48 @@ impl Hub {
     }
 }
 
+/// Postgres' notices of new output, each waking its session's reader.
+/// `on` says whether they come (if not, readers poll fast).
+async fn listen(
+    store: Arc<SessionStore>,
+    wake: Arc<Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>,
+    on: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let Ok(Some(mut listener)) = store.listen(store::OUTPUT_CHANNEL).await else {
+            // SQLite, or no connection now: readers poll.
+            on.store(false, Ordering::Relaxed);
+            if store.kind() != store::DbKind::Postgres {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        on.store(true, Ordering::Relaxed);
+        while let Ok(id) = listener.recv().await {
+            let w = wake.lock().ok().and_then(|w| w.get(&id).cloned());
+            if let Some(w) = w {
+                w.notify_one();
+            }
+        }
+        on.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Reads session `id`'s new output until it has ended or nobody follows.
-async fn read_session(store: &SessionStore, id: &str, tx: &broadcast::Sender<Arc<Item>>) {
+async fn read_session(
+    store: &SessionStore,
+    id: &str,
+    tx: &broadcast::Sender<Arc<Item>>,
+    wake: &tokio::sync::Notify,
+    notified: &std::sync::atomic::AtomicBool,
+) {
     let mut last = match store.output_state(id).await {
         Ok(s) => s.last_seq,
         Err(_) => return,
     };
-    let mut since_status = Duration::MAX;
+    let mut status_checked: Option<std::time::Instant> = None;
     loop {
         if tx.receiver_count() == 0 {
             return;
@@ -88,6 +146,11 @@ async fn read_session(store: &SessionStore, id: &str, tx: &broadcast::Sender<Arc
         let Ok(chunks) = store.output_after(id, last, READ).await else {
             tokio::time::sleep(POLL).await;
             continue;
+        };
+        let pause = if notified.load(std::sync::atomic::Ordering::Relaxed) {
+            POLL_NOTIFIED
+        } else {
+            POLL
         };
         let got = !chunks.is_empty();
         for c in chunks {
@@ -97,9 +160,8 @@ async fn read_session(store: &SessionStore, id: &str, tx: &broadcast::Sender<Arc
         if got {
             continue;
         }
-        since_status = since_status.saturating_add(POLL);
-        if since_status >= STATUS_POLL {
-            since_status = Duration::ZERO;
+        if status_checked.is_none_or(|t| t.elapsed() >= STATUS_POLL) {
+            status_checked = Some(std::time::Instant::now());
             match store.get(id).await {
                 Ok(s) if !s.status.is_live() => {
                     // One last read: the end may have come with output.
@@ -115,7 +177,10 @@ async fn read_session(store: &SessionStore, id: &str, tx: &broadcast::Sender<Arc
                 Err(_) => return,
             }
         }
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
     }
 }
 

@@ -221,9 +221,17 @@ impl Lifecycle {
             let result = blocking::block_on(async {
                 let store = self.store.open().await?;
                 let mut last_poll = std::time::Instant::now();
+                // Postgres tells of a stop request the moment it commits.
+                let mut notices = store.listen(store::EVENTS_CHANNEL).await.ok().flatten();
                 let mut ended_at: Option<std::time::Instant> = None;
                 let outcome: Result<()> = loop {
-                    tokio::time::sleep(OUTPUT_POLL).await;
+                    let mut asked_now = false;
+                    tokio::select! {
+                        _ = tokio::time::sleep(OUTPUT_POLL) => {}
+                        n = crate::supervise::notice(&mut notices) => {
+                            asked_now = crate::supervise::asks_to_stop(n.as_deref(), id);
+                        }
+                    }
                     sup.tick(&store).await;
                     if let Some(at) = ended_at {
                         // Ended: wait for the log's last lines, not forever.
@@ -233,7 +241,7 @@ impl Lifecycle {
                         }
                         continue;
                     }
-                    if last_poll.elapsed() < STOP_POLL {
+                    if last_poll.elapsed() < STOP_POLL && !asked_now {
                         continue;
                     }
                     last_poll = std::time::Instant::now();

@@ -177,6 +177,9 @@ impl LiveRecord {
                 };
                 let mut sup = Supervision::new(&id, source);
                 let mut last_stop_poll = std::time::Instant::now();
+                // Postgres tells of a stop request the moment it commits;
+                // polling stays, as the net under it.
+                let mut notices = store.listen(store::EVENTS_CHANNEL).await.ok().flatten();
                 while w.error.is_none() && !w.ended {
                     let note = match next.take() {
                         Some(n) => n,
@@ -189,6 +192,13 @@ impl LiveRecord {
                                 _ = tokio::time::sleep(OUTPUT_POLL) => {
                                     sup.tick(&store).await;
                                     if last_stop_poll.elapsed() >= STOP_POLL {
+                                        last_stop_poll = std::time::Instant::now();
+                                        stops.poll(&store, &id).await;
+                                    }
+                                    continue;
+                                }
+                                notice = crate::supervise::notice(&mut notices) => {
+                                    if crate::supervise::asks_to_stop(notice.as_deref(), &id) {
                                         last_stop_poll = std::time::Instant::now();
                                         stops.poll(&store, &id).await;
                                     }

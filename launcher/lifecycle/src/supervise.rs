@@ -130,6 +130,29 @@ impl Supervision {
     }
 }
 
+/// The next notice from a listener; a listener whose connection failed is
+/// dropped (the caller polls), and without one this never returns.
+pub async fn notice(l: &mut Option<store::Listener>) -> Option<String> {
+    let Some(listener) = l else {
+        return std::future::pending().await;
+    };
+    match listener.recv().await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::debug!("notices lost, polling: {e}");
+            *l = None;
+            None
+        }
+    }
+}
+
+/// Whether an events notice (`<id> <kind>,…`) asks session `id` to stop.
+pub fn asks_to_stop(notice: Option<&str>, id: &str) -> bool {
+    notice
+        .and_then(|n| n.split_once(' '))
+        .is_some_and(|(s, kinds)| s == id && kinds.split(',').any(|k| k == "stop_requested"))
+}
+
 /// The sandbox's init, and how to know that a cgroup is the session's.
 pub enum Sandbox {
     /// A pid whose cgroup's path must name one of these (the session id,
@@ -171,5 +194,19 @@ impl std::io::Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_stop_of_this_session_wakes_it() {
+        let id = "ab12";
+        assert!(super::asks_to_stop(Some("ab12 stop_requested"), id));
+        assert!(super::asks_to_stop(Some("ab12 signal,stop_requested"), id));
+        assert!(!super::asks_to_stop(Some("ab123 stop_requested"), id));
+        assert!(!super::asks_to_stop(Some("ab12 exec"), id));
+        assert!(!super::asks_to_stop(Some("ab12"), id));
+        assert!(!super::asks_to_stop(None, id));
     }
 }

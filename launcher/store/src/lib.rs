@@ -31,11 +31,14 @@ mod url;
 pub mod testing;
 
 pub use error::StoreError;
-pub use store::{ConnectOptions, SessionStore, check_user_name, hostname, now_ms, utc};
+pub use store::{
+    ConnectOptions, EVENTS_CHANNEL, Listener, OUTPUT_CHANNEL, SessionStore, check_user_name,
+    hostname, now_ms, utc,
+};
 pub use types::{
-    AccountEvent, Attention, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent, NewSession,
-    OutputChunk, OutputState, Problem, Role, Sample, Session, SessionFilter, SessionSummary, SessionUpdate, Status,
-    Token, User, Verification,
+    AccountEvent, Attention, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent,
+    NewSession, OutputChunk, OutputState, Problem, Role, Sample, Session, SessionFilter,
+    SessionSummary, SessionUpdate, Status, Token, User, Verification,
 };
 
 /// The page size of [`SessionStore::list`] unless the query says otherwise.

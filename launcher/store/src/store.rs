@@ -27,6 +27,11 @@ use crate::{EVENT_KINDS, MAX_CANDIDATES, StoreError};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
+/// The Postgres channel a notice of new events goes to: `<id> <kind>,…`.
+pub const EVENTS_CHANNEL: &str = "agentctl_events";
+/// The Postgres channel a notice of new output goes to: the session id.
+pub const OUTPUT_CHANNEL: &str = "agentctl_output";
+
 /// How long SQLite waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per pool.
@@ -628,6 +633,16 @@ impl SessionStore {
                         written.push((seq as u64, at, prev, hash));
                         count = seq;
                     }
+                    if !written.is_empty() && self.kind == DbKind::Postgres {
+                        // Delivered at commit, to whoever listens (a
+                        // session's supervisor waits for its stop this way).
+                        let kinds: Vec<&str> = events_ref.iter().map(|e| e.kind.as_str()).collect();
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(EVENTS_CHANNEL)
+                            .bind(format!("{id} {}", kinds.join(",")))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if !written.is_empty() {
                         sqlx::query(
                             "UPDATE sessions SET events_count = $2, events_head = $3 \
@@ -834,7 +849,11 @@ impl SessionStore {
     ) -> Result<Attention, StoreError> {
         // Two spellings rather than `$3 IS NULL OR …`, which would keep
         // the planner from the status index.
-        let mine = if user.is_some() { " AND user_name = $3" } else { "" };
+        let mine = if user.is_some() {
+            " AND user_name = $3"
+        } else {
+            ""
+        };
         let mine_events = if user.is_some() {
             " AND session_id IN (SELECT id FROM sessions WHERE user_name = $3)"
         } else {
@@ -1420,69 +1439,69 @@ fn check_prefix(prefix: &str) -> Result<(), StoreError> {
 /// `WHERE … ORDER BY … LIMIT …` for `f` on `sessions s`, newest first, and
 /// its parameters.
 fn filter_clauses(f: &SessionFilter) -> (String, Vec<Param>) {
-        // LIKE's own characters in the search are matched literally.
-        let escape = |t: &str| {
-            t.to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        };
-        let mut params: Vec<Param> = Vec::new();
-        let mut put = |p: Param| {
-            params.push(p);
-            format!("${}", params.len())
-        };
-        let mut conds: Vec<String> = Vec::new();
-        if let Some(st) = f.status {
-            conds.push(format!(
-                "s.status = {}",
-                put(Param::Text(st.as_str().into()))
-            ));
-        }
-        if let Some(u) = &f.user {
-            conds.push(format!("s.user_name = {}", put(Param::Text(u.clone()))));
-        }
-        if let Some(pr) = &f.profile {
-            conds.push(format!("s.profile = {}", put(Param::Text(pr.clone()))));
-        }
-        if let Some(q) = &f.search {
-            let prefix = put(Param::Text(format!("{}%", escape(q))));
-            let contains = put(Param::Text(format!("%{}%", escape(q))));
-            conds.push(format!(
-                "(s.id LIKE {prefix} ESCAPE '\\' OR lower(s.command) LIKE {contains} ESCAPE '\\' \
+    // LIKE's own characters in the search are matched literally.
+    let escape = |t: &str| {
+        t.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    };
+    let mut params: Vec<Param> = Vec::new();
+    let mut put = |p: Param| {
+        params.push(p);
+        format!("${}", params.len())
+    };
+    let mut conds: Vec<String> = Vec::new();
+    if let Some(st) = f.status {
+        conds.push(format!(
+            "s.status = {}",
+            put(Param::Text(st.as_str().into()))
+        ));
+    }
+    if let Some(u) = &f.user {
+        conds.push(format!("s.user_name = {}", put(Param::Text(u.clone()))));
+    }
+    if let Some(pr) = &f.profile {
+        conds.push(format!("s.profile = {}", put(Param::Text(pr.clone()))));
+    }
+    if let Some(q) = &f.search {
+        let prefix = put(Param::Text(format!("{}%", escape(q))));
+        let contains = put(Param::Text(format!("%{}%", escape(q))));
+        conds.push(format!(
+            "(s.id LIKE {prefix} ESCAPE '\\' OR lower(s.command) LIKE {contains} ESCAPE '\\' \
                  OR lower(s.workspace) LIKE {contains} ESCAPE '\\')"
-            ));
-        }
-        if let Some(since) = f.live_or_ended_since {
-            let p = put(Param::Int(since));
-            conds.push(format!(
-                "(s.status IN ('created', 'running') OR s.ended_at >= {p})"
-            ));
-        }
-        if let Some(before) = f.stalled_before {
-            let p = put(Param::Int(before));
-            conds.push(format!(
-                "(s.status IN ('created', 'running') \
+        ));
+    }
+    if let Some(since) = f.live_or_ended_since {
+        let p = put(Param::Int(since));
+        conds.push(format!(
+            "(s.status IN ('created', 'running') OR s.ended_at >= {p})"
+        ));
+    }
+    if let Some(before) = f.stalled_before {
+        let p = put(Param::Int(before));
+        conds.push(format!(
+            "(s.status IN ('created', 'running') \
                  AND COALESCE(s.heartbeat_at, s.started_at, s.created_at) < {p})"
-            ));
-        }
-        if let Some((at, id)) = &f.before {
-            let p_at = put(Param::Int(*at));
-            let p_id = put(Param::Text(id.clone()));
-            conds.push(format!(
-                "(s.created_at < {p_at} OR (s.created_at = {p_at} AND s.id < {p_id}))"
-            ));
-        }
-        let limit = put(Param::Int(i64::from(f.limit.max(1))));
-        let clauses = format!(
-            "{}ORDER BY s.created_at DESC, s.id DESC LIMIT {limit}",
-            if conds.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {} ", conds.join(" AND "))
-            },
-        );
-        (clauses, params)
+        ));
+    }
+    if let Some((at, id)) = &f.before {
+        let p_at = put(Param::Int(*at));
+        let p_id = put(Param::Text(id.clone()));
+        conds.push(format!(
+            "(s.created_at < {p_at} OR (s.created_at = {p_at} AND s.id < {p_id}))"
+        ));
+    }
+    let limit = put(Param::Int(i64::from(f.limit.max(1))));
+    let clauses = format!(
+        "{}ORDER BY s.created_at DESC, s.id DESC LIMIT {limit}",
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {} ", conds.join(" AND "))
+        },
+    );
+    (clauses, params)
 }
 
 pub(crate) fn check_event_kind(kind: &str) -> Result<(), StoreError> {
@@ -1644,5 +1663,39 @@ mod utc_tests {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");
         assert_eq!(super::utc(1_763_769_600_000), "2025-11-22 00:00:00");
         assert_eq!(super::utc(-1), "1969-12-31 23:59:59");
+    }
+}
+
+/// Notices from the database (Postgres' LISTEN): new events, new output.
+pub struct Listener {
+    inner: sqlx::postgres::PgListener,
+}
+
+impl Listener {
+    /// The next notice's payload. An error means the connection is gone:
+    /// the caller falls back to reading the store on its own schedule.
+    pub async fn recv(&mut self) -> Result<String, StoreError> {
+        Ok(self.inner.recv().await?.payload().to_string())
+    }
+}
+
+impl SessionStore {
+    /// Listens on `channel` ([`EVENTS_CHANNEL`], [`OUTPUT_CHANNEL`]): a
+    /// Postgres store's notices, delivered when the writer commits.
+    /// `None` for SQLite, which has no notices: its readers poll.
+    pub async fn listen(&self, channel: &str) -> Result<Option<Listener>, StoreError> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(None);
+        };
+        // A connection of its own: a listener holds one for as long as
+        // it lives, and the store's pool may have only one.
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with((*p.connect_options()).clone())
+            .await?;
+        let mut inner = sqlx::postgres::PgListener::connect_with(&own).await?;
+        inner.listen(channel).await?;
+        Ok(Some(Listener { inner }))
     }
 }

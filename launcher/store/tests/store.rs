@@ -1265,8 +1265,18 @@ async fn output_and_samples(db: &Db) {
     assert_eq!(store.find(&stalled(4001)).await.unwrap().len(), 1);
     let seen = store.attention(0, 4001, None).await.unwrap();
     assert_eq!((seen.running, seen.stalled, seen.failed), (0, 1, 0));
-    assert_eq!(store.attention(0, 4001, Some("alice")).await.unwrap().stalled, 1);
-    assert_eq!(store.attention(0, 4001, Some("bob")).await.unwrap().stalled, 0);
+    assert_eq!(
+        store
+            .attention(0, 4001, Some("alice"))
+            .await
+            .unwrap()
+            .stalled,
+        1
+    );
+    assert_eq!(
+        store.attention(0, 4001, Some("bob")).await.unwrap().stalled,
+        0
+    );
     assert!(store.find(&stalled(3999)).await.unwrap().is_empty());
     let samples = store.samples(&id, 2000).await.unwrap();
     assert_eq!(

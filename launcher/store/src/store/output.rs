@@ -86,6 +86,13 @@ impl SessionStore {
                 .bind(seq)
                 .execute(&mut *tx)
                 .await?;
+                if self.kind == crate::DbKind::Postgres {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(super::OUTPUT_CHANNEL)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 seq
             });
