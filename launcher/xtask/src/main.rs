@@ -13,6 +13,7 @@
 //! daemon's own, `agentctl proxy`'s and HAProxy's.
 
 mod docker;
+mod fanout;
 mod hyperfine;
 mod launch;
 mod machine;
@@ -135,6 +136,18 @@ enum Task {
         #[arg(long, default_value_t = web::DEFAULT_SECONDS)]
         seconds: u64,
     },
+    /// The live log's fan-out: many clients following one session's output
+    /// over SSE from `agentctl serve`, on SQLite and Postgres; prints a
+    /// markdown section.
+    BenchFanout {
+        #[arg(long, default_value_t = fanout::DEFAULT_CLIENTS)]
+        clients: usize,
+        /// Lines a second the session writes.
+        #[arg(long, default_value_t = fanout::DEFAULT_RATE)]
+        rate: u64,
+        #[arg(long, default_value_t = fanout::DEFAULT_SECONDS)]
+        seconds: u64,
+    },
     /// The Docker Engine API through `agentctl proxy`, through HAProxy
     /// configured as Tecnativa's docker-socket-proxy, and on the daemon's
     /// own socket: `_ping`, `containers/json` and streamed logs; prints a
@@ -245,6 +258,29 @@ fn run(task: Task) -> Result<()> {
                 cmd.push_str(&format!(" --seconds {seconds}"));
             }
             print!("{}", web::section(&report, &cmd));
+        }
+        Task::BenchFanout {
+            clients,
+            rate,
+            seconds,
+        } => {
+            ensure!(
+                clients >= 1 && rate >= 1 && seconds >= 1,
+                "every count at least 1"
+            );
+            let ctx = prepare(&[])?;
+            let report = fanout::bench_fanout(&ctx, clients, rate, seconds)?;
+            let mut cmd = String::from("cargo xtask bench-fanout");
+            if clients != fanout::DEFAULT_CLIENTS {
+                cmd.push_str(&format!(" --clients {clients}"));
+            }
+            if rate != fanout::DEFAULT_RATE {
+                cmd.push_str(&format!(" --rate {rate}"));
+            }
+            if seconds != fanout::DEFAULT_SECONDS {
+                cmd.push_str(&format!(" --seconds {seconds}"));
+            }
+            print!("{}", fanout::section(&report, &cmd));
         }
         Task::BenchScan {
             files,

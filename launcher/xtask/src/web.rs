@@ -45,7 +45,7 @@ pub struct WebReport {
 
 const PATHS: [&str; 3] = ["/healthz", "/api/v1/sessions", "/"];
 
-struct Kill(Child);
+pub struct Kill(pub Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -54,7 +54,7 @@ impl Drop for Kill {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -118,7 +118,7 @@ pub fn parse_wrk(out: &str, path: &'static str) -> Result<Load> {
     })
 }
 
-fn serve(ctx: &Ctx, url: &str) -> Result<(Kill, String)> {
+pub fn serve(ctx: &Ctx, url: &str) -> Result<(Kill, String)> {
     let mut child = Command::new(&ctx.agentctl)
         .args(["--store", url, "serve", "--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
