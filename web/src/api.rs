@@ -18,6 +18,32 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
+/// A query string for the API: one it cannot read is a 400 with a JSON
+/// error, as every API answer is.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(WebError::BadRequest(format!(
+                "the query string cannot be read: {}",
+                e.body_text()
+            ))
+            .json()),
+        }
+    }
+}
+
 /// What the list is asked for.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ListQuery {
@@ -40,7 +66,7 @@ const LIST_MAX: u32 = 500;
 pub async fn sessions(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Response {
     let wanted = |v: &Option<String>| {
         v.as_deref()
@@ -48,7 +74,9 @@ pub async fn sessions(
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    let status = wanted(&q.status);
+    // Strict, as the document says: a status given must be one, and the
+    // limit within its range (the pages are lenient with empty fields).
+    let status = q.status.clone();
     let stalled = status.as_deref() == Some("stalled");
     let parsed = match status.as_deref().filter(|_| !stalled).map(str::parse) {
         None => None,
@@ -61,7 +89,10 @@ pub async fn sessions(
             .json();
         }
     };
-    let limit = q.limit.unwrap_or(LIST_DEFAULT).clamp(1, LIST_MAX);
+    let limit = q.limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return WebError::BadRequest(format!("limit {limit}: give 1 to {LIST_MAX}")).json();
+    }
     let f = SessionFilter {
         status: parsed,
         stalled_before: stalled.then(|| store::now_ms() - crate::view::STALL_MS),

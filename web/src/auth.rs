@@ -306,12 +306,13 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v)
 }
 
-/// Paths anyone may ask for: the login page and the assets it needs, and
-/// the health check (a load balancer asks it).
+/// Paths anyone may ask for: the login page and the assets it needs, the
+/// health check (a load balancer asks it), and the API's document (it says
+/// how to authenticate, and holds no data).
 fn public(path: &str) -> bool {
     matches!(
         path,
-        "/login" | "/healthz" | "/static/app.css" | "/static/live.js"
+        "/login" | "/healthz" | "/static/app.css" | "/static/live.js" | "/api/v1/openapi.json"
     )
 }
 

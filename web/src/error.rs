@@ -30,6 +30,14 @@ impl From<store::StoreError> for WebError {
             store::StoreError::NotFound { .. } | store::StoreError::Ambiguous { .. } => {
                 WebError::NoSuchSession(e.to_string())
             }
+            // A malformed id in a path names no session.
+            store::StoreError::Invalid { what, value, .. } if what.contains("session id") => {
+                WebError::NoSuchSession(format!(
+                    "no session \"{}\"; check the id against the list of sessions",
+                    value.chars().take(64).collect::<String>()
+                ))
+            }
+            store::StoreError::Invalid { .. } => WebError::BadRequest(e.to_string()),
             e => WebError::Store(e),
         }
     }

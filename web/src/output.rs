@@ -187,7 +187,8 @@ async fn read_session(
 #[derive(Debug, Default, Deserialize)]
 pub struct From {
     /// The last chunk the reader has (its sequence number).
-    pub after: Option<u64>,
+    /// An i64, as the document says (0 to 2^63 - 1).
+    pub after: Option<i64>,
     /// Keep the response open for new output until the session ends.
     pub follow: Option<bool>,
 }
@@ -199,7 +200,7 @@ fn start(headers: &HeaderMap, q: &From) -> u64 {
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-        .or(q.after)
+        .or(q.after.and_then(|a| u64::try_from(a).ok()))
         .unwrap_or(0)
 }
 
@@ -385,9 +386,12 @@ pub async fn api(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<From>,
+    crate::api::ApiQuery(q): crate::api::ApiQuery<From>,
     headers: HeaderMap,
 ) -> Response {
+    if q.after.is_some_and(|a| a < 0) {
+        return WebError::BadRequest("after: give a chunk number, 0 or more".into()).json();
+    }
     let s = match crate::visible_session(&st, &who, &id).await {
         Ok(s) => s,
         Err(e) => return e.json(),
