@@ -210,6 +210,9 @@ pub struct SessionPage {
     pub heartbeat: String,
     /// The session is live: the page follows its output.
     pub may_follow: bool,
+    /// What the session asked beyond its profile, in words; `None` when
+    /// its record does not say (sessions recorded before it was kept).
+    pub asked: Option<Vec<String>>,
 }
 
 pub async fn session(
@@ -278,6 +281,11 @@ pub async fn session(
             })
             .collect(),
         may_follow: s.status.is_live(),
+        asked: events
+            .iter()
+            .find(|e| e.kind == "created")
+            .and_then(|e| e.data.get("asked"))
+            .map(crate::view::asked),
         log,
         log_seq,
         log_earlier: chunks.first().is_some_and(|c| c.seq > out.first_seq),

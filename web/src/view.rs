@@ -229,6 +229,36 @@ pub fn duration(from_ms: i64, to_ms: i64) -> String {
     }
 }
 
+/// What a session asked beyond its profile (the `asked` of its first
+/// event), one line per difference.
+pub fn asked(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(n) = v.get("network").and_then(Value::as_str) {
+        out.push(format!("network {n}"));
+    }
+    for m in v
+        .get("mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mode = m.get("mode").and_then(Value::as_str).unwrap_or("ro");
+        let path = text(&m["path"]);
+        match m.get("target").filter(|t| !t.is_null()) {
+            Some(t) => out.push(format!("{mode} {path} at {}", text(t))),
+            None => out.push(format!("{mode} {path}")),
+        }
+    }
+    if let Some(env) = v.get("env").and_then(Value::as_array) {
+        let names: Vec<String> = env.iter().map(text).collect();
+        out.push(format!("environment {}", names.join(", ")));
+    }
+    if let Some(i) = v.get("image").and_then(Value::as_str) {
+        out.push(format!("image {i}"));
+    }
+    out
+}
+
 /// A span of milliseconds in words, as `duration` says it.
 pub fn ago(ms: i64) -> String {
     duration(0, ms)
@@ -344,5 +374,29 @@ impl Chart {
             .map(|p| p.to_string())
             .unwrap_or_default();
         c
+    }
+}
+
+#[cfg(test)]
+mod asked_tests {
+    #[test]
+    fn what_was_asked_beyond_the_profile_in_words() {
+        let v = serde_json::json!({
+            "network": "bridge",
+            "mounts": [{"path": "/data", "target": null, "mode": "rw"}, {"path": "/a", "target": "/b", "mode": "ro"}],
+            "env": ["TOKEN", "HOME"],
+            "image": "debian:12"
+        });
+        assert_eq!(
+            super::asked(&v),
+            [
+                "network bridge",
+                "rw /data",
+                "ro /a at /b",
+                "environment TOKEN, HOME",
+                "image debian:12"
+            ]
+        );
+        assert!(super::asked(&serde_json::json!({})).is_empty());
     }
 }

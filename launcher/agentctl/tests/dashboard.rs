@@ -369,3 +369,65 @@ fn stop_a_session_in_a_real_browser_and_watch_its_status_change() {
     );
     let _ = agentctl(&["rm", &id]).output();
 }
+
+/// The session page says what a session asked beyond its profile (a
+/// mount, a network, environment names), never an environment value.
+#[test]
+fn the_session_page_shows_what_was_asked_beyond_the_profile() {
+    if !require(support::is_root(), "the native backend as root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let extra = dir.path().join("extra");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::create_dir(&extra).unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let agentctl = |args: &[&str]| {
+        let mut c = Command::new(binary());
+        c.args(["--store", &store]).args(args).current_dir(&ws);
+        c
+    };
+    let mount = format!("{}:/extra:rw", extra.display());
+    let o = agentctl(&[
+        "run",
+        "-q",
+        "-e",
+        "SOME_SETTING=value-not-to-show",
+        "-m",
+        &mount,
+        "--",
+        "true",
+    ])
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = agentctl(&["run", "-q", "--", "true"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ps = agentctl(&["ps", "-a", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    let (plain, asked) = (
+        list[0]["id"].as_str().unwrap().to_string(),
+        list[1]["id"].as_str().unwrap().to_string(),
+    );
+    let (serve, addr) = support::serve(&mut agentctl(&["serve", "--listen", "127.0.0.1:0"]));
+    let _serve = Kill(serve);
+    let page = |id: &str| {
+        let o = Command::new("curl")
+            .args(["-s", &format!("http://{addr}/sessions/{id}")])
+            .output()
+            .unwrap();
+        text(&o.stdout)
+    };
+    let body = page(&asked);
+    let list = &body[body
+        .find("id=\"asked\"")
+        .expect("the list of what was asked")..];
+    assert!(list.contains(&format!("rw {}", extra.display())), "{list}");
+    assert!(list.contains("environment SOME_SETTING"), "{list}");
+    assert!(
+        !body.contains("value-not-to-show"),
+        "an environment value is shown"
+    );
+    assert!(page(&plain).contains("Nothing: exactly the profile"));
+}

@@ -46,6 +46,18 @@ impl Lifecycle {
         backend: store::Backend,
         detached: bool,
     ) -> Result<Launch<'_>> {
+        self.prepare_asked(plan, backend, detached, &serde_json::json!({}))
+    }
+
+    /// [`prepare`](Self::prepare), with what the request asked beyond its
+    /// profile on record (`SessionRequest::asked`).
+    pub fn prepare_asked(
+        &self,
+        plan: impl FnOnce() -> Result<SandboxSpec>,
+        backend: store::Backend,
+        detached: bool,
+        asked: &serde_json::Value,
+    ) -> Result<Launch<'_>> {
         // The store opens while the session is planned.
         tracing::debug!("prepare");
         let opening = self.store.keeps_records().then(|| Opening::start(self));
@@ -68,7 +80,7 @@ impl Lifecycle {
             opening.create(
                 self,
                 new_session(&spec, backend, detached)?,
-                created_event(&spec, &self.actor),
+                created_event(&spec, &self.actor, asked),
             )?;
             tracing::debug!("on record");
         }

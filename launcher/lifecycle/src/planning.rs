@@ -27,6 +27,36 @@ pub struct SessionRequest {
     pub allow_home_workspace: bool,
 }
 
+impl SessionRequest {
+    /// What this request asks beyond its profile (the network, mounts,
+    /// environment names and image given on top of it): the dashboard shows
+    /// it as the session's difference from its profile. Names only, never
+    /// an environment value.
+    pub fn asked(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(n) = self.network {
+            m.insert("network".into(), serde_json::json!(n));
+        }
+        if !self.mounts.is_empty() {
+            m.insert("mounts".into(), serde_json::json!(self.mounts));
+        }
+        if !self.env.is_empty() {
+            let names: Vec<&str> = self
+                .env
+                .iter()
+                .map(|e| match e {
+                    policy::env::CliEnv::Pass(n) | policy::env::CliEnv::Set(n, _) => n.as_str(),
+                })
+                .collect();
+            m.insert("env".into(), serde_json::json!(names));
+        }
+        if let Some(i) = &self.image {
+            m.insert("image".into(), serde_json::json!(i));
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
 impl Lifecycle {
     /// Resolves the profile and plans the session: `run`, `explain` and
     /// `bundle` all go through here, so all three show and run exactly the

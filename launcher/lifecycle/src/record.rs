@@ -50,8 +50,11 @@ pub fn new_session(
 
 /// The first audit event: what the session was allowed. Paths and names,
 /// never values.
-pub fn created_event(spec: &SandboxSpec, actor: &str) -> NewEvent {
+/// `asked` is what the request asked beyond the profile (see
+/// `SessionRequest::asked`).
+pub fn created_event(spec: &SandboxSpec, actor: &str, asked: &serde_json::Value) -> NewEvent {
     NewEvent::new("created").actor(actor).data(json!({
+        "asked": asked,
         "policy_sha256": spec.policy_sha256,
         "profile": spec.profile,
         "workspace": spec.workspace,

@@ -12,7 +12,12 @@ use crate::cli::{BackendKind, RunArgs};
 
 pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
     let req = request(&args.policy, args.command.clone());
-    let launch = lc.prepare(|| lc.plan(&req), backend_kind(args.backend), args.detach)?;
+    let launch = lc.prepare_asked(
+        || lc.plan(&req),
+        backend_kind(args.backend),
+        args.detach,
+        &req.asked(),
+    )?;
     let spec = launch.spec();
     if !args.quiet {
         let network = match &spec.network_reason {
