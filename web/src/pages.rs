@@ -210,6 +210,8 @@ pub struct SessionPage {
     pub heartbeat: String,
     /// The session is live: the page follows its output.
     pub may_follow: bool,
+    /// Who asked it to stop, when someone did.
+    pub stopped_by: String,
     /// What the session asked beyond its profile, in words; `None` when
     /// its record does not say (sessions recorded before it was kept).
     pub asked: Option<Vec<String>>,
@@ -281,6 +283,12 @@ pub async fn session(
             })
             .collect(),
         may_follow: s.status.is_live(),
+        stopped_by: events
+            .iter()
+            .rev()
+            .find(|e| e.kind == "stop_requested")
+            .and_then(|e| e.actor.clone())
+            .unwrap_or_default(),
         asked: events
             .iter()
             .find(|e| e.kind == "created")

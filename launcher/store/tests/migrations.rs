@@ -52,6 +52,14 @@ const COMMITTED: &[(&str, &str)] = &[
         "postgres/0005_output_samples.sql",
         "bdbc434b628d63d72981bc94d5d3be6734dee0275203e9a259a0e1140cf27225",
     ),
+    (
+        "sqlite/0006_event_kind_at.sql",
+        "55fc05d8c3c1baa7b0322e77c2f5f8ef85c98f25f60666b16330d6eee8cc189e",
+    ),
+    (
+        "postgres/0006_event_kind_at.sql",
+        "55fc05d8c3c1baa7b0322e77c2f5f8ef85c98f25f60666b16330d6eee8cc189e",
+    ),
 ];
 
 fn migrations_dir() -> PathBuf {

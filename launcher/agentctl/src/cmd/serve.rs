@@ -27,7 +27,10 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
         let store = store::SessionStore::connect_with(
             &url,
             &store::ConnectOptions {
-                max_connections: 8,
+                // SQLite reads in parallel but writes one at a time, and
+                // each connection keeps a page cache: four serve two
+                // worker threads. A Postgres server takes more.
+                max_connections: if url.starts_with("sqlite") { 4 } else { 8 },
                 migrate: true,
             },
         )
