@@ -145,53 +145,130 @@ pub async fn page(
     })
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "verify.html")]
-pub struct VerifyPage {
-    pub nav: Nav,
-    pub checked: usize,
-    pub verified: usize,
-    pub more: bool,
-    pub broken: Vec<(String, String)>,
-}
-
 /// The most sessions one verification reads (newest first).
 const VERIFY_AT_MOST: u32 = 1000;
+/// How many chains between two progress lines.
+const VERIFY_STEP: usize = 50;
 
+/// Text for HTML.
+fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Every chain the viewer may see verified, newest first, the page written
+/// as it goes: a progress line every 50 chains, then the verdict and
+/// every broken chain. Plain HTML streamed, so it needs no script.
 pub async fn verify(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
-) -> Result<VerifyPage, WebError> {
+) -> Result<axum::response::Response, WebError> {
+    use axum::response::IntoResponse;
     let sessions = st
         .store
-        .find(&SessionFilter {
+        .find_summaries(&SessionFilter {
             user: who.only_user(),
             limit: VERIFY_AT_MOST + 1,
             ..SessionFilter::default()
         })
         .await?;
     let more = sessions.len() > VERIFY_AT_MOST as usize;
-    let mut verified = 0;
-    let mut broken = Vec::new();
-    for s in sessions.iter().take(VERIFY_AT_MOST as usize) {
-        let v = st.store.verify(&s.id).await?;
-        if v.ok {
-            verified += 1;
-        } else {
-            let why = v
-                .broken
-                .map(|b| format!("#{}: {}", b.seq, b.reason))
-                .unwrap_or_else(|| "the chain does not verify".into());
-            broken.push((s.id.clone(), why));
-        }
-    }
-    Ok(VerifyPage {
-        nav: Nav::of(&who),
-        checked: sessions.len().min(VERIFY_AT_MOST as usize),
-        verified,
-        more,
-        broken,
-    })
+    let ids: Vec<String> = sessions
+        .into_iter()
+        .take(VERIFY_AT_MOST as usize)
+        .map(|s| s.id)
+        .collect();
+    let total = ids.len();
+    let head = String::from(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Chains · agentctl</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head>\
+         <body><header><a class=\"brand\" href=\"/\">agentctl</a> <nav><a href=\"/\">Sessions</a> \
+         <a href=\"/audit\">Audit</a> <a href=\"/profiles\">Profiles</a></nav></header><main>\
+         <h1>Audit chains</h1><ol class=\"progress\" id=\"verify-progress\">\n",
+    );
+    let store = st.store.clone();
+    let stream = futures_util::stream::unfold(
+        (
+            Some(head),
+            0usize,
+            0usize,
+            Vec::<(String, String)>::new(),
+            false,
+        ),
+        move |(head, done, intact, mut broken, finished)| {
+            let (store, ids) = (store.clone(), ids.clone());
+            async move {
+                if let Some(h) = head {
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(h),
+                        (None, done, intact, broken, finished),
+                    ));
+                }
+                if finished {
+                    return None;
+                }
+                if done >= total {
+                    let class = if broken.is_empty() { "ok" } else { "bad" };
+                    let mut end = format!(
+                        "</ol><p class=\"{class}\" id=\"verify-result\">{total} sessions checked{}: {intact} intact, {} broken.</p>\
+                         <table><thead><tr><th>Session</th><th>Where it breaks</th></tr></thead><tbody>",
+                        if more {
+                            format!(" (the newest {total}; there are more)")
+                        } else {
+                            String::new()
+                        },
+                        broken.len()
+                    );
+                    for (id, why) in &broken {
+                        end.push_str(&format!(
+                            "<tr><td><a href=\"/sessions/{id}\"><code>{id}</code></a></td><td class=\"bad\">{}</td></tr>",
+                            escape(why)
+                        ));
+                    }
+                    end.push_str("</tbody></table></main></body></html>\n");
+                    return Some((Ok(end), (None, done, intact, broken, true)));
+                }
+                let mut ok = intact;
+                let step = ids[done..].iter().take(VERIFY_STEP);
+                let mut n = done;
+                for id in step {
+                    n += 1;
+                    match store.verify(id).await {
+                        Ok(v) if v.ok => ok += 1,
+                        Ok(v) => broken.push((
+                            escape(id),
+                            v.broken
+                                .map(|b| format!("#{}: {}", b.seq, b.reason))
+                                .unwrap_or_else(|| "the chain does not verify".into()),
+                        )),
+                        Err(e) => {
+                            tracing::error!("session store: {e}");
+                            broken.push((
+                                escape(id),
+                                "the store failed to read it; see the server's log".into(),
+                            ));
+                        }
+                    }
+                }
+                let line = format!(
+                    "<li>checked {n} of {total}: {ok} intact, {} broken</li>\n",
+                    broken.len()
+                );
+                Some((Ok(line), (None, n, ok, broken, false)))
+            }
+        },
+    );
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub struct AppState {
     pub output: Arc<output::Hub>,
     /// Each policy's chips, by its hash (see `view::Chips`).
     chips: Arc<std::sync::Mutex<std::collections::HashMap<String, view::Chips>>>,
+    /// Each session's chain verdict, for its head and a minute at most.
+    verdicts: Arc<std::sync::Mutex<std::collections::HashMap<String, Verdict>>>,
 }
 
 impl AppState {
@@ -73,12 +75,26 @@ impl AppState {
             http: Arc::default(),
             output: Arc::default(),
             chips: Arc::default(),
+            verdicts: Arc::default(),
         }
     }
 }
 
 /// The most policies whose chips the server keeps.
 const CHIPS_KEPT: usize = 4096;
+/// The most chain verdicts the server keeps, and for how long: a chain
+/// edited behind the store's back (its head unchanged) shows as broken
+/// within a minute.
+const VERDICTS_KEPT: usize = 10_000;
+const VERDICT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Clone)]
+struct Verdict {
+    count: u64,
+    head: String,
+    at: std::time::Instant,
+    ok: bool,
+}
 
 impl AppState {
     /// A sessions table's row, the policy read once per policy.
@@ -102,6 +118,44 @@ impl AppState {
             }
         };
         view::Row::with(s, now, chips)
+    }
+
+    /// Whether session `s`'s audit chain verifies: "✓", "✗", or "?" when
+    /// the store could not say. Verified once per head and minute.
+    pub(crate) async fn chain(&self, s: &store::Session) -> &'static str {
+        let fresh = self.verdicts.lock().ok().and_then(|m| {
+            m.get(&s.id)
+                .filter(|v| {
+                    v.count == s.events_count
+                        && v.head == s.events_head
+                        && v.at.elapsed() < VERDICT_TTL
+                })
+                .map(|v| v.ok)
+        });
+        let ok = match fresh {
+            Some(ok) => ok,
+            None => match self.store.verify(&s.id).await {
+                Ok(v) => {
+                    if let Ok(mut m) = self.verdicts.lock() {
+                        if m.len() >= VERDICTS_KEPT {
+                            m.clear();
+                        }
+                        m.insert(
+                            s.id.clone(),
+                            Verdict {
+                                count: s.events_count,
+                                head: s.events_head.clone(),
+                                at: std::time::Instant::now(),
+                                ok: v.ok,
+                            },
+                        );
+                    }
+                    v.ok
+                }
+                Err(_) => return "?",
+            },
+        };
+        if ok { "✓" } else { "✗" }
     }
 }
 

@@ -140,7 +140,15 @@ pub async fn sessions(
     Ok(SessionsPage {
         nav: Nav::of(&who),
         own_only: own.is_some(),
-        rows: list.iter().map(|s| st.row(s, now)).collect(),
+        rows: {
+            let mut rows = Vec::with_capacity(list.len());
+            for s in &list {
+                let mut r = st.row(s, now);
+                r.chain = st.chain(s).await;
+                rows.push(r);
+            }
+            rows
+        },
         running: seen.running,
         failed_24h: seen.failed.to_string(),
         lost_24h: seen.lost.to_string(),

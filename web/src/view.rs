@@ -44,6 +44,8 @@ pub struct Row {
     pub network: String,
     pub rw_paths: String,
     pub masked: String,
+    /// The audit chain's verdict: ✓, ✗ or ?; empty where not checked.
+    pub chain: &'static str,
 }
 
 /// What a row shows of a session's policy: its network, how many
@@ -99,6 +101,7 @@ impl Row {
             network: chips.network,
             rw_paths: chips.rw_paths,
             masked: chips.masked,
+            chain: "",
         }
     }
 }

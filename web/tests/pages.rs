@@ -407,3 +407,69 @@ async fn the_api_list_pages_by_keyset() {
     ids.sort_by(|a, b| b.cmp(a));
     assert_eq!(seen, ids);
 }
+
+/// "Verify all chains" writes its progress as it goes, then names the one
+/// chain an edit behind the store's back broke.
+#[tokio::test]
+async fn verifying_every_chain_shows_progress_and_the_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store = SessionStore::connect(&url).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..120u32 {
+        let id = format!("{:032x}", 0xd000 + i);
+        store
+            .create_session(&session(&id, "true", "/w"), NewEvent::new("created"))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let victim = &ids[77];
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE session_events SET actor = 'someone else' WHERE session_id = $1")
+            .bind(victim)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let st = AppState::new(store, HostAllowList::loopback(), "t".into());
+    // The sessions table's chain chip: broken for the victim only.
+    let (_, _, page) = get(&st, "/?all=1", "localhost").await;
+    let row = |id: &str| {
+        let at = page.find(&format!("data-session=\"{id}\"")).unwrap();
+        page[at..at + page[at..].find("</tr>").unwrap()].to_string()
+    };
+    assert!(
+        row(victim).contains("<td class=\"chain bad\">✗</td>"),
+        "{}",
+        row(victim)
+    );
+    assert!(
+        row(&ids[119]).contains("<td class=\"chain \">✓</td>"),
+        "{}",
+        row(&ids[119])
+    );
+    let (status, headers, body) = get(&st, "/audit/verify", "localhost").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    for line in [
+        "checked 50 of 120: 49 intact, 1 broken",
+        "checked 100 of 120",
+        "checked 120 of 120: 119 intact, 1 broken",
+    ] {
+        assert!(body.contains(line), "{line:?} missing from {body}");
+    }
+    assert!(
+        body.contains("120 sessions checked: 119 intact, 1 broken."),
+        "{body}"
+    );
+    assert!(body.contains(&format!("<code>{victim}</code>")), "{body}");
+    assert!(body.contains("#1:"), "{body}");
+}
