@@ -1474,14 +1474,8 @@ fn filter_clauses(f: &SessionFilter) -> (String, Vec<Param>) {
     }
     if let Some(since) = f.live_or_ended_since {
         let p = put(Param::Int(since));
-        // The ids that qualify, each half from an index (the live ones,
-        // and (status, ended_at) ranges): the walk along the creation
-        // index then tests ids only, instead of reading every row it
-        // passes until it has a page (an `OR` over the row's columns).
         conds.push(format!(
-            "s.id IN (SELECT id FROM sessions WHERE status IN ('created', 'running') \
-             UNION ALL SELECT id FROM sessions \
-             WHERE status IN ('exited', 'failed', 'stopped', 'lost') AND ended_at >= {p})"
+            "(s.status IN ('created', 'running') OR s.ended_at >= {p})"
         ));
     }
     if let Some(before) = f.stalled_before {
