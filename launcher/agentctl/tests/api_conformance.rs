@@ -95,7 +95,10 @@ async fn seed(url: &str) {
 }
 
 fn run(st: &PathBuf, addr: &str, extra: &[&str], examples: &str) {
+    // schemathesis keeps a cache where it runs: not in the source tree.
+    let cwd = tempfile::tempdir().unwrap();
     let o = Command::new(st)
+        .current_dir(cwd.path())
         .arg("run")
         .arg(format!("http://{addr}/api/v1/openapi.json"))
         .args([
