@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use http_body_util::BodyExt;
-use store::testing::{self, Durability, TestDatabase};
+use store::testing;
 use store::{NewEvent, NewSession, SessionStore, SessionUpdate, Status};
 
 use crate::Ctx;
@@ -171,24 +171,12 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 }
 
 pub fn bench_fanout(ctx: &Ctx, clients: usize, rate: u64, seconds: u64) -> Result<FanoutReport> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a tokio runtime")?;
-    let dir = tempfile::Builder::new()
-        .prefix("agentctl-bench-fanout-")
-        .tempdir()?;
-    let sqlite = format!("sqlite://{}", dir.path().join("agentctl.db").display());
-    let server = match std::env::var(testing::ENV) {
-        Ok(url) if !url.is_empty() => testing::PgServer {
-            url,
-            origin: testing::ENV.into(),
-        },
-        _ => testing::start_cluster(Durability::Default).map_err(anyhow::Error::msg)?,
-    };
-    let pg = rt
-        .block_on(TestDatabase::create(&server))
-        .map_err(anyhow::Error::msg)?;
+    let crate::web::BenchStores {
+        rt,
+        sqlite,
+        pg,
+        dir: _dir,
+    } = crate::web::bench_stores("agentctl-bench-fanout-")?;
     let mut runs = Vec::new();
     for (name, url) in [("SQLite", sqlite), ("PostgreSQL", pg.url.clone())] {
         let id = testing::random_hex(16);

@@ -152,14 +152,23 @@ fn wrk(addr: &str, path: &'static str, seconds: u64) -> Result<Load> {
     parse_wrk(&String::from_utf8_lossy(&out.stdout), path)
 }
 
-pub fn bench_web(ctx: &Ctx, sessions: usize, seconds: u64) -> Result<WebReport> {
+/// A runtime and one store of each kind for a benchmark: a SQLite file in
+/// a temporary directory, and a fresh database on AGENTCTL_TEST_POSTGRES's
+/// server or on a throwaway cluster.
+pub struct BenchStores {
+    pub rt: tokio::runtime::Runtime,
+    pub sqlite: String,
+    pub pg: TestDatabase,
+    /// Holds the SQLite file; the stores go with it.
+    pub dir: tempfile::TempDir,
+}
+
+pub fn bench_stores(prefix: &str) -> Result<BenchStores> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start a tokio runtime")?;
-    let dir = tempfile::Builder::new()
-        .prefix("agentctl-bench-web-")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let sqlite = format!("sqlite://{}", dir.path().join("agentctl.db").display());
     let server = match std::env::var(testing::ENV) {
         Ok(url) if !url.is_empty() => testing::PgServer {
@@ -171,6 +180,21 @@ pub fn bench_web(ctx: &Ctx, sessions: usize, seconds: u64) -> Result<WebReport> 
     let pg = rt
         .block_on(TestDatabase::create(&server))
         .map_err(anyhow::Error::msg)?;
+    Ok(BenchStores {
+        rt,
+        sqlite,
+        pg,
+        dir,
+    })
+}
+
+pub fn bench_web(ctx: &Ctx, sessions: usize, seconds: u64) -> Result<WebReport> {
+    let BenchStores {
+        rt,
+        sqlite,
+        pg,
+        dir: _dir,
+    } = bench_stores("agentctl-bench-web-")?;
     let ids: Arc<Vec<String>> = Arc::new((0..sessions).map(|_| testing::random_hex(16)).collect());
     let mut runs = Vec::new();
     for (name, url) in [("SQLite", sqlite.clone()), ("PostgreSQL", pg.url.clone())] {
