@@ -234,7 +234,12 @@ pub async fn users(
     Extension(who): Extension<Principal>,
 ) -> Result<UsersPage, WebError> {
     if !who.is_admin() {
-        return Err(auth::forbidden("the users page", Role::Admin));
+        return Err(auth::refuse(
+            &who,
+            "the users page",
+            Role::Admin,
+            store::Scope::Admin,
+        ));
     }
     let users = st.store.users().await?;
     let tokens = st.store.tokens(None).await?;
@@ -281,7 +286,12 @@ pub async fn delete_session(
     Path(id): Path<String>,
 ) -> Result<Redirect, WebError> {
     if !who.is_admin() {
-        return Err(auth::forbidden("deleting a session", Role::Admin));
+        return Err(auth::refuse(
+            &who,
+            "deleting a session",
+            Role::Admin,
+            store::Scope::Admin,
+        ));
     }
     let s = st.store.get(&id).await?;
     if s.status.is_live() {

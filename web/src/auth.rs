@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
-use store::{Role, Session, User};
+use store::{Role, Scope, Session, User};
 
 use crate::AppState;
 
@@ -38,6 +38,9 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub via: Via,
+    /// What the credential may do within the role: a token's scope; a
+    /// browser login or the local user can do all the role allows.
+    pub scope: Scope,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,11 +75,19 @@ impl Principal {
     }
 
     pub fn may_stop(&self, s: &Session) -> bool {
-        self.role >= Role::Operator && self.may_see(s)
+        self.may_run() && self.may_see(s)
     }
 
+    /// Starts sessions (and stops its own): an operator or admin whose
+    /// credential has the run scope.
+    pub fn may_run(&self) -> bool {
+        self.role >= Role::Operator && self.scope >= Scope::Run
+    }
+
+    /// Manages users and deletes sessions: an admin whose credential has
+    /// the admin scope.
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+        self.role == Role::Admin && self.scope == Scope::Admin
     }
 
     /// The user filter a listing must apply: `None` for admins.
@@ -328,6 +339,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
             name: st.auth.local_actor.clone(),
             role: Role::Admin,
             via: Via::Local,
+            scope: Scope::Admin,
         });
         return next.run(req).await;
     }
@@ -343,7 +355,11 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         // A token given is a token checked: a wrong one is refused even
         // if a cookie would have passed.
         match st.store.token_user(&sha256_hex(token), now).await {
-            Ok(Some((user, t))) => Ok(Some(principal(user, Via::Token(t.id)))),
+            Ok(Some((user, t))) => {
+                let mut p = principal(user, Via::Token(t.id));
+                p.scope = t.scope;
+                Ok(Some(p))
+            }
             Ok(None) => return unauthorized(&path, "the API token is unknown or revoked"),
             Err(e) => Err(e),
         }
@@ -371,6 +387,7 @@ fn principal(user: User, via: Via) -> Principal {
         name: user.name,
         role: user.role,
         via,
+        scope: Scope::Admin,
     }
 }
 
@@ -379,7 +396,7 @@ fn unauthorized(path: &str, why: &str) -> Response {
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
-            axum::Json(serde_json::json!({ "error": format!("{why}: send Authorization: Bearer <token> (agentctl admin token create)") })),
+            axum::Json(serde_json::json!({ "error": format!("{why}: send Authorization: Bearer <token> (agentctl admin token create --scope read|run|admin)") })),
         )
             .into_response()
     } else {
@@ -391,6 +408,19 @@ fn unauthorized(path: &str, why: &str) -> Response {
 /// A role is missing: 403 with what is needed.
 pub fn forbidden(what: &str, need: Role) -> crate::error::WebError {
     crate::error::WebError::Forbidden(format!("{what} needs the {need} role"))
+}
+
+/// 403 naming what `who` lacks for `what`: the role, or the token's scope.
+pub fn refuse(who: &Principal, what: &str, role: Role, scope: Scope) -> crate::error::WebError {
+    if who.role < role {
+        forbidden(what, role)
+    } else {
+        crate::error::WebError::Forbidden(format!(
+            "{what} needs a token with the {scope} scope; this one has {}: make one with \
+             `agentctl admin token create --scope {scope}`",
+            who.scope
+        ))
+    }
 }
 
 #[cfg(test)]

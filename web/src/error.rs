@@ -20,6 +20,11 @@ pub enum WebError {
     BadRequest(String),
     #[error("session {0} is still running; stop it first")]
     Live(String),
+    #[error(
+        "this server's session store is SQLite: sessions asked for over the API need a Postgres \
+         store and a worker (`agentctl worker`); see docs/SCALING.md"
+    )]
+    NoQueue,
     #[error("the session store failed; see the server's log")]
     Store(#[source] store::StoreError),
 }
@@ -38,6 +43,8 @@ impl From<store::StoreError> for WebError {
                 ))
             }
             store::StoreError::Invalid { .. } => WebError::BadRequest(e.to_string()),
+            store::StoreError::NoSuchRequest { .. } => WebError::NoSuchSession(e.to_string()),
+            store::StoreError::NeedsPostgres { .. } => WebError::NoQueue,
             e => WebError::Store(e),
         }
     }
@@ -50,6 +57,7 @@ impl WebError {
             WebError::NotLive(..) | WebError::Live(_) => StatusCode::CONFLICT,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::NoQueue => StatusCode::NOT_IMPLEMENTED,
             WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

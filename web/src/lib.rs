@@ -25,6 +25,8 @@ mod metrics;
 mod output;
 mod pages;
 mod profiles;
+mod queue;
+mod requests;
 pub mod tls;
 mod view;
 
@@ -186,7 +188,12 @@ pub(crate) async fn request_stop(
 ) -> Result<store::Session, error::WebError> {
     let s = visible_session(st, who, id).await?;
     if !who.may_stop(&s) {
-        return Err(auth::forbidden("stopping a session", store::Role::Operator));
+        return Err(auth::refuse(
+            who,
+            "stopping a session",
+            store::Role::Operator,
+            store::Scope::Run,
+        ));
     }
     if !s.status.is_live() {
         return Err(error::WebError::NotLive(s.short_id().to_string(), s.status));
@@ -231,8 +238,21 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/openapi.json", get(api::openapi))
-        .route("/api/v1/sessions", get(api::sessions))
-        .route("/api/v1/sessions/{id}", get(api::session))
+        .route(
+            "/api/v1/sessions",
+            get(api::sessions).post(requests::create),
+        )
+        .route(
+            "/api/v1/sessions/{id}",
+            get(api::session).delete(requests::delete_session),
+        )
+        .route("/api/v1/requests", get(requests::list))
+        .route(
+            "/api/v1/requests/{id}",
+            get(requests::one).delete(requests::cancel),
+        )
+        .route("/api/v1/workers", get(requests::workers))
+        .route("/queue", get(queue::page).post(queue::ask))
         .route("/api/v1/sessions/{id}/events", get(api::events))
         .route("/api/v1/sessions/{id}/stop", axum::routing::post(api::stop))
         .fallback(pages::not_found)

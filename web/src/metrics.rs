@@ -92,6 +92,9 @@ async fn scrape(st: &AppState) -> Result<String, WebError> {
     );
     let _ = writeln!(o, "# TYPE agentctl_refusals_total counter");
     let _ = writeln!(o, "agentctl_refusals_total {refused}");
+    if st.store.has_queue() {
+        queue_metrics(st, &mut o).await?;
+    }
 
     let h = &st.http;
     let _ = writeln!(
@@ -128,4 +131,106 @@ async fn scrape(st: &AppState) -> Result<String, WebError> {
         "agentctl_http_request_duration_seconds_count {cumulative}"
     );
     Ok(o)
+}
+
+/// The team server's queue: requests by state, claim latency, and per
+/// worker its capacity, what it holds and how long since its heartbeat.
+async fn queue_metrics(st: &AppState, o: &mut String) -> Result<(), WebError> {
+    let now = store::now_ms();
+    let q = st.store.queue_stats(now).await?;
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_queue_requests Session requests not yet over, by state."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_queue_requests gauge");
+    for (state, n) in [
+        ("queued", q.queued),
+        ("claimed", q.claimed),
+        ("started", q.started),
+    ] {
+        let _ = writeln!(o, "agentctl_queue_requests{{state=\"{state}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_queue_claim_latency_seconds From a request to its claim by a worker, over the last five minutes."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_queue_claim_latency_seconds summary");
+    for (quantile, v) in [("0.5", q.claim_p50_ms), ("0.99", q.claim_p99_ms)] {
+        if let Some(v) = v {
+            let _ = writeln!(
+                o,
+                "agentctl_queue_claim_latency_seconds{{quantile=\"{quantile}\"}} {}",
+                v / 1000.0
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_queue_start_latency_seconds From a request to its session on record, over the last five minutes."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_queue_start_latency_seconds summary");
+    for (quantile, v) in [("0.5", q.start_p50_ms), ("0.99", q.start_p99_ms)] {
+        if let Some(v) = v {
+            let _ = writeln!(
+                o,
+                "agentctl_queue_start_latency_seconds{{quantile=\"{quantile}\"}} {}",
+                v / 1000.0
+            );
+        }
+    }
+    let workers = st.store.workers().await?;
+    let live: Vec<_> = workers
+        .iter()
+        .filter(|w| w.state != store::queue::WorkerState::Gone)
+        .collect();
+    for (name, help, f) in [
+        (
+            "agentctl_worker_capacity",
+            "Sessions a worker runs at once.",
+            (|w: &store::queue::Worker| w.capacity as f64) as fn(&store::queue::Worker) -> f64,
+        ),
+        (
+            "agentctl_worker_claimed",
+            "Requests a worker claimed and is starting.",
+            |w| w.claimed as f64,
+        ),
+        (
+            "agentctl_worker_running",
+            "Sessions running on a worker.",
+            |w| w.running as f64,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} gauge");
+        for w in &live {
+            let _ = writeln!(
+                o,
+                "{name}{{worker=\"{}\",state=\"{}\"}} {}",
+                label(&w.name),
+                w.state.as_str(),
+                f(w)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_worker_heartbeat_age_seconds Time since a worker last said it was alive."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_worker_heartbeat_age_seconds gauge");
+    for w in &live {
+        let _ = writeln!(
+            o,
+            "agentctl_worker_heartbeat_age_seconds{{worker=\"{}\"}} {}",
+            label(&w.name),
+            (now - w.heartbeat_at).max(0) as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// A label value in the text format: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

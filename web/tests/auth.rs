@@ -317,7 +317,14 @@ async fn checks(url: &str) {
     // Tokens: the API with `Authorization: Bearer`, as the token's user.
     let t = web::auth::new_token().unwrap();
     store
-        .add_token(&t.id, "bob", "ci", &web::auth::sha256_hex(&t.token), now)
+        .add_token(
+            &t.id,
+            "bob",
+            "ci",
+            store::Scope::Admin,
+            &web::auth::sha256_hex(&t.token),
+            now,
+        )
         .await
         .unwrap();
     let bearer = format!("Bearer {}", t.token);

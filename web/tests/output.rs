@@ -216,7 +216,14 @@ async fn checks(url: &str) {
         .unwrap();
     let t = web::auth::new_token().unwrap();
     store
-        .add_token(&t.id, "mallory", "", &web::auth::sha256_hex(&t.token), 0)
+        .add_token(
+            &t.id,
+            "mallory",
+            "",
+            store::Scope::Admin,
+            &web::auth::sha256_hex(&t.token),
+            0,
+        )
         .await
         .unwrap();
     let bearer = format!("Bearer {}", t.token);

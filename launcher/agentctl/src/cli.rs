@@ -21,6 +21,11 @@ pub struct Cli {
     /// defaults to ~/.local/share].
     #[arg(long, env = "AGENTCTL_STORE", global = true)]
     pub store: Option<String>,
+    /// A team server (https://HOST:PORT): `run`, `ps`, `logs`, `stop`,
+    /// `audit` and `rm` act there, with the token of `agentctl login` or
+    /// AGENTCTL_TOKEN.
+    #[arg(long, env = "AGENTCTL_SERVER", global = true, value_name = "URL")]
+    pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -93,6 +98,21 @@ pub enum Command {
     /// Internal: records the end of a detached session.
     #[command(name = "__session-exit", hide = true)]
     SessionExit { session: String },
+    /// Run sessions asked for on a team server: claim them from its
+    /// Postgres store and run them here.
+    Worker(WorkerArgs),
+    /// Keep a team server's API token for `--server` (in
+    /// ~/.config/agentctl/servers.json, mode 0600).
+    Login {
+        /// Read the token from stdin instead of asking for it.
+        #[arg(long)]
+        token_stdin: bool,
+    },
+    /// Forget the token kept for `--server`.
+    Logout,
+    /// Internal: runs one claimed request for a worker.
+    #[command(name = "__worker-job", hide = true)]
+    WorkerJob,
     /// Print the sandbox plan without running anything.
     Explain(ExplainArgs),
     /// List the available profiles.
@@ -211,6 +231,11 @@ pub enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "")]
         label: String,
+        /// What it may do within its user's role: read (look only), run
+        /// (also start and stop sessions) or admin (everything the role
+        /// allows). Required: a token carries only what it needs.
+        #[arg(long, value_parser = parse_scope)]
+        scope: store::Scope,
     },
     /// Revoke a token by its id.
     Revoke { id: String },
@@ -221,6 +246,10 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_scope(s: &str) -> Result<store::Scope, String> {
+    s.parse().map_err(|e: store::StoreError| e.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -331,9 +360,21 @@ fn parse_mount(s: &str) -> Result<policy::MountEntry, String> {
 pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Which sandbox implementation runs the session.
-    #[arg(long, value_enum, env = "AGENTCTL_BACKEND", default_value = "native")]
-    pub backend: BackendKind,
+    /// Which sandbox implementation runs the session [default: native; with
+    /// --server, any the workers run].
+    #[arg(long, value_enum, env = "AGENTCTL_BACKEND")]
+    pub backend: Option<BackendKind>,
+    /// With --server: clone this repository (https or ssh) into a fresh
+    /// workspace on the worker, with the worker's credentials.
+    #[arg(long, value_name = "URL", conflicts_with = "workspace")]
+    pub git: Option<String>,
+    /// With --git: the branch or tag.
+    #[arg(long, requires = "git")]
+    pub rev: Option<String>,
+    /// With --server: run only on a worker with this label (KEY=VALUE;
+    /// repeat for more).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     /// Run without pids, memory and cpu limits (when the host cannot apply
     /// them, e.g. no delegated cgroup).
     #[arg(long)]
@@ -350,6 +391,49 @@ pub struct RunArgs {
     /// The command to run, after `--` [default: /bin/sh].
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Which backend runs the sessions this worker takes.
+    #[arg(long, value_enum, default_value = "native")]
+    pub backend: BackendKind,
+    /// Sessions at once [default: the number of CPUs].
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// Labels requests can ask for (KEY=VALUE, comma-separated or
+    /// repeated); `backend` is always one.
+    #[arg(long = "labels", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// The worker's name in the dashboard [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Its identity, clones and job logs [default:
+    /// /var/lib/agentctl/worker for root, otherwise
+    /// $XDG_DATA_HOME/agentctl/worker].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where users' workspaces may be: DIR gives each user DIR/<user>;
+    /// USER=DIR gives one user DIR. Repeat for more.
+    #[arg(long = "workspace-root", value_name = "DIR|USER=DIR")]
+    pub workspace_roots: Vec<String>,
+    /// An SSH key (a deploy key) for cloning ssh URLs.
+    #[arg(long, value_name = "PATH")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// A git credential helper for cloning https URLs.
+    #[arg(long, value_name = "HELPER")]
+    pub git_credential_helper: Option<String>,
+    /// A transport git may clone over (https and ssh unless given; repeat).
+    #[arg(long = "git-protocol", value_name = "NAME")]
+    pub git_protocols: Vec<String>,
+    /// Seconds without a heartbeat after which other workers declare this
+    /// one gone (its sessions lost, its claims back in the queue).
+    #[arg(long, default_value_t = 15)]
+    pub heartbeat_timeout: u64,
+    /// Tell the worker of this data directory to take no more work and to
+    /// exit when its sessions end; wait for it.
+    #[arg(long)]
+    pub drain: bool,
 }
 
 #[derive(Args, Debug)]

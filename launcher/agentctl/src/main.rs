@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     init_tracing();
     if matches!(
         cli.command,
-        cli::Command::Run(_) | cli::Command::Exec { .. }
+        cli::Command::Run(_) | cli::Command::Exec { .. } | cli::Command::WorkerJob
     ) {
         // First, while this process has one thread (the call changes only
         // the calling thread's keyring): nothing agentctl opens or starts
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
     }
     let store = lifecycle::StoreLocation::resolve(cli.store);
-    match cmd::dispatch(cli.command, store) {
+    match cmd::dispatch(cli.command, store, cli.server) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("agentctl: {err:#}");

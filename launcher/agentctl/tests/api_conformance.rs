@@ -163,7 +163,14 @@ fn the_api_conforms_to_its_document() {
             .unwrap();
         let t = web::auth::new_token().unwrap();
         store
-            .add_token(&t.id, "alice", "st", &web::auth::sha256_hex(&t.token), 0)
+            .add_token(
+                &t.id,
+                "alice",
+                "st",
+                store::Scope::Admin,
+                &web::auth::sha256_hex(&t.token),
+                0,
+            )
             .await
             .unwrap();
         store.close().await;

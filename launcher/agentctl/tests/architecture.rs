@@ -216,6 +216,34 @@ fn the_web_crate_knows_no_backend_and_no_docker() {
     );
 }
 
+/// The team server's web crate records requests; workers run them. The
+/// web crate never reaches the worker (nor its process handling), and the
+/// worker starts sessions only through the session library.
+#[test]
+fn the_web_crate_runs_nothing_and_workers_run_through_the_library() {
+    forbid("web", &["worker", "sandbox", "backend-native"]);
+    forbid("worker", &["web"]);
+    let (deps, names) = graph();
+    let id = names
+        .iter()
+        .find(|(_, n)| n.as_str() == "worker")
+        .map(|(id, _)| id.clone())
+        .expect("the worker crate is in the graph");
+    let direct: Vec<&str> = deps[&id].iter().map(|d| names[d].as_str()).collect();
+    for f in [
+        "backend-native",
+        "backend-docker",
+        "bollard",
+        "libcontainer",
+    ] {
+        assert!(
+            !direct.contains(&f),
+            "worker must reach backends only through lifecycle, but names {f}"
+        );
+    }
+    assert!(direct.contains(&"lifecycle"), "{direct:?}");
+}
+
 fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -281,6 +309,7 @@ fn only_the_session_library_starts_sessions() {
         "launcher/xtask/src",
         "launcher/docker-proxy/src",
         "launcher/store/src",
+        "launcher/worker/src",
         "web/src",
     ] {
         for (path, text) in sources(&root.join(dir)) {
@@ -514,6 +543,7 @@ fn no_module_circle() {
         "launcher/agentctl",
         "launcher/lifecycle",
         "launcher/docker-proxy",
+        "launcher/worker",
     ] {
         let graph = module_graph(&workspace_root().join(krate).join("src"));
         assert!(graph.len() > 3, "{krate}: the walk found its modules");

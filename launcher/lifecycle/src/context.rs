@@ -27,6 +27,10 @@ pub struct Lifecycle {
     pub launch_grace: Duration,
     /// Who acts, for the audit log (stop, exec, created).
     pub actor: String,
+    /// The dashboard user a session is recorded under when it is not the
+    /// Unix user who runs it: a worker runs sessions for the users who
+    /// asked for them.
+    pub owner: Option<String>,
     /// Lines the user should see (a proxy's report of what it could not
     /// clean up); the CLI prints them on stderr.
     pub notify: Arc<dyn Fn(&str) + Send + Sync>,
@@ -43,6 +47,7 @@ impl Lifecycle {
             runtime: backend_native::Dirs::for_current_user().base,
             launch_grace: launch_grace(),
             actor: crate::record::local_actor(),
+            owner: None,
             notify: Arc::new(|line| eprintln!("{line}")),
         }
     }

@@ -77,11 +77,11 @@ impl Lifecycle {
         };
         // On record before anything runs; reconciling first keeps `ps` true.
         if let Some(opening) = opening {
-            opening.create(
-                self,
-                new_session(&spec, backend, detached)?,
-                created_event(&spec, &self.actor, asked),
-            )?;
+            let mut row = new_session(&spec, backend, detached)?;
+            if let Some(owner) = &self.owner {
+                row.user = owner.clone();
+            }
+            opening.create(self, row, created_event(&spec, &self.actor, asked))?;
             tracing::debug!("on record");
         }
         // What the plan needs made on the host, made now that it is on

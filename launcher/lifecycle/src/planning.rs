@@ -25,6 +25,9 @@ pub struct SessionRequest {
     pub env: Vec<policy::env::CliEnv>,
     pub image: Option<String>,
     pub allow_home_workspace: bool,
+    /// The session's id when it is given (a worker runs a request under
+    /// the request's id); a fresh one when `None`.
+    pub session_id: Option<String>,
 }
 
 impl SessionRequest {
@@ -69,7 +72,7 @@ impl Lifecycle {
                 .map_err(|e| Error::io("cannot read the current directory", e))?,
         };
         let host = HostFacts::current()?;
-        Ok(sandbox::plan(
+        let mut spec = sandbox::plan(
             PlanRequest {
                 policy,
                 workspace,
@@ -82,7 +85,14 @@ impl Lifecycle {
                 own_state: own_state(),
             },
             &host,
-        )?)
+        )?;
+        if let Some(id) = &req.session_id {
+            spec.session = sandbox::spec::SessionId::parse(id).ok_or_else(|| {
+                Error::Refused(format!("session id {id}: give 32 lowercase hex digits"))
+            })?;
+            spec.hostname = format!("agentctl-{}", spec.session.short());
+        }
+        Ok(spec)
     }
 }
 

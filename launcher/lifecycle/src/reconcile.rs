@@ -40,7 +40,11 @@ impl Lifecycle {
         test_pause("AGENTCTL_TEST_RECONCILE_PAUSE_MS");
         let now = store::now_ms();
         let mut found = Vec::new();
-        for s in live {
+        // Only this host's backends can say anything about a session: one
+        // on another host (a shared Postgres store) is its own host's to
+        // judge, or the worker reaper's.
+        let here = store::hostname();
+        for s in live.into_iter().filter(|s| s.host == here) {
             if LauncherLock::held(&self.runtime, &s.id) {
                 // Its launcher is alive and will record it.
                 continue;

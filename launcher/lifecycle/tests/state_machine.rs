@@ -164,6 +164,7 @@ fn fx() -> Fx {
         self_exe: "/nonexistent/agentctl".into(),
         launch_grace: Duration::from_secs(30),
         actor: "tester".into(),
+        owner: None,
         notify: Arc::new(|line| eprintln!("notice: {line}")),
     };
     Fx {

@@ -119,6 +119,17 @@ pub enum StoreError {
     )]
     Busy { id: String, attempts: u32 },
 
+    /// The operation exists only on a Postgres store.
+    #[error(
+        "{what} needs a Postgres session store (workers coordinate through it); use \
+         --store postgres://USER@HOST/DATABASE, or `agentctl run -d` on one host"
+    )]
+    NeedsPostgres { what: &'static str },
+
+    /// No session request has this id.
+    #[error("no session request \"{id}\"; check the id against `agentctl ps`")]
+    NoSuchRequest { id: String },
+
     /// Any other database error.
     #[error("session store database error: {0}; retry, or check the database server's log")]
     Database(#[source] sqlx::Error),

@@ -23,6 +23,7 @@
 
 pub mod chain;
 mod error;
+pub mod queue;
 mod store;
 mod types;
 mod url;
@@ -37,7 +38,7 @@ pub use store::{
 };
 pub use types::{
     AccountEvent, Attention, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent,
-    NewSession, OutputChunk, OutputState, Problem, Role, Sample, Session, SessionFilter,
+    NewSession, OutputChunk, OutputState, Problem, Role, Sample, Scope, Session, SessionFilter,
     SessionSummary, SessionUpdate, Status, Token, User, Verification,
 };
 

@@ -59,6 +59,7 @@ macro_rules! dispatch {
 
 mod accounts;
 mod output;
+mod queue;
 pub use accounts::check_user_name;
 
 /// `SELECT <every session column> FROM <from> JOIN policies p ...`,

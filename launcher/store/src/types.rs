@@ -456,6 +456,48 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// What an API token may do, within its user's role. Each scope can do
+/// what the one before it can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Reads what its user may see.
+    Read,
+    /// Also starts and stops sessions.
+    Run,
+    /// Everything its user's role allows (managing users, for an admin).
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Run, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Run => "run",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Scope, StoreError> {
+        Scope::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| StoreError::invalid("token scope", s, "use read, run or admin"))
+    }
+}
+
 /// A dashboard user (never with their password hash).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -473,6 +515,7 @@ pub struct Token {
     pub id: String,
     pub user: String,
     pub label: String,
+    pub scope: Scope,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,

@@ -1125,11 +1125,13 @@ async fn accounts(db: &Db) {
 
     // Tokens: found by their hash until revoked; last use noted.
     store
-        .add_token("t1", "bob", "ci", &h('a'), 100)
+        .add_token("t1", "bob", "ci", store::Scope::Run, &h('a'), 100)
         .await
         .unwrap();
     assert!(matches!(
-        store.add_token("t2", "carol", "x", &h('b'), 100).await,
+        store
+            .add_token("t2", "carol", "x", store::Scope::Read, &h('b'), 100)
+            .await,
         Err(StoreError::NoSuchUser { .. })
     ));
     let (u, t) = store.token_user(&h('a'), 200).await.unwrap().unwrap();
@@ -1155,7 +1157,7 @@ async fn accounts(db: &Db) {
 
     // Removing a user removes their tokens and logins.
     store
-        .add_token("t3", "bob", "ci", &h('c'), 600)
+        .add_token("t3", "bob", "ci", store::Scope::Admin, &h('c'), 600)
         .await
         .unwrap();
     store.add_login(&h('6'), "bob", 600, 10_000).await.unwrap();

@@ -111,22 +111,29 @@ async fn run(
                 }
             }
         }
-        AdminCommand::Token(TokenCommand::Create { user, label }) => {
+        AdminCommand::Token(TokenCommand::Create { user, label, scope }) => {
             let t = web::auth::new_token().context("cannot make a token")?;
             store
-                .add_token(&t.id, &user, &label, &web::auth::sha256_hex(&t.token), now)
+                .add_token(
+                    &t.id,
+                    &user,
+                    &label,
+                    scope,
+                    &web::auth::sha256_hex(&t.token),
+                    now,
+                )
                 .await?;
             trail(
                 store,
                 actor,
                 "token_created",
                 &t.id,
-                json!({"user": user, "label": label}),
+                json!({"user": user, "label": label, "scope": scope}),
                 now,
             )
             .await;
             eprintln!(
-                "agentctl: token {} for {user}; it is shown only this once:",
+                "agentctl: token {} for {user} (scope {scope}); it is shown only this once:",
                 t.id
             );
             println!("{}", t.token);
@@ -150,14 +157,15 @@ async fn run(
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
             } else {
                 println!(
-                    "{:<12}  {:<20}  {:<19}  {:<19}  {:<19}  LABEL",
-                    "ID", "USER", "CREATED", "LAST USED", "REVOKED"
+                    "{:<12}  {:<20}  {:<5}  {:<19}  {:<19}  {:<19}  LABEL",
+                    "ID", "USER", "SCOPE", "CREATED", "LAST USED", "REVOKED"
                 );
                 for t in tokens {
                     println!(
-                        "{:<12}  {:<20}  {:<19}  {:<19}  {:<19}  {}",
+                        "{:<12}  {:<20}  {:<5}  {:<19}  {:<19}  {:<19}  {}",
                         t.id,
                         t.user,
+                        t.scope.as_str(),
                         when(t.created_at),
                         t.last_used_at.map(when).unwrap_or_else(|| "-".into()),
                         t.revoked_at.map(when).unwrap_or_else(|| "-".into()),

@@ -8,18 +8,28 @@ mod image;
 mod profiles;
 mod proxy;
 mod ps;
+mod remote;
 mod run;
 mod serve;
 mod session;
 mod setup;
 mod wiring;
+mod worker;
 
 use anyhow::{Context, Result};
 use lifecycle::StoreLocation;
 
 use crate::cli::Command;
 
-pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
+pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) -> Result<u8> {
+    if let Some(server) = server.as_deref().filter(|s| !s.is_empty())
+        && remote::handles(&command)
+    {
+        return remote::dispatch(server, command);
+    }
+    if matches!(command, Command::Login { .. } | Command::Logout) {
+        anyhow::bail!("login and logout need --server URL (or AGENTCTL_SERVER)");
+    }
     // The sandbox's init and the native helper and exec run inside or
     // beside a sandbox before it is whole: nothing of the lifecycle is built
     // for them (its user lookup would load NSS modules from the sandbox's
@@ -58,6 +68,9 @@ pub fn dispatch(command: Command, store: StoreLocation) -> Result<u8> {
             store.watch_stops(&session)?;
             Ok(0)
         }
+        Command::Worker(args) => worker::worker(args, store),
+        Command::WorkerJob => worker::job(),
+        Command::Login { .. } | Command::Logout => unreachable!("handled above"),
         Command::Explain(args) => explain::explain(args, store),
         Command::Profiles(args) => profiles::profiles(args),
         Command::Setup(args) => setup::setup(args),

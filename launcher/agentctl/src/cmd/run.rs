@@ -11,10 +11,15 @@ use super::wiring::{backend_kind, plural, request};
 use crate::cli::{BackendKind, RunArgs};
 
 pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
+    if args.git.is_some() || !args.labels.is_empty() {
+        anyhow::bail!(
+            "--git and --label ask a team server's workers; give --server URL (or AGENTCTL_SERVER)"
+        );
+    }
     let req = request(&args.policy, args.command.clone());
     let launch = lc.prepare_asked(
         || lc.plan(&req),
-        backend_kind(args.backend),
+        backend_kind(args.backend.unwrap_or(BackendKind::Native)),
         args.detach,
         &req.asked(),
     )?;
@@ -47,7 +52,7 @@ pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
     if spec.network == policy::NetworkMode::Host {
         let why = match sandbox::landlock::abstract_unix_scoping() {
             Err(why) => Some(why),
-            Ok(()) if args.backend == BackendKind::Docker && spec.image.is_some() => {
+            Ok(()) if args.backend == Some(BackendKind::Docker) && spec.image.is_some() => {
                 Some("an image's own init cannot apply Landlock".to_string())
             }
             Ok(()) => None,

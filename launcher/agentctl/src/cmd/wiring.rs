@@ -33,6 +33,7 @@ pub fn request(args: &PolicyArgs, command: Vec<String>) -> SessionRequest {
         env: args.env.clone(),
         image: args.image.clone(),
         allow_home_workspace: args.allow_home_workspace,
+        session_id: None,
     }
 }
 

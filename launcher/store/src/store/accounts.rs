@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::{Pool, SessionStore};
 use crate::StoreError;
-use crate::types::{AccountEvent, Role, Token, User};
+use crate::types::{AccountEvent, Role, Scope, Token, User};
 
 /// A user name: what Unix allows for a login name, so that a dashboard
 /// user can be the Unix user whose sessions they see.
@@ -72,6 +72,7 @@ struct TokenRow {
     id: String,
     user_name: String,
     label: String,
+    scope: String,
     created_at: i64,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
@@ -83,6 +84,9 @@ impl From<TokenRow> for Token {
             id: r.id,
             user: r.user_name,
             label: r.label,
+            // The column's CHECK allows only the three; anything else
+            // (a hand edit) is read as the narrowest.
+            scope: r.scope.parse().unwrap_or(Scope::Read),
             created_at: r.created_at,
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
@@ -92,10 +96,20 @@ impl From<TokenRow> for Token {
 
 /// A user's name, role, created and changed; the token's id, label,
 /// created and last use.
-type TokenUserRow = (String, String, i64, i64, String, String, i64, Option<i64>);
+type TokenUserRow = (
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+);
 
 const USER_COLUMNS: &str = "name, role, created_at, changed_at";
-const TOKEN_COLUMNS: &str = "id, user_name, label, created_at, last_used_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, user_name, label, scope, created_at, last_used_at, revoked_at";
 
 /// A token's last use is written at most this often (ms), so that reading
 /// with a token is not a write every time.
@@ -276,6 +290,7 @@ impl SessionStore {
         id: &str,
         user: &str,
         label: &str,
+        scope: Scope,
         secret_sha256: &str,
         now: i64,
     ) -> Result<Token, StoreError> {
@@ -284,14 +299,15 @@ impl SessionStore {
         let _serial = self.serialize_writers().await;
         let r = dispatch!(&self.pool, |p| {
             sqlx::query(
-                "INSERT INTO api_tokens (id, user_name, label, secret_sha256, created_at) \
-                 SELECT $1, name, $3, $4, $5 FROM users WHERE name = $2",
+                "INSERT INTO api_tokens (id, user_name, label, secret_sha256, created_at, scope) \
+                 SELECT $1, name, $3, $4, $5, $6 FROM users WHERE name = $2",
             )
             .bind(id)
             .bind(user)
             .bind(label)
             .bind(secret_sha256)
             .bind(now)
+            .bind(scope.as_str())
             .execute(p)
             .await?
             .rows_affected()
@@ -303,6 +319,7 @@ impl SessionStore {
             id: id.into(),
             user: user.into(),
             label: label.into(),
+            scope,
             created_at: now,
             last_used_at: None,
             revoked_at: None,
@@ -352,7 +369,7 @@ impl SessionStore {
         let row: Option<TokenUserRow> = dispatch!(&self.pool, |p| {
             sqlx::query_as(
                 "SELECT u.name, u.role, u.created_at, u.changed_at, \
-                     t.id, t.label, t.created_at, t.last_used_at \
+                     t.id, t.label, t.scope, t.created_at, t.last_used_at \
                      FROM api_tokens t JOIN users u ON u.name = t.user_name \
                      WHERE t.secret_sha256 = $1 AND t.revoked_at IS NULL",
             )
@@ -360,7 +377,8 @@ impl SessionStore {
             .fetch_optional(p)
             .await?
         });
-        let Some((name, role, created_at, changed_at, id, label, t_created, last_used)) = row
+        let Some((name, role, created_at, changed_at, id, label, scope, t_created, last_used)) =
+            row
         else {
             return Ok(None);
         };
@@ -386,6 +404,7 @@ impl SessionStore {
             id,
             user: name,
             label,
+            scope: scope.parse().unwrap_or(Scope::Read),
             created_at: t_created,
             last_used_at: Some(now),
             revoked_at: None,

@@ -1,0 +1,199 @@
+//! The child side of a worker: one claimed request, run as a foreground
+//! session of its own process (`agentctl __worker-job`), so that the
+//! native backend forks its helper from a process with no other threads,
+//! and so that the session dies with the worker (a parent-death signal):
+//! a worker that is gone has no sessions left running unrecorded.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use lifecycle::{Lifecycle, SessionRequest};
+use sandbox::RunOptions;
+use serde::{Deserialize, Serialize};
+use store::queue::{RequestState, WorkspaceSource};
+
+use crate::error::WorkerError;
+use crate::git::GitConfig;
+use crate::roots::Roots;
+
+/// What the worker hands its child on stdin (never in its arguments or
+/// environment: the store URL may carry a password).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub store: String,
+    pub worker: String,
+    pub worker_name: String,
+    /// The worker's pid: the child refuses to run if it is not its parent
+    /// any more.
+    pub parent: i32,
+    pub request: String,
+    pub user: String,
+    pub actor: String,
+    pub profile: String,
+    pub workspace: WorkspaceSource,
+    pub command: Vec<String>,
+    pub image: Option<String>,
+    pub backend: store::Backend,
+    pub roots: Roots,
+    pub git: GitConfig,
+    /// Where fresh clones go: `<data dir>/workspaces`.
+    pub clones: PathBuf,
+}
+
+/// What the child's exit code says when the agent never ran.
+pub const EXIT_NOT_OURS: i32 = 120;
+pub const EXIT_REFUSED: i32 = 121;
+
+/// Reads the job from stdin.
+pub fn read_job() -> Result<Job, WorkerError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| WorkerError::io("cannot read the job from the worker", e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| WorkerError::Config(format!("the worker's job cannot be read: {e}")))
+}
+
+/// Dies with the worker: SIGKILL when the parent goes, checked against
+/// the parent it was started by (it may have died before this line).
+fn die_with_parent(parent: i32) -> Result<(), WorkerError> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number reads no
+    // memory of ours.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if r != 0 {
+        return Err(WorkerError::io(
+            "cannot arm the parent-death signal",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if nix::unistd::getppid().as_raw() != parent {
+        return Err(WorkerError::Config(
+            "the worker that started this job is gone".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `job` to its end: the workspace checked (or cloned), the request
+/// marked started only if it is still this worker's, the session planned,
+/// recorded and run under the request's id for the user who asked.
+/// Returns the exit code for the worker: the agent's, or
+/// [`EXIT_NOT_OURS`] / [`EXIT_REFUSED`] when it never ran.
+pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
+    if let Err(e) = die_with_parent(job.parent) {
+        eprintln!("agentctl worker job: {e}");
+        return EXIT_NOT_OURS;
+    }
+    let finish = |lc: &Lifecycle, state: RequestState, reason: Option<String>| {
+        let r = lc.store.with(async |s| {
+            Ok(s.finish_request(
+                &job.request,
+                &job.worker,
+                state,
+                reason.as_deref(),
+                store::now_ms(),
+            )
+            .await?)
+        });
+        if let Err(e) = r {
+            eprintln!("agentctl worker job: cannot record the request's end: {e}");
+        }
+    };
+    // The workspace, on this host's file system, as it is now.
+    let workspace = match &job.workspace {
+        WorkspaceSource::Path { path } => job.roots.resolve(&job.user, path),
+        WorkspaceSource::Git { url, rev } => {
+            let dest = job.clones.join(&job.request);
+            std::fs::create_dir_all(&job.clones)
+                .map_err(|e| WorkerError::io(format!("cannot create {}", job.clones.display()), e))
+                .and_then(|()| crate::git::clone(&job.git, url, rev.as_deref(), &dest))
+                .map(|()| dest)
+        }
+    };
+    let workspace = match workspace {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("agentctl worker job: {e}");
+            finish(lc, RequestState::Failed, Some(e.to_string()));
+            return EXIT_REFUSED;
+        }
+    };
+    // Ours still? The reaper may have given it back to the queue.
+    let ours = lc.store.with(async |s| {
+        Ok(s.start_request(&job.request, &job.worker, store::now_ms())
+            .await?)
+    });
+    match ours {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!(
+                "agentctl worker job: request {} is no longer this worker's; not running it",
+                job.request
+            );
+            return EXIT_NOT_OURS;
+        }
+        Err(e) => {
+            eprintln!("agentctl worker job: {e}");
+            return EXIT_NOT_OURS;
+        }
+    }
+    lc.owner = Some(job.user.clone());
+    lc.actor = format!("{} via worker {}", job.actor, job.worker_name);
+    let req = SessionRequest {
+        profile: job.profile.clone(),
+        workspace: Some(workspace),
+        command: job.command.clone(),
+        image: job.image.clone(),
+        session_id: Some(job.request.clone()),
+        ..SessionRequest::default()
+    };
+    let mut asked = req.asked();
+    if let Some(m) = asked.as_object_mut() {
+        m.insert("request".into(), serde_json::json!(job.request));
+        m.insert("worker".into(), serde_json::json!(job.worker_name));
+        m.insert("worker_id".into(), serde_json::json!(job.worker));
+    }
+    let path_workspace = matches!(job.workspace, WorkspaceSource::Path { .. });
+    let lc_ref: &Lifecycle = lc;
+    let launch = lc_ref.prepare_asked(
+        || {
+            let spec = lc_ref.plan(&req)?;
+            // Again, on the path the plan will mount: a directory swapped
+            // for a symlink since the first check is refused here.
+            if path_workspace && let Err(e) = job.roots.recheck(&job.user, &spec.workspace) {
+                return Err(lifecycle::Error::Refused(e.to_string()));
+            }
+            Ok(spec)
+        },
+        job.backend,
+        false,
+        &asked,
+    );
+    let launch = match launch {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("agentctl worker job: {e}");
+            finish(lc_ref, RequestState::Failed, Some(e.to_string()));
+            return EXIT_REFUSED;
+        }
+    };
+    let opts = RunOptions {
+        tty: false,
+        no_limits: false,
+        output_copy: None,
+    };
+    match launch.run(&opts, &|_| {}) {
+        Ok(ended) => {
+            if let Some(m) = &ended.message {
+                eprintln!("agentctl worker job: {m}");
+            }
+            finish(lc_ref, RequestState::Done, None);
+            ended.code
+        }
+        Err(e) => {
+            eprintln!("agentctl worker job: {e}");
+            finish(lc_ref, RequestState::Failed, Some(e.to_string()));
+            EXIT_REFUSED
+        }
+    }
+}
