@@ -46,12 +46,20 @@ pub enum Item {
     End(String),
 }
 
+/// How a session's reader is woken: new output, or an event that may be
+/// its end (then it looks at the session's status at once).
+#[derive(Default)]
+struct Wake {
+    notify: tokio::sync::Notify,
+    maybe_ended: std::sync::atomic::AtomicBool,
+}
+
 /// One reader task per followed session.
 #[derive(Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<String, broadcast::Sender<Arc<Item>>>>,
     /// Wakes a session's reader when Postgres says it has new output.
-    wake: Arc<Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>,
+    wake: Arc<Mutex<HashMap<String, Arc<Wake>>>>,
     /// The one listener for the whole server: started with the first
     /// reader, Postgres only.
     listening: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
@@ -75,10 +83,11 @@ impl Hub {
             .get_or_init(|| {
                 let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 tokio::spawn(listen(store.clone(), self.wake.clone(), on.clone()));
+                tokio::spawn(listen_ends(store.clone(), self.wake.clone()));
                 on
             })
             .clone();
-        let wake = Arc::new(tokio::sync::Notify::new());
+        let wake = Arc::new(Wake::default());
         if let Ok(mut w) = self.wake.lock() {
             w.insert(id.to_string(), wake.clone());
         }
@@ -101,7 +110,7 @@ impl Hub {
 /// `on` says whether they come (if not, readers poll fast).
 async fn listen(
     store: Arc<SessionStore>,
-    wake: Arc<Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>,
+    wake: Arc<Mutex<HashMap<String, Arc<Wake>>>>,
     on: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
@@ -119,10 +128,42 @@ async fn listen(
         while let Ok(id) = listener.recv().await {
             let w = wake.lock().ok().and_then(|w| w.get(&id).cloned());
             if let Some(w) = w {
-                w.notify_one();
+                w.notify.notify_one();
             }
         }
         on.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Postgres' notices of events (`<id> <kind>,…`): one that may end a
+/// session wakes its reader to look at the status at once, so that a
+/// follower learns of the end when it is written, not at the next poll.
+async fn listen_ends(store: Arc<SessionStore>, wake: Arc<Mutex<HashMap<String, Arc<Wake>>>>) {
+    loop {
+        let Ok(Some(mut listener)) = store.listen(store::EVENTS_CHANNEL).await else {
+            if store.kind() != store::DbKind::Postgres {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        while let Ok(payload) = listener.recv().await {
+            let Some((id, kinds)) = payload.split_once(' ') else {
+                continue;
+            };
+            if !kinds
+                .split(',')
+                .any(|k| matches!(k, "exited" | "failed" | "stopped" | "lost"))
+            {
+                continue;
+            }
+            let w = wake.lock().ok().and_then(|w| w.get(id).cloned());
+            if let Some(w) = w {
+                w.maybe_ended
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                w.notify.notify_one();
+            }
+        }
     }
 }
 
@@ -131,7 +172,7 @@ async fn read_session(
     store: &SessionStore,
     id: &str,
     tx: &broadcast::Sender<Arc<Item>>,
-    wake: &tokio::sync::Notify,
+    wake: &Wake,
     notified: &std::sync::atomic::AtomicBool,
 ) {
     let mut last = match store.output_state(id).await {
@@ -160,7 +201,10 @@ async fn read_session(
         if got {
             continue;
         }
-        if status_checked.is_none_or(|t| t.elapsed() >= STATUS_POLL) {
+        let hinted = wake
+            .maybe_ended
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if hinted || status_checked.is_none_or(|t| t.elapsed() >= STATUS_POLL) {
             status_checked = Some(std::time::Instant::now());
             match store.get(id).await {
                 Ok(s) if !s.status.is_live() => {
@@ -178,7 +222,7 @@ async fn read_session(
             }
         }
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notify.notified() => {}
             _ = tokio::time::sleep(pause) => {}
         }
     }

@@ -118,6 +118,14 @@ pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
             return EXIT_REFUSED;
         }
     };
+    // A test's pause between the claim and the start (a worker killed in
+    // between must leave its claim to another); nothing else reads it.
+    if let Some(ms) = std::env::var("AGENTCTL_TEST_JOB_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     // Ours still? The reaper may have given it back to the queue.
     let ours = lc.store.with(async |s| {
         Ok(s.start_request(&job.request, &job.worker, store::now_ms())
