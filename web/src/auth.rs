@@ -100,6 +100,9 @@ impl Principal {
 pub struct AuthConfig {
     /// Who acts on a loopback server with no users.
     pub local_actor: String,
+    /// The user that sessions asked for on such a server run for: the
+    /// Unix user who runs the server.
+    pub local_user: String,
     /// Cookies get `Secure` (TLS here or at a trusted proxy).
     pub secure_cookies: bool,
     /// The reverse proxy whose `X-Forwarded-For` names the client.
@@ -115,6 +118,7 @@ impl AuthConfig {
     pub fn new(local_actor: String) -> AuthConfig {
         AuthConfig {
             local_actor,
+            local_user: "local".into(),
             secure_cookies: false,
             trusted_proxy: None,
             users_seen: AtomicBool::new(false),

@@ -224,7 +224,7 @@ pub async fn ask(
         labels,
     };
     let id = auth::random_hex(16).map_err(|e| WebError::BadRequest(e.to_string()))?;
-    let r = validate(ask, &who, id)?;
+    let r = validate(ask, &who, crate::requests::requester(&st, &who), id)?;
     st.store.enqueue(&r).await?;
     Ok(Redirect::to("/queue").into_response())
 }

@@ -81,13 +81,13 @@ fn check_profile(name: &str) -> Result<(), WebError> {
 /// or absolute; never with `..` (the worker resolves symlinks and checks
 /// the real path against the root again).
 fn check_path(p: &str) -> Result<(), WebError> {
-    if p.is_empty() || p.len() > MAX_PATH || p.contains('\0') {
+    if p.is_empty() || p.chars().count() > MAX_PATH || p.contains('\0') {
         return Err(bad(
             "workspace.path: give a path of 1 to 4096 bytes, without NUL",
         ));
     }
     if p.split('/').any(|c| c == "..") {
-        return Err(bad(format!(
+        return Err(WebError::Forbidden(format!(
             "workspace.path \"{p}\": `..` is refused; name the directory under your workspace root"
         )));
     }
@@ -134,9 +134,10 @@ pub fn check_git_url(url: &str) -> Result<(), WebError> {
     if let Some((userinfo, _)) = authority.rsplit_once('@')
         && userinfo.contains(':')
     {
-        return Err(bad(
+        return Err(WebError::Forbidden(
             "workspace.git: the URL carries a password; clone credentials are configured on the \
-             worker (a deploy key or a credential helper), never sent with a request",
+             worker (a deploy key or a credential helper), never sent with a request"
+                .into(),
         ));
     }
     Ok(())
@@ -161,7 +162,12 @@ fn check_rev(rev: &str) -> Result<(), WebError> {
 }
 
 /// The request as the store keeps it, or what is wrong with it.
-pub fn validate(ask: SessionAsk, who: &Principal, id: String) -> Result<NewRequest, WebError> {
+pub fn validate(
+    ask: SessionAsk,
+    who: &Principal,
+    user: &str,
+    id: String,
+) -> Result<NewRequest, WebError> {
     check_profile(&ask.profile)?;
     let workspace = match (ask.workspace.path, ask.workspace.git) {
         (Some(p), None) => {
@@ -211,7 +217,9 @@ pub fn validate(ask: SessionAsk, who: &Principal, id: String) -> Result<NewReque
         ),
     };
     if let Some(i) = &ask.image
-        && (i.is_empty() || i.len() > 512 || i.chars().any(|c| c.is_whitespace() || c.is_control()))
+        && (i.is_empty()
+            || i.chars().count() > 512
+            || i.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
         return Err(bad("image: an image reference, without spaces"));
     }
@@ -222,7 +230,7 @@ pub fn validate(ask: SessionAsk, who: &Principal, id: String) -> Result<NewReque
     }
     Ok(NewRequest {
         id,
-        user: who.name.clone(),
+        user: user.to_string(),
         actor: who.actor(),
         profile: ask.profile,
         workspace,
@@ -232,6 +240,16 @@ pub fn validate(ask: SessionAsk, who: &Principal, id: String) -> Result<NewReque
         labels,
         created_at: store::now_ms(),
     })
+}
+
+/// Whom a session asked for by `who` runs for: their user, or on a
+/// loopback server without users the Unix user who runs it.
+pub fn requester<'a>(st: &'a AppState, who: &'a Principal) -> &'a str {
+    if who.via == auth::Via::Local {
+        &st.auth.local_user
+    } else {
+        &who.name
+    }
 }
 
 fn new_id() -> Result<String, WebError> {
@@ -258,7 +276,7 @@ pub async fn create(
             return Err(WebError::NoQueue);
         }
         let Json(ask) = body.map_err(|e| bad(format!("the body: {}", e.body_text())))?;
-        let r = validate(ask, &who, new_id()?)?;
+        let r = validate(ask, &who, requester(&st, &who), new_id()?)?;
         st.store.enqueue(&r).await?;
         Ok(r.id)
     };
@@ -353,13 +371,8 @@ pub async fn list(
             return Err(WebError::NoQueue);
         }
         let mut states = Vec::new();
-        for s in q
-            .state
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .filter(|s| !s.is_empty())
-        {
+        let asked = q.state.as_deref().unwrap_or("");
+        for s in asked.split(',').filter(|_| !asked.is_empty()) {
             states.push(RequestState::parse(s).map_err(|_| {
                 bad(format!(
                     "state \"{s}\": use queued, claimed, started, done, failed, lost or cancelled"

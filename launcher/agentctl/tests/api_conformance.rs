@@ -139,23 +139,87 @@ fn the_api_conforms_to_its_document() {
     };
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    // The queue's operations are fuzzed on Postgres, below.
+    conform(&st, &url, dir.path(), false);
+}
+
+/// The same on Postgres, with the queue: fuzzed requests are queued (no
+/// worker runs them), withdrawn and listed.
+#[test]
+fn the_api_conforms_to_its_document_on_postgres() {
+    let Some(st) = schemathesis() else {
+        require(
+            false,
+            "schemathesis (pip install schemathesis; .ci/test installs it)",
+        );
+        return;
+    };
+    let server = match store::testing::server() {
+        Ok(s) => s.clone(),
+        Err(why) => {
+            store::testing::skip("the_api_conforms_to_its_document_on_postgres", &why);
+            return;
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(seed(&url));
+    let db = rt
+        .block_on(store::testing::TestDatabase::create(&server))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    conform(&st, &db.url, dir.path(), true);
+    rt.block_on(db.finish());
+}
+
+/// Fuzzes a server over `url` (seeded first); `queue` says whether its
+/// store has the team queue (Postgres), whose operations are fuzzed too.
+fn conform(st: &PathBuf, url: &str, dir: &std::path::Path, queue: bool) {
+    let filters: &[&str] = if queue {
+        &[]
+    } else {
+        // On SQLite the queue's operations answer 501 (documented, but a
+        // server error to schemathesis).
+        &["--exclude-path-regex", "^/api/v1/(requests|workers)"]
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(seed(url));
+    let run = |st: &PathBuf, addr: &str, extra: &[&str], examples: &str| {
+        let mut all: Vec<&str> = extra.to_vec();
+        all.extend_from_slice(filters);
+        all.extend_from_slice(&["--exclude-operation-id", "requestSession"]);
+        run(st, addr, &all, examples);
+        if queue {
+            // A session request's workspace is checked beyond what JSON
+            // Schema says (no `..` component, no password in a git URL,
+            // https or ssh only: 403 or 400), so "schema-valid data is
+            // accepted" cannot hold for it; every other check runs.
+            let mut all: Vec<&str> = extra.to_vec();
+            all.extend_from_slice(&[
+                "--include-operation-id",
+                "requestSession",
+                "--exclude-checks",
+                "positive_data_acceptance",
+            ]);
+            run(st, addr, &all, examples);
+        }
+    };
 
     // On loopback without users: everything open.
     let (mut server, addr) = support::serve(
         Command::new(binary())
-            .args(["--store", &url, "serve", "--listen", "127.0.0.1:0"])
-            .current_dir(dir.path()),
+            .args(["--store", url, "serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir),
     );
-    run(&st, &addr, &[], "200");
+    run(st, &addr, &[], "200");
 
     // With users: a viewer's token, and no token at all.
     let token = rt.block_on(async {
-        let store = SessionStore::connect(&url).await.unwrap();
+        let store = SessionStore::connect(url).await.unwrap();
         let hash = web::auth::hash_password("correct horse battery").unwrap();
         store
             .add_user("alice", Role::Viewer, &hash, 0)
@@ -180,18 +244,18 @@ fn the_api_conforms_to_its_document() {
     let _ = server.wait();
     let (mut server, addr) = support::serve(
         Command::new(binary())
-            .args(["--store", &url, "serve", "--listen", "127.0.0.1:0"])
-            .current_dir(dir.path()),
+            .args(["--store", url, "serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir),
     );
     run(
-        &st,
+        st,
         &addr,
         &["-H", &format!("Authorization: Bearer {token}")],
         "50",
     );
     // No token: every answer a documented 401 (the document is public).
     run(
-        &st,
+        st,
         &addr,
         &["--exclude-checks", "positive_data_acceptance"],
         "10",

@@ -583,7 +583,7 @@ fn scopes_and_workspace_roots_hold_on_the_server_and_the_worker() {
         "/api/v1/sessions",
         Some(r#"{"profile":"generic","workspace":{"path":"../bob/proj"},"command":["true"]}"#),
     );
-    assert_eq!(code, 400, "{msg}");
+    assert_eq!(code, 403, "{msg}");
     std::os::unix::fs::symlink(t.roots.join("bob/proj"), t.roots.join("alice/link")).unwrap();
     let bob_abs = t.roots.join("bob/proj").display().to_string();
     for asked in ["link", bob_abs.as_str(), "missing"] {
@@ -609,7 +609,7 @@ fn scopes_and_workspace_roots_hold_on_the_server_and_the_worker() {
         "/api/v1/sessions",
         Some(r#"{"profile":"generic","workspace":{"git":"https://u:pw@example.test/r"},"command":["true"]}"#),
     );
-    assert_eq!(code, 400, "{msg}");
+    assert_eq!(code, 403, "{msg}");
     // A label no worker has: queued, and the API says why.
     let id = t.submit("alice", &["-w", "proj", "--label", "gpu=1", "--", "true"]);
     std::thread::sleep(Duration::from_millis(300));

@@ -787,6 +787,9 @@ impl SessionStore {
     /// The statement names only the conditions given, so that the planner
     /// can walk `sessions_created` and stop at a page.
     pub async fn find(&self, f: &SessionFilter) -> Result<Vec<Session>, StoreError> {
+        if filter_has_nul(f) {
+            return Ok(Vec::new());
+        }
         let (clauses, params) = filter_clauses(f);
         let sql = format!("{}{clauses}", select_sessions!(""));
         let rows: Vec<SessionRow> = dispatch!(&self.pool, |p| {
@@ -808,6 +811,9 @@ impl SessionStore {
         &self,
         f: &SessionFilter,
     ) -> Result<Vec<SessionSummary>, StoreError> {
+        if filter_has_nul(f) {
+            return Ok(Vec::new());
+        }
         let (clauses, params) = filter_clauses(f);
         let sql = format!(
             "SELECT s.id, s.profile, s.backend, s.image, s.workspace, s.command, s.user_name, \
@@ -1018,6 +1024,15 @@ impl SessionStore {
     /// Session `id`'s audit log (exact id), in order.
     /// Events across sessions matching `f`, newest first, one page.
     pub async fn find_events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let nul = |t: &Option<String>| t.as_deref().is_some_and(|t| t.contains('\0'));
+        if nul(&f.actor)
+            || nul(&f.kind)
+            || nul(&f.user)
+            || f.before.as_ref().is_some_and(|b| b.1.contains('\0'))
+        {
+            // No text in the store holds a NUL (Postgres cannot store one).
+            return Ok(Vec::new());
+        }
         // A session prefix: hex digits only, so nothing for LIKE to read.
         let session = match &f.session {
             Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -1437,6 +1452,16 @@ fn check_prefix(prefix: &str) -> Result<(), StoreError> {
 }
 
 /// A kind from [`EVENT_KINDS`], or `other:NAME`.
+/// Whether a text of `f` holds a NUL: no session matches it (Postgres
+/// cannot even compare one, and stores none), so nothing is asked.
+fn filter_has_nul(f: &SessionFilter) -> bool {
+    let nul = |t: &Option<String>| t.as_deref().is_some_and(|t| t.contains('\0'));
+    nul(&f.user)
+        || nul(&f.profile)
+        || nul(&f.search)
+        || f.before.as_ref().is_some_and(|b| b.1.contains('\0'))
+}
+
 /// `WHERE … ORDER BY … LIMIT …` for `f` on `sessions s`, newest first, and
 /// its parameters.
 fn filter_clauses(f: &SessionFilter) -> (String, Vec<Param>) {

@@ -1298,3 +1298,145 @@ async fn output_and_samples(db: &Db) {
     assert!(store.samples(&id, 0).await.unwrap().is_empty());
     assert_eq!(store.output_state(&id).await.unwrap().bytes, 0);
 }
+
+both!(nul_in_a_filter_matches_nothing, the_queue);
+
+/// A NUL in a filter's text matches no session (Postgres stores none and
+/// cannot compare one): an empty answer, never a database error.
+async fn nul_in_a_filter_matches_nothing(db: &Db) {
+    use store::{EventFilter, SessionFilter};
+    let store = db.store().await;
+    let id = new_id();
+    store
+        .create_session(&session(&id), created())
+        .await
+        .unwrap();
+    for f in [
+        SessionFilter {
+            search: Some("a\0b".into()),
+            limit: 10,
+            ..Default::default()
+        },
+        SessionFilter {
+            profile: Some("\0".into()),
+            limit: 10,
+            ..Default::default()
+        },
+        SessionFilter {
+            user: Some("u\0".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    ] {
+        assert!(store.find(&f).await.unwrap().is_empty(), "{f:?}");
+        assert!(store.find_summaries(&f).await.unwrap().is_empty(), "{f:?}");
+    }
+    let f = EventFilter {
+        actor: Some("\0".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.find_events(&f).await.unwrap().is_empty());
+    store.close().await;
+}
+
+/// The team queue: Postgres only; oldest first, labels and backend
+/// matched, nothing claimed twice, a silent worker's claims given back and
+/// its started sessions lost, a gone worker claims nothing.
+async fn the_queue(db: &Db) {
+    use store::queue::{NewRequest, NewWorker, RequestState, WorkerState, WorkspaceSource};
+    let store = db.store().await;
+    let ask = |id: &str, labels: &[(&str, &str)], at: i64| NewRequest {
+        id: id.into(),
+        user: "alice".into(),
+        actor: "alice".into(),
+        profile: "generic".into(),
+        workspace: WorkspaceSource::Path { path: "p".into() },
+        command: vec!["true".into()],
+        image: None,
+        backend: None,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        created_at: at,
+    };
+    if db.is_sqlite() {
+        assert!(!store.has_queue());
+        let e = store.enqueue(&ask(&new_id(), &[], 1)).await.unwrap_err();
+        assert!(matches!(e, StoreError::NeedsPostgres { .. }), "{e}");
+        store.close().await;
+        return;
+    }
+    let worker = |labels: &[(&str, &str)]| NewWorker {
+        id: new_id(),
+        name: "w".into(),
+        host: "h".into(),
+        backend: Backend::Native,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        capacity: 2,
+    };
+    let (plain, gpu) = (worker(&[]), worker(&[("gpu", "1")]));
+    store.register_worker(&plain, 1000).await.unwrap();
+    store.register_worker(&gpu, 1000).await.unwrap();
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    store.enqueue(&ask(&a, &[("gpu", "1")], 10)).await.unwrap();
+    store.enqueue(&ask(&b, &[], 20)).await.unwrap();
+    store.enqueue(&ask(&c, &[], 30)).await.unwrap();
+    assert!(matches!(
+        store.enqueue(&ask(&c, &[], 30)).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // The plain worker skips what needs a GPU; the GPU worker takes the
+    // oldest.
+    let got = store.claim_request(&plain.id, 1001).await.unwrap().unwrap();
+    assert_eq!(got.id, b);
+    assert_eq!(got.state, RequestState::Claimed);
+    let got = store.claim_request(&gpu.id, 1001).await.unwrap().unwrap();
+    assert_eq!(got.id, a);
+    assert!(store.start_request(&a, &gpu.id, 1002).await.unwrap());
+    assert!(
+        !store.start_request(&b, &gpu.id, 1002).await.unwrap(),
+        "not its claim"
+    );
+    // The GPU worker goes silent: its started request is lost, and its
+    // session with it.
+    store.create_session(&session(&a), created()).await.unwrap();
+    store.heartbeat_worker(&plain.id, 5000).await.unwrap();
+    let reaped = store.reap_workers(4000, 5000).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].worker, gpu.id);
+    assert_eq!(reaped[0].lost, vec![a.clone()]);
+    assert_eq!(store.get(&a).await.unwrap().status, Status::Lost);
+    assert_eq!(store.request(&a).await.unwrap().state, RequestState::Lost);
+    assert_eq!(
+        store.heartbeat_worker(&gpu.id, 6000).await.unwrap(),
+        WorkerState::Gone
+    );
+    // The plain worker goes silent holding a claim: it returns.
+    let reaped = store.reap_workers(6000, 7000).await.unwrap();
+    assert_eq!(reaped[0].requeued, vec![b.clone()]);
+    assert_eq!(store.request(&b).await.unwrap().state, RequestState::Queued);
+    // A gone worker claims nothing; one registered again does.
+    assert!(
+        store
+            .claim_request(&plain.id, 7001)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.register_worker(&plain, 7002).await.unwrap();
+    let got = store.claim_request(&plain.id, 7003).await.unwrap().unwrap();
+    assert_eq!((got.id.as_str(), got.attempts), (b.as_str(), 2));
+    let claims = store.claims().await.unwrap();
+    assert_eq!(claims.iter().filter(|c| c.0 == b).count(), 2);
+    // Withdrawn only while queued.
+    assert!(store.cancel_request(&c, "no", 7004).await.unwrap());
+    assert!(!store.cancel_request(&b, "no", 7004).await.unwrap());
+    let stats = store.queue_stats(7005).await.unwrap();
+    assert_eq!((stats.queued, stats.claimed), (0, 1));
+    store.close().await;
+}

@@ -22,6 +22,7 @@ mod report;
 mod scan;
 mod session_store;
 mod stats;
+mod team;
 mod unpack;
 mod web;
 
@@ -147,6 +148,18 @@ enum Task {
         rate: u64,
         #[arg(long, default_value_t = fanout::DEFAULT_SECONDS)]
         seconds: u64,
+    },
+    /// The team server: claim latency from `POST /api/v1/sessions` to a
+    /// session running on one of two workers against a direct launch,
+    /// sessions a second against `agentctl run` loops, and the claim at
+    /// 10 and 10,000 queued; prints a markdown section.
+    BenchTeam {
+        /// Requests timed one at a time (and as many direct launches).
+        #[arg(long, default_value_t = team::DEFAULT_LATENCY_RUNS)]
+        runs: usize,
+        /// Requests queued at once for the throughput run.
+        #[arg(long, default_value_t = team::DEFAULT_THROUGHPUT)]
+        queued: usize,
     },
     /// The Docker Engine API through `agentctl proxy`, through HAProxy
     /// configured as Tecnativa's docker-socket-proxy, and on the daemon's
@@ -281,6 +294,19 @@ fn run(task: Task) -> Result<()> {
                 cmd.push_str(&format!(" --seconds {seconds}"));
             }
             print!("{}", fanout::section(&report, &cmd));
+        }
+        Task::BenchTeam { runs, queued } => {
+            ensure!(runs >= 10 && queued >= 10, "at least 10 runs and 10 queued");
+            let ctx = prepare(&[])?;
+            let report = team::bench_team(&ctx, runs, queued)?;
+            let mut cmd = String::from("cargo xtask bench-team");
+            if runs != team::DEFAULT_LATENCY_RUNS {
+                cmd.push_str(&format!(" --runs {runs}"));
+            }
+            if queued != team::DEFAULT_THROUGHPUT {
+                cmd.push_str(&format!(" --queued {queued}"));
+            }
+            print!("{}", team::section(&report, &cmd)?);
         }
         Task::BenchScan {
             files,

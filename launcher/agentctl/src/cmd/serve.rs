@@ -89,6 +89,9 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
             hosts.names().join(", ")
         );
         let mut auth = web::auth::AuthConfig::new(format!("dashboard ({actor})"));
+        if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::geteuid()) {
+            auth.local_user = u.name;
+        }
         auth.secure_cookies = tls.is_some() || args.behind_proxy.is_some();
         auth.trusted_proxy = args.behind_proxy;
         let state = web::AppState::with_auth(store, hosts, auth);
