@@ -473,3 +473,99 @@ async fn verifying_every_chain_shows_progress_and_the_broken_one() {
     assert!(body.contains(&format!("<code>{victim}</code>")), "{body}");
     assert!(body.contains("#1:"), "{body}");
 }
+
+/// `/queue` over Postgres: the form queues a request for the user who
+/// asked (the loopback user here), the page lists it with why it waits
+/// and every worker, everything a request controls as text; over SQLite
+/// it says the queue needs Postgres.
+#[tokio::test]
+async fn the_queue_page_and_its_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let (st, _) = seeded(&format!("sqlite://{}", dir.path().join("s.db").display())).await;
+    let (status, _, body) = get(&st, "/queue", "localhost").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("need a Postgres store"), "{body}");
+
+    let server = match store::testing::server() {
+        Ok(s) => s,
+        Err(why) => return store::testing::skip("the_queue_page_and_its_form", &why),
+    };
+    let db = store::testing::TestDatabase::create(server).await.unwrap();
+    let (st, _) = seeded(&db.url).await;
+    let store = SessionStore::connect(&db.url).await.unwrap();
+    store
+        .register_worker(
+            &store::queue::NewWorker {
+                id: "a".repeat(32),
+                name: format!("w{SCRIPT}"),
+                host: "h".into(),
+                backend: store::Backend::Native,
+                labels: Default::default(),
+                capacity: 3,
+            },
+            store::now_ms(),
+        )
+        .await
+        .unwrap();
+    let form = format!(
+        "profile=generic&path=proj&command={}&labels=gpu%3D1",
+        urlencode(&format!("sh\n-c\necho {SCRIPT}"))
+    );
+    let req = Request::post("/queue")
+        .header("host", "localhost:7878")
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .unwrap();
+    let resp = app(st.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let queued = store
+        .requests(None, &[store::queue::RequestState::Queued], 10)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].command,
+        vec!["sh", "-c", &format!("echo {SCRIPT}")]
+    );
+    assert_eq!(queued[0].user, "local");
+    let (status, _, body) = get(&st, "/queue", "localhost").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(only_our_script(&body), "{body}");
+    assert!(body.contains("lacks gpu=1"), "{body}");
+    assert!(body.contains("&#60;script&#62;alert(1)"), "{body}");
+    assert!(!body.contains(SCRIPT), "{body}");
+    assert!(body.contains("1 queued"), "{body}");
+    // A form from another site is refused before it is read.
+    let req = Request::post("/queue")
+        .header("host", "localhost:7878")
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("profile=generic&path=p&command=true"))
+        .unwrap();
+    let resp = app(st.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // The metrics carry the queue and the worker.
+    let (_, _, metrics) = get(&st, "/metrics", "localhost").await;
+    assert!(
+        metrics.contains("agentctl_queue_requests{state=\"queued\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "agentctl_worker_capacity{worker=\"w<script>alert(1)</script>\",state=\"running\"} 3"
+        ),
+        "{metrics}"
+    );
+    store.close().await;
+    db.finish().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

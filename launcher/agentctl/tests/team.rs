@@ -621,6 +621,36 @@ fn scopes_and_workspace_roots_hold_on_the_server_and_the_worker() {
     let o = t.remote("alice", &["stop", &id]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(t.request(&store, &id).state, RequestState::Cancelled);
+
+    // Drain: no new work, and the worker exits once its session ends.
+    let long = t.submit("alice", &["-w", "proj", "--", "sleep", "2"]);
+    wait_for(Duration::from_secs(20), "the session runs", || {
+        t.rt.block_on(store.get(&long))
+            .is_ok_and(|s| s.status == store::Status::Running)
+    });
+    let mut drain = agentctl(&t.socket_url, &["worker", "--drain", "--data-dir"])
+        .arg(t.dir.path().join("worker-w1"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the worker drains", || {
+        t.rt.block_on(store.workers())
+            .unwrap()
+            .iter()
+            .any(|w| w.name == "w1" && w.state == store::queue::WorkerState::Draining)
+    });
+    let late = t.submit("alice", &["-w", "proj", "--", "true"]);
+    assert!(
+        drain.try_wait().unwrap().is_none(),
+        "drain waits for the session"
+    );
+    let status = drain.wait().unwrap();
+    assert!(status.success());
+    let s = t.rt.block_on(store.get(&long)).unwrap();
+    assert_eq!(s.exit_code, Some(0), "the session ran to its end");
+    let worker = t.workers[0].wait().unwrap();
+    assert!(worker.success(), "the worker exited by itself: {worker:?}");
+    assert_eq!(t.request(&store, &late).state, RequestState::Queued);
 }
 
 #[test]
@@ -756,4 +786,169 @@ fn the_remote_cli_behaves_like_the_local_one() {
         text(&o.stderr)
     );
     let _ = Path::new("");
+}
+
+/// A git workspace: cloned over https by the worker with its credential
+/// helper (the server needs the password; the request never carries it),
+/// and nothing of the credential reaches the sandbox.
+#[test]
+fn a_git_workspace_is_cloned_with_the_workers_credentials_only() {
+    let Some(mut t) = setup("a_git_workspace_is_cloned_with_the_workers_credentials_only") else {
+        return;
+    };
+    let dir = t.dir.path().to_path_buf();
+    // A repository, served over https (dumb HTTP) with basic auth.
+    let repo = dir.join("src");
+    let git = |args: &[&str], cwd: &Path| {
+        let o = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
+    };
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&["init", "-q", "-b", "main"], &repo);
+    std::fs::write(repo.join("README"), "cloned content\n").unwrap();
+    git(&["add", "README"], &repo);
+    git(&["commit", "-q", "-m", "one"], &repo);
+    let served = dir.join("www");
+    std::fs::create_dir_all(&served).unwrap();
+    git(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            repo.to_str().unwrap(),
+            served.join("r.git").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    git(&["update-server-info"], &served.join("r.git"));
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let server_py = r#"
+import base64, http.server, ssl, sys, os
+os.chdir(sys.argv[1])
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        want = "Basic " + base64.b64encode(b"deploy:S3CRET-PASSWORD").decode()
+        if self.headers.get("Authorization") != want:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="r"')
+            self.end_headers()
+            return
+        super().do_GET()
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain(sys.argv[2], sys.argv[3])
+s.socket = c.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut https = Command::new("python3")
+        .arg("-c")
+        .arg(server_py)
+        .arg(&served)
+        .arg(&cert)
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(https.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}/r.git", port.trim());
+    // The worker shares the test's network (the server is on loopback);
+    // its credential helper answers the password, git trusts the test's CA.
+    let helper = "!f() { echo username=deploy; echo password=S3CRET-PASSWORD; }; f";
+    let data = dir.join("worker-gw");
+    let log = std::fs::File::create(dir.join("gw.log")).unwrap();
+    t.workers.push(
+        Command::new(binary())
+            .args(["worker", "--name", "gw", "--heartbeat-timeout", "3"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--git-credential-helper", helper])
+            .env("AGENTCTL_STORE", &t.url)
+            .env("GIT_SSL_CAINFO", &cert)
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let store = t.store();
+    wait_for(Duration::from_secs(20), "the worker registers", || {
+        t.rt.block_on(store.workers())
+            .unwrap()
+            .iter()
+            .any(|w| w.name == "gw")
+    });
+    let o = t
+        .remote(
+            "alice",
+            &[
+                "run",
+                "-q",
+                "--git",
+                &url,
+                "--rev",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "cat README; cat .git/config; env; git config --list 2>&1; true",
+            ],
+        )
+        .output()
+        .unwrap();
+    let _ = https.kill();
+    let _ = https.wait();
+    let out = text(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        out,
+        text(&o.stderr),
+        std::fs::read_to_string(dir.join("gw.log")).unwrap_or_default()
+    );
+    assert!(out.contains("cloned content"), "{out}");
+    assert!(
+        !out.contains("S3CRET-PASSWORD"),
+        "the credential reached the sandbox:\n{out}"
+    );
+    assert!(
+        !out.contains("credential"),
+        "a credential helper is visible inside:\n{out}"
+    );
+    // The clone is in the worker's data directory, not under any root.
+    let clones: Vec<_> = std::fs::read_dir(data.join("workspaces"))
+        .unwrap()
+        .collect();
+    assert_eq!(clones.len(), 1);
 }

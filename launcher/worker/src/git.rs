@@ -31,8 +31,7 @@ impl Default for GitConfig {
 }
 
 /// Clones `url` (at `rev`, a branch or tag, when given) into `dest`, which
-/// must not exist. A shallow clone: the agent gets the tree and the newest
-/// commit.
+/// must not exist: that branch and its history.
 pub fn clone(
     cfg: &GitConfig,
     url: &str,
@@ -54,14 +53,9 @@ pub fn clone(
     if let Some(helper) = &cfg.credential_helper {
         cmd.arg("-c").arg(format!("credential.helper={helper}"));
     }
-    cmd.args([
-        "clone",
-        "--quiet",
-        "--depth",
-        "1",
-        "--no-tags",
-        "--single-branch",
-    ]);
+    // The whole history of the one branch: agents read logs and blame,
+    // and git's dumb HTTP transport cannot make a shallow clone.
+    cmd.args(["clone", "--quiet", "--single-branch"]);
     if let Some(r) = rev {
         cmd.args(["--branch", r]);
     }

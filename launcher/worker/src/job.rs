@@ -195,7 +195,8 @@ pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
             if let Some(m) = &ended.message {
                 eprintln!("agentctl worker job: {m}");
             }
-            finish(lc_ref, RequestState::Done, None);
+            // The worker marks the request done when this process exits
+            // (one connection fewer per session).
             ended.code
         }
         Err(e) => {

@@ -97,6 +97,17 @@ struct Running {
 /// `agentctl worker --drain`). `ready` is told once it is registered.
 pub async fn run(cfg: WorkerConfig, ready: impl FnOnce(&str)) -> Result<(), WorkerError> {
     let id = worker_id(&cfg.data_dir)?;
+    // One worker per identity: two claiming under one id would each
+    // think the other's claims were theirs.
+    let lock_path = cfg.data_dir.join("worker.lock");
+    let _lock = fslock::try_exclusive(&lock_path)
+        .map_err(|e| WorkerError::io(format!("cannot lock {}", lock_path.display()), e))?
+        .ok_or_else(|| {
+            WorkerError::Config(format!(
+                "another worker runs from {}; give this one its own --data-dir",
+                cfg.data_dir.display()
+            ))
+        })?;
     let store = SessionStore::connect(&cfg.store).await?;
     if !store.has_queue() {
         return Err(store::StoreError::NeedsPostgres { what: "a worker" }.into());
@@ -257,40 +268,30 @@ async fn recv(l: &mut Option<store::Listener>) -> Result<Option<String>, store::
 }
 
 /// What this worker held in an earlier life: claims not started go back
-/// to the queue; started ones whose session ended are done.
+/// to the queue; started ones whose session ended (the reconcile before
+/// the worker started judged them) are done.
 async fn adopt(store: &SessionStore, id: &str) -> Result<(), WorkerError> {
-    let held = store
-        .requests(
-            None,
-            &[RequestState::Claimed, RequestState::Started],
-            10_000,
+    let back = store
+        .release_claims(
+            id,
+            "back in the queue: its worker restarted before starting it",
         )
         .await?;
+    if !back.is_empty() {
+        info!(requests = back.len(), "gave back claims of an earlier life");
+    }
+    let held = store
+        .requests(None, &[RequestState::Started], 10_000)
+        .await?;
     for r in held.iter().filter(|r| r.worker.as_deref() == Some(id)) {
-        let now = store::now_ms();
-        match r.state {
-            RequestState::Claimed => {
-                store
-                    .finish_request(
-                        &r.id,
-                        id,
-                        RequestState::Failed,
-                        Some("its worker restarted before the session started"),
-                        now,
-                    )
-                    .await?;
-            }
-            _ => {
-                let live = match store.get(&r.id).await {
-                    Ok(s) => s.status.is_live(),
-                    Err(_) => false,
-                };
-                if !live {
-                    store
-                        .finish_request(&r.id, id, RequestState::Done, None, now)
-                        .await?;
-                }
-            }
+        let live = match store.get(&r.id).await {
+            Ok(s) => s.status.is_live(),
+            Err(_) => false,
+        };
+        if !live {
+            store
+                .finish_request(&r.id, id, RequestState::Done, None, store::now_ms())
+                .await?;
         }
     }
     Ok(())

@@ -352,6 +352,31 @@ impl SessionStore {
         Ok(n == 1)
     }
 
+    /// Gives worker `id`'s claims not yet started back to the queue (a
+    /// worker that restarted before the reaper did it); returns them.
+    pub async fn release_claims(&self, id: &str, reason: &str) -> Result<Vec<String>, StoreError> {
+        let p = self.pg("a worker")?;
+        let mut tx = p.begin().await?;
+        let back: Vec<(String,)> = sqlx::query_as(
+            "UPDATE session_requests SET state = 'queued', worker_id = NULL, \
+             claimed_at = NULL, reason = $2 \
+             WHERE worker_id = $1 AND state = 'claimed' RETURNING id",
+        )
+        .bind(id)
+        .bind(reason)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (r,) in &back {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(REQUESTS_CHANNEL)
+                .bind(r)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(back.into_iter().map(|(r,)| r).collect())
+    }
+
     /// Every worker with what it holds, newest heartbeat first.
     pub async fn workers(&self) -> Result<Vec<Worker>, StoreError> {
         let p = self.pg("the workers")?;
