@@ -288,6 +288,20 @@ fn created_events(t: &Team, store: &SessionStore, id: &str) -> Vec<store::Event>
         .collect()
 }
 
+/// The session's own trail: from the stop request's event to the end its
+/// worker recorded, at most a second.
+fn assert_stop_reached_within_a_second(t: &Team, store: &SessionStore, id: &str) {
+    let events = t.rt.block_on(store.events(id)).unwrap();
+    let asked = events.iter().find(|e| e.kind == "stop_requested").unwrap();
+    let ended = events.iter().find(|e| e.kind == "stopped").unwrap();
+    assert!(
+        ended.at - asked.at <= 1000,
+        "{id}: stop requested at {}, ended at {}",
+        asked.at,
+        ended.at
+    );
+}
+
 fn pgrep(pattern: &str) -> bool {
     Command::new("pgrep")
         .args(["-f", pattern])
@@ -424,6 +438,7 @@ fn two_workers_share_the_queue_and_a_killed_workers_sessions_are_lost() {
     });
     let took = asked.elapsed();
     assert!(took < Duration::from_millis(1500), "stop took {took:?}");
+    assert_stop_reached_within_a_second(&t, &store, &b1);
     // And from the dashboard's API.
     let asked = Instant::now();
     let (code, body) = t.api(
@@ -439,6 +454,7 @@ fn two_workers_share_the_queue_and_a_killed_workers_sessions_are_lost() {
     });
     let took = asked.elapsed();
     assert!(took < Duration::from_millis(1500), "stop took {took:?}");
+    assert_stop_reached_within_a_second(&t, &store, &b2);
 
     // B now has room: the moved request runs there, once.
     wait_for(Duration::from_secs(30), "the moved request is done", || {

@@ -414,6 +414,14 @@ impl SessionStore {
              FROM c WHERE r.id = c.id RETURNING {REQUEST_COLUMNS}"
         );
         let mut tx = p.begin().await?;
+        // Walk the partial index of queued requests in order and stop at
+        // the first one this worker can take: after a burst of requests
+        // the statistics say the queue is small, and the planner would
+        // rather read every queued row and sort them (5 ms at 10,000
+        // instead of 0.1). For this transaction only.
+        sqlx::raw_sql("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await?;
         let row: Option<RequestRow> = sqlx::query_as(&sql)
             .bind(worker)
             .bind(now)
