@@ -801,7 +801,101 @@ fn the_remote_cli_behaves_like_the_local_one() {
         "{}",
         text(&o.stderr)
     );
-    let _ = Path::new("");
+
+    // Over TLS with the team's own CA: refused until AGENTCTL_CA_CERT
+    // names it.
+    let d = t.dir.path();
+    let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+    std::fs::write(
+        d.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=team CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        vec![
+            "req",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+    ] {
+        let mut c = Command::new("openssl");
+        c.args(&args[..1]);
+        if args[0] == "req" {
+            c.args(ec);
+        }
+        let o = c.args(&args[1..]).current_dir(d).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o.stderr));
+    }
+    let (mut tls, addr) = support::serve(
+        agentctl(&t.url, &["serve", "--listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .current_dir(t.dir.path()),
+    );
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let server = format!("https://localhost:{port}");
+    let o = t
+        .remote("alice", &["ps"])
+        .env("AGENTCTL_SERVER", &server)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "an unknown CA must be refused");
+    let o = t
+        .remote("alice", &["ps"])
+        .env("AGENTCTL_SERVER", &server)
+        .env("AGENTCTL_CA_CERT", &ca)
+        .output()
+        .unwrap();
+    let _ = tls.kill();
+    let _ = tls.wait();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).starts_with("SESSION"),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 /// A git workspace: cloned over https by the worker with its credential

@@ -121,6 +121,39 @@ fn write_tokens(tokens: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
+/// The HTTP client: the server's certificate checked against Mozilla's
+/// roots, or against the CA in AGENTCTL_CA_CERT (a team's own).
+fn agent() -> Result<ureq::Agent> {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)));
+    if let Some(path) = std::env::var_os("AGENTCTL_CA_CERT").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        let pem = std::fs::read(&path)
+            .with_context(|| format!("AGENTCTL_CA_CERT: cannot read {}", path.display()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let ureq::tls::PemItem::Certificate(c) =
+                item.with_context(|| format!("AGENTCTL_CA_CERT: {} is not PEM", path.display()))?
+            {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            bail!(
+                "AGENTCTL_CA_CERT: {} holds no certificate; give the PEM of the CA that signed the server's",
+                path.display()
+            );
+        }
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                .build(),
+        );
+    }
+    Ok(ureq::Agent::new_with_config(config.build()))
+}
+
 impl Client {
     pub fn new(server: &str) -> Result<Client> {
         let base = base_url(server)?;
@@ -128,14 +161,10 @@ impl Client {
             Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
             _ => read_tokens()?.get(&base).cloned(),
         };
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .build();
         Ok(Client {
             base,
             token,
-            agent: ureq::Agent::new_with_config(config),
+            agent: agent()?,
         })
     }
 
@@ -493,11 +522,12 @@ fn interrupt_stops(c: &Client, id: &str) -> Result<()> {
     let base = c.base.clone();
     let token = c.token.clone();
     let id = id.to_string();
+    let agent = c.agent.clone();
     std::thread::spawn(move || {
         let c = Client {
             base: base.clone(),
             token,
-            agent: ureq::Agent::new_with_defaults(),
+            agent,
         };
         let mut asked = false;
         while let Ok(sig) = set.wait() {
