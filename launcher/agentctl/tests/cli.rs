@@ -1012,10 +1012,35 @@ fn admin_manages_users_and_tokens() {
         text(&o.stderr)
     );
 
+    // A token's scope is asked for, never assumed.
     let o = admin(
         &store,
         d,
         &["token", "create", "--user", "alice", "--label", "ci"],
+        "",
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("--scope"), "{}", text(&o.stderr));
+    let o = admin(
+        &store,
+        d,
+        &[
+            "token", "create", "--user", "alice", "--label", "ci", "--scope", "all",
+        ],
+        "",
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("read, run or admin"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = admin(
+        &store,
+        d,
+        &[
+            "token", "create", "--user", "alice", "--label", "ci", "--scope", "run",
+        ],
         "",
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -1025,7 +1050,9 @@ fn admin_manages_users_and_tokens() {
     let listed = text(&o.stdout);
     let secret = token.rsplit('_').next().unwrap();
     assert!(
-        listed.contains("\"label\": \"ci\"") && !listed.contains(secret),
+        listed.contains("\"label\": \"ci\"")
+            && listed.contains("\"scope\": \"run\"")
+            && !listed.contains(secret),
         "{listed}"
     );
     let id = token.split('_').nth(1).unwrap();
