@@ -701,6 +701,39 @@ fn the_remote_cli_behaves_like_the_local_one() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    // A request for the Docker backend waits for a Docker worker, and
+    // runs there.
+    if require(support::docker_available(), "a Docker engine") {
+        t.worker("wd", &[], &["--capacity", "1", "--backend", "docker"]);
+        let o = t
+            .remote(
+                "alice",
+                &[
+                    "run",
+                    "-q",
+                    "--backend",
+                    "docker",
+                    "-w",
+                    "proj",
+                    "--",
+                    "sh",
+                    "-c",
+                    "cat hello.txt; exit 4",
+                ],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), "hello from alice\n");
+        let store = t.store();
+        let list = t.rt.block_on(store.list(&store::ListQuery {
+            all: true,
+            limit: 1,
+            offset: 0,
+        }));
+        let s = &list.unwrap()[0];
+        assert_eq!((s.backend, s.host.as_str()), (store::Backend::Docker, "wd"));
+    }
     // A refused workspace: the launcher's failure code, and why.
     let o = t
         .remote("alice", &["run", "-w", "nope", "--", "true"])

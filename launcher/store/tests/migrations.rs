@@ -60,6 +60,14 @@ const COMMITTED: &[(&str, &str)] = &[
         "postgres/0006_event_kind_at.sql",
         "55fc05d8c3c1baa7b0322e77c2f5f8ef85c98f25f60666b16330d6eee8cc189e",
     ),
+    (
+        "sqlite/0007_team_queue.sql",
+        "723f38d6aa2ab68ec3626f4638b2163992ea233248d6e821cea47044d3b2f749",
+    ),
+    (
+        "postgres/0007_team_queue.sql",
+        "df7bf7301b180203c8b870a5933cd77a1137525f16a07d7f1078f5687fd98417",
+    ),
 ];
 
 fn migrations_dir() -> PathBuf {
