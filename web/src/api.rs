@@ -160,13 +160,56 @@ pub async fn events(
     }
 }
 
-/// Asks the session's supervisor to stop it: `202` with the session.
+/// How long a stopped session has between SIGTERM and SIGKILL unless the
+/// request says otherwise.
+pub const STOP_GRACE_SECS: u64 = 10;
+/// The longest grace a request may ask for.
+const STOP_GRACE_MAX: u64 = 3600;
+
+/// The optional body of a stop: `{"timeout_secs": N}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopAsk {
+    /// A JSON number: JSON Schema's integers include `3.0`.
+    timeout_secs: Option<serde_json::Number>,
+}
+
+/// Asks the session's supervisor to stop it: `202` with the session. An
+/// empty body means the default grace.
 pub async fn stop(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Response {
-    match crate::request_stop(&st, &who, &id).await {
+    let ask: StopAsk = if body.iter().all(u8::is_ascii_whitespace) {
+        StopAsk::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => {
+                return WebError::BadRequest(format!(
+                    "the body: {e}; send nothing, or {{\"timeout_secs\": N}}"
+                ))
+                .json();
+            }
+        }
+    };
+    let grace = match &ask.timeout_secs {
+        None => Some(STOP_GRACE_SECS),
+        Some(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= STOP_GRACE_MAX as f64)
+                .map(|f| f as u64)
+        }),
+    };
+    let Some(grace) = grace.filter(|g| *g <= STOP_GRACE_MAX) else {
+        return WebError::BadRequest(format!(
+            "timeout_secs: give a whole number of seconds, 0 to {STOP_GRACE_MAX}"
+        ))
+        .json();
+    };
+    match crate::request_stop(&st, &who, &id, grace).await {
         Ok(s) => (
             axum::http::StatusCode::ACCEPTED,
             Json(json!({"session": s.id, "stop_requested": true})),

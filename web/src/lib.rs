@@ -185,6 +185,7 @@ pub(crate) async fn request_stop(
     st: &AppState,
     who: &auth::Principal,
     id: &str,
+    grace_secs: u64,
 ) -> Result<store::Session, error::WebError> {
     let s = visible_session(st, who, id).await?;
     if !who.may_stop(&s) {
@@ -203,7 +204,7 @@ pub(crate) async fn request_stop(
             &s.id,
             store::NewEvent::new("stop_requested")
                 .actor(who.actor().as_str())
-                .data(serde_json::json!({"signal": "SIGTERM", "timeout_secs": 10, "via": "dashboard"})),
+                .data(serde_json::json!({"signal": "SIGTERM", "timeout_secs": grace_secs, "via": "dashboard"})),
         )
         .await?;
     Ok(s)

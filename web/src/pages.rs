@@ -366,6 +366,6 @@ pub async fn stop(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<axum::response::Redirect, WebError> {
-    let s = crate::request_stop(&st, &who, &id).await?;
+    let s = crate::request_stop(&st, &who, &id, crate::api::STOP_GRACE_SECS).await?;
     Ok(axum::response::Redirect::to(&format!("/sessions/{}", s.id)))
 }

@@ -430,7 +430,10 @@ fn two_workers_share_the_queue_and_a_killed_workers_sessions_are_lost() {
 
     // Stop from the remote CLI reaches B's session within a second.
     let asked = Instant::now();
-    let o = t.remote("alice", &["stop", &b1]).output().unwrap();
+    let o = t
+        .remote("alice", &["stop", "-t", "3", &b1])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     wait_for(Duration::from_secs(5), "b1 stops", || {
         t.rt.block_on(store.get(&b1))
@@ -439,6 +442,12 @@ fn two_workers_share_the_queue_and_a_killed_workers_sessions_are_lost() {
     let took = asked.elapsed();
     assert!(took < Duration::from_millis(1500), "stop took {took:?}");
     assert_stop_reached_within_a_second(&t, &store, &b1);
+    let asked = t.rt.block_on(store.events(&b1)).unwrap();
+    let asked = asked.iter().find(|e| e.kind == "stop_requested").unwrap();
+    assert_eq!(
+        asked.data["timeout_secs"], 3,
+        "stop -t reaches the supervisor"
+    );
     // And from the dashboard's API.
     let asked = Instant::now();
     let (code, body) = t.api(

@@ -307,7 +307,7 @@ pub fn dispatch(server: &str, command: Command) -> Result<u8> {
             c.stream_output(&s, follow, raw)?;
             Ok(0)
         }
-        Command::Stop { session, time: _ } => stop(&c, &session),
+        Command::Stop { session, time } => stop(&c, &session, time),
         Command::Rm { session, force } => rm(&c, &session, force),
         Command::Audit {
             session,
@@ -634,7 +634,7 @@ fn trunc(s: &str, n: usize) -> String {
     }
 }
 
-fn stop(c: &Client, prefix: &str) -> Result<u8> {
+fn stop(c: &Client, prefix: &str, grace: u64) -> Result<u8> {
     let a = c.get(&format!("/api/v1/sessions/{prefix}"))?;
     if a.status == 404 && prefix.len() == 32 {
         // Not a session yet: a request still in the queue is withdrawn.
@@ -646,7 +646,10 @@ fn stop(c: &Client, prefix: &str) -> Result<u8> {
     }
     let s = a.ok()?;
     let id = s["session"]["id"].as_str().unwrap_or(prefix).to_string();
-    let r = c.post(&format!("/api/v1/sessions/{id}/stop"), &json!({}))?;
+    let r = c.post(
+        &format!("/api/v1/sessions/{id}/stop"),
+        &json!({ "timeout_secs": grace }),
+    )?;
     match r.status {
         202 => println!("{id}"),
         409 => println!(
