@@ -413,6 +413,11 @@ pub struct WorkerArgs {
     /// $XDG_DATA_HOME/agentctl/worker].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where git workspaces are cloned, one directory per request; outside
+    /// agentctl's own state [default: /var/lib/agentctl-clones for root,
+    /// otherwise $XDG_DATA_HOME/agentctl-clones].
+    #[arg(long, value_name = "DIR")]
+    pub clone_root: Option<PathBuf>,
     /// Where users' workspaces may be: DIR gives each user DIR/<user>;
     /// USER=DIR gives one user DIR. Repeat for more.
     #[arg(long = "workspace-root", value_name = "DIR|USER=DIR")]

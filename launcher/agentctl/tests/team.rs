@@ -1047,6 +1047,8 @@ s.serve_forever()
             .args(["worker", "--name", "gw", "--heartbeat-timeout", "3"])
             .arg("--data-dir")
             .arg(&data)
+            .arg("--clone-root")
+            .arg(dir.join("clones"))
             .args(["--git-credential-helper", helper])
             .env("AGENTCTL_STORE", &t.url)
             .env("GIT_SSL_CAINFO", &cert)
@@ -1098,9 +1100,24 @@ s.serve_forever()
         !out.contains("credential"),
         "a credential helper is visible inside:\n{out}"
     );
-    // The clone is in the worker's data directory, not under any root.
-    let clones: Vec<_> = std::fs::read_dir(data.join("workspaces"))
-        .unwrap()
-        .collect();
+    // The clone is under the clone root, not under any user's root.
+    let clones: Vec<_> = std::fs::read_dir(dir.join("clones")).unwrap().collect();
     assert_eq!(clones.len(), 1);
+    // A clone root inside agentctl's own state (which the planner keeps
+    // from every session) is refused before the worker starts.
+    let o = Command::new(binary())
+        .args([
+            "worker",
+            "--name",
+            "bad",
+            "--clone-root",
+            "/var/lib/agentctl/clones",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("worker-bad"))
+        .env("AGENTCTL_STORE", &t.url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("own state"), "{}", text(&o.stderr));
 }

@@ -36,7 +36,7 @@ pub struct Job {
     pub backend: store::Backend,
     pub roots: Roots,
     pub git: GitConfig,
-    /// Where fresh clones go: `<data dir>/workspaces`.
+    /// Where fresh clones go (`--clone-root`).
     pub clones: PathBuf,
 }
 

@@ -28,9 +28,11 @@ use crate::roots::Roots;
 pub struct WorkerConfig {
     /// The store's URL (Postgres).
     pub store: String,
-    /// Its identity (`worker-id`), clones (`workspaces/`) and the jobs'
-    /// logs (`logs/`).
+    /// Its identity (`worker-id`) and the jobs' logs (`logs/`).
     pub data_dir: PathBuf,
+    /// Where git workspaces are cloned (`<dir>/<request id>`): never inside
+    /// agentctl's own state, which no session may see.
+    pub clones: PathBuf,
     pub name: String,
     pub backend: store::Backend,
     pub capacity: u32,
@@ -319,7 +321,7 @@ async fn spawn_job(
         backend: r.backend.unwrap_or(cfg.backend),
         roots: cfg.roots.clone(),
         git: cfg.git.clone(),
-        clones: cfg.data_dir.join("workspaces"),
+        clones: cfg.clones.clone(),
     };
     let logs = cfg.data_dir.join("logs");
     std::fs::create_dir_all(&logs)

@@ -13,19 +13,45 @@ use store::queue::WorkerState;
 use super::wiring::backend_kind;
 use crate::cli::WorkerArgs;
 
-fn data_dir(flag: Option<PathBuf>) -> PathBuf {
-    if let Some(d) = flag {
-        return d;
+/// agentctl's data directory (`/var/lib/agentctl` for root, otherwise
+/// `$XDG_DATA_HOME/agentctl`), as the logs' default names it.
+fn agentctl_data() -> PathBuf {
+    let logs = backend_native::default_logs_dir();
+    logs.parent().map(PathBuf::from).unwrap_or(logs)
+}
+
+/// The clones' root: given, or `agentctl-clones` beside agentctl's data
+/// directory. Refused inside agentctl's own state: the planner refuses a
+/// workspace there, so every git request would fail.
+fn clone_root(flag: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match flag {
+        Some(d) => d,
+        None => {
+            let data = agentctl_data();
+            data.with_file_name(format!(
+                "{}-clones",
+                data.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("agentctl")
+            ))
+        }
+    };
+    if !dir.is_absolute() {
+        bail!("--clone-root {}: give an absolute directory", dir.display());
     }
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/agentctl/worker");
+    if let Some(own) = lifecycle::own_state()
+        .dirs
+        .iter()
+        .find(|d| dir.starts_with(d))
+    {
+        bail!(
+            "--clone-root {}: it is inside {}, agentctl's own state, which no session may see; \
+             give a directory outside it",
+            dir.display(),
+            own.display()
+        );
     }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("agentctl/worker")
+    Ok(dir)
 }
 
 pub fn worker(args: WorkerArgs, lc: &Lifecycle) -> Result<u8> {
@@ -34,7 +60,10 @@ pub fn worker(args: WorkerArgs, lc: &Lifecycle) -> Result<u8> {
         .required()
         .context("a worker needs the team's Postgres store: --store postgres://…")?
         .to_string();
-    let dir = data_dir(args.data_dir.clone());
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| agentctl_data().join("worker"));
     if args.drain {
         return drain(&url, &dir);
     }
@@ -70,6 +99,7 @@ pub fn worker(args: WorkerArgs, lc: &Lifecycle) -> Result<u8> {
     let cfg = worker::pool::WorkerConfig {
         store: url,
         data_dir: dir,
+        clones: clone_root(args.clone_root.clone())?,
         name: args.name.clone().unwrap_or_else(store::hostname),
         backend: backend_kind(args.backend),
         capacity,
