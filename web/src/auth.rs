@@ -414,6 +414,16 @@ pub fn forbidden(what: &str, need: Role) -> crate::error::WebError {
     crate::error::WebError::Forbidden(format!("{what} needs the {need} role"))
 }
 
+/// `Ok` if `who` may start sessions (and withdraw or stop their own);
+/// otherwise the 403 for `what`.
+pub fn need_run(who: &Principal, what: &str) -> Result<(), crate::error::WebError> {
+    if who.may_run() {
+        Ok(())
+    } else {
+        Err(refuse(who, what, Role::Operator, Scope::Run))
+    }
+}
+
 /// 403 naming what `who` lacks for `what`: the role, or the token's scope.
 pub fn refuse(who: &Principal, what: &str, role: Role, scope: Scope) -> crate::error::WebError {
     if who.role < role {

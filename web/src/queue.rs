@@ -190,14 +190,7 @@ pub async fn ask(
     Extension(who): Extension<Principal>,
     Form(f): Form<AskForm>,
 ) -> Result<Response, WebError> {
-    if !who.may_run() {
-        return Err(auth::refuse(
-            &who,
-            "starting a session",
-            store::Role::Operator,
-            store::Scope::Run,
-        ));
-    }
+    auth::need_run(&who, "starting a session")?;
     if !st.store.has_queue() {
         return Err(WebError::NoQueue);
     }

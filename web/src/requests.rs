@@ -264,14 +264,7 @@ pub async fn create(
     body: Result<Json<SessionAsk>, JsonRejection>,
 ) -> Response {
     let made = async {
-        if !who.may_run() {
-            return Err(auth::refuse(
-                &who,
-                "starting a session",
-                store::Role::Operator,
-                store::Scope::Run,
-            ));
-        }
+        auth::need_run(&who, "starting a session")?;
         if !st.store.has_queue() {
             return Err(WebError::NoQueue);
         }
@@ -405,14 +398,7 @@ pub async fn cancel(
 ) -> Response {
     let done = async {
         let r = visible_request(&st, &who, &id).await?;
-        if !who.may_run() {
-            return Err(auth::refuse(
-                &who,
-                "withdrawing a request",
-                store::Role::Operator,
-                store::Scope::Run,
-            ));
-        }
+        auth::need_run(&who, "withdrawing a request")?;
         let reason = format!("withdrawn by {}", who.actor());
         if st
             .store

@@ -758,6 +758,9 @@ fn the_remote_cli_behaves_like_the_local_one() {
     let id = t.submit(
         "alice",
         &[
+            // The native worker's (a Docker worker runs here too).
+            "--backend",
+            "native",
             "-w",
             "proj",
             "--",

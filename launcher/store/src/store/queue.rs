@@ -140,6 +140,20 @@ impl WorkerRow {
     }
 }
 
+/// A notice on `channel`, delivered when `tx` commits.
+async fn notify(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    channel: &str,
+    payload: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn check_hex_id(what: &'static str, id: &str) -> Result<(), StoreError> {
     if id.len() == 32 && super::is_lower_hex(id) {
         Ok(())
@@ -197,11 +211,7 @@ impl SessionStore {
         if done == 0 {
             return Err(StoreError::AlreadyExists { id: r.id.clone() });
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(REQUESTS_CHANNEL)
-            .bind(&r.id)
-            .execute(&mut *tx)
-            .await?;
+        notify(&mut tx, REQUESTS_CHANNEL, &r.id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -343,11 +353,7 @@ impl SessionStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(WORKERS_CHANNEL)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        notify(&mut tx, WORKERS_CHANNEL, id).await?;
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -367,11 +373,7 @@ impl SessionStore {
         .fetch_all(&mut *tx)
         .await?;
         for (r,) in &back {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(REQUESTS_CHANNEL)
-                .bind(r)
-                .execute(&mut *tx)
-                .await?;
+            notify(&mut tx, REQUESTS_CHANNEL, r).await?;
         }
         tx.commit().await?;
         Ok(back.into_iter().map(|(r,)| r).collect())
@@ -546,17 +548,9 @@ impl SessionStore {
             .fetch_all(&mut *tx)
             .await?;
             for (r,) in &requeued {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(REQUESTS_CHANNEL)
-                    .bind(r)
-                    .execute(&mut *tx)
-                    .await?;
+                notify(&mut tx, REQUESTS_CHANNEL, r).await?;
             }
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(WORKERS_CHANNEL)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
+            notify(&mut tx, WORKERS_CHANNEL, &id).await?;
             reaped.push((
                 reason,
                 Reaped {
