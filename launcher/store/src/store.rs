@@ -25,7 +25,7 @@ use crate::url::{self, Target};
 use crate::{EVENT_KINDS, MAX_CANDIDATES, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+pub(crate) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// The Postgres channel a notice of new events goes to: `<id> <kind>,…`.
 pub const EVENTS_CHANNEL: &str = "agentctl_events";

@@ -386,3 +386,28 @@ mod tests {
         );
     }
 }
+
+/// Brings the Postgres store at `url` up to migration `version` and no
+/// further: the schema an earlier agentctl left, for tests of upgrades.
+pub async fn migrate_postgres_through(url: &str, version: i64) -> Result<(), String> {
+    let all = &crate::store::POSTGRES_MIGRATIONS;
+    let migrator = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", crate::url::redact(url)))?;
+    migrator
+        .run(&mut conn)
+        .await
+        .map_err(|e| format!("cannot migrate through {version}: {e}"))
+}
