@@ -16,9 +16,10 @@ use policy::env::CliEnv;
 )]
 pub struct Cli {
     /// The session store: sqlite://PATH, postgres://..., or `none` to keep
-    /// no record [default: sqlite:///var/lib/agentctl/agentctl.db for root,
-    /// otherwise $XDG_DATA_HOME/agentctl/agentctl.db, where XDG_DATA_HOME
-    /// defaults to ~/.local/share].
+    /// no record [default: the stack's Postgres while `agentctl up` has it
+    /// up, else sqlite:///var/lib/agentctl/agentctl.db for root, otherwise
+    /// $XDG_DATA_HOME/agentctl/agentctl.db, where XDG_DATA_HOME defaults
+    /// to ~/.local/share].
     #[arg(long, env = "AGENTCTL_STORE", global = true)]
     pub store: Option<String>,
     /// A team server (https://HOST:PORT): `run`, `ps`, `logs`, `stop`,
@@ -36,8 +37,11 @@ pub enum Command {
     Run(RunArgs),
     /// List sessions.
     Ps(PsArgs),
-    /// Show a detached session's output.
+    /// Show a detached session's output, or the logs of a service of the
+    /// stack (`agentctl up`): postgres, dashboard, docker-proxy, worker,
+    /// prometheus, logs-proxy, alloy, log-standin.
     Logs {
+        /// A session, or a service of the stack.
         session: String,
         /// Keep following until the session ends.
         #[arg(long, short = 'f')]
@@ -113,6 +117,31 @@ pub enum Command {
     /// Internal: runs one claimed request for a worker.
     #[command(name = "__worker-job", hide = true)]
     WorkerJob,
+    /// Bring up agentctl's self-hosted stack (compose/) for a role: usr
+    /// (Postgres and the dashboard), dev (also a worker that runs sessions
+    /// through the Docker socket proxy), ops (also Prometheus and a log
+    /// collector). Waits until every service is healthy, then prints the
+    /// dashboard's URL.
+    Up(UpArgs),
+    /// Stop the stack and remove its containers and networks; its data
+    /// stays unless -v is given.
+    Down {
+        /// Also delete the stack's volumes: its database (every session,
+        /// audit trail, user and token) and Prometheus' data.
+        #[arg(short = 'v', long)]
+        volumes: bool,
+        /// Do not ask before deleting volumes.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// The stack's services, their state and health, and its URLs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: a container healthcheck (GET URL, success on 2xx).
+    #[command(name = "__probe", hide = true)]
+    Probe { url: String },
     /// Print the sandbox plan without running anything.
     Explain(ExplainArgs),
     /// List the available profiles.
@@ -180,6 +209,31 @@ pub struct ServeArgs {
     /// X-Forwarded-For names clients, and cookies are marked Secure.
     #[arg(long, value_name = "ADDRESS", conflicts_with = "tls_cert")]
     pub behind_proxy: Option<std::net::IpAddr>,
+    /// Serve plain HTTP on any address of this container: for the stack of
+    /// `agentctl up`, whose private networks reach it and whose port is
+    /// published on loopback only. Refused outside a container; users are
+    /// still required.
+    #[arg(long, conflicts_with_all = ["tls_cert", "behind_proxy"])]
+    pub plain_http_in_container: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// usr, dev or ops.
+    #[arg(value_parser = ["usr", "dev", "ops"])]
+    pub role: String,
+    /// Build the stack's images again even when they exist.
+    #[arg(long)]
+    pub build: bool,
+    /// Wait until every service is healthy (the default).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Return once the containers are started.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for health before giving up.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -435,6 +489,14 @@ pub struct WorkerArgs {
     /// one gone (its sessions lost, its claims back in the queue).
     #[arg(long, default_value_t = 15)]
     pub heartbeat_timeout: u64,
+    /// The image of sessions whose request and profile name none. A worker
+    /// in a container needs one: it has no host root of its own to give.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Serve the worker's metrics (Prometheus text) at
+    /// http://ADDRESS/metrics; it answers once the worker is registered.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Tell the worker of this data directory to take no more work and to
     /// exit when its sessions end; wait for it.
     #[arg(long)]

@@ -28,7 +28,12 @@ fn main() -> ExitCode {
             return ExitCode::from(LAUNCHER_FAILURE);
         }
     }
-    let store = lifecycle::StoreLocation::resolve(cli.store);
+    // Without --store, the stack's store while `agentctl up` has it up
+    // (the marker goes with `agentctl down`), else the local default.
+    let store = lifecycle::StoreLocation::resolve(
+        cli.store
+            .or_else(|| stack::store_marker(&stack::default_dir())),
+    );
     match cmd::dispatch(cli.command, store, cli.server) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -38,6 +38,10 @@ pub struct Job {
     pub git: GitConfig,
     /// Where fresh clones go (`--clone-root`).
     pub clones: PathBuf,
+    /// The image of a session whose request and profile name none
+    /// (`--image`).
+    #[serde(default)]
+    pub default_image: Option<String>,
 }
 
 /// What the child's exit code says when the agent never ran.
@@ -165,7 +169,24 @@ pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
     let lc_ref: &Lifecycle = lc;
     let launch = lc_ref.prepare_asked(
         || {
-            let spec = lc_ref.plan(&req)?;
+            let mut spec = lc_ref.plan(&req)?;
+            if spec.image.is_none()
+                && let Some(image) = &job.default_image
+            {
+                let with_image = SessionRequest {
+                    image: Some(image.clone()),
+                    ..req.clone()
+                };
+                spec = lc_ref.plan(&with_image)?;
+            }
+            // The Docker backend gives a session without an image the
+            // engine host's root; from a container that is not the root
+            // this worker sees, and its agentctl is not there to be init.
+            if spec.image.is_none() && job.backend == store::Backend::Docker && in_container() {
+                return Err(lifecycle::Error::Refused(
+                    "this worker runs in a container, so its Docker sessions need an image: the request and its profile name none, and the worker has no --image".into(),
+                ));
+            }
             // Again, on the path the plan will mount: a directory swapped
             // for a symlink since the first check is refused here.
             if path_workspace && let Err(e) = job.roots.recheck(&job.user, &spec.workspace) {
@@ -205,4 +226,10 @@ pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
             EXIT_REFUSED
         }
     }
+}
+
+/// Whether this process runs in a container (Docker's and Podman's marks).
+fn in_container() -> bool {
+    std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists()
 }

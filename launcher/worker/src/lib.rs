@@ -11,12 +11,14 @@
 //! - `git`: cloning a repository into a fresh workspace with the worker's
 //!   own credentials.
 //! - `job`: the child side: one claimed request, run to its end.
+//! - `metrics`: the worker's own counters, served for Prometheus.
 //! - `pool`: the worker's loop: register, claim, heartbeat, reap workers
 //!   that died, drain.
 
 mod error;
 pub mod git;
 pub mod job;
+pub mod metrics;
 pub mod pool;
 pub mod roots;
 

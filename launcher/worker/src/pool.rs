@@ -18,9 +18,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use crate::error::WorkerError;
 use crate::git::GitConfig;
 use crate::job::{EXIT_NOT_OURS, Job};
+use crate::metrics::Metrics;
 use crate::roots::Roots;
 
 /// How a worker runs.
@@ -44,6 +48,10 @@ pub struct WorkerConfig {
     pub timeout: Duration,
     /// This binary, run as `__worker-job` for each claim.
     pub self_exe: PathBuf,
+    /// The image of sessions whose request and profile name none.
+    pub default_image: Option<String>,
+    /// Where to serve the worker's metrics (`GET /metrics`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The worker's id in `data_dir`, made on first use.
@@ -126,6 +134,20 @@ pub async fn run(cfg: WorkerConfig, ready: impl FnOnce(&str)) -> Result<(), Work
     };
     store.register_worker(&me, store::now_ms()).await?;
     adopt(&store, &id).await?;
+    let metrics = Arc::new(Metrics::default());
+    metrics
+        .capacity
+        .store(cfg.capacity.into(), Ordering::Relaxed);
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| WorkerError::io(format!("--metrics-listen {addr}: cannot listen"), e))?;
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            cfg.name.clone(),
+        ));
+    }
     info!(worker = %cfg.name, id = %id, "registered");
     ready(&id);
 
@@ -153,6 +175,10 @@ pub async fn run(cfg: WorkerConfig, ready: impl FnOnce(&str)) -> Result<(), Work
                 Ok(pid) => {
                     info!(request = %r.id, pid, "claimed");
                     running.insert(r.id.clone(), Running { pid });
+                    metrics.claimed.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .running
+                        .store(running.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     warn!(request = %r.id, "cannot start its job: {e}");
@@ -192,11 +218,24 @@ pub async fn run(cfg: WorkerConfig, ready: impl FnOnce(&str)) -> Result<(), Work
             }
             Some((rid, code)) = done_rx.recv() => {
                 running.remove(&rid);
+                metrics.running.store(running.len() as u64, Ordering::Relaxed);
+                if code == Some(0) {
+                    metrics.succeeded.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                }
                 ended(&store, &id, &rid, code, &cfg.data_dir).await;
             }
             _ = tick.tick() => {
                 let now = store::now_ms();
-                match store.heartbeat_worker(&id, now).await {
+                let beat = store.heartbeat_worker(&id, now).await;
+                if beat.is_ok() {
+                    metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    metrics.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                metrics.draining.store(draining.into(), Ordering::Relaxed);
+                match beat {
                     Ok(WorkerState::Gone) => {
                         // Declared gone while alive (a partition): its
                         // sessions are on record as lost, so they must not
@@ -322,6 +361,7 @@ async fn spawn_job(
         roots: cfg.roots.clone(),
         git: cfg.git.clone(),
         clones: cfg.clones.clone(),
+        default_image: cfg.default_image.clone(),
     };
     let logs = cfg.data_dir.join("logs");
     std::fs::create_dir_all(&logs)

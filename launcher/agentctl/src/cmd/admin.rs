@@ -180,7 +180,7 @@ async fn run(
 
 /// Writes to the accounts' trail; a failure is a warning (the change
 /// itself is made), never silent.
-async fn trail(
+pub(crate) async fn trail(
     store: &SessionStore,
     actor: &str,
     kind: &str,

@@ -13,6 +13,7 @@ mod run;
 mod serve;
 mod session;
 mod setup;
+mod stack;
 mod wiring;
 mod worker;
 
@@ -42,6 +43,10 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
         }
         Command::Run(args) => run::run(args, store),
         Command::Ps(args) => ps::ps(args, store),
+        // A service of the stack has a name no session id can have.
+        Command::Logs {
+            session, follow, ..
+        } if ::stack::services::known(&session) => stack::logs(&session, follow),
         Command::Logs {
             session,
             follow,
@@ -76,6 +81,10 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
         Command::Setup(args) => setup::setup(args),
         Command::Bundle(args) => bundle::bundle(args, store),
         Command::Image(cmd) => image::image(cmd),
+        Command::Up(args) => stack::up(args),
+        Command::Down { volumes, yes } => stack::down(volumes, yes),
+        Command::Status { json } => stack::status(json),
+        Command::Probe { url } => stack::probe(&url),
     }
 }
 

@@ -54,7 +54,17 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
                     port = addr.port()
                 );
             }
-            if tls.is_none() && args.behind_proxy.is_none() {
+            if args.plain_http_in_container {
+                // The stack's dashboard: its container's address is on the
+                // stack's private networks, and the port is published on
+                // loopback. Anywhere else this would be plain HTTP on a
+                // real network.
+                if !in_container() {
+                    bail!(
+                        "--plain-http-in-container: this is not a container (no /.dockerenv or /run/.containerenv); on a host, give --tls-cert and --tls-key, or --behind-proxy ADDRESS"
+                    );
+                }
+            } else if tls.is_none() && args.behind_proxy.is_none() {
                 bail!(
                     "--listen {addr}: passwords and login cookies would cross the network in clear text; give --tls-cert and --tls-key, or put a TLS-terminating proxy in front and name it with --behind-proxy ADDRESS"
                 );
@@ -109,4 +119,10 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
         .context("the server failed")?;
         anyhow::Ok(0)
     })
+}
+
+/// Whether this process runs in a container (Docker's and Podman's marks).
+fn in_container() -> bool {
+    std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists()
 }

@@ -111,6 +111,8 @@ pub fn worker(args: WorkerArgs, lc: &Lifecycle) -> Result<u8> {
         heartbeat: Duration::from_millis((args.heartbeat_timeout * 1000 / 3).max(500)),
         timeout: Duration::from_secs(args.heartbeat_timeout),
         self_exe: lifecycle::backends::self_path(),
+        default_image: args.image.clone(),
+        metrics_listen: args.metrics_listen,
     };
     if cfg.roots.is_empty() {
         eprintln!(
