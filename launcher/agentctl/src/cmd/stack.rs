@@ -165,6 +165,11 @@ pub fn up(args: UpArgs) -> Result<u8> {
             &[&services::SERVICES[0]],
             Duration::from_secs(args.timeout),
         )?;
+        // A test's stop here: the upgrade test writes the store as an
+        // earlier agentctl would before this version touches it.
+        if std::env::var_os("AGENTCTL_TEST_UP_POSTGRES_ONLY").is_some() {
+            return Ok(false);
+        }
         let first = bootstrap(&stack)?;
         let store = stack.store_url(false)?;
         write_private(&stack.dir.join(stack::STORE_MARKER), &format!("{store}\n"))?;
@@ -177,6 +182,10 @@ pub fn up(args: UpArgs) -> Result<u8> {
         Ok(first)
     })();
     let first = match result {
+        Ok(_) if std::env::var_os("AGENTCTL_TEST_UP_POSTGRES_ONLY").is_some() => {
+            eprintln!("agentctl up: postgres only (AGENTCTL_TEST_UP_POSTGRES_ONLY)");
+            return Ok(0);
+        }
         Ok(first) => first,
         Err(e) => {
             if !was_up {
