@@ -21,6 +21,7 @@ mod proxy;
 mod report;
 mod scan;
 mod session_store;
+mod stack;
 mod stats;
 mod team;
 mod unpack;
@@ -160,6 +161,14 @@ enum Task {
         /// Requests queued at once for the throughput run.
         #[arg(long, default_value_t = team::DEFAULT_THROUGHPUT)]
         queued: usize,
+    },
+    /// `agentctl up dev` against Compose's own `up` of the same file to
+    /// every service healthy, and the dev stack's idle memory; prints a
+    /// markdown section.
+    BenchStack {
+        /// Rounds, each timing both.
+        #[arg(long, default_value_t = stack::DEFAULT_ROUNDS)]
+        rounds: usize,
     },
     /// The Docker Engine API through `agentctl proxy`, through HAProxy
     /// configured as Tecnativa's docker-socket-proxy, and on the daemon's
@@ -307,6 +316,16 @@ fn run(task: Task) -> Result<()> {
                 cmd.push_str(&format!(" --queued {queued}"));
             }
             print!("{}", team::section(&report, &cmd)?);
+        }
+        Task::BenchStack { rounds } => {
+            ensure!(rounds >= 3, "at least 3 rounds");
+            let ctx = prepare(&[])?;
+            let report = stack::bench_stack(&ctx, rounds)?;
+            let mut cmd = String::from("cargo xtask bench-stack");
+            if rounds != stack::DEFAULT_ROUNDS {
+                cmd.push_str(&format!(" --rounds {rounds}"));
+            }
+            print!("{}", stack::section(&report, &cmd)?);
         }
         Task::BenchScan {
             files,
