@@ -14,7 +14,7 @@ pub mod server;
 pub mod session;
 pub mod upstream;
 
-pub use config::{AuditEvent, AuditSink, Config};
+pub use config::{AuditEvent, AuditSink, BindRootError, Config, bind_roots};
 pub use role::{Role, RoleError, Scope};
 pub use server::{Listener, ServeError, serve};
 pub use session::{ChildLimits, SessionScope};

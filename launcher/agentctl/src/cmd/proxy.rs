@@ -2,7 +2,7 @@
 //! session comes from its profile (limits, network, the secrets of its
 //! workspace), and denials go to the session's audit trail.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -74,6 +74,7 @@ pub fn proxy(args: ProxyArgs, lc: &Lifecycle) -> Result<u8> {
         .map_err(|e| anyhow::anyhow!("--listen {e}"))?;
     let upstream_s = args.upstream.clone().unwrap_or_else(default_upstream);
     let upstream = Addr::parse(&upstream_s).map_err(|e| anyhow::anyhow!("--upstream {e}"))?;
+    let bind_roots = docker_proxy::bind_roots(&args.bind_roots, &role)?;
     let session = session_scope(&args, lc)?;
     if role.scope == Scope::Session && session.is_none() {
         bail!(
@@ -99,6 +100,7 @@ pub fn proxy(args: ProxyArgs, lc: &Lifecycle) -> Result<u8> {
         listen,
         upstream,
         session,
+        bind_roots,
         lc.store.clone(),
     ))
 }
@@ -109,6 +111,7 @@ async fn serve(
     listen: Addr,
     upstream: Addr,
     session: Option<SessionScope>,
+    bind_roots: Vec<PathBuf>,
     store: StoreLocation,
 ) -> Result<u8> {
     let api = docker_proxy::negotiate(&upstream).await?;
@@ -124,6 +127,7 @@ async fn serve(
         max_body: args.max_body,
         audit,
         creates: Default::default(),
+        bind_roots,
     });
     let listener = Listener::bind(&listen).await?;
     eprintln!(
@@ -134,6 +138,17 @@ async fn serve(
         api.1,
         cfg.upstream
     );
+    if !cfg.bind_roots.is_empty() {
+        let roots: Vec<String> = cfg
+            .bind_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        eprintln!(
+            "agentctl proxy: bind sources only under {}",
+            roots.join(", ")
+        );
+    }
     if let Some(f) = &args.ready_file {
         write_ready(f)?;
     }
