@@ -289,6 +289,10 @@ pub struct ProxyArgs {
     /// can judge a host path only where it is mounted at the same place.
     #[arg(long = "bind-root", value_name = "DIR")]
     pub bind_roots: Vec<PathBuf>,
+    /// Also serve Prometheus metrics (GET /metrics) here: tcp://HOST:PORT
+    /// (or unix:///PATH).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Print the operation names roles can allow, and exit.
     #[arg(long)]
     pub list_operations: bool,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
 use crate::role::{Binds, Role};
 use crate::session::SessionScope;
 use crate::upstream::Addr;
@@ -38,6 +39,8 @@ pub struct Config {
     /// the same place, so only there can its checks mean what the daemon
     /// will bind.
     pub bind_roots: Vec<PathBuf>,
+    /// What was allowed and denied, for `--metrics-listen`.
+    pub metrics: Metrics,
 }
 
 impl Config {

@@ -1073,6 +1073,7 @@ fn rules_hold_their_invariants_on_mutated_bodies() {
         audit: None,
         creates: Default::default(),
         bind_roots: Vec::new(),
+        metrics: Default::default(),
     };
     let session_role = Role::builtin("session").unwrap();
     let launcher = Role::builtin("launcher").unwrap();

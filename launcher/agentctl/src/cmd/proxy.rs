@@ -74,6 +74,12 @@ pub fn proxy(args: ProxyArgs, lc: &Lifecycle) -> Result<u8> {
         .map_err(|e| anyhow::anyhow!("--listen {e}"))?;
     let upstream_s = args.upstream.clone().unwrap_or_else(default_upstream);
     let upstream = Addr::parse(&upstream_s).map_err(|e| anyhow::anyhow!("--upstream {e}"))?;
+    let metrics_listen = args
+        .metrics_listen
+        .as_deref()
+        .map(Addr::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--metrics-listen {e}"))?;
     let bind_roots = docker_proxy::bind_roots(&args.bind_roots, &role)?;
     let session = session_scope(&args, lc)?;
     if role.scope == Scope::Session && session.is_none() {
@@ -97,7 +103,10 @@ pub fn proxy(args: ProxyArgs, lc: &Lifecycle) -> Result<u8> {
     rt.block_on(serve(
         args,
         role,
-        listen,
+        Listen {
+            api: listen,
+            metrics: metrics_listen,
+        },
         upstream,
         session,
         bind_roots,
@@ -105,10 +114,16 @@ pub fn proxy(args: ProxyArgs, lc: &Lifecycle) -> Result<u8> {
     ))
 }
 
+/// Where the proxy listens: for the Docker API, and for its metrics.
+struct Listen {
+    api: Addr,
+    metrics: Option<Addr>,
+}
+
 async fn serve(
     args: ProxyArgs,
     role: Role,
-    listen: Addr,
+    listen: Listen,
     upstream: Addr,
     session: Option<SessionScope>,
     bind_roots: Vec<PathBuf>,
@@ -128,8 +143,9 @@ async fn serve(
         audit,
         creates: Default::default(),
         bind_roots,
+        metrics: Default::default(),
     });
-    let listener = Listener::bind(&listen).await?;
+    let listener = Listener::bind(&listen.api).await?;
     eprintln!(
         "agentctl proxy: role {} on {}, Docker API {}.{} at {}",
         cfg.role.name,
@@ -149,6 +165,20 @@ async fn serve(
             roots.join(", ")
         );
     }
+    // Dropped (and its unix socket removed) when the proxy stops.
+    let _metrics = match &listen.metrics {
+        Some(addr) => {
+            let l = Listener::bind(addr).await.context("--metrics-listen")?;
+            eprintln!("agentctl proxy: metrics on {}/metrics", l.local_addr());
+            let task = tokio::spawn(docker_proxy::serve_metrics(
+                l,
+                cfg.clone(),
+                std::future::pending(),
+            ));
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     if let Some(f) = &args.ready_file {
         write_ready(f)?;
     }
@@ -176,6 +206,15 @@ async fn serve(
         }
     }
     Ok(0)
+}
+
+/// Stops a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn write_ready(f: &Path) -> Result<()> {

@@ -239,6 +239,7 @@ mod tests {
             audit: None,
             creates: Default::default(),
             bind_roots: Vec::new(),
+            metrics: Default::default(),
         }
     }
 
@@ -252,6 +253,7 @@ mod tests {
             audit: None,
             creates: Default::default(),
             bind_roots: roots,
+            metrics: Default::default(),
         }
     }
 
