@@ -337,6 +337,16 @@ pub struct ProxyArgs {
     /// Largest request body accepted, in bytes (a larger one gets 413).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body: u64,
+    /// Every bind source must be this directory or under it (once symlinks
+    /// are resolved, in the proxy's view), on top of the role's rules;
+    /// `/dev/null` excepted. Repeatable. For a proxy in a container, which
+    /// can judge a host path only where it is mounted at the same place.
+    #[arg(long = "bind-root", value_name = "DIR")]
+    pub bind_roots: Vec<PathBuf>,
+    /// Also serve Prometheus metrics (GET /metrics) here: tcp://HOST:PORT
+    /// (or unix:///PATH).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Print the operation names roles can allow, and exit.
     #[arg(long)]
     pub list_operations: bool,

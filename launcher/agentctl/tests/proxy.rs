@@ -1886,3 +1886,205 @@ fn pulls_of_agentctl_s_own_image_names_are_refused() {
         }
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET over plain TCP; the whole answer, head included.
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A child process killed when dropped, even when the test fails.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The proxy as it runs in a container of a compose stack: the launcher
+/// role over TCP, binds held to `--bind-root`, decisions counted on
+/// `--metrics-listen`. A proxy in a container sees host paths only where
+/// they are mounted at the same place, so the roots are what it can judge.
+#[test]
+fn bind_roots_hold_every_bind_and_metrics_count_the_decisions() {
+    let Some(image) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let ws = root.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut child = Command::new(binary())
+        .args(["--store", "none", "proxy", "--role", "launcher", "--listen"])
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .arg("--bind-root")
+        .arg(&root)
+        .arg("--metrics-listen")
+        .arg(format!("tcp://127.0.0.1:{metrics_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("agentctl proxy exited ({st}): {err}");
+        }
+        assert!(Instant::now() < deadline, "the proxy never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _proxy = Killed(child);
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let mut made = Made(Vec::new());
+
+    // Under the root, and /dev/null (to hide a file): created.
+    let ok = unique("broot-ok");
+    made.0.push(("container", ok.clone()));
+    let out = docker(&[
+        "create",
+        "--name",
+        &ok,
+        "-v",
+        &format!("{}:/ws", ws.display()),
+        "-v",
+        "/dev/null:/ws/hidden",
+        &image,
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(exists("container", &ok));
+
+    // Outside the roots, directly or through a symlink under the root.
+    let link = root.join("link").display().to_string();
+    for (what, flags) in [
+        ("/etc", vec!["-v".to_string(), "/etc:/x".to_string()]),
+        (
+            "a symlink to /etc",
+            vec!["--mount".into(), format!("type=bind,src={link},dst=/x")],
+        ),
+    ] {
+        let name = unique("broot-out");
+        made.0.push(("container", name.clone()));
+        let mut args = vec!["create", "--name", name.as_str()];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend([image.as_str(), "true"]);
+        let out = docker(&args);
+        assert_denied(&out, "outside the proxy's bind roots");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("\"/etc\"") && err.contains(&root.display().to_string()),
+            "{what}: the refusal should name the source and the roots: {err}"
+        );
+        assert!(!exists("container", &name), "{what} made a container");
+    }
+
+    // The daemon resolves the source again at start: a root's directory
+    // swapped for a symlink out of it since the create is refused then.
+    std::fs::rename(&ws, root.join("ws.old")).unwrap();
+    std::os::unix::fs::symlink("/etc", &ws).unwrap();
+    assert_denied(&docker(&["start", &ok]), "outside the proxy's bind roots");
+    let started = text(&direct(&["inspect", "-f", "{{.State.StartedAt}}", &ok]).stdout);
+    assert!(started.starts_with("0001-01-01"), "it started: {started}");
+
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200 "), "{metrics}");
+    assert!(
+        metrics.contains("Content-Type: text/plain; version=0.0.4"),
+        "{metrics}"
+    );
+    for line in [
+        "agentctl_proxy_requests_total{role=\"launcher\",operation=\"containers.create\",decision=\"allowed\"} 1",
+        "agentctl_proxy_requests_total{role=\"launcher\",operation=\"containers.create\",decision=\"denied\"} 2",
+        "agentctl_proxy_requests_total{role=\"launcher\",operation=\"containers.start\",decision=\"denied\"} 1",
+        "agentctl_proxy_up 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("agentctl_proxy_info{role=\"launcher\",api=\"1.")),
+        "{metrics}"
+    );
+    assert!(http_get(metrics_port, "/").starts_with("HTTP/1.1 404 "));
+    // The Docker API is not served on the metrics listener, nor the
+    // metrics on the API's.
+    assert!(http_get(metrics_port, "/v1.47/containers/json").starts_with("HTTP/1.1 404 "));
+    let api = http_get(port, "/metrics");
+    assert!(api.starts_with("HTTP/1.1 403 "), "{api}");
+}
+
+/// Bind roots that would restrict nothing, or a role that binds nothing,
+/// are refused at start, naming the flag.
+#[test]
+fn bind_roots_that_restrict_nothing_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let file = file.display().to_string();
+    let missing = dir.path().join("missing").display().to_string();
+    for (role, root, says) in [
+        ("launcher", "/", "restrict nothing"),
+        ("launcher", "/..", "restrict nothing"),
+        ("launcher", file.as_str(), "not a directory"),
+        ("launcher", missing.as_str(), "cannot be resolved"),
+        ("logs-reader", "/tmp", "pointless with role logs-reader"),
+    ] {
+        let out = Command::new(binary())
+            .args([
+                "--store",
+                "none",
+                "proxy",
+                "--listen",
+                "unix:///nonexistent/agentctl-proxy.sock",
+                "--upstream",
+                "unix:///nonexistent/docker.sock",
+                "--role",
+                role,
+                "--bind-root",
+                root,
+            ])
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{role} --bind-root {root} started");
+        assert!(
+            err.contains("--bind-root") && err.contains(says),
+            "{role} --bind-root {root}: {err}"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod config;
 pub mod http1;
+pub mod metrics;
 pub mod relay;
 pub mod role;
 pub mod route;
@@ -14,7 +15,8 @@ pub mod server;
 pub mod session;
 pub mod upstream;
 
-pub use config::{AuditEvent, AuditSink, Config};
+pub use config::{AuditEvent, AuditSink, BindRootError, Config, bind_roots};
+pub use metrics::{Metrics, serve_metrics};
 pub use role::{Role, RoleError, Scope};
 pub use server::{Listener, ServeError, serve};
 pub use session::{ChildLimits, SessionScope};

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::{AuditEvent, Config};
 use crate::http1::{self, Framing, HttpError, ReadError, Reader, RequestHead};
+use crate::metrics::Verdict;
 use crate::relay::{self, RelayError};
 use crate::role::Scope;
 use crate::route::{self, BodyKind, RouteError};
@@ -128,12 +129,12 @@ pub async fn serve(
     }
 }
 
-enum Conn {
+pub(crate) enum Conn {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
 }
 
-async fn accept(l: &Listener) -> std::io::Result<Conn> {
+pub(crate) async fn accept(l: &Listener) -> std::io::Result<Conn> {
     match l {
         Listener::Unix(l, _) => Ok(Conn::Unix(l.accept().await?.0)),
         Listener::Tcp(l) => Ok(Conn::Tcp(l.accept().await?.0)),
@@ -153,7 +154,7 @@ where
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(ReadError::Http(e)) => {
-                refuse_http(&mut wr, &e).await;
+                refuse_http(&cfg, &mut wr, "unknown", &e).await;
                 return;
             }
             Err(ReadError::Io(_)) => return,
@@ -188,7 +189,14 @@ enum Next {
     Hijacked,
 }
 
-async fn refuse_http<W: AsyncWrite + Unpin>(wr: &mut W, e: &HttpError) {
+/// Refuses a request that no rule got to read; counted as denied.
+async fn refuse_http<W: AsyncWrite + Unpin>(
+    cfg: &Config,
+    wr: &mut W,
+    op: &'static str,
+    e: &HttpError,
+) {
+    cfg.metrics.count(op, Verdict::Denied);
     tracing::info!(status = e.status(), reason = %e, "refused a malformed request");
     let _ = http1::write_json(wr, e.status(), &http1::error_body(&e.to_string()), true).await;
 }
@@ -215,7 +223,7 @@ where
         Ok(t) => Ok(t),
         Err(RouteError::Malformed(m)) => {
             let e = HttpError::BadRequest(m);
-            refuse_http(wr, &e).await;
+            refuse_http(cfg, wr, "unknown", &e).await;
             return Next::Close;
         }
         Err(RouteError::Unknown { method, path }) => Err((
@@ -240,7 +248,11 @@ where
     // A refused request's body is still read (within the cap), so that a
     // client still sending it gets the refusal rather than a broken pipe;
     // one that waits for 100 Continue is refused without it.
-    if let Err((op, d)) = &target
+    let op: &'static str = match &target {
+        Ok(t) => t.endpoint.name(),
+        Err((op, _)) => op,
+    };
+    if let Err((_, d)) = &target
         && expects_continue
     {
         return deny(cfg, wr, op, d.clone(), true).await;
@@ -252,7 +264,7 @@ where
         // The daemon merges form bodies into its query parameters.
         let e =
             HttpError::BadRequest("form bodies are not accepted by any Docker API route".into());
-        refuse_http(wr, &e).await;
+        refuse_http(cfg, wr, op, &e).await;
         return Next::Close;
     }
     if expects_continue
@@ -266,19 +278,18 @@ where
     let body = match reader.read_body(&framing, cfg.max_body).await {
         Ok(b) => b,
         Err(ReadError::Http(e)) => {
-            refuse_http(wr, &e).await;
+            refuse_http(cfg, wr, op, &e).await;
             return Next::Close;
         }
         Err(ReadError::Io(_)) => return Next::Close,
     };
     let target = match target {
         Ok(t) => t,
-        Err((op, d)) => return deny(cfg, wr, op, d, !keep_alive).await,
+        Err((_, d)) => return deny(cfg, wr, op, d, !keep_alive).await,
     };
-    let op = target.endpoint.name();
     if target.endpoint.body() == BodyKind::Empty && !body.is_empty() {
         let e = HttpError::BadRequest(format!("{op} takes no request body"));
-        refuse_http(wr, &e).await;
+        refuse_http(cfg, wr, op, &e).await;
         return Next::Close;
     }
 
@@ -288,8 +299,12 @@ where
     };
     let decision = rules::check(cfg, lookups, &head, target, body).await;
     let fwd = match decision {
-        Decision::Forward(f) => f,
+        Decision::Forward(f) => {
+            cfg.metrics.count(op, Verdict::Allowed);
+            f
+        }
         Decision::Deny(d) => return deny(cfg, wr, op, d, !keep_alive).await,
+        // Neither allowed nor denied: the rules could not decide.
         Decision::Fail(e) => {
             tracing::warn!(error = %e, operation = op, "lookup at the daemon failed");
             let _ = http1::write_json(wr, 502, &http1::error_body(&e.to_string()), true).await;
@@ -331,10 +346,11 @@ where
 async fn deny<W: AsyncWrite + Unpin>(
     cfg: &Config,
     wr: &mut W,
-    op: &str,
+    op: &'static str,
     d: Denial,
     close: bool,
 ) -> Next {
+    cfg.metrics.count(op, Verdict::Denied);
     let message = format!("denied by agentctl: {}", d.reason);
     tracing::info!(operation = op, role = %cfg.role.name, reason = %d.reason, "denied");
     if let Some(audit) = &cfg.audit {

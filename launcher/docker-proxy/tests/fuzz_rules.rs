@@ -1072,6 +1072,8 @@ fn rules_hold_their_invariants_on_mutated_bodies() {
         max_body: 1 << 20,
         audit: None,
         creates: Default::default(),
+        bind_roots: Vec::new(),
+        metrics: Default::default(),
     };
     let session_role = Role::builtin("session").unwrap();
     let launcher = Role::builtin("launcher").unwrap();

@@ -2,7 +2,7 @@
 //! session comes from its profile (limits, network, the secrets of its
 //! workspace), and denials go to the session's audit trail.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -74,6 +74,13 @@ pub fn proxy(args: ProxyArgs, lc: &Lifecycle) -> Result<u8> {
         .map_err(|e| anyhow::anyhow!("--listen {e}"))?;
     let upstream_s = args.upstream.clone().unwrap_or_else(default_upstream);
     let upstream = Addr::parse(&upstream_s).map_err(|e| anyhow::anyhow!("--upstream {e}"))?;
+    let metrics_listen = args
+        .metrics_listen
+        .as_deref()
+        .map(Addr::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--metrics-listen {e}"))?;
+    let bind_roots = docker_proxy::bind_roots(&args.bind_roots, &role)?;
     let session = session_scope(&args, lc)?;
     if role.scope == Scope::Session && session.is_none() {
         bail!(
@@ -96,19 +103,30 @@ pub fn proxy(args: ProxyArgs, lc: &Lifecycle) -> Result<u8> {
     rt.block_on(serve(
         args,
         role,
-        listen,
+        Listen {
+            api: listen,
+            metrics: metrics_listen,
+        },
         upstream,
         session,
+        bind_roots,
         lc.store.clone(),
     ))
+}
+
+/// Where the proxy listens: for the Docker API, and for its metrics.
+struct Listen {
+    api: Addr,
+    metrics: Option<Addr>,
 }
 
 async fn serve(
     args: ProxyArgs,
     role: Role,
-    listen: Addr,
+    listen: Listen,
     upstream: Addr,
     session: Option<SessionScope>,
+    bind_roots: Vec<PathBuf>,
     store: StoreLocation,
 ) -> Result<u8> {
     let api = docker_proxy::negotiate(&upstream).await?;
@@ -124,8 +142,10 @@ async fn serve(
         max_body: args.max_body,
         audit,
         creates: Default::default(),
+        bind_roots,
+        metrics: Default::default(),
     });
-    let listener = Listener::bind(&listen).await?;
+    let listener = Listener::bind(&listen.api).await?;
     eprintln!(
         "agentctl proxy: role {} on {}, Docker API {}.{} at {}",
         cfg.role.name,
@@ -134,6 +154,31 @@ async fn serve(
         api.1,
         cfg.upstream
     );
+    if !cfg.bind_roots.is_empty() {
+        let roots: Vec<String> = cfg
+            .bind_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        eprintln!(
+            "agentctl proxy: bind sources only under {}",
+            roots.join(", ")
+        );
+    }
+    // Dropped (and its unix socket removed) when the proxy stops.
+    let _metrics = match &listen.metrics {
+        Some(addr) => {
+            let l = Listener::bind(addr).await.context("--metrics-listen")?;
+            eprintln!("agentctl proxy: metrics on {}/metrics", l.local_addr());
+            let task = tokio::spawn(docker_proxy::serve_metrics(
+                l,
+                cfg.clone(),
+                std::future::pending(),
+            ));
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     if let Some(f) = &args.ready_file {
         write_ready(f)?;
     }
@@ -161,6 +206,15 @@ async fn serve(
         }
     }
     Ok(0)
+}
+
+/// Stops a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn write_ready(f: &Path) -> Result<()> {

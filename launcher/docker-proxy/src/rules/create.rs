@@ -921,12 +921,18 @@ pub(super) async fn container_create(
         nc.endpoints_config = Some(out);
     }
 
-    // Volumes from other containers: the session's own only.
+    // Volumes from other containers: the session's own only; with bind
+    // roots, only those whose binds are all under them.
     if let Some(from) = h.volumes_from.take() {
         let mut out = Vec::new();
         for f in from {
             match cx.session {
-                None => out.push(f),
+                None => {
+                    if !cx.cfg.bind_roots.is_empty() {
+                        check_volumes_from_roots(cx, up, &f).await?;
+                    }
+                    out.push(f)
+                }
                 Some(s) => {
                     let (id, mode) = match f.split_once(':') {
                         Some((i, m)) => (i.to_string(), Some(m.to_string())),

@@ -34,7 +34,7 @@ use create::{json_body, names_agentctl_image};
 use decision::{Ctx, Why, deny};
 use filters::{canonical_filters, own_filters};
 use owner::own_object;
-use paths::check_binds_at_start;
+use paths::{check_bind_roots_at_start, check_binds_at_start};
 
 /// Decides one request.
 pub async fn check(
@@ -86,6 +86,13 @@ async fn decide(
         && let Some(id) = object.as_deref()
     {
         check_binds_at_start(&cx, s, up, id).await?;
+    }
+    if cx.session.is_none()
+        && !cfg.bind_roots.is_empty()
+        && matches!(ep, Endpoint::ContainerStart | Endpoint::ContainerRestart)
+        && let Some(id) = object.as_deref()
+    {
+        check_bind_roots_at_start(&cx, up, id).await?;
     }
 
     if ep == Endpoint::ImagesPull
@@ -231,6 +238,22 @@ mod tests {
             max_body: 1 << 20,
             audit: None,
             creates: Default::default(),
+            bind_roots: Vec::new(),
+            metrics: Default::default(),
+        }
+    }
+
+    fn launcher_with_roots(roots: Vec<std::path::PathBuf>) -> Config {
+        Config {
+            role: Role::builtin("launcher").unwrap(),
+            upstream: Addr::Unix("/nonexistent/docker.sock".into()),
+            api: (1, 41),
+            session: None,
+            max_body: 1 << 20,
+            audit: None,
+            creates: Default::default(),
+            bind_roots: roots,
+            metrics: Default::default(),
         }
     }
 
@@ -369,5 +392,135 @@ mod tests {
         ));
         let body: serde_json::Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["Labels"]["io.agentctl.session"], SESSION);
+    }
+
+    #[test]
+    fn bind_roots_hold_binds_at_create_and_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("ws")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("ws", root.join("alias")).unwrap();
+        let cfg = launcher_with_roots(vec![root.clone()]);
+        let image = || {
+            Answers::default().with(
+                "/images/busybox/json",
+                200,
+                json!({"Id": "sha256:1", "Config": {"Labels": {}}}),
+            )
+        };
+        let create = |host_config: serde_json::Value| {
+            json!({"Image": "busybox", "HostConfig": host_config}).to_string()
+        };
+        let r = root.display();
+        for (host_config, field) in [
+            (
+                json!({"Binds": ["/etc:/x"]}),
+                "HostConfig.Binds \"/etc:/x\"",
+            ),
+            (
+                json!({"Binds": [format!("{r}/link:/x")]}),
+                "HostConfig.Binds",
+            ),
+            (
+                json!({"Mounts": [{"Type": "bind", "Source": base.display().to_string(), "Target": "/x"}]}),
+                "HostConfig.Mounts[0]",
+            ),
+        ] {
+            let why = denied(ask(
+                &cfg,
+                &mut image(),
+                "POST",
+                "/v1.41/containers/create",
+                &create(host_config.clone()),
+            ));
+            assert!(
+                why.reason.starts_with(field)
+                    && why.reason.contains(&format!(
+                        "is outside the proxy's bind roots ({r}) (role launcher)"
+                    )),
+                "{host_config}: {}",
+                why.reason
+            );
+        }
+        // Under the root (by its real path) and /dev/null go through.
+        let f = forwarded(ask(
+            &cfg,
+            &mut image(),
+            "POST",
+            "/v1.41/containers/create",
+            &create(json!({"Binds": [format!("{r}/alias:/w"), "/dev/null:/w/.env"]})),
+        ));
+        let body: serde_json::Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body["HostConfig"]["Binds"],
+            json!([format!("{r}/ws:/w"), "/dev/null:/w/.env"])
+        );
+
+        // At start, what the daemon keeps is resolved again.
+        let kept = |src: String| {
+            Answers::default().with(
+                "/containers/c/json",
+                200,
+                json!({"Id": "c", "HostConfig": {"Binds": [format!("{src}:/w")]}, "Mounts": []}),
+            )
+        };
+        forwarded(ask(
+            &cfg,
+            &mut kept(format!("{r}/ws")),
+            "POST",
+            "/v1.41/containers/c/start",
+            "",
+        ));
+        let why = denied(ask(
+            &cfg,
+            &mut kept(format!("{r}/link")),
+            "POST",
+            "/v1.41/containers/c/start",
+            "",
+        ));
+        assert!(
+            why.reason
+                .starts_with("container c cannot start (role launcher)")
+                && why
+                    .reason
+                    .contains("(resolved to \"/etc\") is outside the proxy's bind roots"),
+            "{}",
+            why.reason
+        );
+        // Without roots the launcher's start looks nothing up.
+        let mut d = kept("/etc".into());
+        forwarded(ask(
+            &launcher_with_roots(Vec::new()),
+            &mut d,
+            "POST",
+            "/v1.41/containers/c/start",
+            "",
+        ));
+        assert!(d.asked.is_empty(), "{:?}", d.asked);
+
+        // A container lending its volumes lends its binds.
+        let mut d = image().with(
+            "/containers/lender/json",
+            200,
+            json!({"Id": "lender", "Mounts": [{"Type": "bind", "Source": "/etc", "Destination": "/e"}]}),
+        );
+        let why = denied(ask(
+            &cfg,
+            &mut d,
+            "POST",
+            "/v1.41/containers/create",
+            &create(json!({"VolumesFrom": ["lender:ro"]})),
+        ));
+        assert!(
+            why.reason
+                .starts_with("HostConfig.VolumesFrom \"lender:ro\"")
+                && why
+                    .reason
+                    .contains("\"/etc\" is outside the proxy's bind roots"),
+            "{}",
+            why.reason
+        );
     }
 }

@@ -48,6 +48,124 @@ pub(super) fn engine_sockets(cx: &Ctx<'_>) -> Vec<PathBuf> {
     v
 }
 
+/// Whether `real`, a canonical path, is one of the proxy's bind roots or
+/// under one (by whole components: `/srv/ab` is not under `/srv/a`). No
+/// roots: no such restriction.
+pub fn within_bind_roots(roots: &[PathBuf], real: &Path) -> bool {
+    roots.is_empty() || roots.iter().any(|r| real.starts_with(r))
+}
+
+/// The roots, for messages.
+fn roots_list(cx: &Ctx<'_>) -> String {
+    cx.cfg
+        .bind_roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why the bind source `src` of a container the daemon already has (as it
+/// keeps it) may not be mounted under the bind roots, if it may not: the
+/// daemon resolves it again at every start, in its own namespace, and what
+/// it finds must still be under a root in the proxy's view. `/dev/null`
+/// (to hide a file) is the one source outside them.
+fn kept_source_outside_roots(cx: &Ctx<'_>, src: &str) -> Option<String> {
+    if src == "/dev/null" {
+        return None;
+    }
+    match Path::new(src).canonicalize() {
+        // The daemon would create a missing source (for `Binds`) through
+        // whatever its parent resolves to.
+        Err(e) => Some(format!(
+            "its bind source {src:?} cannot be checked against the proxy's bind roots ({e})"
+        )),
+        Ok(real) if !within_bind_roots(&cx.cfg.bind_roots, &real) => Some(format!(
+            "its bind source {src:?}{} is outside the proxy's bind roots ({})",
+            resolved_to(src, &real),
+            roots_list(cx)
+        )),
+        Ok(_) => None,
+    }
+}
+
+fn resolved_to(src: &str, real: &Path) -> String {
+    if Path::new(src) == real {
+        String::new()
+    } else {
+        format!(" (resolved to {:?})", real.display().to_string())
+    }
+}
+
+/// The bind sources of a container as the daemon keeps it: those of its
+/// `HostConfig` and those of its mount points, which also hold the binds
+/// it got through `VolumesFrom`.
+pub(super) fn bind_sources(c: &Value) -> Vec<String> {
+    let mut out: Vec<String> = binds_of(c).into_iter().map(|(src, _, _)| src).collect();
+    for m in c
+        .get("Mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if m.get("Type").and_then(Value::as_str) == Some("bind")
+            && let Some(src) = m.get("Source").and_then(Value::as_str)
+        {
+            out.push(src.to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// With bind roots, a container of a global role is checked again when it
+/// starts or restarts: the daemon resolves its bind sources then, and a
+/// directory on the way may have been swapped for a symlink since the
+/// create was checked. (A session's containers get `check_binds_at_start`,
+/// which holds them to the workspace.)
+pub(super) async fn check_bind_roots_at_start(
+    cx: &Ctx<'_>,
+    up: &mut impl Daemon,
+    id: &str,
+) -> Result<(), Why> {
+    let Some(c) = lookup(cx, up, &["containers", id, "json"]).await? else {
+        return not_found("container", id);
+    };
+    for src in bind_sources(&c) {
+        if let Some(why) = kept_source_outside_roots(cx, &src) {
+            return deny(format!(
+                "container {id} cannot start (role {}): {why}",
+                cx.role
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// With bind roots, `VolumesFrom` of a global role may name only containers
+/// whose binds are all under the roots: the new container gets them too.
+pub(super) async fn check_volumes_from_roots(
+    cx: &Ctx<'_>,
+    up: &mut impl Daemon,
+    from: &str,
+) -> Result<(), Why> {
+    let field = format!("HostConfig.VolumesFrom {from:?}");
+    let id = from.split_once(':').map_or(from, |(id, _)| id);
+    let Some(c) = lookup(cx, up, &["containers", id, "json"]).await? else {
+        return not_found("container", id);
+    };
+    for src in bind_sources(&c) {
+        if let Some(why) = kept_source_outside_roots(cx, &src) {
+            return deny(format!(
+                "{field}: container {id} cannot lend its volumes: {why} (role {})",
+                cx.role
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a host path a container wants bound, and gives back the path the
 /// daemon will bind: symlinks resolved, so what was checked is what is
 /// bound. Mask mounts for the session's secrets under it go into `masks`.
@@ -84,6 +202,15 @@ pub(super) fn check_host_path(
             ));
         }
     };
+    // Resolved in the proxy's view: a symlink under a root that leads out
+    // of it is outside.
+    if src != "/dev/null" && !within_bind_roots(&cx.cfg.bind_roots, &real) {
+        return deny(format!(
+            "{field}: host path {src:?}{} is outside the proxy's bind roots ({}) (role {role})",
+            resolved_to(src, &real),
+            roots_list(cx)
+        ));
+    }
     for sock in engine_sockets(cx) {
         if sock.starts_with(&real) {
             return deny(format!(
@@ -299,6 +426,9 @@ pub(super) async fn check_binds_at_start(
         return refuse(why);
     }
     for (src, _, _) in &binds {
+        if let Some(why) = kept_source_outside_roots(cx, src) {
+            return refuse(why);
+        }
         if src == "/dev/null" || *src == ws {
             continue;
         }
@@ -745,6 +875,37 @@ pub(super) async fn check_mount(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_roots_hold_whole_components() {
+        let roots = [PathBuf::from("/srv/a"), PathBuf::from("/var/lib/ws")];
+        for inside in ["/srv/a", "/srv/a/b", "/var/lib/ws/x/y"] {
+            assert!(within_bind_roots(&roots, Path::new(inside)), "{inside}");
+        }
+        for outside in ["/srv", "/srv/ab", "/etc", "/", "/var/lib/wsx"] {
+            assert!(!within_bind_roots(&roots, Path::new(outside)), "{outside}");
+        }
+        assert!(
+            within_bind_roots(&[], Path::new("/etc")),
+            "no roots: no restriction"
+        );
+    }
+
+    #[test]
+    fn bind_sources_include_the_mount_points() {
+        let c = serde_json::json!({
+            "HostConfig": {
+                "Binds": ["/a:/x:ro", "named:/v"],
+                "Mounts": [{"Type": "bind", "Source": "/b", "Target": "/y"}]
+            },
+            "Mounts": [
+                {"Type": "bind", "Source": "/a", "Destination": "/x"},
+                {"Type": "bind", "Source": "/from-other", "Destination": "/z"},
+                {"Type": "volume", "Name": "named", "Source": "/var/lib/docker/volumes/named/_data"}
+            ]
+        });
+        assert_eq!(bind_sources(&c), ["/a", "/b", "/from-other"]);
+    }
 
     #[test]
     fn mountinfo_escapes_are_read_back() {
