@@ -519,7 +519,9 @@ fn up_dev_runs_a_session_from_the_api_on_the_stacks_worker() {
     );
 
     // A workspace under the worker's root, with a secret and an example.
-    let ws = stack.path().join("workspaces/shared/project");
+    // Each user's under the worker's root: shared/USER (up made admin's).
+    assert!(stack.path().join("workspaces/shared/admin").is_dir());
+    let ws = stack.path().join("workspaces/shared/admin/project");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join(".env"), "API_KEY=stack-secret-do-not-read\n").unwrap();
     std::fs::write(ws.join(".env.example"), "API_KEY=example-value\n").unwrap();
@@ -531,11 +533,16 @@ fn up_dev_runs_a_session_from_the_api_on_the_stacks_worker() {
     });
     let (code, resp) = stack.api("POST", "/api/v1/sessions", Some(&body.to_string()));
     assert_eq!(code, 202, "{resp}");
-    let id = serde_json::from_str::<serde_json::Value>(&resp).unwrap()["id"]
+    let id = serde_json::from_str::<serde_json::Value>(&resp).unwrap()["request"]
         .as_str()
         .unwrap()
         .to_string();
     wait_for(Duration::from_secs(90), "the session runs", || {
+        let r = stack.json(&format!("/api/v1/requests/{id}"));
+        if r["state"] == "failed" {
+            let why = r["reason"].as_str().unwrap_or_default();
+            panic!("the request failed: {}", &why[..why.len().min(600)]);
+        }
         let (c, b) = stack.api("GET", &format!("/api/v1/sessions/{id}"), None);
         c == 200 && b.contains("\"running\"")
     });

@@ -512,7 +512,10 @@ async fn run_created(
         return Err(start_error(e));
     }
     // The container's init on this host, when the engine runs here and
-    // says: the caller may signal it (a stop asked for elsewhere).
+    // says: the caller may signal it (a stop asked for elsewhere). The
+    // engine's pid is of its own pid namespace: from another host or from
+    // a container it names some other process, or none; only a process
+    // in this container's cgroup is taken for it.
     let pid = docker
         .inspect_container(id, None)
         .await
@@ -520,7 +523,10 @@ async fn run_created(
         .and_then(|i| i.state)
         .and_then(|s| s.pid)
         .and_then(|p| u32::try_from(p).ok())
-        .filter(|p| *p > 0);
+        .filter(|p| *p > 0)
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(id))
+        });
     observer.started(pid);
     let _raw = RawMode::enter(opts.tty);
     if opts.tty {

@@ -41,6 +41,13 @@ pub struct Role {
     /// Whether created containers may use the host's network namespace
     /// (agentctl's own `network: host` sessions need it).
     pub host_network: bool,
+    /// Whether the client is agentctl's own launcher: it may mark
+    /// containers with agentctl's labels (`io.agentctl.*`) and give them
+    /// agentctl's sandbox seccomp profile (exactly that one, which is
+    /// stricter than the engine's default). Only for a global role, whose
+    /// client reaches every object anyway; a session role's ownership
+    /// rests on those labels.
+    pub agentctl_sandboxes: bool,
     pub allow: BTreeSet<Endpoint>,
 }
 
@@ -54,6 +61,8 @@ struct RoleFile {
     binds: Binds,
     #[serde(default)]
     host_network: bool,
+    #[serde(default)]
+    agentctl_sandboxes: bool,
     allow: Vec<String>,
 }
 
@@ -145,6 +154,17 @@ impl Role {
                 message: "binds: workspace needs scope: session (a global role has no workspace); use none or any".into(),
             });
         }
+        if file.agentctl_sandboxes && file.scope != Scope::Global {
+            return Err(RoleError::Syntax {
+                source_name: source_name.to_string(),
+                line: text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("agentctl_sandboxes:"))
+                    .map_or(1, |i| i + 1),
+                column: 1,
+                message: "agentctl_sandboxes: true needs scope: global (a session's ownership rests on agentctl's labels)".into(),
+            });
+        }
         let mut allow = BTreeSet::new();
         for op in &file.allow {
             match Endpoint::from_name(op) {
@@ -166,6 +186,7 @@ impl Role {
             scope: file.scope,
             binds: file.binds,
             host_network: file.host_network,
+            agentctl_sandboxes: file.agentctl_sandboxes,
             allow,
         })
     }

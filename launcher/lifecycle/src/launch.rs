@@ -166,7 +166,22 @@ impl Launch<'_> {
             output_copy: output.clone(),
             ..opts.clone()
         };
-        let recording = Recording::new(&self.lc.store, &id, output.clone(), on_start);
+        let mut recording = Recording::new(&self.lc.store, &id, output.clone(), on_start);
+        if self.backend == store::Backend::Docker {
+            // The engine may run elsewhere (or this launcher in a container):
+            // a stop goes through it, never to a pid of this host.
+            let (exe, session) = (self.lc.self_exe.clone(), id.clone());
+            recording = recording.with_engine_stop(std::sync::Arc::new(move |grace| {
+                let h = sandbox::Handle {
+                    session: session.clone(),
+                    ..sandbox::Handle::default()
+                };
+                let docker = backend_docker::DockerBackend::new(exe.clone());
+                if let Err(e) = sandbox::Backend::stop(&docker, &h, grace) {
+                    tracing::warn!("cannot stop the session's container: {e}");
+                }
+            }));
+        }
         let result = backend.run(&self.spec, &opts, &recording);
         tracing::debug!("sandbox gone");
         if let Some(p) = &self.proxy {

@@ -137,6 +137,7 @@ impl LiveRecord {
         store_url: &StoreLocation,
         id: &str,
         output: Option<&std::path::Path>,
+        engine_stop: Option<EngineStop>,
     ) -> LiveRecord {
         let output = output.map(std::path::Path::to_path_buf);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
@@ -166,7 +167,10 @@ impl LiveRecord {
                 // A closed channel (the launcher gave up) ends the thread.
                 let mut pending_start = None;
                 let mut next = None;
-                let mut stops = StopWatch::default();
+                let mut stops = StopWatch {
+                    engine: engine_stop,
+                    ..StopWatch::default()
+                };
                 let source = match output.as_deref().map(std::fs::File::open) {
                     Some(Ok(f)) => Source::File(f),
                     Some(Err(e)) => {
@@ -297,15 +301,27 @@ const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 #[derive(Default)]
 struct StopWatch {
     sandbox: Option<PidFd>,
+    /// The engine's own stop, for a sandbox whose process this launcher
+    /// cannot see (a Docker engine on another host, or a launcher in a
+    /// container of its own).
+    engine: Option<EngineStop>,
     kill_at: Option<std::time::Instant>,
     killed: bool,
 }
 
+/// Asks the engine to stop the session's sandbox within a grace.
+pub type EngineStop = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
 impl StopWatch {
     async fn poll(&mut self, store: &store::SessionStore, id: &str) {
-        let Some(sandbox) = &self.sandbox else { return };
+        if self.sandbox.is_none() && self.engine.is_none() {
+            return;
+        }
         if let Some(at) = self.kill_at {
-            if !self.killed && std::time::Instant::now() >= at {
+            if let Some(sandbox) = &self.sandbox
+                && !self.killed
+                && std::time::Instant::now() >= at
+            {
                 self.killed = true;
                 let _ = sandbox.signal(libc::SIGKILL);
             }
@@ -326,8 +342,20 @@ impl StopWatch {
                 .unwrap_or(10),
             Err(_) => 10,
         };
-        tracing::debug!("a stop was asked for; SIGTERM to the sandbox");
-        let _ = sandbox.signal(libc::SIGTERM);
+        match (&self.sandbox, &self.engine) {
+            (Some(sandbox), _) => {
+                tracing::debug!("a stop was asked for; SIGTERM to the sandbox");
+                let _ = sandbox.signal(libc::SIGTERM);
+            }
+            (None, Some(stop)) => {
+                // The engine signals, waits out the grace and kills; off
+                // this thread, which copies the output meanwhile.
+                tracing::debug!("a stop was asked for; the engine stops the sandbox");
+                let stop = stop.clone();
+                std::thread::spawn(move || stop(std::time::Duration::from_secs(grace)));
+            }
+            (None, None) => {}
+        }
         self.kill_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(grace));
     }
 }
@@ -374,6 +402,8 @@ pub struct Recording<'a> {
     live: RefCell<Option<LiveRecord>>,
     /// Told when the agent runs, after the record is on its way.
     on_start: &'a dyn Fn(Option<u32>),
+    /// How to stop a sandbox whose process is out of sight.
+    engine_stop: Option<EngineStop>,
 }
 
 impl<'a> Recording<'a> {
@@ -390,6 +420,7 @@ impl<'a> Recording<'a> {
             started: Cell::new(None),
             signals: RefCell::default(),
             live: RefCell::default(),
+            engine_stop: None,
             on_start,
         }
     }
@@ -427,6 +458,13 @@ impl<'a> Recording<'a> {
 }
 
 impl Recording<'_> {
+    /// Stops asked for in the store are carried out by `stop` when the
+    /// backend gives no process of this host to signal.
+    pub fn with_engine_stop(mut self, stop: EngineStop) -> Self {
+        self.engine_stop = Some(stop);
+        self
+    }
+
     /// The live record's thread, started once threads are allowed.
     fn live_record(&self) {
         if self.store.keeps_records() && self.live.borrow().is_none() {
@@ -434,6 +472,7 @@ impl Recording<'_> {
                 self.store,
                 self.id,
                 self.output.as_deref(),
+                self.engine_stop.clone(),
             ));
         }
     }

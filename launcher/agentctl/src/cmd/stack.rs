@@ -449,6 +449,13 @@ fn prepare_dirs(env: &StackEnv) -> Result<()> {
         (workspaces.clone(), 0o755),
         (workspaces.join("clones"), 0o700),
         (workspaces.join("shared"), 0o755),
+        // The worker's --workspace-root gives each user shared/USER.
+        (
+            workspaces
+                .join("shared")
+                .join(env.or("AGENTCTL_ADMIN_USER", "admin")),
+            0o755,
+        ),
         (stack_dir.join("worker"), 0o700),
     ] {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

@@ -220,7 +220,7 @@ pub(super) fn network_create(cx: &Ctx<'_>, n: &mut types::NetworkCreate) -> Resu
             "Ingress/ConfigOnly/ConfigFrom are not allowed for role {role}"
         ));
     }
-    check_labels(&n.labels, "network", role)?;
+    check_labels(cx, &n.labels, "network")?;
     if let Some(s) = cx.session {
         inject_labels(&mut n.labels, s);
         if s.network == NetworkMode::None {
@@ -247,7 +247,7 @@ pub(super) fn volume_create(cx: &Ctx<'_>, v: &mut types::VolumeCreate) -> Result
             "DriverOpts are not allowed for role {role} (local driver options can mount any host path)"
         ));
     }
-    check_labels(&v.labels, "volume", role)?;
+    check_labels(cx, &v.labels, "volume")?;
     if let Some(s) = cx.session {
         inject_labels(&mut v.labels, s);
     }
@@ -637,7 +637,7 @@ pub(super) async fn container_create(
     c: &mut types::ContainerCreate,
 ) -> Result<(), Why> {
     let role = cx.role;
-    check_labels(&c.labels, "Config", role)?;
+    check_labels(cx, &c.labels, "Config")?;
     if let Some(s) = cx.session
         && let Some(max) = s.limits.containers
     {
@@ -801,12 +801,19 @@ pub(super) async fn container_create(
             ));
         }
     }
-    // Security options: only no-new-privileges, which is then always on.
+    // Security options: only no-new-privileges, which is then always on,
+    // and for agentctl's launcher its sandbox's own seccomp profile.
     let mut sec = Vec::new();
     for opt in h.security_opt.take().unwrap_or_default() {
         let norm = opt.replace('=', ":");
         match norm.as_str() {
             "no-new-privileges" | "no-new-privileges:true" => {}
+            _ if cx.cfg.role.agentctl_sandboxes
+                && cx.session.is_none()
+                && is_agentctl_seccomp(&opt) =>
+            {
+                sec.push(opt);
+            }
             _ => {
                 return deny(format!(
                     "HostConfig.SecurityOpt {opt:?} is not allowed for role {role} (seccomp, AppArmor and SELinux stay at the engine's defaults)"
@@ -1268,4 +1275,22 @@ mod agentctl_image_tests {
             assert!(!names_agentctl_image(r), "{r}");
         }
     }
+}
+
+/// Whether a security option is `seccomp=` with agentctl's sandbox profile:
+/// the same JSON document as this agentctl writes (compared as JSON, so
+/// spacing and key order do not matter; nothing added, dropped or
+/// reordered in its rules).
+fn is_agentctl_seccomp(opt: &str) -> bool {
+    let Some(json) = opt
+        .strip_prefix("seccomp=")
+        .or_else(|| opt.strip_prefix("seccomp:"))
+    else {
+        return false;
+    };
+    let ours: serde_json::Value = serde_json::from_str(&policy::seccomp::docker_json(
+        &policy::seccomp::default_profile(),
+    ))
+    .expect("agentctl's own profile is JSON");
+    serde_json::from_str::<serde_json::Value>(json).is_ok_and(|theirs| theirs == ours)
 }

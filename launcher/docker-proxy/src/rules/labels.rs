@@ -17,10 +17,16 @@ pub(super) fn reserved_label(key: &str) -> bool {
 }
 
 pub(super) fn check_labels(
+    cx: &Ctx<'_>,
     labels: &Option<BTreeMap<String, String>>,
     what: &str,
-    role: &str,
 ) -> Result<(), Why> {
+    let role = cx.role;
+    // agentctl's own launcher marks its sandboxes (a global role only:
+    // nothing is added to or judged by what it sets).
+    if cx.cfg.role.agentctl_sandboxes && cx.session.is_none() {
+        return Ok(());
+    }
     if let Some(l) = labels
         && let Some(k) = l.keys().find(|k| reserved_label(k))
     {

@@ -824,7 +824,7 @@ pub(super) async fn check_mount(
     let field = format!("HostConfig.Mounts[{i}]");
     // A volume the mount creates (anonymous, or named and new) gets these.
     if let Some(vo) = &m.volume_options {
-        check_labels(&vo.labels, &format!("{field}.VolumeOptions"), role)?;
+        check_labels(cx, &vo.labels, &format!("{field}.VolumeOptions"))?;
     }
     match m.type_.as_deref().unwrap_or("") {
         "bind" => {
