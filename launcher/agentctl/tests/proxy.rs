@@ -1603,8 +1603,21 @@ fn reserved_labels_are_refused_on_every_kind_of_object() {
     let forged = "label=io.agentctl.managed";
     let before = direct_ids(&["volume", "ls", "-q", "--filter", forged]);
 
-    for role in ["session", "launcher"] {
-        let proxy = Proxy::start(role, role == "session");
+    // A global role like launcher, but not agentctl's own launcher.
+    let rules_dir = tempfile::tempdir().unwrap();
+    let global = rules_dir.path().join("global.yaml");
+    let launcher = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/docker-roles/launcher.yaml"),
+    )
+    .unwrap();
+    assert!(launcher.contains("agentctl_sandboxes: true"));
+    std::fs::write(&global, launcher.replace("agentctl_sandboxes: true", "")).unwrap();
+    for role in ["session", "global"] {
+        let proxy = if role == "session" {
+            Proxy::start(role, true)
+        } else {
+            Proxy::start_with(role, false, &["--rules", global.to_str().unwrap()])
+        };
         let target = unique("target");
         made.0.push(("container", target.clone()));
         let out = proxy.docker(&["run", "-d", "--name", &target, &image, "sleep", "60"]);
@@ -1693,6 +1706,138 @@ fn reserved_labels_are_refused_on_every_kind_of_object() {
         before,
         "a volume got a forged label"
     );
+}
+
+/// agentctl's own launcher (the stack's worker) marks its sandboxes with
+/// agentctl's labels and gives them agentctl's seccomp profile; no other
+/// seccomp profile, and nothing unconfined, passes.
+#[test]
+fn the_launcher_role_takes_agentctls_labels_and_its_seccomp_profile_only() {
+    let Some(image) = ready() else { return };
+    let mut made = Made(Vec::new());
+    let proxy = Proxy::start("launcher", false);
+    let name = unique("marked");
+    made.0.push(("container", name.clone()));
+    let ours = policy::seccomp::docker_json(&policy::seccomp::default_profile());
+    // The docker CLI reads a profile from a file.
+    let files = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = files.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ours_file = file("ours.json", &ours);
+    let out = proxy.docker(&[
+        "create",
+        "--name",
+        &name,
+        "--label",
+        "io.agentctl.managed=true",
+        "--security-opt",
+        &format!("seccomp={ours_file}"),
+        &image,
+        "true",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{}", &err[..err.len().min(400)]);
+    let o = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{json .HostConfig.SecurityOpt}}",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        text(&o.stdout).contains("SCMP_ACT_ERRNO"),
+        "the profile reached the engine"
+    );
+    // One rule more than agentctl's: a profile of the client's own.
+    let mut v: serde_json::Value = serde_json::from_str(&ours).unwrap();
+    v["syscalls"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"names": ["mount"], "action": "SCMP_ACT_ALLOW"}));
+    for opt in [
+        "seccomp=unconfined".to_string(),
+        format!("seccomp={}", file("more.json", &v.to_string())),
+        format!(
+            "seccomp={}",
+            file("allow.json", r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#)
+        ),
+        "apparmor=unconfined".to_string(),
+    ] {
+        let name = unique("unmarked");
+        made.0.push(("container", name.clone()));
+        assert_denied(
+            &proxy.docker(&[
+                "create",
+                "--name",
+                &name,
+                "--security-opt",
+                &opt,
+                &image,
+                "true",
+            ]),
+            "SecurityOpt",
+        );
+        assert!(!exists("container", &name), "{opt} made a container");
+    }
+}
+
+/// A global role borrows only the binds it could have asked for: a
+/// container that holds the engine's socket (a socket proxy's) lends it to
+/// nobody through `VolumesFrom`.
+#[test]
+fn volumes_from_lends_no_bind_the_role_could_not_ask_for() {
+    let Some(image) = ready() else { return };
+    let mut made = Made(Vec::new());
+    let lender = unique("lender");
+    made.0.push(("container", lender.clone()));
+    let o = Command::new("docker")
+        .args(["create", "--name", &lender, "-v", "/var/run/docker.sock:/s"])
+        .args([&image, "true"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let plain = unique("plainlender");
+    made.0.push(("container", plain.clone()));
+    let o = Command::new("docker")
+        .args(["create", "--name", &plain, "-v", "/w"])
+        .args([&image, "true"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let proxy = Proxy::start("launcher", false);
+    let name = unique("borrower");
+    made.0.push(("container", name.clone()));
+    assert_denied(
+        &proxy.docker(&[
+            "create",
+            "--name",
+            &name,
+            "--volumes-from",
+            &lender,
+            &image,
+            "true",
+        ]),
+        "lends",
+    );
+    assert!(!exists("container", &name), "the socket was lent");
+    // A container with volumes only lends them.
+    let ok = unique("borrower-ok");
+    made.0.push(("container", ok.clone()));
+    let out = proxy.docker(&[
+        "create",
+        "--name",
+        &ok,
+        "--volumes-from",
+        &plain,
+        &image,
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// Issue 9, item 6: `binds: any` (the launcher role) still keeps /proc,

@@ -369,24 +369,6 @@ pub fn with_database(url: &str, name: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_the_database() {
-        assert_eq!(
-            with_database("postgres://u:p@h:1/postgres", "x"),
-            "postgres://u:p@h:1/x"
-        );
-        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
-        assert_eq!(
-            with_database("postgresql://h/d?sslmode=disable", "x"),
-            "postgresql://h/x?sslmode=disable"
-        );
-    }
-}
-
 /// Brings the Postgres store at `url` up to migration `version` and no
 /// further: the schema an earlier agentctl left, for tests of upgrades.
 pub async fn migrate_postgres_through(url: &str, version: i64) -> Result<(), String> {
@@ -410,4 +392,22 @@ pub async fn migrate_postgres_through(url: &str, version: i64) -> Result<(), Str
         .run(&mut conn)
         .await
         .map_err(|e| format!("cannot migrate through {version}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database() {
+        assert_eq!(
+            with_database("postgres://u:p@h:1/postgres", "x"),
+            "postgres://u:p@h:1/x"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(
+            with_database("postgresql://h/d?sslmode=disable", "x"),
+            "postgresql://h/x?sslmode=disable"
+        );
+    }
 }

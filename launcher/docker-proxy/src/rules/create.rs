@@ -928,16 +928,17 @@ pub(super) async fn container_create(
         nc.endpoints_config = Some(out);
     }
 
-    // Volumes from other containers: the session's own only; with bind
-    // roots, only those whose binds are all under them.
+    // Volumes from other containers: the session's own only; for a global
+    // role, only those whose binds this create could have asked for.
     if let Some(from) = h.volumes_from.take() {
         let mut out = Vec::new();
         for f in from {
             match cx.session {
                 None => {
-                    if !cx.cfg.bind_roots.is_empty() {
-                        check_volumes_from_roots(cx, up, &f).await?;
-                    }
+                    // What the lender binds, the borrower gets: judged
+                    // as binds of this create (the engine's socket, the
+                    // kernel's filesystems, the role's binds and roots).
+                    check_volumes_from(cx, up, &f).await?;
                     out.push(f)
                 }
                 Some(s) => {

@@ -143,9 +143,11 @@ pub(super) async fn check_bind_roots_at_start(
     Ok(())
 }
 
-/// With bind roots, `VolumesFrom` of a global role may name only containers
-/// whose binds are all under the roots: the new container gets them too.
-pub(super) async fn check_volumes_from_roots(
+/// `VolumesFrom` of a global role may name only containers whose binds
+/// this create could have asked for itself: the new container gets them
+/// too (a socket proxy's container lends the engine's socket), so each is
+/// judged as a bind of this create, and with bind roots held to them.
+pub(super) async fn check_volumes_from(
     cx: &Ctx<'_>,
     up: &mut impl Daemon,
     from: &str,
@@ -155,6 +157,23 @@ pub(super) async fn check_volumes_from_roots(
     let Some(c) = lookup(cx, up, &["containers", id, "json"]).await? else {
         return not_found("container", id);
     };
+    for src in bind_sources(&c) {
+        // /dev/null masks are the one kernel path a bind may name.
+        if src != "/dev/null" {
+            check_host_path(
+                cx,
+                &format!("{field}: container {id} lends {src:?}:"),
+                &src,
+                "/",
+                true,
+                cx.cfg.role.binds,
+                &mut Vec::new(),
+            )?;
+        }
+    }
+    if cx.cfg.bind_roots.is_empty() {
+        return Ok(());
+    }
     for src in bind_sources(&c) {
         if let Some(why) = kept_source_outside_roots(cx, &src) {
             return deny(format!(
