@@ -107,6 +107,27 @@ fn policy_is_pure() {
 }
 
 #[test]
+fn the_stack_drives_tools_and_knows_no_session() {
+    // `stack` runs Compose and the docker CLI as processes; what needs the
+    // store or a backend (the first admin, the agent image) is the binary's.
+    forbid(
+        "stack",
+        &[
+            "store",
+            "lifecycle",
+            "sandbox",
+            "backend-native",
+            "backend-docker",
+            "docker-proxy",
+            "web",
+            "bollard",
+            "sqlx",
+            "tokio",
+        ],
+    );
+}
+
+#[test]
 fn the_plan_knows_no_container_runtime() {
     forbid(
         "sandbox",

@@ -7,6 +7,7 @@ pub mod body;
 pub mod config;
 pub mod http1;
 pub mod metrics;
+pub mod metrics_http;
 pub mod relay;
 pub mod role;
 pub mod route;
@@ -16,7 +17,8 @@ pub mod session;
 pub mod upstream;
 
 pub use config::{AuditEvent, AuditSink, BindRootError, Config, bind_roots};
-pub use metrics::{Metrics, serve_metrics};
+pub use metrics::Metrics;
+pub use metrics_http::serve_metrics;
 pub use role::{Role, RoleError, Scope};
 pub use server::{Listener, ServeError, serve};
 pub use session::{ChildLimits, SessionScope};
