@@ -842,3 +842,71 @@ fn up_upgrades_a_store_written_by_the_previous_version_and_keeps_its_data() {
     stack.up("usr");
     stack.down();
 }
+
+#[test]
+fn up_says_what_is_missing_and_changes_nothing() {
+    let test = "up_says_what_is_missing_and_changes_nothing";
+    if !ready(test) {
+        return;
+    }
+    let stack = Stack::new("missing");
+    // No engine where DOCKER_HOST points.
+    let mut c = stack.agentctl(&["up", "usr"]);
+    c.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("cannot reach the Docker engine") && err.contains("DOCKER_HOST"),
+        "{err}"
+    );
+    // An engine but no Compose: PATH holds the docker CLI alone.
+    let bin = stack.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let docker = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(docker.trim(), bin.join("docker")).unwrap();
+    let has_v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_v2 {
+        let mut c = stack.agentctl(&["up", "usr"]);
+        c.env("PATH", &bin);
+        let o = c.output().unwrap();
+        assert!(!o.status.success());
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("neither `docker compose`")
+                && err.contains("apt-get install docker-compose"),
+            "{err}"
+        );
+    }
+    // A bad setting in .env: named with its file and key.
+    let env = stack.path().join(".env");
+    let text_env = std::fs::read_to_string(&env).unwrap();
+    std::fs::write(&env, format!("{text_env}AGENTCTL_DASHBOARD_PORT=http\n")).unwrap();
+    let o = stack.agentctl(&["up", "usr"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(".env") && err.contains("AGENTCTL_DASHBOARD_PORT=http is not a port"),
+        "{err}"
+    );
+    // Nothing of the project was started by any of them.
+    let o = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!(
+            "label=com.docker.compose.project={}",
+            stack.project
+        ))
+        .output()
+        .unwrap();
+    assert!(text(&o.stdout).trim().is_empty(), "{}", text(&o.stdout));
+}

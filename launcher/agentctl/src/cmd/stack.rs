@@ -474,6 +474,11 @@ fn prepare_dirs(env: &StackEnv) -> Result<()> {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
         }
     }
+    // The worker's own state follows AGENTCTL_UID if it changed (its id
+    // file is 0600); workspaces are the user's data and stay as they are.
+    if nix::unistd::getuid().is_root() {
+        chown_tree(&stack_dir.join("worker"), uid, gid)?;
+    }
     // Prometheus reads the dashboard's metrics with this read-only token;
     // the file is bound alone into its container (the directory stays
     // private).
@@ -491,6 +496,27 @@ fn prepare_dirs(env: &StackEnv) -> Result<()> {
             .open(&token_file)
             .with_context(|| format!("cannot create {}", token_file.display()))?;
         f.write_all(t.token.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `chown -hR`: symlinks themselves, never what they point at.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let (u, g) = (
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    );
+    nix::unistd::fchownat(None, dir, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .with_context(|| format!("cannot chown {}", dir.display()))?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            chown_tree(&path, uid, gid)?;
+        } else {
+            nix::unistd::fchownat(None, &path, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .with_context(|| format!("cannot chown {}", path.display()))?;
+        }
     }
     Ok(())
 }
