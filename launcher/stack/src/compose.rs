@@ -68,10 +68,14 @@ pub fn detect() -> Result<Tool, StackError> {
         }
         return Ok(tool);
     }
-    for tool in [Tool::V2, Tool::V1] {
-        if tool.works() {
-            return Ok(tool);
-        }
+    if Tool::V2.works() {
+        return Ok(Tool::V2);
+    }
+    // v1 is a Python program whose `version` takes half a second to say
+    // anything: being on PATH is enough here, and its first real call
+    // says what is wrong with it.
+    if on_path("docker-compose") {
+        return Ok(Tool::V1);
     }
     Err(StackError::Tool(
         "neither `docker compose` (Compose v2) nor `docker-compose` (v1) is installed; on Debian: apt-get install docker-compose, or install Docker's docker-compose-plugin for v2".into(),
@@ -144,4 +148,14 @@ impl Compose {
             &format!("{} {}", self.tool.name(), args.join(" ")),
         )
     }
+}
+
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            std::fs::metadata(d.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }

@@ -36,10 +36,25 @@ pub fn serve(args: ServeArgs, lc: &Lifecycle) -> Result<u8> {
         )
         .await
         .context("cannot open the session store")?;
-        let has_users = store
+        let mut has_users = store
             .has_users()
             .await
             .context("cannot read the dashboard's users")?;
+        if !has_users && args.plain_http_in_container {
+            // The stack's dashboard starts with its store; `agentctl up`
+            // adds the first admin moments later. Waiting beats exiting
+            // into the restart policy's backoff.
+            eprintln!(
+                "agentctl serve: waiting for the first user (agentctl up adds it; by hand: agentctl admin user add NAME --role admin)"
+            );
+            while !has_users {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                has_users = store
+                    .has_users()
+                    .await
+                    .context("cannot read the dashboard's users")?;
+            }
+        }
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(web::tls::config(cert, key)?),
             _ => None,

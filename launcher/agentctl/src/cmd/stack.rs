@@ -157,25 +157,35 @@ pub fn up(args: UpArgs) -> Result<u8> {
     // (and their logs) and every volume.
     let profiles = services::profiles(role, collector);
     let result = (|| -> Result<bool> {
-        // Postgres first: the store is migrated and given its first admin
-        // before any service that needs users (the dashboard) starts.
-        stack.compose.run(&profiles, &["up", "-d", "postgres"])?;
-        wait_healthy(
-            &stack,
-            &[&services::SERVICES[0]],
-            Duration::from_secs(args.timeout),
-        )?;
-        // A test's stop here: the upgrade test writes the store as an
-        // earlier agentctl would before this version touches it.
         if std::env::var_os("AGENTCTL_TEST_UP_POSTGRES_ONLY").is_some() {
+            // A test's stop: the upgrade test writes the store as an
+            // earlier agentctl would before this version touches it.
+            stack.compose.run(&profiles, &["up", "-d", "postgres"])?;
+            wait_healthy(
+                &stack,
+                &[&services::SERVICES[0]],
+                Duration::from_secs(args.timeout),
+            )?;
             return Ok(false);
         }
-        let first = bootstrap(&stack)?;
+        // One Compose call starts everything in the file's order: the
+        // dashboard and the worker once Postgres is healthy. The dashboard
+        // then waits for its first user, which is added here as soon as
+        // Postgres answers, with the store brought up to date.
+        if let Err(e) = stack
+            .compose
+            .run(&profiles, &["up", "-d", "--remove-orphans"])
+        {
+            // Compose gives up on a service that failed its healthcheck;
+            // say which, with what it said, when one did.
+            if let Some(why) = failed_service(&stack, &wanted)? {
+                return Err(why);
+            }
+            return Err(e.into());
+        }
+        let first = bootstrap(&stack, Duration::from_secs(args.timeout))?;
         let store = stack.store_url(false)?;
         write_private(&stack.dir.join(stack::STORE_MARKER), &format!("{store}\n"))?;
-        stack
-            .compose
-            .run(&profiles, &["up", "-d", "--remove-orphans"])?;
         if !args.no_wait {
             wait_healthy(&stack, &wanted, Duration::from_secs(args.timeout))?;
         }
@@ -567,7 +577,7 @@ fn images(stack: &Stack, role: Role, collector: Collector, rebuild: bool) -> Res
     let images_dir = stack.dir.join("images");
 
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    let sha = file_sha256(&exe)?;
+    let sha = binary_sha256(&exe, &stack.dir.join("build/agentctl.sha256"))?;
     let tag = env.or("AGENTCTL_IMAGE", "agentctl/agentctl:latest");
     let have = docker::image_label(tag, BINARY_LABEL)?;
     if rebuild || have.as_deref() != Some(sha.as_str()) {
@@ -665,6 +675,35 @@ fn images(stack: &Stack, role: Role, collector: Collector, rebuild: bool) -> Res
     Ok(())
 }
 
+/// The binary's sha256, remembered in `cache` with its device, inode,
+/// size and change time: hashing a debug build takes a second `up` need
+/// not spend when the binary is the one it hashed before.
+fn binary_sha256(path: &Path, cache: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = format!(
+        "{} {} {} {}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    if let Ok(text) = std::fs::read_to_string(cache)
+        && let Some((k, sha)) = text.trim().rsplit_once(' ')
+        && k == key
+        && sha.len() == 64
+    {
+        return Ok(sha.to_string());
+    }
+    let sha = file_sha256(path)?;
+    if let Some(dir) = cache.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = write_private(cache, &format!("{key} {sha}\n"));
+    Ok(sha)
+}
+
 fn file_sha256(path: &Path) -> Result<String> {
     use sha2::Digest;
     let mut f =
@@ -681,7 +720,7 @@ fn wait_healthy(stack: &Stack, wanted: &[&services::Service], timeout: Duration)
     let start = Instant::now();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let list = docker::containers(stack.env.project())?;
+        let list = docker::glance(stack.env.project())?;
         let mut ready = 0;
         for s in wanted {
             let Some(c) = list.iter().find(|c| c.service == s.name) else {
@@ -700,23 +739,11 @@ fn wait_healthy(stack: &Stack, wanted: &[&services::Service], timeout: Duration)
                 );
                 seen.insert(s.name.to_string(), now);
             }
-            let failed = match c.state.as_str() {
-                "exited" | "dead" => Some(format!("exited with code {}", c.exit_code)),
-                "restarting" => Some(format!("keeps restarting (last exit code {})", c.exit_code)),
-                _ if c.health == "unhealthy" => Some(format!(
-                    "is unhealthy: its healthcheck said {:?}",
-                    c.last_check
-                )),
-                _ => None,
-            };
-            if let Some(why) = failed {
-                bail!(
-                    "service {} {why}. Its last log lines:\n{}\nSee agentctl logs {}; fix what it says (a setting in {}), then run agentctl up again",
-                    s.name,
-                    indent(&docker::log_tail(&c.id, 15)),
-                    s.name,
-                    stack.env.path.display()
-                );
+            if failure_reason(c).is_some() {
+                // Again in full: its exit code and last check.
+                if let Some(why) = failed_service(stack, &[s])? {
+                    return Err(why);
+                }
             }
             if c.healthy() {
                 ready += 1;
@@ -737,8 +764,40 @@ fn wait_healthy(stack: &Stack, wanted: &[&services::Service], timeout: Duration)
                 timeout.as_secs()
             );
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// What went wrong with a service's container, if anything did: exited,
+/// restarting, or unhealthy, with its last check and log lines.
+fn failure(stack: &Stack, service: &str, c: &Container) -> Option<anyhow::Error> {
+    let why = failure_reason(c)?;
+    Some(anyhow::anyhow!(
+        "service {service} {why}. Its last log lines:\n{}\nSee agentctl logs {service}; fix what it says (a setting in {}), then run agentctl up again",
+        indent(&docker::log_tail(&c.id, 15)),
+        stack.env.path.display()
+    ))
+}
+
+fn failure_reason(c: &Container) -> Option<String> {
+    Some(match c.state.as_str() {
+        "exited" | "dead" => format!("exited with code {}", c.exit_code),
+        "restarting" => format!("keeps restarting (last exit code {})", c.exit_code),
+        _ if c.health == "unhealthy" => {
+            format!("is unhealthy: its healthcheck said {:?}", c.last_check)
+        }
+        _ => return None,
+    })
+}
+
+/// The first service of `wanted` whose container failed.
+fn failed_service(stack: &Stack, wanted: &[&services::Service]) -> Result<Option<anyhow::Error>> {
+    let list = docker::containers(stack.env.project())?;
+    Ok(wanted.iter().find_map(|s| {
+        list.iter()
+            .find(|c| c.service == s.name)
+            .and_then(|c| failure(stack, s.name, c))
+    }))
 }
 
 fn indent(text: &str) -> String {
@@ -751,7 +810,7 @@ fn indent(text: &str) -> String {
 /// Brings the stack's store up to date and, when it has no users yet,
 /// adds the first admin (password and token from `.env`) and the read-only
 /// token Prometheus scrapes with. True when it added them.
-fn bootstrap(stack: &Stack) -> Result<bool> {
+fn bootstrap(stack: &Stack, timeout: Duration) -> Result<bool> {
     let url = stack.store_url(false)?;
     let env = &stack.env;
     let admin = env.or("AGENTCTL_ADMIN_USER", "admin").to_string();
@@ -780,14 +839,13 @@ fn bootstrap(stack: &Stack) -> Result<bool> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        // The published port answers a moment after the container is
-        // healthy inside.
-        let mut tries = 0;
+        // Postgres may still be starting (a first start initialises its
+        // cluster); the published port answers a moment after it is up.
+        let start = std::time::Instant::now();
         let store = loop {
             match store::SessionStore::connect(&url).await {
                 Ok(s) => break s,
-                Err(e) if tries < 20 => {
-                    tries += 1;
+                Err(e) if start.elapsed() < timeout => {
                     tracing::debug!("the stack's store is not there yet: {e}");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
