@@ -223,7 +223,7 @@ pub fn section(r: &StackReport, command: &str) -> Result<String> {
     let _ = writeln!(o, "## The stack: `agentctl up dev`\n");
     let _ = writeln!(
         o,
-        "From built images and a store that has its first admin (the stack was up once, then `agentctl down` kept its volume) to every `dev` service healthy: `agentctl up dev` against `{}` of the same file, .env and project. {} rounds, alternating; seconds.\n",
+        "From built images and a store that has its first admin (the stack was up once, then `agentctl down` kept its volume) to every `dev` service healthy: `agentctl up dev` against `{}` of the same file, .env and project (where the dashboard and the worker wait for Postgres' health, so both paths pay two healthcheck intervals). {} rounds, alternating; seconds.\n",
         r.compose, r.rounds
     );
     let _ = writeln!(o, "| Path | median | max | Ratio |");
@@ -246,7 +246,7 @@ pub fn section(r: &StackReport, command: &str) -> Result<String> {
     let total_stats: f64 = r.idle.iter().map(|i| i.2).sum();
     let _ = writeln!(
         o,
-        "Idle memory of the `dev` stack after 30 s alone: the resident set of every process in each container (`docker top -o pid,rss`), and the container's memory use as `docker stats` shows it (its cgroup's, page cache included). MiB.\n"
+        "Idle memory of the `dev` stack after 30 s alone: the resident set of every process in each container summed (`docker top -o pid,rss`; an upper bound, since pages shared between processes, such as Postgres' shared buffers, count once per process), and the container's memory use as `docker stats` shows it (its cgroup's usage less the page cache). MiB.\n"
     );
     let _ = writeln!(o, "| Service | RSS | docker stats |");
     let _ = writeln!(o, "|---|---:|---:|");
