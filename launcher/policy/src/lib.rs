@@ -6,6 +6,7 @@
 //! oci-spec. Callers hand it text and facts; it hands back decisions. That
 //! keeps every security decision unit-testable without a sandbox.
 
+pub mod egress;
 pub mod env;
 mod error;
 pub mod gitconfig;
