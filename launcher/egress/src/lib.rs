@@ -1,0 +1,9 @@
+//! The `allowlist` network mode's way out (issue 15). Every path out of a
+//! sandbox in this mode leads here, and every connection is decided by
+//! `policy::egress`, before any DNS lookup and again on each address.
+//!
+//! Layers, bottom to top:
+//! - `sni`: the server name of a TLS ClientHello, read across records
+//!   and segments, without terminating TLS.
+
+pub mod sni;
