@@ -5,5 +5,9 @@
 //! Layers, bottom to top:
 //! - `sni`: the server name of a TLS ClientHello, read across records
 //!   and segments, without terminating TLS.
+//! - `proxy`: the HTTP proxy (CONNECT and absolute-form `http://`), its
+//!   name decided before any lookup, its addresses after, the ClientHello
+//!   of a TLS tunnel checked against the allowed name.
 
+pub mod proxy;
 pub mod sni;

@@ -1,0 +1,358 @@
+//! The HTTP proxy the sandbox's proxy variables point at: `CONNECT
+//! host:port` tunnels and absolute-form `http://` requests, each decided
+//! by `policy::egress` on the name before any lookup, then on every
+//! address the resolver gives; the proxy dials exactly an address it
+//! checked. A tunnel to port 443 must then open with a ClientHello whose
+//! server name is the allowed name (no domain fronting, no nameless TLS).
+//!
+//! A refusal is `403` with `X-Agentctl-Denied: <why>` and a body that says
+//! which rule would allow it; every refusal is also reported to the
+//! caller's [`Config::on_denied`] (the session's audit trail).
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use policy::egress::{Allowlist, Decision, Host, normalize_host};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::sni::{self, Hello};
+
+/// Names to addresses, for the proxy's side of the wall.
+pub trait Resolve: Send + Sync {
+    fn resolve<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send + 'a>>;
+}
+
+/// The host's resolver (getaddrinfo through tokio).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send + 'a>> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((name, 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
+/// A refused connection, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The host as asked for (normalised when it could be).
+    pub host: String,
+    pub port: u16,
+    pub reason: String,
+}
+
+pub struct Config {
+    pub allow: Allowlist,
+    /// This host's own addresses, never reached through a name.
+    pub host_addresses: Vec<IpAddr>,
+    pub resolver: Arc<dyn Resolve>,
+    /// Ports whose tunnels must open with a ClientHello naming the allowed
+    /// name (443, and any other the caller knows to be TLS).
+    pub tls_ports: Vec<u16>,
+    /// How long a client has to send its request head or its ClientHello.
+    pub handshake_timeout: Duration,
+    pub on_denied: Arc<dyn Fn(Denial) + Send + Sync>,
+}
+
+/// Largest request head read (the request line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Serves connections from `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, cfg: Arc<Config>) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(conn, &cfg).await {
+                tracing::debug!("egress: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(mut client: TcpStream, cfg: &Config) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(cfg.handshake_timeout, read_head(&mut client)).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => {
+            return respond(
+                &mut client,
+                400,
+                "a request head too large or cut short",
+                None,
+            )
+            .await;
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Ok(()),
+    };
+    let (head_len, rest) = head;
+    let text = String::from_utf8_lossy(&rest[..head_len]).into_owned();
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return respond(&mut client, 400, "not an HTTP request line", None).await;
+    };
+    if !version.starts_with("HTTP/1.") {
+        return respond(&mut client, 400, "HTTP/1.x only", None).await;
+    }
+    if method == "CONNECT" {
+        let Some((host, port)) = split_authority(target) else {
+            return respond(&mut client, 400, "CONNECT needs host:port", None).await;
+        };
+        let body_start = rest[head_len..].to_vec();
+        return connect(client, cfg, &host, port, body_start).await;
+    }
+    // Absolute-form: http://authority/path.
+    let Some(after) = target.strip_prefix("http://") else {
+        return respond(
+            &mut client,
+            400,
+            "only CONNECT and absolute http:// requests are proxied",
+            None,
+        )
+        .await;
+    };
+    let (authority, path) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    let (host, port) = match split_authority(authority) {
+        Some(hp) => hp,
+        None => (authority.to_string(), 80),
+    };
+    let upstream = match open(cfg, &host, port).await {
+        Ok(u) => u,
+        Err(why) => return refuse(&mut client, cfg, &host, port, &why).await,
+    };
+    let (mut up, _) = upstream;
+    // The request again, in origin form, with the Host the decision was
+    // made on and nothing for the proxy: one request per connection.
+    let mut out = format!("{method} {path} {version}\r\nHost: {authority}\r\n");
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "host" | "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive"
+        ) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes()).await?;
+    up.write_all(&rest[head_len..]).await?;
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+    Ok(())
+}
+
+/// `CONNECT host:port`: decided, dialled, then (port 443) the ClientHello
+/// checked before a byte of it goes upstream.
+async fn connect(
+    mut client: TcpStream,
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    mut early: Vec<u8>,
+) -> std::io::Result<()> {
+    let (mut up, name) = match open(cfg, host, port).await {
+        Ok(u) => u,
+        Err(why) => return refuse(&mut client, cfg, host, port, &why).await,
+    };
+    client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await?;
+    if cfg.tls_ports.contains(&port)
+        && let Some(name) = name
+    {
+        // Read until the ClientHello is whole, within the deadline.
+        let checked = tokio::time::timeout(cfg.handshake_timeout, async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match sni::parse(&early) {
+                    Hello::NeedMore => {}
+                    verdict => return Ok(verdict),
+                }
+                let n = client.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(Hello::Refused("the client closed before its ClientHello"));
+                }
+                early.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        let verdict: std::io::Result<Hello> =
+            checked.unwrap_or(Ok(Hello::Refused("no ClientHello within the deadline")));
+        let why = match verdict? {
+            Hello::Name(sent) => match normalize_host(&sent) {
+                Ok(Host::Name(n)) if n == name => None,
+                _ => Some(format!(
+                    "the TLS server name {sent:?} is not {name:?}, which the tunnel was allowed for"
+                )),
+            },
+            Hello::Refused(r) => Some(format!(
+                "{r} (a tunnel to {name}:{port} must open with a ClientHello naming it)"
+            )),
+            Hello::NeedMore => Some("an incomplete ClientHello".into()),
+        };
+        if let Some(reason) = why {
+            (cfg.on_denied)(Denial {
+                host: name,
+                port,
+                reason,
+            });
+            return Ok(());
+        }
+    }
+    up.write_all(&early).await?;
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+    Ok(())
+}
+
+/// Decides `host:port`, resolves a name and dials the first address that
+/// passes; gives back the connection and the normalised name (None for an
+/// address target).
+async fn open(cfg: &Config, raw: &str, port: u16) -> Result<(TcpStream, Option<String>), String> {
+    let host = normalize_host(raw)?;
+    if let Decision::Deny(why) = cfg.allow.decide(&host, port) {
+        return Err(why);
+    }
+    match host {
+        Host::Ip(ip) => TcpStream::connect(SocketAddr::new(ip, port))
+            .await
+            .map(|s| (s, None))
+            .map_err(|e| format!("{ip}:{port} cannot be reached: {e}")),
+        Host::Name(name) => {
+            let addrs = cfg
+                .resolver
+                .resolve(&name)
+                .await
+                .map_err(|e| format!("{name} does not resolve: {e}"))?;
+            let mut last = format!("{name} resolved to no address");
+            for ip in addrs {
+                match cfg
+                    .allow
+                    .decide_resolved(&name, ip, port, &cfg.host_addresses)
+                {
+                    Decision::Deny(why) => last = why,
+                    Decision::Allow(_) => {
+                        match TcpStream::connect(SocketAddr::new(ip, port)).await {
+                            Ok(s) => return Ok((s, Some(name))),
+                            Err(e) => last = format!("{name} ({ip}:{port}) cannot be reached: {e}"),
+                        }
+                    }
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+async fn refuse(
+    client: &mut TcpStream,
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    why: &str,
+) -> std::io::Result<()> {
+    (cfg.on_denied)(Denial {
+        host: match normalize_host(host) {
+            Ok(Host::Name(n)) => n,
+            Ok(Host::Ip(ip)) => ip.to_string(),
+            Err(_) => host.to_string(),
+        },
+        port,
+        reason: why.to_string(),
+    });
+    respond(client, 403, why, Some(why)).await
+}
+
+async fn respond(
+    client: &mut TcpStream,
+    code: u16,
+    body: &str,
+    denied: Option<&str>,
+) -> std::io::Result<()> {
+    let reason = match code {
+        400 => "Bad Request",
+        _ => "Forbidden",
+    };
+    // A header value holds no line break, whatever the reason says.
+    let header = denied
+        .map(|d| format!("X-Agentctl-Denied: {}\r\n", d.replace(['\r', '\n'], " ")))
+        .unwrap_or_default();
+    let body = format!("agentctl egress: {body}\n");
+    let resp = format!(
+        "HTTP/1.1 {code} {reason}\r\n{header}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(resp.as_bytes()).await?;
+    client.shutdown().await
+}
+
+/// Reads up to the end of the request head; gives its length and every
+/// byte read (the head and what followed it), or None if it is too long
+/// or the client stopped.
+async fn read_head(client: &mut TcpStream) -> std::io::Result<Option<(usize, Vec<u8>)>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some((i + 4, buf)));
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(None);
+        }
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `host:port` or `[v6]:port`; the port must be there and be a number.
+fn split_authority(a: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(r) = a.strip_prefix('[') {
+        let (h, p) = r.split_once("]:")?;
+        (format!("[{h}]"), p)
+    } else {
+        let (h, p) = a.rsplit_once(':')?;
+        (h.to_string(), p)
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests;
