@@ -8,6 +8,10 @@
 //! - `proxy`: the HTTP proxy (CONNECT and absolute-form `http://`), its
 //!   name decided before any lookup, its addresses after, the ClientHello
 //!   of a TLS tunnel checked against the allowed name.
+//! - `dns`: the stub inside the sandbox: allowed names get a fake address
+//!   that leads to the transparent listeners, every other name REFUSED,
+//!   nothing forwarded.
 
+pub mod dns;
 pub mod proxy;
 pub mod sni;
