@@ -499,8 +499,10 @@ pub struct WorkerArgs {
     /// one gone (its sessions lost, its claims back in the queue).
     #[arg(long, default_value_t = 15)]
     pub heartbeat_timeout: u64,
-    /// The image of sessions whose request and profile name none. A worker
-    /// in a container needs one: it has no host root of its own to give.
+    /// The image of sessions whose request and profile name none. A Docker
+    /// worker whose engine is reached over the network (DOCKER_HOST=tcp://…,
+    /// as in the stack of `agentctl up`) needs one: that engine cannot give
+    /// a session this host's root.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
     /// Serve the worker's metrics (Prometheus text) at

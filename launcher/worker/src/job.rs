@@ -180,12 +180,16 @@ pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
                 spec = lc_ref.plan(&with_image)?;
             }
             // The Docker backend gives a session without an image the
-            // engine host's root; from a container that is not the root
-            // this worker sees, and its agentctl is not there to be init.
-            if spec.image.is_none() && job.backend == store::Backend::Docker && in_container() {
-                return Err(lifecycle::Error::Refused(
-                    "this worker runs in a container, so its Docker sessions need an image: the request and its profile name none, and the worker has no --image".into(),
-                ));
+            // engine host's root, with this binary as its init: an engine
+            // reached over the network (the stack's worker talks to its
+            // socket proxy over TCP) sees another root than this one.
+            if spec.image.is_none()
+                && job.backend == store::Backend::Docker
+                && let Some(host) = remote_engine()
+            {
+                return Err(lifecycle::Error::Refused(format!(
+                    "this worker reaches its Docker engine over the network (DOCKER_HOST={host}), which cannot give a session this host's root: the request and its profile name no image, and the worker has no --image"
+                )));
             }
             // Again, on the path the plan will mount: a directory swapped
             // for a symlink since the first check is refused here.
@@ -228,8 +232,9 @@ pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
     }
 }
 
-/// Whether this process runs in a container (Docker's and Podman's marks).
-fn in_container() -> bool {
-    std::path::Path::new("/.dockerenv").exists()
-        || std::path::Path::new("/run/.containerenv").exists()
+/// DOCKER_HOST when it names an engine over the network.
+fn remote_engine() -> Option<String> {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty() && !h.starts_with("unix://") && !h.starts_with('/'))
 }
