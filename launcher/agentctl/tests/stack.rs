@@ -910,3 +910,46 @@ fn up_says_what_is_missing_and_changes_nothing() {
         .unwrap();
     assert!(text(&o.stdout).trim().is_empty(), "{}", text(&o.stdout));
 }
+
+#[test]
+fn an_unhealthy_service_is_named_and_what_up_started_is_stopped() {
+    let test = "an_unhealthy_service_is_named_and_what_up_started_is_stopped";
+    if !ready(test) {
+        return;
+    }
+    let mut stack = Stack::new("unhealthy");
+    // A worker that cannot start: the first up seeds the setting into .env.
+    let mut c = stack.agentctl(&["up", "dev", "--timeout", "120"]);
+    c.env("AGENTCTL_WORKER_CAPACITY", "0");
+    let o = c.output().unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("service worker")
+            && err.contains("--capacity 0")
+            && err.contains("agentctl logs worker"),
+        "{err}"
+    );
+    assert!(err.contains("stopped what this call started"), "{err}");
+    // Nothing of the project runs; its containers stay for their logs.
+    let o = Command::new("docker")
+        .args(["ps", "-q", "--filter"])
+        .arg(format!(
+            "label=com.docker.compose.project={}",
+            stack.project
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        text(&o.stdout).trim().is_empty(),
+        "still running: {}",
+        text(&o.stdout)
+    );
+    let o = stack.run(&["logs", "worker"]);
+    assert!(
+        text(&o.stdout).contains("--capacity 0") || text(&o.stderr).contains("--capacity 0"),
+        "agentctl logs worker"
+    );
+    assert!(!stack.path().join("store.url").exists());
+    stack.down();
+}
