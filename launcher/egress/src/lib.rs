@@ -5,9 +5,11 @@
 //! Layers, bottom to top:
 //! - `sni`: the server name of a TLS ClientHello, read across records
 //!   and segments, without terminating TLS.
-//! - `proxy`: the HTTP proxy (CONNECT and absolute-form `http://`), its
-//!   name decided before any lookup, its addresses after, the ClientHello
-//!   of a TLS tunnel checked against the allowed name.
+//! - `proxy`: the HTTP proxy (CONNECT and absolute-form `http://`) and
+//!   the transparent listeners (a connection to a fake address of the DNS
+//!   stub names its host), each decided before any lookup, its addresses
+//!   after, the ClientHello of a TLS tunnel checked against the allowed
+//!   name.
 //! - `dns`: the stub inside the sandbox: allowed names get a fake address
 //!   that leads to the transparent listeners, every other name REFUSED,
 //!   nothing forwarded.

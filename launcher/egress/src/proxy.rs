@@ -120,7 +120,7 @@ async fn handle(mut client: TcpStream, cfg: &Config) -> std::io::Result<()> {
             return respond(&mut client, 400, "CONNECT needs host:port", None).await;
         };
         let body_start = rest[head_len..].to_vec();
-        return connect(client, cfg, &host, port, body_start).await;
+        return connect(client, cfg, &host, port, body_start, true).await;
     }
     // Absolute-form: http://authority/path.
     let Some(after) = target.strip_prefix("http://") else {
@@ -181,14 +181,26 @@ async fn connect(
     host: &str,
     port: u16,
     mut early: Vec<u8>,
+    http: bool,
 ) -> std::io::Result<()> {
     let (mut up, name) = match open(cfg, host, port).await {
         Ok(u) => u,
-        Err(why) => return refuse(&mut client, cfg, host, port, &why).await,
+        Err(why) if http => return refuse(&mut client, cfg, host, port, &why).await,
+        Err(why) => {
+            // A transparent connection speaks no HTTP: it is closed.
+            (cfg.on_denied)(Denial {
+                host: host.to_string(),
+                port,
+                reason: why,
+            });
+            return Ok(());
+        }
     };
-    client
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .await?;
+    if http {
+        client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+    }
     if cfg.tls_ports.contains(&port)
         && let Some(name) = name
     {
@@ -234,6 +246,39 @@ async fn connect(
     up.write_all(&early).await?;
     let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
     Ok(())
+}
+
+/// Serves the transparent listeners: connections a tool made straight to
+/// an address the DNS stub gave it (a fake one, 127.1.0.0/16), for tools
+/// that ignore proxy variables. The address it dialled names the host
+/// (through `fakes`); the port is the listener's. An address the stub never
+/// gave is refused like any IP target.
+pub async fn serve_transparent(
+    listener: TcpListener,
+    cfg: Arc<Config>,
+    fakes: Arc<std::sync::Mutex<crate::dns::FakeIps>>,
+) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (cfg, fakes) = (cfg.clone(), fakes.clone());
+        tokio::spawn(async move {
+            let Ok(local) = conn.local_addr() else { return };
+            let host = match local.ip() {
+                IpAddr::V4(v4) => fakes
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.name_of(v4).map(str::to_string)),
+                IpAddr::V6(_) => None,
+            }
+            .unwrap_or_else(|| local.ip().to_string());
+            if let Err(e) = connect(conn, &cfg, &host, local.port(), Vec::new(), false).await {
+                tracing::debug!("egress (transparent): {e}");
+            }
+        });
+    }
 }
 
 /// Decides `host:port`, resolves a name and dials the first address that

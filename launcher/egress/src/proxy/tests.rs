@@ -34,7 +34,11 @@ struct Lab {
 
 /// A lab server that records what it gets and answers "hello".
 async fn lab_server(received: Arc<Mutex<Vec<Vec<u8>>>>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    lab_server_on("127.0.0.1:0", received).await
+}
+
+async fn lab_server_on(addr: &str, received: Arc<Mutex<Vec<Vec<u8>>>>) -> u16 {
+    let l = TcpListener::bind(addr).await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
@@ -321,4 +325,73 @@ async fn plain_http_goes_through_the_same_decision_and_is_rewritten() {
         .unwrap();
     let answer = String::from_utf8(read_all(&mut s).await).unwrap();
     assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+}
+
+#[tokio::test]
+async fn a_tool_that_ignores_proxies_reaches_allowed_names_through_the_stubs_address() {
+    // The lab server on [::1], so that the transparent listener can hold
+    // 0.0.0.0 on the same port (in a sandbox it is another namespace).
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let port = lab_server_on("[::1]:0", received.clone()).await;
+    let allow = Allowlist::parse(&[
+        format!("tls.lab.example:{port}"),
+        format!("evil.lab.example:{}", port + 1),
+        format!("[::1/128]:{port}"),
+    ])
+    .unwrap();
+    let dns = Arc::new(LabDns {
+        names: HashMap::from([
+            ("tls.lab.example".to_string(), vec!["::1".parse().unwrap()]),
+            ("evil.lab.example".to_string(), vec!["::1".parse().unwrap()]),
+        ]),
+        asked: Mutex::new(Vec::new()),
+    });
+    let stub = crate::dns::Stub::new(allow.clone());
+    // What the stub answered for the names: fake addresses of 127.1/16.
+    let fake = stub
+        .fakes
+        .lock()
+        .unwrap()
+        .assign("tls.lab.example")
+        .unwrap();
+    let denied_fake = stub
+        .fakes
+        .lock()
+        .unwrap()
+        .assign("evil.lab.example")
+        .unwrap();
+    let fakes = Arc::new(std::sync::Mutex::new(std::mem::take(
+        &mut *stub.fakes.lock().unwrap(),
+    )));
+    let denied = Arc::new(Mutex::new(Vec::new()));
+    let d = denied.clone();
+    let cfg = Arc::new(Config {
+        allow,
+        host_addresses: Vec::new(),
+        resolver: dns.clone(),
+        tls_ports: vec![port],
+        handshake_timeout: Duration::from_secs(2),
+        on_denied: Arc::new(move |x| d.lock().unwrap().push(x)),
+    });
+    let l = TcpListener::bind(("0.0.0.0", port)).await.unwrap();
+    tokio::spawn(serve_transparent(l, cfg, fakes));
+    let mut s = TcpStream::connect((fake, port)).await.unwrap();
+    let hello = client_hello("tls.lab.example");
+    s.write_all(&hello).await.unwrap();
+    assert_eq!(read_all(&mut s).await, b"hello");
+    assert_eq!(received.lock().unwrap().last().unwrap(), &hello);
+    // A name allowed on another port only, and an address the stub never
+    // gave: closed, never looked up.
+    for ip in [denied_fake, "127.1.200.200".parse().unwrap()] {
+        let mut s = TcpStream::connect((ip, port)).await.unwrap();
+        let _ = s.write_all(&client_hello("tls.lab.example")).await;
+        assert!(read_all(&mut s).await.is_empty(), "{ip}");
+    }
+    assert_eq!(
+        denied.lock().unwrap().len(),
+        2,
+        "{:?}",
+        denied.lock().unwrap()
+    );
+    assert_eq!(dns.asked.lock().unwrap().as_slice(), ["tls.lab.example"]);
 }
