@@ -5,8 +5,8 @@
 //! Layers, bottom to top:
 //! - `sni`: the server name of a TLS ClientHello, read across records
 //!   and segments, without terminating TLS.
-//! - `proxy`: the HTTP proxy (CONNECT and absolute-form `http://`) and
-//!   the transparent listeners (a connection to a fake address of the DNS
+//! - `proxy`: the HTTP proxy (CONNECT and absolute-form `http://`),
+//!   SOCKS5 (CONNECT only), and the transparent listeners (a connection to a fake address of the DNS
 //!   stub names its host), each decided before any lookup, its addresses
 //!   after, the ClientHello of a TLS tunnel checked against the allowed
 //!   name.

@@ -120,7 +120,7 @@ async fn handle(mut client: TcpStream, cfg: &Config) -> std::io::Result<()> {
             return respond(&mut client, 400, "CONNECT needs host:port", None).await;
         };
         let body_start = rest[head_len..].to_vec();
-        return connect(client, cfg, &host, port, body_start, true).await;
+        return connect(client, cfg, &host, port, body_start, Via::Http).await;
     }
     // Absolute-form: http://authority/path.
     let Some(after) = target.strip_prefix("http://") else {
@@ -173,6 +173,95 @@ async fn handle(mut client: TcpStream, cfg: &Config) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How a client asked for its connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Http,
+    Socks,
+    Transparent,
+}
+
+/// A SOCKS5 reply with this code and an empty bound address.
+fn socks_reply(code: u8) -> [u8; 10] {
+    [5, code, 0, 1, 0, 0, 0, 0, 0, 0]
+}
+
+/// Serves SOCKS5 (`CONNECT` only, no authentication) on `listener`: the
+/// same decisions as the HTTP proxy's CONNECT. `BIND` and `UDP ASSOCIATE`
+/// are refused (no UDP leaves the sandbox).
+pub async fn serve_socks(listener: TcpListener, cfg: Arc<Config>) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            if let Err(e) = socks(conn, &cfg).await {
+                tracing::debug!("egress (socks): {e}");
+            }
+        });
+    }
+}
+
+async fn socks(mut client: TcpStream, cfg: &Config) -> std::io::Result<()> {
+    let request = tokio::time::timeout(cfg.handshake_timeout, async {
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await?;
+        if head[0] != 5 {
+            return Ok(None);
+        }
+        let mut methods = vec![0u8; head[1] as usize];
+        client.read_exact(&mut methods).await?;
+        if !methods.contains(&0) {
+            client.write_all(&[5, 0xff]).await?;
+            return Ok(None);
+        }
+        client.write_all(&[5, 0]).await?;
+        let mut req = [0u8; 4];
+        client.read_exact(&mut req).await?;
+        if req[0] != 5 {
+            return Ok(None);
+        }
+        let host = match req[3] {
+            1 => {
+                let mut a = [0u8; 4];
+                client.read_exact(&mut a).await?;
+                std::net::Ipv4Addr::from(a).to_string()
+            }
+            3 => {
+                let mut n = [0u8; 1];
+                client.read_exact(&mut n).await?;
+                let mut name = vec![0u8; n[0] as usize];
+                client.read_exact(&mut name).await?;
+                String::from_utf8_lossy(&name).into_owned()
+            }
+            4 => {
+                let mut a = [0u8; 16];
+                client.read_exact(&mut a).await?;
+                format!("[{}]", std::net::Ipv6Addr::from(a))
+            }
+            _ => {
+                client.write_all(&socks_reply(8)).await?;
+                return Ok(None);
+            }
+        };
+        let mut p = [0u8; 2];
+        client.read_exact(&mut p).await?;
+        if req[1] != 1 {
+            // Only CONNECT: no BIND, no UDP ASSOCIATE.
+            client.write_all(&socks_reply(7)).await?;
+            return Ok(None);
+        }
+        std::io::Result::Ok(Some((host, u16::from_be_bytes(p))))
+    })
+    .await;
+    let Ok(Ok(Some((host, port)))) = request else {
+        return Ok(());
+    };
+    connect(client, cfg, &host, port, Vec::new(), Via::Socks).await
+}
+
 /// `CONNECT host:port`: decided, dialled, then (port 443) the ClientHello
 /// checked before a byte of it goes upstream.
 async fn connect(
@@ -181,25 +270,33 @@ async fn connect(
     host: &str,
     port: u16,
     mut early: Vec<u8>,
-    http: bool,
+    via: Via,
 ) -> std::io::Result<()> {
     let (mut up, name) = match open(cfg, host, port).await {
         Ok(u) => u,
-        Err(why) if http => return refuse(&mut client, cfg, host, port, &why).await,
+        Err(why) if via == Via::Http => return refuse(&mut client, cfg, host, port, &why).await,
         Err(why) => {
-            // A transparent connection speaks no HTTP: it is closed.
             (cfg.on_denied)(Denial {
                 host: host.to_string(),
                 port,
                 reason: why,
             });
+            // SOCKS says "not allowed by the ruleset"; a transparent
+            // connection speaks no protocol of ours and is closed.
+            if via == Via::Socks {
+                client.write_all(&socks_reply(2)).await?;
+            }
             return Ok(());
         }
     };
-    if http {
-        client
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await?;
+    match via {
+        Via::Http => {
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await?
+        }
+        Via::Socks => client.write_all(&socks_reply(0)).await?,
+        Via::Transparent => {}
     }
     if cfg.tls_ports.contains(&port)
         && let Some(name) = name
@@ -274,7 +371,16 @@ pub async fn serve_transparent(
                 IpAddr::V6(_) => None,
             }
             .unwrap_or_else(|| local.ip().to_string());
-            if let Err(e) = connect(conn, &cfg, &host, local.port(), Vec::new(), false).await {
+            if let Err(e) = connect(
+                conn,
+                &cfg,
+                &host,
+                local.port(),
+                Vec::new(),
+                Via::Transparent,
+            )
+            .await
+            {
                 tracing::debug!("egress (transparent): {e}");
             }
         });

@@ -395,3 +395,60 @@ async fn a_tool_that_ignores_proxies_reaches_allowed_names_through_the_stubs_add
     );
     assert_eq!(dns.asked.lock().unwrap().as_slice(), ["tls.lab.example"]);
 }
+
+#[tokio::test]
+async fn socks5_connects_by_the_same_rules_and_nothing_else() {
+    let lab = lab(&[]).await;
+    let cfg = Arc::new(Config {
+        allow: Allowlist::parse(&[
+            format!("tls.lab.example:{}", lab.port),
+            format!("127.0.0.1/32:{}", lab.port),
+        ])
+        .unwrap(),
+        host_addresses: Vec::new(),
+        resolver: lab.dns.clone(),
+        tls_ports: vec![],
+        handshake_timeout: Duration::from_secs(2),
+        on_denied: Arc::new(|_| {}),
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve_socks(l, cfg));
+    // greeting, then CONNECT with a domain, an IPv4, a denied domain, and
+    // UDP ASSOCIATE; the reply's second byte is the verdict.
+    let port = lab.port.to_be_bytes();
+    let domain = |name: &str, cmd: u8| {
+        let mut r = vec![5, cmd, 0, 3, name.len() as u8];
+        r.extend(name.as_bytes());
+        r.extend(port);
+        r
+    };
+    for (req, want) in [
+        (domain("tls.lab.example", 1), 0u8),
+        (vec![5, 1, 0, 1, 127, 0, 0, 1, port[0], port[1]], 0),
+        (domain("evil.lab.example", 1), 2),
+        (vec![5, 1, 0, 1, 127, 0, 0, 2, port[0], port[1]], 2),
+        (domain("tls.lab.example", 3), 7),
+        (domain("tls.lab.example", 2), 7),
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[5, 1, 0]).await.unwrap();
+        let mut m = [0u8; 2];
+        s.read_exact(&mut m).await.unwrap();
+        assert_eq!(m, [5, 0]);
+        s.write_all(&req).await.unwrap();
+        let mut reply = [0u8; 10];
+        s.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply[1], want, "{req:?}");
+        if want == 0 {
+            s.write_all(b"x").await.unwrap();
+            assert_eq!(read_all(&mut s).await, b"hello");
+        }
+    }
+    // A client that offers only username/password: no acceptable method.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[5, 1, 2]).await.unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).await.unwrap();
+    assert_eq!(m, [5, 0xff]);
+}
