@@ -268,9 +268,36 @@ impl SessionStore {
     pub async fn connect_with(url: &str, o: &ConnectOptions) -> Result<SessionStore, StoreError> {
         let location = url::redact(url);
         let size = o.max_connections.max(1);
+        // SQLite's migrator takes no lock across processes: two opening a
+        // new store at once both read migration 7 as pending, and the
+        // second's ALTER TABLE fails on the first's column. The first
+        // migrates; the others wait here, then find nothing to do.
+        let mut _migrating = None;
         let store = match url::parse(url)? {
             Target::Sqlite(path) => {
                 let pool = open_sqlite(&path, size).await?;
+                if o.migrate {
+                    // Beside the database, which open_sqlite made sure of.
+                    let lock = path.with_file_name(format!(
+                        ".{}.migrate-lock",
+                        path.file_name().unwrap_or_default().to_string_lossy()
+                    ));
+                    // Waited for off this thread: another open in this
+                    // process (on a one-thread runtime) may hold it.
+                    let at = lock.clone();
+                    let taken = tokio::task::spawn_blocking(move || {
+                        fslock::lock(&at, fslock::Mode::Exclusive, || {})
+                    })
+                    .await
+                    .map_err(|e| StoreError::Open {
+                        path: lock.clone(),
+                        source: std::io::Error::other(e),
+                    })?;
+                    _migrating = Some(taken.map_err(|source| StoreError::Open {
+                        path: lock.clone(),
+                        source,
+                    })?);
+                }
                 SessionStore {
                     pool: Pool::Sqlite(pool),
                     kind: DbKind::Sqlite,
