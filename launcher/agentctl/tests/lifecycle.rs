@@ -1469,6 +1469,9 @@ fn output_and_samples(db: &Db, backend: &str) {
         rt.block_on(store.get(&id)).unwrap().heartbeat_at.is_some(),
         "{tag} no heartbeat from the detached supervisor"
     );
+    // A detached session keeps what is left of it (a Docker container)
+    // until it is removed.
+    c.ok(&["rm", &id]);
 }
 
 #[test]
