@@ -73,15 +73,33 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves connections from `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, cfg: Arc<Config>) {
+    accept_each(listener, cfg, "http", |conn, cfg| async move {
+        handle(conn, &cfg).await
+    })
+    .await
+}
+
+/// Runs `serve_one` on a task of its own for every connection `listener`
+/// accepts, until the task is dropped; what a connection fails with is
+/// logged under `what`.
+async fn accept_each<F, Fut>(
+    listener: TcpListener,
+    cfg: Arc<Config>,
+    what: &'static str,
+    serve_one: F,
+) where
+    F: Fn(TcpStream, Arc<Config>) -> Fut,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
     loop {
         let Ok((conn, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let cfg = cfg.clone();
+        let fut = serve_one(conn, cfg.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(conn, &cfg).await {
-                tracing::debug!("egress: {e}");
+            if let Err(e) = fut.await {
+                tracing::debug!("egress ({what}): {e}");
             }
         });
     }
@@ -190,18 +208,10 @@ fn socks_reply(code: u8) -> [u8; 10] {
 /// same decisions as the HTTP proxy's CONNECT. `BIND` and `UDP ASSOCIATE`
 /// are refused (no UDP leaves the sandbox).
 pub async fn serve_socks(listener: TcpListener, cfg: Arc<Config>) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            if let Err(e) = socks(conn, &cfg).await {
-                tracing::debug!("egress (socks): {e}");
-            }
-        });
-    }
+    accept_each(listener, cfg, "socks", |conn, cfg| async move {
+        socks(conn, &cfg).await
+    })
+    .await
 }
 
 async fn socks(mut client: TcpStream, cfg: &Config) -> std::io::Result<()> {
@@ -355,14 +365,11 @@ pub async fn serve_transparent(
     cfg: Arc<Config>,
     fakes: Arc<std::sync::Mutex<crate::dns::FakeIps>>,
 ) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let (cfg, fakes) = (cfg.clone(), fakes.clone());
-        tokio::spawn(async move {
-            let Ok(local) = conn.local_addr() else { return };
+    accept_each(listener, cfg, "transparent", move |conn, cfg| {
+        let fakes = fakes.clone();
+        async move {
+            // No address of its own: the connection is dropped, refused.
+            let local = conn.local_addr()?;
             let host = match local.ip() {
                 IpAddr::V4(v4) => fakes
                     .lock()
@@ -371,7 +378,7 @@ pub async fn serve_transparent(
                 IpAddr::V6(_) => None,
             }
             .unwrap_or_else(|| local.ip().to_string());
-            if let Err(e) = connect(
+            connect(
                 conn,
                 &cfg,
                 &host,
@@ -380,11 +387,9 @@ pub async fn serve_transparent(
                 Via::Transparent,
             )
             .await
-            {
-                tracing::debug!("egress (transparent): {e}");
-            }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Decides `host:port`, resolves a name and dials the first address that
