@@ -876,50 +876,58 @@ fn bootstrap(stack: &Stack, timeout: Duration) -> Result<bool> {
             now,
         )
         .await;
-        store
-            .add_token(
-                &token_id,
-                &admin,
-                "agentctl up",
-                store::Scope::Admin,
-                &web::auth::sha256_hex(&token),
-                now,
-            )
-            .await?;
-        super::admin::trail(
+        add_token(
             &store,
-            actor,
-            "token_created",
+            &token,
             &token_id,
-            serde_json::json!({"user": admin, "scope": "admin"}),
+            &admin,
+            "agentctl up",
+            store::Scope::Admin,
             now,
         )
-        .await;
+        .await?;
         // Prometheus: a viewer that can only look.
         let hash = web::auth::hash_password(&web::auth::random_hex(16)?)?;
         store
             .add_user("prometheus", store::Role::Viewer, &hash, now)
             .await?;
-        store
-            .add_token(
-                &metrics_id,
-                "prometheus",
-                "metrics",
-                store::Scope::Read,
-                &web::auth::sha256_hex(&metrics_token),
-                now,
-            )
-            .await?;
-        super::admin::trail(
+        add_token(
             &store,
-            actor,
-            "token_created",
+            &metrics_token,
             &metrics_id,
-            serde_json::json!({"user": "prometheus", "scope": "read"}),
+            "prometheus",
+            "metrics",
+            store::Scope::Read,
             now,
         )
-        .await;
+        .await?;
         store.close().await;
         anyhow::Ok(true)
     })
+}
+
+/// A token whose secret `.env` or `secrets/` already holds, on the
+/// accounts' trail as `agentctl admin token create` puts it.
+async fn add_token(
+    store: &store::SessionStore,
+    token: &str,
+    id: &str,
+    user: &str,
+    label: &str,
+    scope: store::Scope,
+    now: i64,
+) -> Result<()> {
+    store
+        .add_token(id, user, label, scope, &web::auth::sha256_hex(token), now)
+        .await?;
+    super::admin::trail(
+        store,
+        "agentctl up",
+        "token_created",
+        id,
+        serde_json::json!({"user": user, "scope": scope}),
+        now,
+    )
+    .await;
+    Ok(())
 }
