@@ -84,14 +84,21 @@ async fn scrape(st: &AppState) -> Result<String, WebError> {
     let _ = writeln!(o, "agentctl_launches_total {launches}");
     let refused = st
         .store
-        .count_events(&["proxy_denied", "policy_denied"])
+        .count_events(&["proxy_denied", "policy_denied", "egress_denied"])
         .await?;
     let _ = writeln!(
         o,
-        "# HELP agentctl_refusals_total Actions a sandbox refused (Docker API calls, policy)."
+        "# HELP agentctl_refusals_total Actions a sandbox refused (Docker API calls, policy, connections out)."
     );
     let _ = writeln!(o, "# TYPE agentctl_refusals_total counter");
     let _ = writeln!(o, "agentctl_refusals_total {refused}");
+    let egress = st.store.count_events(&["egress_denied"]).await?;
+    let _ = writeln!(
+        o,
+        "# HELP agentctl_egress_refusals_total Connections and DNS names an allowlist network refused."
+    );
+    let _ = writeln!(o, "# TYPE agentctl_egress_refusals_total counter");
+    let _ = writeln!(o, "agentctl_egress_refusals_total {egress}");
     if st.store.has_queue() {
         queue_metrics(st, &mut o).await?;
     }

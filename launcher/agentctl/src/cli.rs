@@ -185,6 +185,14 @@ pub enum Command {
     /// Internal: the single-threaded session helper.
     #[command(name = "__native-helper", hide = true)]
     NativeHelper { session_dir: PathBuf },
+    /// Internal: serves the listeners the native helper planted in an
+    /// allowlist session's network namespace (descriptors 3 and up).
+    #[command(name = "__egress", hide = true)]
+    Egress {
+        session_dir: PathBuf,
+        #[arg(long)]
+        ready_fd: i32,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -371,6 +379,8 @@ pub enum Network {
     None,
     Bridge,
     Host,
+    /// Only the profile's allow rules and those of --allow.
+    Allowlist,
 }
 
 impl From<Network> for NetworkMode {
@@ -379,6 +389,7 @@ impl From<Network> for NetworkMode {
             Network::None => NetworkMode::None,
             Network::Bridge => NetworkMode::Bridge,
             Network::Host => NetworkMode::Host,
+            Network::Allowlist => NetworkMode::Allowlist,
         }
     }
 }
@@ -395,6 +406,11 @@ pub struct PolicyArgs {
     /// Override the profile's network.
     #[arg(long, value_enum)]
     pub network: Option<Network>,
+    /// Allow one more destination (HOST, HOST:PORT, *.DOMAIN, http://HOST,
+    /// CIDR:PORT), on top of the profile's allowlist; implies
+    /// --network allowlist.
+    #[arg(long, value_name = "RULE")]
+    pub allow: Vec<String>,
     /// Pass a host variable (NAME) or set one (NAME=VALUE).
     #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]", value_parser = parse_env)]
     pub env: Vec<CliEnv>,

@@ -108,12 +108,26 @@ pub(crate) fn runtime_err(what: &str, e: impl std::fmt::Display) -> BackendError
     BackendError::Runtime(format!("{what}: {e}"))
 }
 
+/// What this backend cannot enforce yet: refused before anything is made,
+/// never run weaker.
+fn refuse_unsupported(spec: &SandboxSpec) -> Result<(), BackendError> {
+    if spec.network == policy::NetworkMode::Allowlist {
+        return Err(BackendError::Control {
+            control: "network",
+            reason: "the allowlist network is not enforced on the Docker backend yet".into(),
+            fix: "use --backend native for this session, or --network none|bridge".into(),
+        });
+    }
+    Ok(())
+}
+
 impl Backend for DockerBackend {
     fn name(&self) -> &'static str {
         "docker"
     }
 
-    fn preflight(&self, _spec: &SandboxSpec, _opts: &RunOptions) -> Result<(), BackendError> {
+    fn preflight(&self, spec: &SandboxSpec, _opts: &RunOptions) -> Result<(), BackendError> {
+        refuse_unsupported(spec)?;
         self.connect().map(|_| ())
     }
 
@@ -123,6 +137,7 @@ impl Backend for DockerBackend {
         opts: &RunOptions,
         observer: &dyn Observer,
     ) -> Result<ExitStatus, BackendError> {
+        refuse_unsupported(spec)?;
         // The engine makes the container; nothing here forks.
         observer.forked();
         self.block_on(run(spec, opts, &self.init, observer))
@@ -134,6 +149,7 @@ impl Backend for DockerBackend {
         opts: &RunOptions,
         _on_exit: &[String],
     ) -> Result<Handle, BackendError> {
+        refuse_unsupported(spec)?;
         // The engine keeps the exit status; reconciliation reads it there.
         self.block_on(lifecycle::start_detached(spec, opts, &self.init))
     }

@@ -165,6 +165,9 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
                 NetworkMode::None => "none",
                 NetworkMode::Bridge => "bridge",
                 NetworkMode::Host => "host",
+                // Never reached: the backend refuses allowlist before any
+                // translation (see `refuse_unsupported`); none if it were.
+                NetworkMode::Allowlist => "none",
             }
             .into(),
         ),

@@ -88,6 +88,22 @@ pub struct HelperConfig {
     /// `sandbox::RunOptions::output_copy`).
     #[serde(default)]
     pub output_copy: Option<PathBuf>,
+    /// The `allowlist` network: the rules and how to serve them.
+    #[serde(default)]
+    pub egress: Option<EgressPlan>,
+}
+
+/// What the egress process of an `allowlist` session serves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EgressPlan {
+    /// The session's allow rules (`policy::egress` syntax).
+    pub allow: Vec<String>,
+    /// Ports with a transparent listener, in the order their descriptors
+    /// are passed.
+    pub transparent_ports: Vec<u16>,
+    /// The program and arguments that serve them (`agentctl [--store S]
+    /// __egress`); the session directory and `--ready-fd N` are appended.
+    pub command: Vec<String>,
 }
 
 /// The helper holds a lock on this file in the session directory for as
@@ -447,6 +463,7 @@ struct Session {
     container: Option<Container>,
     hierarchy: Option<Hierarchy>,
     slirp: Option<net::Slirp>,
+    egress: Option<net::Egress>,
     saved_termios: Option<termios::Termios>,
 }
 
@@ -458,6 +475,7 @@ impl Session {
             container: None,
             hierarchy: None,
             slirp: None,
+            egress: None,
             saved_termios: None,
         }
     }
@@ -551,6 +569,22 @@ impl Session {
             let bin = net::find_slirp4netns()
                 .ok_or("slirp4netns is not installed; install it or use --network none|host")?;
             self.slirp = Some(net::Slirp::start(&bin, pid, &self.cfg.session_dir)?);
+        }
+        if self.cfg.network == NetworkMode::Allowlist {
+            // Without its listeners and their proxy the session would be
+            // offline rather than open; still, a control that cannot be
+            // applied refuses, so the user learns why.
+            let plan = self
+                .cfg
+                .egress
+                .as_ref()
+                .ok_or("the allowlist network has no egress plan; refusing to start")?;
+            let planted = net::plant_listeners(pid, &plan.transparent_ports)?;
+            self.egress = Some(net::Egress::start(
+                &plan.command,
+                planted,
+                &self.cfg.session_dir,
+            )?);
         }
 
         if let Some(master) = relay.master() {
@@ -669,6 +703,9 @@ impl Session {
     /// on every path out of the helper.
     fn cleanup(&mut self) {
         self.release_terminal();
+        if let Some(mut egress) = self.egress.take() {
+            egress.stop();
+        }
         if let Some(mut slirp) = self.slirp.take() {
             slirp.stop();
         }

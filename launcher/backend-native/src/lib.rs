@@ -35,8 +35,8 @@ use sandbox::{
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub use helper::{
-    HelperConfig, LAUNCHER_FAILURE, cleanup_session, exec_main, fresh_session_keyring, helper_main,
-    verify_masks_of,
+    EgressPlan, HelperConfig, LAUNCHER_FAILURE, cleanup_session, exec_main, fresh_session_keyring,
+    helper_main, verify_masks_of,
 };
 pub use lifecycle::forget_exit;
 
@@ -117,6 +117,10 @@ pub struct NativeBackend {
     /// Where detached sessions' output is kept (it outlives the runtime
     /// directory).
     pub logs: PathBuf,
+    /// How to serve an `allowlist` session's listeners: the agentctl
+    /// binary, its global arguments and `__egress`. Empty: such sessions
+    /// are refused.
+    pub egress: Vec<String>,
 }
 
 impl NativeBackend {
@@ -132,6 +136,7 @@ impl NativeBackend {
             images: image_store::ImageCache::default_root(),
             progress: Box::new(image_store::NoProgress),
             logs: default_logs_dir(),
+            egress: Vec::new(),
         }
     }
 
@@ -180,9 +185,14 @@ impl NativeBackend {
             std::os::unix::fs::symlink(target, &at)
                 .map_err(|e| BackendError::io(format!("cannot create {}", at.display()), e))?;
         }
-        let resolv_conf = if spec.network == policy::NetworkMode::Bridge {
+        let nameserver = match spec.network {
+            policy::NetworkMode::Bridge => Some(net::SLIRP_DNS.to_string()),
+            policy::NetworkMode::Allowlist => Some(sandbox::egress::DNS.ip().to_string()),
+            _ => None,
+        };
+        let resolv_conf = if let Some(ns) = nameserver {
             let p = session_dir.join("resolv.conf");
-            fs::write(&p, format!("nameserver {}\n", net::SLIRP_DNS))
+            fs::write(&p, format!("nameserver {ns}\n"))
                 .map_err(|e| BackendError::io("cannot write resolv.conf", e))?;
             fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
                 .map_err(|e| BackendError::io("cannot write resolv.conf", e))?;
@@ -233,11 +243,39 @@ impl NativeBackend {
                 && sandbox::landlock::abstract_unix_scoping().is_ok(),
             launcher_pid: Some(std::process::id()),
             output_copy: opts.output_copy.clone(),
+            egress: self.egress_plan(spec)?,
         };
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)
             .map_err(|e| BackendError::io("cannot write the helper config", e))?;
         Ok(cfg)
+    }
+
+    /// The egress plan of an `allowlist` session; None for other networks.
+    fn egress_plan(&self, spec: &SandboxSpec) -> Result<Option<EgressPlan>, BackendError> {
+        if spec.network != policy::NetworkMode::Allowlist {
+            return Ok(None);
+        }
+        let refuse = |reason: String| BackendError::Control {
+            control: "network",
+            reason,
+            fix: "check the profile's network.allow rules (`agentctl explain`)".into(),
+        };
+        let allow = policy::egress::Allowlist::parse(&spec.network_allow)
+            .map_err(|e| refuse(e.to_string()))?;
+        if allow.rules.is_empty() {
+            return Err(refuse("the allowlist network has no rules".into()));
+        }
+        if self.egress.is_empty() {
+            return Err(refuse(
+                "this launcher cannot serve the allowlist network (no egress command)".into(),
+            ));
+        }
+        Ok(Some(EgressPlan {
+            allow: spec.network_allow.clone(),
+            transparent_ports: sandbox::egress::transparent_ports(&allow),
+            command: self.egress.clone(),
+        }))
     }
 
     fn spawn_helper(

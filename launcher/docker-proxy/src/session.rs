@@ -87,6 +87,13 @@ impl SessionScope {
         })
     }
 
+    /// The session's children get no network: the session has none, or
+    /// only an allowlist, which a child container on a bridge would get
+    /// around (its traffic never passes agentctl's egress proxy).
+    pub fn children_offline(&self) -> bool {
+        !matches!(self.network, NetworkMode::Bridge | NetworkMode::Host)
+    }
+
     /// Sets the read-only host-run paths, resolved like the masks.
     pub fn with_read_only(mut self, paths: Vec<PathBuf>, workspace_writable: bool) -> SessionScope {
         self.read_only = paths.into_iter().map(|p| resolve_parent(&p)).collect();

@@ -58,7 +58,9 @@ impl FakeIps {
 
 pub struct Stub {
     pub allow: Allowlist,
-    pub fakes: Mutex<FakeIps>,
+    /// Shared with the transparent listeners, which read back the name a
+    /// fake address stands for.
+    pub fakes: std::sync::Arc<Mutex<FakeIps>>,
 }
 
 /// What the stub did with a query, for the audit trail.
@@ -73,7 +75,7 @@ impl Stub {
     pub fn new(allow: Allowlist) -> Stub {
         Stub {
             allow,
-            fakes: Mutex::default(),
+            fakes: Default::default(),
         }
     }
 

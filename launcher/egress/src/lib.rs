@@ -13,7 +13,9 @@
 //! - `dns`: the stub inside the sandbox: allowed names get a fake address
 //!   that leads to the transparent listeners, every other name REFUSED,
 //!   nothing forwarded.
+//! - `session`: one sandbox's planted listeners served together.
 
 pub mod dns;
 pub mod proxy;
+pub mod session;
 pub mod sni;

@@ -22,6 +22,9 @@ pub struct HostBackends {
     /// Shows the progress of an image pull (bars on a terminal, lines
     /// otherwise); the caller chooses.
     pub progress: Arc<dyn Fn() -> Box<dyn image_store::Progress> + Send + Sync>,
+    /// The store that processes started for a session (the egress proxy)
+    /// record into; `Lifecycle::on_host` sets it to its own.
+    pub store: Option<String>,
 }
 
 impl HostBackends {
@@ -33,6 +36,12 @@ impl HostBackends {
         ]);
         b.images = self.images.clone();
         b.progress = (self.progress)();
+        b.egress = vec![
+            self.self_exe.to_string_lossy().into_owned(),
+            "--store".to_string(),
+            self.store.clone().unwrap_or_else(|| "none".to_string()),
+            "__egress".to_string(),
+        ];
         b
     }
 

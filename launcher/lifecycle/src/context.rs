@@ -39,7 +39,8 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// The lifecycle on this host, as this user: the real backends, the
     /// native backend's runtime directory.
-    pub fn on_host(store: StoreLocation, backends: HostBackends) -> Lifecycle {
+    pub fn on_host(store: StoreLocation, mut backends: HostBackends) -> Lifecycle {
+        backends.store = store.0.clone();
         Lifecycle {
             store,
             self_exe: backends.self_exe.clone(),

@@ -56,27 +56,39 @@ pub fn scope_from_plan(spec: &sandbox::SandboxSpec) -> Result<SessionScope> {
 /// burst of denials never blocks a connection on the store. Call from
 /// inside a tokio runtime.
 pub fn denials_to_record(store: StoreLocation, session: String) -> docker_proxy::AuditSink {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AuditEvent>();
+    let record = events_to_record(store, session);
+    Arc::new(move |ev: AuditEvent| {
+        record(store::NewEvent::new("proxy_denied").data(json!({
+            "operation": ev.operation,
+            "role": ev.role,
+            "reason": ev.reason,
+        })))
+    })
+}
+
+/// Events go to the session's audit trail, in order, from one task that
+/// opens the store on first use: the caller never waits on the store.
+/// Call from inside a tokio runtime.
+pub fn events_to_record(
+    store: StoreLocation,
+    session: String,
+) -> Arc<dyn Fn(store::NewEvent) + Send + Sync> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<store::NewEvent>();
     tokio::spawn(async move {
         let mut db = None;
-        while let Some(ev) = rx.recv().await {
+        while let Some(event) = rx.recv().await {
             if db.is_none() {
                 match store.open().await {
                     Ok(s) => db = Some(s),
                     Err(e) => {
-                        tracing::warn!("cannot record a denial in the session store: {e}");
+                        tracing::warn!("cannot record an event in the session store: {e}");
                         continue;
                     }
                 }
             }
             let Some(s) = db.as_ref() else { continue };
-            let event = store::NewEvent::new("proxy_denied").data(json!({
-                "operation": ev.operation,
-                "role": ev.role,
-                "reason": ev.reason,
-            }));
             if let Err(e) = s.append_event(&session, event).await {
-                tracing::warn!("cannot record a denial in the session store: {e}");
+                tracing::warn!("cannot record an event in the session store: {e}");
             }
         }
     });

@@ -39,7 +39,7 @@ mod supervise;
 
 pub use backends::{Backends, HostBackends};
 pub use context::Lifecycle;
-pub use docker::{denials_to_record, scope_from_plan};
+pub use docker::{denials_to_record, events_to_record, scope_from_plan};
 pub use error::{Error, Result};
 pub use launch::{Ended, Launch};
 pub use location::StoreLocation;

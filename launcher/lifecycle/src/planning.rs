@@ -21,6 +21,8 @@ pub struct SessionRequest {
     pub workspace: Option<PathBuf>,
     pub command: Vec<String>,
     pub network: Option<policy::NetworkMode>,
+    /// `--allow RULE`s on top of the profile's allowlist.
+    pub allow: Vec<String>,
     pub mounts: Vec<policy::MountEntry>,
     pub env: Vec<policy::env::CliEnv>,
     pub image: Option<String>,
@@ -39,6 +41,9 @@ impl SessionRequest {
         let mut m = serde_json::Map::new();
         if let Some(n) = self.network {
             m.insert("network".into(), serde_json::json!(n));
+        }
+        if !self.allow.is_empty() {
+            m.insert("allow".into(), serde_json::json!(self.allow));
         }
         if !self.mounts.is_empty() {
             m.insert("mounts".into(), serde_json::json!(self.mounts));
@@ -78,6 +83,7 @@ impl Lifecycle {
                 workspace,
                 command: req.command.clone(),
                 network: req.network,
+                allow: req.allow.clone(),
                 mounts: req.mounts.clone(),
                 env: req.env.clone(),
                 image: req.image.clone(),

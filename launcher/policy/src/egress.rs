@@ -154,7 +154,6 @@ const OPEN_SUFFIXES: &[&str] = &[
     "es",
     "pl",
     "github.io",
-    "githubusercontent.com",
     "gitlab.io",
     "workers.dev",
     "pages.dev",

@@ -125,6 +125,8 @@ pub enum EnvSource {
     ProfileSet,
     /// Passed or set with `-e` on the command line.
     CommandLine,
+    /// Set by the `allowlist` network: where its proxy listens.
+    Network,
 }
 
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@ pub mod secrets;
 pub mod types;
 
 pub use error::{ProfileError, nearest};
-pub use profile::{HomeEntry, MountEntry, ProfileFile, SecretsEntry};
+pub use profile::{AllowEntry, HomeEntry, MountEntry, NetworkEntry, ProfileFile, SecretsEntry};
 pub use resolve::{
     BUILTIN_PROFILES, BuiltinOnly, DEFAULT_PROFILE, Limits, Policy, ProfileLoader, available,
     resolve,

@@ -39,8 +39,9 @@ pub struct ProfileFile {
     /// replaced with the home directory.
     #[serde(default)]
     pub env_set: BTreeMap<String, String>,
-    /// `none` (default), `bridge` or `host`.
-    pub network: Option<NetworkMode>,
+    /// `none` (default), `bridge`, `host`, or `{allow: [RULE, ...]}` for
+    /// only those destinations (see `policy::egress` for the rules).
+    pub network: Option<NetworkEntry>,
     /// Why the profile needs a network; shown by `explain`.
     pub network_reason: Option<String>,
     #[serde(default)]
@@ -57,6 +58,68 @@ pub struct ProfileFile {
     /// `ide`) that the agent may change; read-only otherwise.
     #[serde(default)]
     pub writable_host_files: Vec<HostFileKind>,
+}
+
+/// A profile's `network:`: a mode by name, or an allowlist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum NetworkEntry {
+    /// `none`, `bridge` or `host`.
+    Mode(NetworkMode),
+    /// `{allow: [...]}`: the `allowlist` mode with these rules. They add to
+    /// the rules of the profile this one extends (when it is an allowlist
+    /// too) unless `inherit: false`.
+    Allow(AllowEntry),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowEntry {
+    pub allow: Vec<String>,
+    #[serde(default = "yes")]
+    pub inherit: bool,
+}
+
+impl<'de> Deserialize<'de> for NetworkEntry {
+    // By hand rather than `untagged`: serde's untagged errors say only
+    // "did not match any variant", and a typo here must name the field.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NetworkEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("none, bridge, host, or {allow: [RULE, ...]}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NetworkEntry, E> {
+                if v == "allowlist" {
+                    return Err(E::custom(
+                        "network: allowlist needs its rules; write network: {allow: \
+                         [\"api.example.com\", ...]}",
+                    ));
+                }
+                v.parse()
+                    .map(NetworkEntry::Mode)
+                    .map_err(|_| E::unknown_variant(v, &["none", "bridge", "host", "allowlist"]))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<NetworkEntry, A::Error> {
+                AllowEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(NetworkEntry::Allow)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl NetworkEntry {
+    pub fn mode(&self) -> NetworkMode {
+        match self {
+            NetworkEntry::Mode(m) => *m,
+            NetworkEntry::Allow(_) => NetworkMode::Allowlist,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -219,6 +282,23 @@ impl ProfileFile {
                 "limits.containers is 0: the agent could create no container".to_string(),
                 "use at least 1, or docker: false for no Docker at all",
             ));
+        }
+        if let Some(NetworkEntry::Allow(a)) = &self.network {
+            if a.allow.is_empty() && a.inherit {
+                return Err(invalid(
+                    "allow",
+                    "network.allow is empty: an allowlist of nothing".to_string(),
+                    "name the destinations (\"api.example.com\", \"example.org:22\"), or \
+                     write network: none",
+                ));
+            }
+            if let Err(e) = crate::egress::Allowlist::parse(&a.allow) {
+                return Err(invalid(
+                    "allow",
+                    e.to_string(),
+                    "see `agentctl explain` and docs/NETWORK.md for the rule forms",
+                ));
+            }
         }
         for name in self.env_set.keys() {
             if !crate::types::valid_env_name(name) {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::ProfileError;
-use crate::profile::{HomeEntry, MountEntry, ProfileFile, SecretsEntry};
+use crate::profile::{HomeEntry, MountEntry, NetworkEntry, ProfileFile, SecretsEntry};
 use crate::types::{
     AccessMode, ByteSize, Cpus, EnvPattern, HostFileKind, NetworkMode, ProfilePath, UserSpec,
 };
@@ -86,6 +86,9 @@ pub struct Policy {
     pub env: Vec<EnvPattern>,
     pub env_set: BTreeMap<String, String>,
     pub network: NetworkMode,
+    /// The rules of the `allowlist` mode, in order (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network_allow: Vec<String>,
     pub network_reason: Option<String>,
     pub limits: Limits,
     pub user: UserSpec,
@@ -112,6 +115,7 @@ impl Default for Policy {
             env: Vec::new(),
             env_set: BTreeMap::new(),
             network: NetworkMode::None,
+            network_allow: Vec::new(),
             network_reason: None,
             limits: Limits {
                 pids: 4096,
@@ -225,7 +229,19 @@ fn apply(policy: &mut Policy, layer: ProfileFile) {
         policy.docker = d;
     }
     if let Some(n) = layer.network {
-        policy.network = n;
+        match n {
+            NetworkEntry::Mode(m) => {
+                policy.network = m;
+                policy.network_allow.clear();
+            }
+            NetworkEntry::Allow(a) => {
+                if !(a.inherit && policy.network == NetworkMode::Allowlist) {
+                    policy.network_allow.clear();
+                }
+                policy.network = NetworkMode::Allowlist;
+                extend_unique(&mut policy.network_allow, a.allow);
+            }
+        }
         // A reason belongs to the layer that chose the network.
         policy.network_reason = layer.network_reason;
     } else if layer.network_reason.is_some() {
@@ -380,6 +396,65 @@ mod tests {
         // Inherited from claude-code and generic.
         assert!(p.env.iter().any(|e| e.as_str() == "ANTHROPIC_API_KEY"));
         assert!(p.home.iter().any(|h| h.path.to_string() == "~/.gitconfig"));
+    }
+
+    #[test]
+    fn allowlists_add_up_along_extends_unless_told_not_to() {
+        let l = loader(&[
+            (
+                "base.yaml",
+                "network: {allow: [\"api.example.com\", \"example.org:22\"]}\nnetwork_reason: the API\n",
+            ),
+            (
+                "more.yaml",
+                "extends: base.yaml\nnetwork:\n  allow: [\"pypi.org\", \"api.example.com\"]\n",
+            ),
+            (
+                "fresh.yaml",
+                "extends: base.yaml\nnetwork: {allow: [\"pypi.org\"], inherit: false}\n",
+            ),
+            ("off.yaml", "extends: base.yaml\nnetwork: none\n"),
+            (
+                "again.yaml",
+                "extends: off.yaml\nnetwork: {allow: [\"pypi.org\"]}\n",
+            ),
+        ]);
+        let p = resolve("more.yaml", &l).unwrap();
+        assert_eq!(p.network, NetworkMode::Allowlist);
+        assert_eq!(
+            p.network_allow,
+            ["api.example.com", "example.org:22", "pypi.org"]
+        );
+        let p = resolve("fresh.yaml", &l).unwrap();
+        assert_eq!(p.network_allow, ["pypi.org"]);
+        let p = resolve("off.yaml", &l).unwrap();
+        assert_eq!((p.network, p.network_allow.len()), (NetworkMode::None, 0));
+        // An allowlist over a profile that had none starts from nothing.
+        let p = resolve("again.yaml", &l).unwrap();
+        assert_eq!(p.network_allow, ["pypi.org"]);
+    }
+
+    #[test]
+    fn bad_allow_rules_name_the_file_the_line_and_the_rule() {
+        for (text, needle) in [
+            ("network:\n  allow: [\"*.com\"]\n", "public suffix"),
+            ("network:\n  allow: [\"*\"]\n", "bare *"),
+            ("network:\n  allow: []\n", "allowlist of nothing"),
+            ("network: allowlist\n", "needs its rules"),
+            (
+                "network:\n  alow: [\"x.example\"]\n",
+                "did you mean `allow`",
+            ),
+            ("network: brige\n", "did you mean `bridge`"),
+        ] {
+            let l = loader(&[("bad.yaml", text)]);
+            let err = resolve("bad.yaml", &l).unwrap_err().to_string();
+            assert!(err.starts_with("bad.yaml:"), "{text}: {err}");
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let l = loader(&[("bad.yaml", "network:\n  allow: [\"*.com\"]\n")]);
+        let err = resolve("bad.yaml", &l).unwrap_err().to_string();
+        assert!(err.starts_with("bad.yaml:2:"), "{err}");
     }
 
     #[test]

@@ -89,16 +89,25 @@ pub enum NetworkMode {
     None,
     Bridge,
     Host,
+    /// Only the destinations of the policy's allow rules, through
+    /// agentctl's egress proxy outside the sandbox (`policy::egress`).
+    Allowlist,
 }
 
 impl NetworkMode {
-    pub const ALL: [NetworkMode; 3] = [NetworkMode::None, NetworkMode::Bridge, NetworkMode::Host];
+    pub const ALL: [NetworkMode; 4] = [
+        NetworkMode::None,
+        NetworkMode::Bridge,
+        NetworkMode::Host,
+        NetworkMode::Allowlist,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkMode::None => "none",
             NetworkMode::Bridge => "bridge",
             NetworkMode::Host => "host",
+            NetworkMode::Allowlist => "allowlist",
         }
     }
 }
@@ -115,7 +124,9 @@ impl FromStr for NetworkMode {
         NetworkMode::ALL
             .into_iter()
             .find(|m| m.as_str() == s)
-            .ok_or_else(|| format!("unknown network mode \"{s}\"; use one of: none, bridge, host"))
+            .ok_or_else(|| {
+                format!("unknown network mode \"{s}\"; use one of: none, bridge, host, allowlist")
+            })
     }
 }
 

@@ -110,6 +110,7 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
         notes: vec![],
         docker: false,
         network,
+        network_allow: Vec::new(),
         network_reason: None,
         limits: LimitsPlan {
             pids: 512,

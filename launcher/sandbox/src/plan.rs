@@ -77,6 +77,9 @@ pub struct PlanRequest {
     pub workspace: PathBuf,
     pub command: Vec<String>,
     pub network: Option<NetworkMode>,
+    /// `--allow RULE`: rules added to the profile's allowlist; alone, they
+    /// ask for the `allowlist` network.
+    pub allow: Vec<String>,
     pub mounts: Vec<MountEntry>,
     pub env: Vec<CliEnv>,
     /// `--image`, overriding the profile's `image:`.
@@ -554,12 +557,28 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         &req.env,
     );
 
-    let network = req.network.unwrap_or(policy.network);
+    let (network, network_allow) = plan_network(policy, req.network, &req.allow)?;
     let network_reason = match (req.network, network) {
         (_, NetworkMode::None) => None,
         (Some(n), _) if n != policy.network => Some(format!("requested with --network {n}")),
+        (None, NetworkMode::Allowlist) if policy.network != NetworkMode::Allowlist => {
+            Some("requested with --allow".to_string())
+        }
         _ => policy.network_reason.clone(),
     };
+    let mut env = env;
+    if network == NetworkMode::Allowlist {
+        // The proxy's addresses win over any the host passed: the host's
+        // proxy is out of the sandbox's reach anyway.
+        let vars = crate::egress::proxy_env();
+        env.vars.retain(|v| !vars.iter().any(|(n, _)| *n == v.name));
+        env.vars
+            .extend(vars.into_iter().map(|(name, value)| policy::env::EnvVar {
+                name: name.to_string(),
+                value: policy::env::Redacted(value),
+                source: policy::env::EnvSource::Network,
+            }));
+    }
 
     let session = SessionId::generate();
     let command = if req.command.is_empty() {
@@ -598,6 +617,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
         notes,
         docker: policy.docker,
         network,
+        network_allow,
         network_reason,
         limits: LimitsPlan {
             pids: policy.limits.pids,
@@ -917,4 +937,57 @@ fn kind_of(meta: &fs::Metadata) -> MaskKind {
     } else {
         MaskKind::File
     }
+}
+
+/// The session's network and, for `allowlist`, its rules: the profile's
+/// when it has an allowlist, then those of `--allow`. `--allow` alone asks
+/// for `allowlist`; with another `--network` it is a contradiction, not a
+/// rule to drop in silence.
+fn plan_network(
+    policy: &Policy,
+    asked: Option<NetworkMode>,
+    allow: &[String],
+) -> Result<(NetworkMode, Vec<String>), PlanError> {
+    let network = match asked {
+        Some(n) => n,
+        None if !allow.is_empty() => NetworkMode::Allowlist,
+        None => policy.network,
+    };
+    if network != NetworkMode::Allowlist {
+        if !allow.is_empty() {
+            return Err(PlanError::Policy {
+                message: format!("--allow makes no sense with --network {network}"),
+                fix: "drop --network (or use --network allowlist) to reach only the allowed \
+                      destinations"
+                    .into(),
+            });
+        }
+        return Ok((network, Vec::new()));
+    }
+    let mut rules = if policy.network == NetworkMode::Allowlist {
+        policy.network_allow.clone()
+    } else {
+        Vec::new()
+    };
+    for r in allow {
+        if !rules.contains(r) {
+            rules.push(r.clone());
+        }
+    }
+    if rules.is_empty() {
+        return Err(PlanError::Policy {
+            message: format!(
+                "--network allowlist with no rules: profile {} allows no destination",
+                policy.name
+            ),
+            fix: "add --allow HOST[:PORT] for each destination, or a profile with network: \
+                  {allow: [...]}"
+                .into(),
+        });
+    }
+    policy::egress::Allowlist::parse(&rules).map_err(|e| PlanError::Policy {
+        message: e.to_string(),
+        fix: "see docs/NETWORK.md for the rule forms".into(),
+    })?;
+    Ok((NetworkMode::Allowlist, rules))
 }

@@ -281,6 +281,9 @@ pub struct SandboxSpec {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub docker: bool,
     pub network: NetworkMode,
+    /// The `allowlist` network's rules (the profile's, then `--allow`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_allow: Vec<String>,
     pub network_reason: Option<String>,
     pub limits: LimitsPlan,
     pub identity: Identity,

@@ -451,6 +451,7 @@ fn command_line_mount_into_proc_is_refused() {
             workspace: fx.ws.clone(),
             command: Vec::new(),
             network: None,
+            allow: Vec::new(),
             mounts: vec![
                 policy::resolve::parse_cli_mount(&format!("{}:/proc/x", data.display())).unwrap(),
             ],
@@ -578,6 +579,7 @@ fn environment_holds_only_base_and_profile_names_and_never_prints_values() {
             workspace: fx.ws.clone(),
             command: vec!["sh".into()],
             network: None,
+            allow: Vec::new(),
             mounts: Vec::new(),
             env: vec![CliEnv::Set(
                 "FROM_CLI".into(),
@@ -698,6 +700,7 @@ fn the_home_and_its_start_up_trees_are_refused_as_the_workspace() {
                 workspace: ws.clone(),
                 command: Vec::new(),
                 network: None,
+                allow: Vec::new(),
                 mounts: Vec::new(),
                 env: Vec::new(),
                 image: None,

@@ -70,4 +70,5 @@ pub const EVENT_KINDS: &[&str] = &[
     // What the sandbox refused.
     "proxy_denied",
     "policy_denied",
+    "egress_denied",
 ];

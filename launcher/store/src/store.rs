@@ -117,7 +117,7 @@ const FIND_EVENTS: &str = "SELECT session_id, seq, at, kind, actor, data, prev_h
      WHERE (CAST($1 AS TEXT) IS NULL OR session_id LIKE $1 ESCAPE '\\') \
      AND (CAST($2 AS TEXT) IS NULL OR actor = $2) \
      AND (CAST($3 AS TEXT) IS NULL OR kind = $3 \
-          OR ($3 = 'refused' AND kind IN ('proxy_denied', 'policy_denied'))) \
+          OR ($3 = 'refused' AND kind IN ('proxy_denied', 'policy_denied', 'egress_denied'))) \
      AND (CAST($4 AS BIGINT) IS NULL OR at >= $4) \
      AND (CAST($5 AS BIGINT) IS NULL OR at < $5) \
      AND (CAST($6 AS BIGINT) IS NULL OR at < $6 \
@@ -901,7 +901,7 @@ impl SessionStore {
              (SELECT COUNT(*) FROM sessions WHERE status IN ('created', 'running') \
               AND COALESCE(heartbeat_at, started_at, created_at) < $2{mine}), \
              (SELECT COUNT(*) FROM session_events \
-              WHERE kind IN ('proxy_denied', 'policy_denied') AND at >= $1{mine_events})"
+              WHERE kind IN ('proxy_denied', 'policy_denied', 'egress_denied') AND at >= $1{mine_events})"
         );
         let (running, failed, lost, stalled, refused): (i64, i64, i64, i64, i64) =
             dispatch!(&self.pool, |p| {
@@ -930,7 +930,7 @@ impl SessionStore {
         let n: i64 = dispatch!(&self.pool, |p| {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM session_events \
-                 WHERE kind IN ('proxy_denied', 'policy_denied') AND at >= $1 \
+                 WHERE kind IN ('proxy_denied', 'policy_denied', 'egress_denied') AND at >= $1 \
                  AND (CAST($2 AS TEXT) IS NULL \
                       OR session_id IN (SELECT id FROM sessions WHERE user_name = $2))",
             )

@@ -30,6 +30,23 @@ pub fn explain(args: ExplainArgs, lc: &lifecycle::Lifecycle) -> Result<u8> {
     Ok(0)
 }
 
+/// One allow rule with what it reaches, in words.
+fn describe_rule(rule: &str) -> String {
+    use policy::egress::Pattern;
+    match policy::egress::parse_rule(rule) {
+        Ok(r) => {
+            let what = match &r.pattern {
+                Pattern::Exact(n) => n.clone(),
+                Pattern::Below(n) => format!("any name below {n}"),
+                Pattern::AtOrBelow(n) => format!("{n} and any name below it"),
+                Pattern::Cidr(ip, len) => format!("addresses {ip}/{len}"),
+            };
+            format!("{rule:<32} {what}, port {}", r.port)
+        }
+        Err(e) => format!("{rule:<32} INVALID: {}", e.why),
+    }
+}
+
 fn namespaces(spec: &SandboxSpec) -> Vec<&'static str> {
     let mut ns = vec!["pid", "ipc", "uts", "mount", "cgroup", "user"];
     if spec.network != NetworkMode::Host {
@@ -81,6 +98,29 @@ pub fn render(spec: &SandboxSpec) -> String {
         (n, None) => {
             let _ = writeln!(o, "  network    {n}");
         }
+    }
+    if spec.network == NetworkMode::Allowlist {
+        let _ = writeln!(
+            o,
+            "             only these destinations, through agentctl's proxy outside the sandbox (nothing else: no other host, no DNS beyond these names, no UDP, no IPv6):"
+        );
+        for rule in &spec.network_allow {
+            let _ = writeln!(o, "               {}", describe_rule(rule));
+        }
+        let _ = writeln!(
+            o,
+            "             proxy http://{} · socks5h://{} · DNS stub {} · transparent ports {}",
+            sandbox::egress::HTTP_PROXY,
+            sandbox::egress::SOCKS_PROXY,
+            sandbox::egress::DNS,
+            policy::egress::Allowlist::parse(&spec.network_allow)
+                .map(|a| sandbox::egress::transparent_ports(&a)
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        );
     }
     if spec.network == NetworkMode::Host {
         let _ = writeln!(
@@ -224,6 +264,7 @@ pub fn render(spec: &SandboxSpec) -> String {
             policy::env::EnvSource::Profile { pattern } => format!("profile env `{pattern}`"),
             policy::env::EnvSource::ProfileSet => "profile env_set".to_string(),
             policy::env::EnvSource::CommandLine => "-e".to_string(),
+            policy::env::EnvSource::Network => "the allowlist network's proxy".to_string(),
         };
         let _ = writeln!(o, "  {:<32} {source}", e.name);
     }

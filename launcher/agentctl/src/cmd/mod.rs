@@ -3,6 +3,7 @@
 
 mod admin;
 mod bundle;
+mod egress;
 mod explain;
 mod image;
 mod profiles;
@@ -85,6 +86,10 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
         Command::Down { volumes, yes } => stack::down(volumes, yes),
         Command::Status { json } => stack::status(json),
         Command::Probe { url } => stack::probe(&url),
+        Command::Egress {
+            session_dir,
+            ready_fd,
+        } => egress::egress(&session_dir, ready_fd, lc.store.clone()),
     }
 }
 

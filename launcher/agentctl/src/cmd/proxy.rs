@@ -51,6 +51,7 @@ fn session_scope(args: &ProxyArgs, lc: &Lifecycle) -> Result<Option<SessionScope
         profile: args.profile.clone(),
         workspace: Some(ws.clone()),
         network: args.network,
+        allow: Vec::new(),
         env: Vec::new(),
         image: None,
         mounts: Vec::new(),

@@ -379,6 +379,7 @@ fn run(c: &Client, args: RunArgs) -> Result<u8> {
     let p = &args.policy;
     for (given, what) in [
         (p.network.is_some(), "--network"),
+        (!p.allow.is_empty(), "--allow"),
         (!p.mounts.is_empty(), "--mount"),
         (!p.env.is_empty(), "--env"),
         (p.allow_home_workspace, "--allow-home-workspace"),

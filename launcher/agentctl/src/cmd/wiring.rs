@@ -19,6 +19,7 @@ pub fn host_backends() -> HostBackends {
         self_exe: lifecycle::backends::self_path(),
         images: lifecycle::backends::image_root(),
         progress: Arc::new(crate::progress::Bars::for_stderr),
+        store: None,
     }
 }
 
@@ -29,6 +30,7 @@ pub fn request(args: &PolicyArgs, command: Vec<String>) -> SessionRequest {
         workspace: args.workspace.clone(),
         command,
         network: args.network.map(Into::into),
+        allow: args.allow.clone(),
         mounts: args.mounts.clone(),
         env: args.env.clone(),
         image: args.image.clone(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::body::{self, types};
 use crate::route::Endpoint;
-use crate::session::{LABEL_PREFIX, NetworkMode, SessionScope};
+use crate::session::{LABEL_PREFIX, SessionScope};
 use crate::upstream::UpstreamError;
 
 use super::daemon::Daemon;
@@ -223,7 +223,7 @@ pub(super) fn network_create(cx: &Ctx<'_>, n: &mut types::NetworkCreate) -> Resu
     check_labels(cx, &n.labels, "network")?;
     if let Some(s) = cx.session {
         inject_labels(&mut n.labels, s);
-        if s.network == NetworkMode::None {
+        if s.children_offline() {
             // Containers of a session without network may talk to each
             // other, never out.
             n.internal = Some(true);
@@ -858,7 +858,7 @@ pub(super) async fn container_create(
             }
         }
         Some(s) => {
-            let none = s.network == NetworkMode::None;
+            let none = s.children_offline();
             match mode.as_str() {
                 "" | "default" if none => h.network_mode = Some("none".into()),
                 "" | "default" | "bridge" if !none => {}
@@ -907,7 +907,7 @@ pub(super) async fn container_create(
             let (key, net, own) = match name.as_str() {
                 // The CLI names the default network here too; a session
                 // without network has none to join.
-                "bridge" | "default" if s.network == NetworkMode::None => continue,
+                "bridge" | "default" if s.children_offline() => continue,
                 "none" | "bridge" | "default" => {
                     // "default" is the daemon's default network: the bridge.
                     let lookup_name = if name == "none" { "none" } else { "bridge" };
@@ -1038,6 +1038,7 @@ mod tests {
     use super::super::labels::reserved_label;
     use super::super::paths::under_proc;
     use super::*;
+    use crate::session::NetworkMode;
 
     fn scope() -> SessionScope {
         SessionScope {

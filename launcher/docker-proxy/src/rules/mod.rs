@@ -28,7 +28,6 @@ use crate::config::Config;
 use crate::http1::RequestHead;
 use crate::role::Scope;
 use crate::route::{BodyKind, Endpoint, Target};
-use crate::session::NetworkMode;
 
 use create::{json_body, names_agentctl_image};
 use decision::{Ctx, Why, deny};
@@ -122,7 +121,7 @@ async fn decide(
         {
             own_filters(s, &mut query)?;
         }
-        if ep == Endpoint::ImagesPull && s.network == NetworkMode::None {
+        if ep == Endpoint::ImagesPull && s.children_offline() {
             return deny(format!(
                 "images.pull is not allowed for role {}: the session has no network, and a pull reaches out from the host",
                 cx.role
@@ -170,6 +169,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::role::Role;
+    use crate::session::NetworkMode;
     use crate::session::{ChildLimits, SessionScope};
     use crate::upstream::{Addr, UpstreamError};
 

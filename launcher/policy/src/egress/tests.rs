@@ -57,6 +57,19 @@ fn wildcards_match_whole_labels_only() {
 }
 
 #[test]
+fn wildcards_over_names_one_operator_owns_are_accepted() {
+    // Nobody gets a name of their own below these: the operator's servers
+    // are the only ones a wildcard can reach.
+    for rule in [
+        "*.githubusercontent.com",
+        "**.npmjs.org",
+        "*.pythonhosted.org",
+    ] {
+        parse_rule(rule).unwrap_or_else(|e| panic!("{rule}: {e}"));
+    }
+}
+
+#[test]
 fn rules_that_allow_too_much_or_mean_something_else_are_refused() {
     for (rule, needle) in [
         ("*", "bare *"),

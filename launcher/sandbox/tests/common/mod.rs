@@ -95,6 +95,7 @@ impl Fx {
                 workspace: workspace.to_path_buf(),
                 command: vec!["true".into()],
                 network: None,
+                allow: Vec::new(),
                 mounts: Vec::new(),
                 env: Vec::new(),
                 image: None,
