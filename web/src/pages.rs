@@ -201,6 +201,8 @@ pub struct SessionPage {
     pub masked: Vec<crate::view::Masked>,
     pub env: Vec<String>,
     pub limits: Vec<(String, String)>,
+    /// The allowlist network's rules.
+    pub network_allow: Vec<String>,
     pub events: Vec<EventRow>,
     pub refused: usize,
     /// The refused actions (Docker API calls, policy refusals).
@@ -275,6 +277,7 @@ pub async fn session(
         masked: plan.masked.unwrap_or_default(),
         env: plan.env.unwrap_or_default(),
         limits: plan.limits,
+        network_allow: plan.network_allow,
         refused: events
             .iter()
             .filter(|e| e.kind.ends_with("_denied"))

@@ -137,6 +137,8 @@ pub struct Masked {
 /// The recorded plan, as far as it can be read.
 pub struct Plan {
     pub network: String,
+    /// The allowlist network's rules (empty for other networks).
+    pub network_allow: Vec<String>,
     pub mounts: Option<Vec<Mount>>,
     pub masked: Option<Vec<Masked>>,
     pub env: Option<Vec<String>>,
@@ -194,6 +196,11 @@ impl Plan {
                 .get("network")
                 .map(text)
                 .unwrap_or_else(|| "unknown".into()),
+            network_allow: v
+                .get("network_allow")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(text).collect())
+                .unwrap_or_default(),
             mounts,
             masked,
             env,

@@ -354,6 +354,53 @@ async fn the_sessions_page_pages_by_keyset() {
 }
 
 #[tokio::test]
+async fn an_allowlist_sessions_rules_and_refused_connections_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let id = "a11a11a11a11a11a11a11a11a11a11a1".to_string();
+    let mut s = session(&id, "true", "/w");
+    let mut policy: serde_json::Value = serde_json::from_str(&s.policy).unwrap();
+    policy["network"] = "allowlist".into();
+    policy["network_allow"] = serde_json::json!(["api.anthropic.com", "github.com:22"]);
+    s.policy = policy.to_string();
+    s.policy_sha256 = store::chain::sha256_hex(s.policy.as_bytes());
+    store
+        .create_session(&s, NewEvent::new("created"))
+        .await
+        .unwrap();
+    store
+        .append_event(
+            &id,
+            NewEvent::new("egress_denied").data(serde_json::json!({
+                "host": "evil.example", "port": 443, "via": "http",
+                "reason": "evil.example:443 is not in the allowlist; add \"evil.example\""
+            })),
+        )
+        .await
+        .unwrap();
+    let st = AppState::new(store, HostAllowList::loopback(), "t".into());
+    let (status, _, body) = get(&st, &format!("/sessions/{id}"), "localhost").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("<code class=\"allow\">api.anthropic.com</code>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<code class=\"allow\">github.com:22</code>"),
+        "{body}"
+    );
+    let refused = &body[body.find("Refused actions (1)").expect("one refusal")..];
+    assert!(refused.contains("egress_denied") && refused.contains("evil.example"));
+    let (_, _, metrics) = get(&st, "/metrics", "localhost").await;
+    assert!(
+        metrics.contains("agentctl_egress_refusals_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn pages_and_api_over_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     checks(&format!("sqlite://{}", dir.path().join("s.db").display())).await;

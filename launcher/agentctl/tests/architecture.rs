@@ -107,6 +107,31 @@ fn policy_is_pure() {
 }
 
 #[test]
+fn the_egress_proxy_knows_no_sandbox_and_no_store() {
+    // It is handed sockets, rules and a callback for refusals; where the
+    // sockets came from and where refusals go is its caller's business.
+    forbid(
+        "egress",
+        &[
+            "store",
+            "lifecycle",
+            "sandbox",
+            "backend-native",
+            "backend-docker",
+            "docker-proxy",
+            "web",
+            "sqlx",
+            "libcontainer",
+            "bollard",
+        ],
+    );
+    // The backends plant listeners and start `agentctl __egress`; they never
+    // serve one themselves.
+    forbid("backend-native", &["egress"]);
+    forbid("backend-docker", &["egress"]);
+}
+
+#[test]
 fn the_stack_drives_tools_and_knows_no_session() {
     // `stack` runs Compose and the docker CLI as processes; what needs the
     // store or a backend (the first admin, the agent image) is the binary's.

@@ -366,6 +366,16 @@ fn allowlist_holds(runner: Runner) {
         !audit_text.contains("ifzukskjj5lfgt2ii5hek6cbjzkxsn"),
         "a DNS tunnel's payload was stored whole"
     );
+    // The egress process went with its session.
+    let left = Command::new("pgrep")
+        .args(["-af", &format!("__egress .*{id}")])
+        .output()
+        .unwrap();
+    assert!(
+        text(&left.stdout).trim().is_empty(),
+        "the egress process outlived its session: {}",
+        text(&left.stdout)
+    );
     let verify = lab
         .agentctl(&runner, home.path(), &ws)
         .args(["--store", &store, "audit", "--verify", &id])

@@ -13,6 +13,7 @@
 //! daemon's own, `agentctl proxy`'s and HAProxy's.
 
 mod docker;
+mod egress;
 mod fanout;
 mod hyperfine;
 mod launch;
@@ -170,6 +171,9 @@ enum Task {
         #[arg(long, default_value_t = stack::DEFAULT_ROUNDS)]
         rounds: usize,
     },
+    /// The allowlist network's egress proxy against a direct connection
+    /// (as root: it makes network namespaces); prints a markdown section.
+    BenchEgress,
     /// The Docker Engine API through `agentctl proxy`, through HAProxy
     /// configured as Tecnativa's docker-socket-proxy, and on the daemon's
     /// own socket: `_ping`, `containers/json` and streamed logs; prints a
@@ -316,6 +320,11 @@ fn run(task: Task) -> Result<()> {
                 cmd.push_str(&format!(" --queued {queued}"));
             }
             print!("{}", team::section(&report, &cmd)?);
+        }
+        Task::BenchEgress => {
+            let ctx = prepare(&["python3", "ip", "unshare", "nsenter", "pgrep"])?;
+            let report = egress::bench_egress(&ctx)?;
+            print!("{}", egress::section(&report, "cargo xtask bench-egress")?);
         }
         Task::BenchStack { rounds } => {
             ensure!(rounds >= 3, "at least 3 rounds");
