@@ -17,5 +17,6 @@
 
 pub mod dns;
 pub mod proxy;
+pub mod relay;
 pub mod session;
 pub mod sni;

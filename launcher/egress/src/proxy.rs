@@ -186,9 +186,7 @@ async fn handle(mut client: TcpStream, cfg: &Config) -> std::io::Result<()> {
     }
     out.push_str("Connection: close\r\n\r\n");
     up.write_all(out.as_bytes()).await?;
-    up.write_all(&rest[head_len..]).await?;
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-    Ok(())
+    crate::relay::relay_after(&mut client, &mut up, &rest[head_len..]).await
 }
 
 /// How a client asked for its connection.
@@ -350,9 +348,7 @@ async fn connect(
             return Ok(());
         }
     }
-    up.write_all(&early).await?;
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-    Ok(())
+    crate::relay::relay_after(&mut client, &mut up, &early).await
 }
 
 /// Serves the transparent listeners: connections a tool made straight to
