@@ -189,6 +189,7 @@ pub enum Command {
     /// allowlist session's network namespace (descriptors 3 and up).
     #[command(name = "__egress", hide = true)]
     Egress {
+        /// Where `egress.json` is.
         session_dir: PathBuf,
         #[arg(long)]
         ready_fd: i32,

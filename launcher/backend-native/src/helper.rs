@@ -93,18 +93,7 @@ pub struct HelperConfig {
     pub egress: Option<EgressPlan>,
 }
 
-/// What the egress process of an `allowlist` session serves.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EgressPlan {
-    /// The session's allow rules (`policy::egress` syntax).
-    pub allow: Vec<String>,
-    /// Ports with a transparent listener, in the order their descriptors
-    /// are passed.
-    pub transparent_ports: Vec<u16>,
-    /// The program and arguments that serve them (`agentctl [--store S]
-    /// __egress`); the session directory and `--ready-fd N` are appended.
-    pub command: Vec<String>,
-}
+pub use sandbox::egress::EgressPlan;
 
 /// The helper holds a lock on this file in the session directory for as
 /// long as it lives: a session whose lock is free has no supervisor.
@@ -463,7 +452,7 @@ struct Session {
     container: Option<Container>,
     hierarchy: Option<Hierarchy>,
     slirp: Option<net::Slirp>,
-    egress: Option<net::Egress>,
+    egress: Option<sandbox::egress::EgressProcess>,
     saved_termios: Option<termios::Termios>,
 }
 
@@ -580,11 +569,10 @@ impl Session {
                 .as_ref()
                 .ok_or("the allowlist network has no egress plan; refusing to start")?;
             let planted = net::plant_listeners(pid, &plan.transparent_ports)?;
-            self.egress = Some(net::Egress::start(
-                &plan.command,
-                planted,
-                &self.cfg.session_dir,
-            )?);
+            self.egress = Some(
+                sandbox::egress::EgressProcess::start(plan, planted, &self.cfg.session_dir)
+                    .map_err(NativeError::check)?,
+            );
         }
 
         if let Some(master) = relay.master() {

@@ -245,6 +245,10 @@ impl NativeBackend {
             output_copy: opts.output_copy.clone(),
             egress: self.egress_plan(spec)?,
         };
+        if let Some(plan) = &cfg.egress {
+            plan.save(&session_dir)
+                .map_err(|e| BackendError::io("cannot write the egress plan", e))?;
+        }
         let json = serde_json::to_vec_pretty(&cfg).expect("helper config serializes");
         fs::write(session_dir.join(HelperConfig::FILE), json)
             .map_err(|e| BackendError::io("cannot write the helper config", e))?;
@@ -272,6 +276,7 @@ impl NativeBackend {
             ));
         }
         Ok(Some(EgressPlan {
+            session: spec.session.to_string(),
             allow: spec.network_allow.clone(),
             transparent_ports: sandbox::egress::transparent_ports(&allow),
             command: self.egress.clone(),

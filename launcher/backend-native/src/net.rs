@@ -179,34 +179,13 @@ impl Drop for Slirp {
     }
 }
 
-/// The `allowlist` network's listeners, made inside the sandbox's network
-/// namespace by a short-lived child and handed back over a socket pair:
-/// a socket belongs to the namespace it was made in, so the egress proxy
-/// serves them from outside and nothing of agentctl runs inside.
-pub struct Planted {
-    pub http: OwnedFd,
-    pub socks: OwnedFd,
-    pub dns: OwnedFd,
-    pub transparent: Vec<OwnedFd>,
-}
-
-impl Planted {
-    /// In the order the egress process reads them: http, socks, dns, then
-    /// the transparent ports in the plan's order.
-    pub fn into_fds(self) -> Vec<OwnedFd> {
-        let mut v = vec![self.http, self.socks, self.dns];
-        v.extend(self.transparent);
-        v
-    }
-}
-
-/// Makes the listeners inside the network namespace of `pid` (whose `lo`
-/// must be up): see [`Planted`].
-pub fn plant_listeners(pid: i32, transparent_ports: &[u16]) -> Result<Planted, NativeError> {
-    use nix::sys::socket::{
-        AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-        sendmsg, socketpair,
-    };
+/// Makes the `allowlist` network's listeners inside the network namespace
+/// of `pid` (whose `lo` must be up), in a short-lived child that hands them
+/// back over a socket pair: a socket belongs to the namespace it was made
+/// in, so the egress proxy serves them from outside and nothing of agentctl
+/// runs inside. In [`sandbox::egress::EgressPlan`] order.
+pub fn plant_listeners(pid: i32, transparent_ports: &[u16]) -> Result<Vec<OwnedFd>, NativeError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     let net = File::open(format!("/proc/{pid}/ns/net"))
         .ctx("cannot open the sandbox's network namespace")?;
     let (ours, theirs) = socketpair(
@@ -224,34 +203,9 @@ pub fn plant_listeners(pid: i32, transparent_ports: &[u16]) -> Result<Planted, N
             drop(ours);
             let code = (|| -> Result<(), String> {
                 setns(&net, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
-                let tcp = |addr: std::net::SocketAddrV4| {
-                    std::net::TcpListener::bind(addr)
-                        .map(OwnedFd::from)
-                        .map_err(|e| format!("cannot listen on {addr} in the sandbox: {e}"))
-                };
-                let mut fds = vec![
-                    tcp(sandbox::egress::HTTP_PROXY)?,
-                    tcp(sandbox::egress::SOCKS_PROXY)?,
-                    std::net::UdpSocket::bind(sandbox::egress::DNS)
-                        .map(OwnedFd::from)
-                        .map_err(|e| format!("cannot listen on the DNS stub's port: {e}"))?,
-                ];
-                for p in transparent_ports {
-                    fds.push(tcp(std::net::SocketAddrV4::new(
-                        std::net::Ipv4Addr::UNSPECIFIED,
-                        *p,
-                    ))?);
-                }
-                let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-                sendmsg::<()>(
-                    theirs.as_raw_fd(),
-                    &[std::io::IoSlice::new(b"L")],
-                    &[ControlMessage::ScmRights(&raw)],
-                    MsgFlags::empty(),
-                    None,
-                )
-                .map_err(|e| format!("cannot hand over the listeners: {e}"))?;
-                Ok(())
+                let fds = sandbox::egress::make_listeners(transparent_ports)?;
+                sandbox::egress::send_fds(theirs.as_raw_fd(), &fds)
+                    .map_err(|e| format!("cannot hand over the listeners: {e}"))
             })();
             let status = match code {
                 Ok(()) => 0,
@@ -266,145 +220,22 @@ pub fn plant_listeners(pid: i32, transparent_ports: &[u16]) -> Result<Planted, N
         }
         ForkResult::Parent { child } => {
             drop(theirs);
-            let mut buf = [0u8; 512];
-            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 256]);
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            let got = recvmsg::<()>(
-                ours.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            );
-            let mut fds: Vec<OwnedFd> = Vec::new();
-            let mut text = String::new();
-            if let Ok(msg) = &got {
-                for c in msg.cmsgs().into_iter().flatten() {
-                    if let ControlMessageOwned::ScmRights(raw) = c {
-                        // SAFETY: the kernel just installed these
-                        // descriptors in this process; nothing else owns them.
-                        fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
-                    }
-                }
-                let n = msg.bytes;
-                text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            }
+            let got = sandbox::egress::recv_fds(ours.as_raw_fd());
             let _ = waitpid(child, None);
-            if fds.len() != want {
-                return Err(NativeError::check(format!(
+            match got {
+                Ok((fds, _)) if fds.len() == want => Ok(fds),
+                Ok((fds, text)) => Err(NativeError::check(format!(
                     "cannot make the allowlist network's listeners inside the sandbox: {}",
                     if text.is_empty() || text == "L" {
                         format!("{} of {want} came back", fds.len())
                     } else {
                         text
                     }
-                )));
-            }
-            let mut it = fds.into_iter();
-            let (http, socks, dns) = (
-                it.next().expect("counted"),
-                it.next().expect("counted"),
-                it.next().expect("counted"),
-            );
-            Ok(Planted {
-                http,
-                socks,
-                dns,
-                transparent: it.collect(),
-            })
-        }
-    }
-}
-
-/// The process serving a session's planted listeners (`agentctl
-/// __egress`), outside the sandbox: it holds the only copies of them.
-pub struct Egress {
-    child: Child,
-}
-
-impl Egress {
-    /// Starts `command` (program and arguments; the session directory and
-    /// `--ready-fd N` are appended) with the listeners at descriptors 3,
-    /// 4, ... in [`Planted::into_fds`] order, and waits until it serves.
-    pub fn start(
-        command: &[String],
-        planted: Planted,
-        session_dir: &Path,
-    ) -> Result<Egress, NativeError> {
-        let (program, args) = command
-            .split_first()
-            .ok_or("no egress command configured")?;
-        let (ready_r, ready_w) = nix::unistd::pipe().ctx("pipe")?;
-        let mut fds = planted.into_fds();
-        fds.push(ready_w);
-        // Copies above any descriptor the child will be given, so that the
-        // renumbering below never overwrites one it has yet to move.
-        let high: Vec<OwnedFd> = fds
-            .iter()
-            .map(|f| {
-                nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
-                    // SAFETY: a descriptor fcntl just made for us.
-                    .map(|r| unsafe { OwnedFd::from_raw_fd(r) })
-            })
-            .collect::<Result<_, _>>()
-            .ctx("cannot pass the listeners")?;
-        drop(fds);
-        let ready_fd = 3 + high.len() as i32 - 1;
-        let raw: Vec<i32> = high.iter().map(|f| f.as_raw_fd()).collect();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(session_dir.join("egress.log"))
-            .map(Stdio::from)
-            .unwrap_or(Stdio::null());
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .arg(session_dir)
-            .arg("--ready-fd")
-            .arg(ready_fd.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: dup2 is async-signal-safe, and the targets (3, 4, ...)
-        // are below every source (100 and up).
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                for (i, fd) in raw.iter().enumerate() {
-                    if libc::dup2(*fd, 3 + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .ctx(format!("cannot start the egress proxy {program}"))?;
-        drop(high);
-        let mut egress = Egress { child };
-        let mut byte = [0u8; 1];
-        match File::from(ready_r).read(&mut byte) {
-            Ok(1) => Ok(egress),
-            _ => {
-                egress.stop();
-                let log =
-                    std::fs::read_to_string(session_dir.join("egress.log")).unwrap_or_default();
-                Err(NativeError::check(format!(
-                    "the allowlist network's proxy did not start: {}",
-                    log.lines().rev().take(3).collect::<Vec<_>>().join(" / ")
-                )))
+                ))),
+                Err(e) => Err(NativeError::check(format!(
+                    "cannot make the allowlist network's listeners inside the sandbox: {e}"
+                ))),
             }
         }
-    }
-
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Egress {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

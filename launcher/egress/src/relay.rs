@@ -21,7 +21,15 @@ pub async fn relay(a: &mut TcpStream, b: &mut TcpStream) {
         return;
     };
     let (a, b) = (&*a, &*b);
-    let _ = tokio::join!(one_way(a, b, ab), one_way(b, a, ba));
+    let (ab, ba) = (one_way(a, b, ab), one_way(b, a, ba));
+    tokio::pin!(ab, ba);
+    // An end of input leaves the other way open (a half close); an error
+    // (a reset) ends both, so the other peer is not left waiting on a
+    // connection that can never answer.
+    tokio::select! {
+        r = &mut ab => if r.is_ok() { let _ = ba.await; },
+        r = &mut ba => if r.is_ok() { let _ = ab.await; },
+    }
 }
 
 struct Pipe {
@@ -42,7 +50,13 @@ impl Pipe {
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // A larger pipe moves more per call; the default (64 KiB) works too.
         // SAFETY: fcntl on a descriptor we own.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) };
+        unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_BYTES as libc::c_int,
+            )
+        };
         Ok(Pipe {
             read,
             write,
@@ -102,7 +116,11 @@ async fn one_way(from: &TcpStream, to: &TcpStream, mut pipe: Pipe) -> io::Result
 
 /// Writes `bytes` and then relays: what the proxy read ahead (a request
 /// head, a ClientHello) goes first.
-pub async fn relay_after(client: &mut TcpStream, up: &mut TcpStream, early: &[u8]) -> io::Result<()> {
+pub async fn relay_after(
+    client: &mut TcpStream,
+    up: &mut TcpStream,
+    early: &[u8],
+) -> io::Result<()> {
     up.write_all(early).await?;
     relay(client, up).await;
     Ok(())
@@ -113,6 +131,79 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relays_a_conversation() {
+        // Round trips one way and the other, nothing closed in between: a
+        // TLS handshake, or keep-alive requests.
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (saddr, faddr) = (server.local_addr().unwrap(), front.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = server.accept().await.unwrap();
+            let mut b = [0u8; 3];
+            loop {
+                if s.read_exact(&mut b).await.is_err() {
+                    return;
+                }
+                s.write_all(&[b[0], b[1], b[2], b'!']).await.unwrap();
+            }
+        });
+        tokio::spawn(async move {
+            let (mut c, _) = front.accept().await.unwrap();
+            let mut up = TcpStream::connect(saddr).await.unwrap();
+            relay(&mut c, &mut up).await;
+        });
+        let mut t = TcpStream::connect(faddr).await.unwrap();
+        // Pipes enough to pass the user's soft limit of pipe pages: later
+        // pipes are one page and must still carry everything.
+        let mut idle = Vec::new();
+        for _ in 0..40 {
+            let (a, b) = (Pipe::new().unwrap(), Pipe::new().unwrap());
+            idle.push((a, b));
+        }
+        for i in 0..200u8 {
+            t.write_all(&[i, i, i]).await.unwrap();
+            let mut back = [0u8; 4];
+            tokio::time::timeout(std::time::Duration::from_secs(5), t.read_exact(&mut back))
+                .await
+                .unwrap_or_else(|_| panic!("round trip {i} stalled"))
+                .unwrap();
+            assert_eq!(back, [i, i, i, b'!']);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reset_on_one_side_closes_the_other() {
+        // A client that closes with unread data resets its connection: the
+        // upstream must see its end, not wait for a client that is gone
+        // (found by the lab: a server stuck in a handshake held up its
+        // next connections).
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (saddr, faddr) = (server.local_addr().unwrap(), front.local_addr().unwrap());
+        let srv = tokio::spawn(async move {
+            let (mut s, _) = server.accept().await.unwrap();
+            s.write_all(&[7u8; 4096]).await.unwrap();
+            let mut b = [0u8; 16];
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut b)).await
+        });
+        tokio::spawn(async move {
+            let (mut c, _) = front.accept().await.unwrap();
+            let mut up = TcpStream::connect(saddr).await.unwrap();
+            relay(&mut c, &mut up).await;
+        });
+        let mut t = TcpStream::connect(faddr).await.unwrap();
+        let mut one = [0u8; 1];
+        t.read_exact(&mut one).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(t);
+        let got = srv.await.unwrap();
+        assert!(
+            matches!(got, Ok(Ok(0)) | Ok(Err(_))),
+            "the upstream was left waiting: {got:?}"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn relays_both_ways_with_half_close() {
@@ -140,7 +231,12 @@ mod tests {
         let mut back = Vec::new();
         t.read_to_end(&mut back).await.unwrap();
         assert_eq!(srv.await.unwrap(), b"early hello");
-        assert!(back == want, "{} bytes back, {} sent", back.len(), want.len());
+        assert!(
+            back == want,
+            "{} bytes back, {} sent",
+            back.len(),
+            want.len()
+        );
         mid.await.unwrap();
     }
 }

@@ -4,9 +4,219 @@
 //! egress proxy serves them from outside (see `egress` and
 //! docs/NETWORK.md).
 
+use std::fs::File;
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use policy::egress::{Allowlist, Pattern};
+use serde::{Deserialize, Serialize};
+
+/// What an allowlist session's egress process serves, written as
+/// `egress.json` in the directory its command is given.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EgressPlan {
+    /// The session's id, for its audit trail.
+    #[serde(default)]
+    pub session: String,
+    /// The session's allow rules (`policy::egress` syntax).
+    pub allow: Vec<String>,
+    /// Ports with a transparent listener, in the order their descriptors
+    /// are passed.
+    pub transparent_ports: Vec<u16>,
+    /// The program and arguments that serve them (`agentctl [--store S]
+    /// __egress`); the directory and `--ready-fd N` are appended.
+    pub command: Vec<String>,
+}
+
+impl EgressPlan {
+    pub const FILE: &'static str = "egress.json";
+
+    /// Listeners passed: HTTP, SOCKS, DNS and one per transparent port.
+    pub fn listeners(&self) -> usize {
+        3 + self.transparent_ports.len()
+    }
+
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(
+            dir.join(Self::FILE),
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )
+    }
+
+    pub fn load(dir: &Path) -> std::io::Result<EgressPlan> {
+        let text = std::fs::read(dir.join(Self::FILE))?;
+        serde_json::from_slice(&text).map_err(std::io::Error::other)
+    }
+}
+
+/// Makes the listeners in the calling thread's network namespace, in the
+/// order [`EgressPlan`] passes them. Errors say which address failed.
+pub fn make_listeners(transparent_ports: &[u16]) -> Result<Vec<OwnedFd>, String> {
+    let tcp = |addr: SocketAddrV4| {
+        std::net::TcpListener::bind(addr)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot listen on {addr} in the sandbox: {e}"))
+    };
+    let mut fds = vec![
+        tcp(HTTP_PROXY)?,
+        tcp(SOCKS_PROXY)?,
+        std::net::UdpSocket::bind(DNS)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot listen on the DNS stub's port: {e}"))?,
+    ];
+    for p in transparent_ports {
+        fds.push(tcp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, *p))?);
+    }
+    Ok(fds)
+}
+
+/// Sends descriptors over a unix socket (one message, `SCM_RIGHTS`).
+pub fn send_fds(sock: RawFd, fds: &[OwnedFd]) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    sendmsg::<()>(
+        sock,
+        &[std::io::IoSlice::new(b"L")],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
+}
+
+/// Receives what [`send_fds`] sent, and the text that came with it (a
+/// sender that failed sends its reason instead).
+pub fn recv_fds(sock: RawFd) -> std::io::Result<(Vec<OwnedFd>, String)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 512];
+    let mut cmsg = nix::cmsg_space!([RawFd; 256]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process; nothing else owns them.
+            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+        }
+    }
+    let n = msg.bytes;
+    Ok((fds, String::from_utf8_lossy(&buf[..n]).into_owned()))
+}
+
+/// The process serving a session's planted listeners (`agentctl
+/// __egress`), outside the sandbox: it holds the only copies of them.
+pub struct EgressProcess {
+    /// None once stopped.
+    child: Option<Child>,
+    /// Its stdin, held open: the process ends when it closes (when its
+    /// starter is gone).
+    _stdin: Option<ChildStdin>,
+}
+
+impl EgressProcess {
+    /// Starts the plan's command with `dir` (where `egress.json` is) and
+    /// `--ready-fd N` and the listeners at descriptors 3, 4, ..., and waits
+    /// until it serves.
+    pub fn start(
+        plan: &EgressPlan,
+        listeners: Vec<OwnedFd>,
+        dir: &Path,
+    ) -> Result<EgressProcess, String> {
+        let (program, args) = plan
+            .command
+            .split_first()
+            .ok_or("no egress command configured")?;
+        if listeners.len() != plan.listeners() {
+            return Err(format!(
+                "{} listeners for a plan of {}",
+                listeners.len(),
+                plan.listeners()
+            ));
+        }
+        let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let mut fds = listeners;
+        fds.push(ready_w);
+        // Copies above any descriptor the child will be given, so that the
+        // renumbering below never overwrites one it has yet to move.
+        let high: Vec<OwnedFd> = fds
+            .iter()
+            .map(|f| {
+                nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+                    // SAFETY: a descriptor fcntl just made for us.
+                    .map(|r| unsafe { OwnedFd::from_raw_fd(r) })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cannot pass the listeners: {e}"))?;
+        drop(fds);
+        let ready_fd = 3 + plan.listeners() as i32;
+        let raw: Vec<i32> = high.iter().map(|f| f.as_raw_fd()).collect();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("egress.log"))
+            .map(Stdio::from)
+            .unwrap_or(Stdio::null());
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(dir)
+            .arg("--ready-fd")
+            .arg(ready_fd.to_string());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: dup2 is async-signal-safe, and the targets (3, 4, ...)
+        // are below every source (100 and up).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                for (i, fd) in raw.iter().enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the egress proxy {program}: {e}"))?;
+        drop(high);
+        let stdin = child.stdin.take();
+        let mut egress = EgressProcess {
+            child: Some(child),
+            _stdin: stdin,
+        };
+        let mut byte = [0u8; 1];
+        match File::from(ready_r).read(&mut byte) {
+            Ok(1) => Ok(egress),
+            _ => {
+                egress.stop();
+                let log = std::fs::read_to_string(dir.join("egress.log")).unwrap_or_default();
+                Err(format!(
+                    "the allowlist network's proxy did not start: {}",
+                    log.lines().rev().take(3).collect::<Vec<_>>().join(" / ")
+                ))
+            }
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EgressProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 /// The HTTP proxy (CONNECT and absolute-form `http://`).
 pub const HTTP_PROXY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3128);

@@ -18,30 +18,21 @@ use lifecycle::StoreLocation;
 const MAX_RECORDED: u32 = 1000;
 
 pub fn egress(session_dir: &Path, ready_fd: RawFd, store: StoreLocation) -> Result<u8> {
-    // Dies with the helper that started it: the listeners must not be
-    // served by anyone once their session's supervisor is gone.
-    // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if nix::unistd::getppid().as_raw() == 1 {
-        bail!("the session helper is gone");
-    }
-    let cfg = backend_native::HelperConfig::load(session_dir)
-        .with_context(|| format!("cannot read session {}", session_dir.display()))?;
-    let plan = cfg
-        .egress
-        .context("the session has no allowlist network to serve")?;
+    let plan = sandbox::egress::EgressPlan::load(session_dir)
+        .with_context(|| format!("cannot read {}/egress.json", session_dir.display()))?;
     let allow = policy::egress::Allowlist::parse(&plan.allow)?;
     let planted = take_planted(&plan.transparent_ports)?;
     // SAFETY: the helper passed the ready pipe at this number, and nothing
     // else in this process owns it.
     let ready = unsafe { OwnedFd::from_raw_fd(ready_fd) };
+    let session = plan.session.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the egress proxy's runtime")?;
     runtime.block_on(async move {
-        let record = lifecycle::events_to_record(store, cfg.id.clone());
+        let record = lifecycle::events_to_record(store, session);
         let recorded = AtomicU32::new(0);
         let on_denied = Arc::new(move |d: egress::proxy::Denial, via: &'static str| {
             let host = for_the_record(&d.host);
@@ -80,12 +71,30 @@ pub fn egress(session_dir: &Path, ready_fd: RawFd, store: StoreLocation) -> Resu
         // before this); the helper starts the agent once it reads this.
         let _ = nix::unistd::write(&ready, b"R");
         drop(ready);
-        match serving.await {
-            Ok(r) => r.context("the egress proxy stopped"),
-            Err(e) => Err(anyhow::anyhow!("the egress proxy failed: {e}")),
+        tokio::select! {
+            r = serving => match r {
+                Ok(r) => r.context("the egress proxy stopped"),
+                Err(e) => Err(anyhow::anyhow!("the egress proxy failed: {e}")),
+            },
+            // The helper holds this process's stdin: when it is gone, so
+            // is whoever would stop this process.
+            end = sandbox_end() => {
+                tracing::debug!("egress: {end}");
+                Ok(())
+            }
         }
     })?;
     Ok(0)
+}
+
+/// Returns when stdin closes: the process that started this one (the
+/// session's helper) is gone, and no one is left to stop this one.
+async fn sandbox_end() -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while stdin.read(&mut buf).await.unwrap_or(0) > 0 {}
+    "the session's helper is gone".into()
 }
 
 /// The descriptors from 3 up, each checked to be the socket it should be
