@@ -193,6 +193,21 @@ pub enum Command {
         session_dir: PathBuf,
         #[arg(long)]
         ready_fd: i32,
+        /// A descriptor to keep open while serving (the Docker backend's
+        /// netns holder ends when it closes).
+        #[arg(long)]
+        hold_fd: Option<i32>,
+    },
+    /// Internal: in the Docker backend's netns holder container, makes the
+    /// allowlist listeners in its network namespace, sends them to the
+    /// launcher over a unix socket, and stays until that closes.
+    #[command(name = "__egress-plant", hide = true)]
+    EgressPlant {
+        #[arg(long)]
+        send_to: PathBuf,
+        /// The transparent ports, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u16>,
     },
 }
 

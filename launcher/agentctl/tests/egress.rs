@@ -240,7 +240,7 @@ impl Drop for Lab {
     }
 }
 
-fn allowlist_holds(runner: Runner) {
+fn allowlist_holds(runner: Runner, backend: &str) {
     let Some(lab) = Lab::up() else { return };
     let home = tempfile::Builder::new()
         .prefix("agentctl-egress-home")
@@ -263,7 +263,7 @@ fn allowlist_holds(runner: Runner) {
 
     let out = lab
         .agentctl(&runner, home.path(), &ws)
-        .args(["--store", &store, "run", "--profile"])
+        .args(["--store", &store, "run", "--backend", backend, "--profile"])
         .arg(&profile)
         .arg("-e")
         .arg(format!("LAB_CA={}", ca.display()))
@@ -366,9 +366,10 @@ fn allowlist_holds(runner: Runner) {
         !audit_text.contains("ifzukskjj5lfgt2ii5hek6cbjzkxsn"),
         "a DNS tunnel's payload was stored whole"
     );
-    // The egress process went with its session.
+    // The egress process went with its session, and on Docker the
+    // network holder and its directory.
     let left = Command::new("pgrep")
-        .args(["-af", &format!("__egress .*{id}")])
+        .args(["-af", &format!("__egress.*{id}")])
         .output()
         .unwrap();
     assert!(
@@ -376,6 +377,17 @@ fn allowlist_holds(runner: Runner) {
         "the egress process outlived its session: {}",
         text(&left.stdout)
     );
+    if backend == "docker" {
+        let holders = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("name=agentctl-{id}-net"))
+            .output()
+            .unwrap();
+        assert!(
+            text(&holders.stdout).trim().is_empty(),
+            "the network holder outlived its session"
+        );
+    }
     let verify = lab
         .agentctl(&runner, home.path(), &ws)
         .args(["--store", &store, "audit", "--verify", &id])
@@ -386,7 +398,15 @@ fn allowlist_holds(runner: Runner) {
 
 #[test]
 fn allowlist_holds_as_root() {
-    allowlist_holds(Runner::Current);
+    allowlist_holds(Runner::Current, "native");
+}
+
+#[test]
+fn allowlist_holds_on_docker() {
+    if !require(docker_available(), "a Docker engine") {
+        return;
+    }
+    allowlist_holds(Runner::Current, "docker");
 }
 
 #[test]
@@ -394,5 +414,5 @@ fn allowlist_holds_rootless() {
     let Some(runner) = Runner::unprivileged() else {
         return;
     };
-    allowlist_holds(runner);
+    allowlist_holds(runner, "native");
 }

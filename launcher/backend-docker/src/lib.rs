@@ -3,6 +3,7 @@
 //! more: every decision is already in the spec. Only this crate knows
 //! bollard.
 
+mod egress;
 pub mod images;
 mod lifecycle;
 pub mod seccomp;
@@ -34,11 +35,18 @@ pub struct DockerBackend {
     /// sessions, where Docker's own init cannot be placed: the host's /sbin
     /// is mounted read-only there.
     init: std::path::PathBuf,
+    /// How to serve an `allowlist` session's listeners: the agentctl
+    /// binary, its global arguments and `__egress`. Empty: such sessions
+    /// are refused.
+    pub egress: Vec<String>,
 }
 
 impl DockerBackend {
     pub fn new(init: std::path::PathBuf) -> DockerBackend {
-        DockerBackend { init }
+        DockerBackend {
+            init,
+            egress: Vec::new(),
+        }
     }
 
     /// Runs `f` on a runtime of its own (see [`blocking::block_on`]).
@@ -108,15 +116,11 @@ pub(crate) fn runtime_err(what: &str, e: impl std::fmt::Display) -> BackendError
     BackendError::Runtime(format!("{what}: {e}"))
 }
 
-/// What this backend cannot enforce yet: refused before anything is made,
-/// never run weaker.
+/// What this backend cannot enforce: refused before anything is made,
+/// never run weaker. The allowlist network needs the engine on this host.
 fn refuse_unsupported(spec: &SandboxSpec) -> Result<(), BackendError> {
     if spec.network == policy::NetworkMode::Allowlist {
-        return Err(BackendError::Control {
-            control: "network",
-            reason: "the allowlist network is not enforced on the Docker backend yet".into(),
-            fix: "use --backend native for this session, or --network none|bridge".into(),
-        });
+        egress::check_local()?;
     }
     Ok(())
 }
@@ -140,7 +144,7 @@ impl Backend for DockerBackend {
         refuse_unsupported(spec)?;
         // The engine makes the container; nothing here forks.
         observer.forked();
-        self.block_on(run(spec, opts, &self.init, observer))
+        self.block_on(run(spec, opts, &self.init, &self.egress, observer))
     }
 
     fn start_detached(
@@ -151,7 +155,12 @@ impl Backend for DockerBackend {
     ) -> Result<Handle, BackendError> {
         refuse_unsupported(spec)?;
         // The engine keeps the exit status; reconciliation reads it there.
-        self.block_on(lifecycle::start_detached(spec, opts, &self.init))
+        self.block_on(lifecycle::start_detached(
+            spec,
+            opts,
+            &self.init,
+            &self.egress,
+        ))
     }
 
     fn stop(&self, handle: &Handle, timeout: std::time::Duration) -> Result<(), BackendError> {
@@ -197,10 +206,13 @@ impl Backend for DockerBackend {
 /// (`/bin -> usr/bin`), onto which the plan binds the host's system
 /// directories read-only. Named by a hash of the symlinks, so hosts with
 /// different layouts get different images.
-async fn host_root_image(docker: &Docker, spec: &SandboxSpec) -> Result<String, BackendError> {
+async fn host_root_image(
+    docker: &Docker,
+    symlinks: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> Result<String, BackendError> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for (link, target) in &spec.rootfs_symlinks {
+    for (link, target) in symlinks {
         h.update(link.as_os_str().as_encoded_bytes());
         h.update(b"\0");
         h.update(target.as_os_str().as_encoded_bytes());
@@ -213,7 +225,7 @@ async fn host_root_image(docker: &Docker, spec: &SandboxSpec) -> Result<String, 
         .map(|b| format!("{b:02x}"))
         .collect();
     let name = format!("agentctl/hostroot:{tag}");
-    let bytes = host_root_tar(spec)?;
+    let bytes = host_root_tar(symlinks)?;
     let layer = format!("sha256:{:x}", Sha256::digest(&bytes));
     // Trusted by content, not by name: anyone who can reach the daemon (an
     // agent with docker: true and a network) could tag another image so.
@@ -270,7 +282,9 @@ async fn verified_host_root(docker: &Docker, name: &str, layer: &str) -> Option<
 
 /// The host-root image's one layer, byte for byte the same for the same
 /// host layout.
-fn host_root_tar(spec: &SandboxSpec) -> Result<Vec<u8>, BackendError> {
+fn host_root_tar(
+    symlinks: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> Result<Vec<u8>, BackendError> {
     let mut tar = tar::Builder::new(Vec::new());
     for dir in [
         "usr",
@@ -293,7 +307,7 @@ fn host_root_tar(spec: &SandboxSpec) -> Result<Vec<u8>, BackendError> {
         tar.append_data(&mut header, dir, std::io::empty())
             .map_err(|e| runtime_err("cannot build the host-root image", e))?;
     }
-    for (link, target) in &spec.rootfs_symlinks {
+    for (link, target) in symlinks {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_size(0);
@@ -380,10 +394,11 @@ pub(crate) async fn create(
     opts: &RunOptions,
     init: &std::path::Path,
     stdin: bool,
+    network: Option<&egress::Network>,
 ) -> Result<String, BackendError> {
     let (image, image_path) = match &spec.image {
         Some(reference) => (reference.clone(), ensure_image(docker, reference).await?),
-        None => (host_root_image(docker, spec).await?, None),
+        None => (host_root_image(docker, &spec.rootfs_symlinks).await?, None),
     };
     let body = translate::to_container(
         spec,
@@ -400,6 +415,7 @@ pub(crate) async fn create(
             // on another kernel without it refuses to start the agent.
             scope_abstract_unix: spec.network == policy::NetworkMode::Host
                 && sandbox::landlock::abstract_unix_scoping().is_ok(),
+            allowlist: network.map(|n| (n.holder.clone(), n.resolv_conf.clone())),
         },
     );
     let name = translate::container_name(spec);
@@ -417,13 +433,31 @@ async fn run(
     spec: &SandboxSpec,
     opts: &RunOptions,
     init: &std::path::Path,
+    egress_cmd: &[String],
     observer: &dyn Observer,
 ) -> Result<ExitStatus, BackendError> {
     let docker = connect().await?;
     let stdin = opts.tty || has_stdin();
-    let id = create(&docker, spec, opts, init, stdin).await?;
+    let network = match spec.network {
+        policy::NetworkMode::Allowlist => {
+            Some(egress::start(&docker, spec, init, egress_cmd).await?)
+        }
+        _ => None,
+    };
+    let id = match create(&docker, spec, opts, init, stdin, network.as_ref()).await {
+        Ok(id) => id,
+        Err(e) => {
+            if let Some(n) = network {
+                n.stop(&docker).await;
+            }
+            return Err(e);
+        }
+    };
     // Every way out of here removes the container, started or not.
     let result = run_created(&docker, &id, opts, stdin, observer).await;
+    if let Some(n) = network {
+        n.stop(&docker).await;
+    }
     let _ = docker
         .remove_container(
             &id,
@@ -436,6 +470,25 @@ async fn run(
         )
         .await;
     result
+}
+
+/// The container's init on this host, when the engine runs here and says:
+/// the caller may signal it (a stop asked for elsewhere). The engine's pid
+/// is of its own pid namespace: from another host or from a container it
+/// names some other process, or none; only a process in this container's
+/// cgroup is taken for it.
+pub(crate) async fn local_pid(docker: &Docker, id: &str) -> Option<u32> {
+    docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|i| i.state)
+        .and_then(|s| s.pid)
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(id))
+        })
 }
 
 /// Restores the terminal when dropped.
@@ -527,22 +580,7 @@ async fn run_created(
     if let Err(e) = docker.start_container(id, None).await {
         return Err(start_error(e));
     }
-    // The container's init on this host, when the engine runs here and
-    // says: the caller may signal it (a stop asked for elsewhere). The
-    // engine's pid is of its own pid namespace: from another host or from
-    // a container it names some other process, or none; only a process
-    // in this container's cgroup is taken for it.
-    let pid = docker
-        .inspect_container(id, None)
-        .await
-        .ok()
-        .and_then(|i| i.state)
-        .and_then(|s| s.pid)
-        .and_then(|p| u32::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(id))
-        });
+    let pid = local_pid(docker, id).await;
     observer.started(pid);
     let _raw = RawMode::enter(opts.tty);
     if opts.tty {

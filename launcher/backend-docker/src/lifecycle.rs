@@ -24,6 +24,7 @@ pub async fn start_detached(
     spec: &SandboxSpec,
     opts: &RunOptions,
     init: &std::path::Path,
+    egress_cmd: &[String],
 ) -> Result<Handle, BackendError> {
     let docker = connect().await?;
     let opts = RunOptions {
@@ -31,11 +32,50 @@ pub async fn start_detached(
         output_copy: None,
         ..opts.clone()
     };
-    let id = crate::create(&docker, spec, &opts, init, false).await?;
-    if let Err(e) = docker.start_container(&id, None).await {
-        let _ = remove_container(&docker, &id).await;
-        return Err(start_error(e));
+    let network = match spec.network {
+        policy::NetworkMode::Allowlist => {
+            Some(crate::egress::start(&docker, spec, init, egress_cmd).await?)
+        }
+        _ => None,
+    };
+    let started = async {
+        let id = crate::create(&docker, spec, &opts, init, false, network.as_ref()).await?;
+        if let Err(e) = docker.start_container(&id, None).await {
+            let _ = remove_container(&docker, &id).await;
+            return Err(start_error(e));
+        }
+        Ok(id)
     }
+    .await;
+    let id = match (started, network) {
+        (Ok(id), None) => id,
+        (Ok(id), Some(n)) => {
+            // The egress proxy serves until the sandbox's init is gone.
+            let pid = crate::local_pid(&docker, &id).await;
+            let handed = match pid {
+                Some(pid) => n.detach(pid),
+                None => {
+                    n.stop(&docker).await;
+                    Err(BackendError::Runtime(
+                        "the sandbox's process is not on this host; its network cannot be \
+                         served"
+                            .into(),
+                    ))
+                }
+            };
+            if let Err(e) = handed {
+                let _ = remove_container(&docker, &id).await;
+                return Err(e);
+            }
+            id
+        }
+        (Err(e), n) => {
+            if let Some(n) = n {
+                n.stop(&docker).await;
+            }
+            return Err(e);
+        }
+    };
     Ok(Handle {
         session: spec.session.to_string(),
         helper_pid: None,

@@ -45,6 +45,10 @@ pub struct Options {
     /// Have agentctl's init confine the sandbox to its own abstract unix
     /// sockets (Landlock), for the host network. Only with `init`.
     pub scope_abstract_unix: bool,
+    /// The allowlist network: the holder container whose network namespace
+    /// (with the planted listeners) the sandbox joins, and the resolv.conf
+    /// that names the DNS stub.
+    pub allowlist: Option<(String, std::path::PathBuf)>,
 }
 
 /// The one part of the host's /sys a sandbox on the host network sees.
@@ -131,6 +135,16 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
         });
     }
 
+    if let Some((_, resolv)) = &opts.allowlist {
+        mounts.push(Mount {
+            target: Some("/etc/resolv.conf".into()),
+            source: Some(resolv.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
     let masked = spec.all_masked_paths();
 
     let env: Vec<String> = spec
@@ -160,17 +174,14 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
                 .chain((spec.network == NetworkMode::Host).then(|| "/sys".to_string()))
                 .collect(),
         ),
-        network_mode: Some(
-            match spec.network {
-                NetworkMode::None => "none",
-                NetworkMode::Bridge => "bridge",
-                NetworkMode::Host => "host",
-                // Never reached: the backend refuses allowlist before any
-                // translation (see `refuse_unsupported`); none if it were.
-                NetworkMode::Allowlist => "none",
-            }
-            .into(),
-        ),
+        network_mode: Some(match (spec.network, &opts.allowlist) {
+            (NetworkMode::None, _) => "none".into(),
+            (NetworkMode::Bridge, _) => "bridge".into(),
+            (NetworkMode::Host, _) => "host".into(),
+            (NetworkMode::Allowlist, Some((holder, _))) => format!("container:{holder}"),
+            // Without its holder an allowlist session has no way out at all.
+            (NetworkMode::Allowlist, None) => "none".into(),
+        }),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec![
             "no-new-privileges:true".into(),
@@ -219,7 +230,9 @@ pub fn to_container(spec: &SandboxSpec, opts: &Options) -> ContainerCreateBody {
         env: Some(env),
         working_dir: Some(spec.cwd.to_string_lossy().into_owned()),
         user: Some(format!("{uid}:{gid}")),
-        hostname: Some(spec.hostname.clone()),
+        // The engine refuses a hostname for a container on another's
+        // network namespace (it shares that one's UTS settings).
+        hostname: opts.allowlist.is_none().then(|| spec.hostname.clone()),
         tty: Some(opts.tty),
         open_stdin: Some(opts.stdin),
         stdin_once: Some(opts.stdin),

@@ -16,6 +16,7 @@ fn options() -> Options {
         init: Some("/usr/local/bin/agentctl".into()),
         tty_size: None,
         scope_abstract_unix: false,
+        allowlist: None,
     }
 }
 
@@ -160,4 +161,25 @@ fn seccomp_profile() {
         let mask = a["value"].as_u64().unwrap();
         assert_eq!(a["valueTwo"].as_u64().unwrap(), !0x5412u64 & mask);
     }
+}
+
+#[test]
+fn an_allowlist_session_joins_its_holders_namespace_with_the_stubs_resolv_conf() {
+    let mut o = options();
+    o.allowlist = Some(("holder123".into(), "/run/x/resolv.conf".into()));
+    let v = json(NetworkMode::Allowlist, &o);
+    assert_eq!(v["HostConfig"]["NetworkMode"], "container:holder123");
+    assert!(v.get("Hostname").is_none_or(|h| h.is_null()), "{v}");
+    assert_eq!(v["NetworkDisabled"], false);
+    let resolv = v["HostConfig"]["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Target"] == "/etc/resolv.conf")
+        .expect("resolv.conf mounted");
+    assert_eq!(resolv["Source"], "/run/x/resolv.conf");
+    assert_eq!(resolv["ReadOnly"], true);
+    // Without a holder, an allowlist session has no network at all.
+    let v = json(NetworkMode::Allowlist, &options());
+    assert_eq!(v["HostConfig"]["NetworkMode"], "none");
 }

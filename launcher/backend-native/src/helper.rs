@@ -570,7 +570,7 @@ impl Session {
                 .ok_or("the allowlist network has no egress plan; refusing to start")?;
             let planted = net::plant_listeners(pid, &plan.transparent_ports)?;
             self.egress = Some(
-                sandbox::egress::EgressProcess::start(plan, planted, &self.cfg.session_dir)
+                sandbox::egress::EgressProcess::start(plan, planted, None, &self.cfg.session_dir)
                     .map_err(NativeError::check)?,
             );
         }

@@ -280,6 +280,7 @@ impl NativeBackend {
             allow: spec.network_allow.clone(),
             transparent_ports: sandbox::egress::transparent_ports(&allow),
             command: self.egress.clone(),
+            owns_dir: false,
         }))
     }
 

@@ -36,17 +36,25 @@ impl HostBackends {
         ]);
         b.images = self.images.clone();
         b.progress = (self.progress)();
-        b.egress = vec![
-            self.self_exe.to_string_lossy().into_owned(),
-            "--store".to_string(),
-            self.store.clone().unwrap_or_else(|| "none".to_string()),
-            "__egress".to_string(),
-        ];
+        b.egress = self.egress_command();
         b
     }
 
     pub fn docker(&self) -> backend_docker::DockerBackend {
-        backend_docker::DockerBackend::new(self.self_exe.clone())
+        let mut b = backend_docker::DockerBackend::new(self.self_exe.clone());
+        b.egress = self.egress_command();
+        b
+    }
+
+    /// `agentctl [--store S] __egress`: what serves an allowlist session's
+    /// listeners, recording its refusals in this store.
+    fn egress_command(&self) -> Vec<String> {
+        vec![
+            self.self_exe.to_string_lossy().into_owned(),
+            "--store".to_string(),
+            self.store.clone().unwrap_or_else(|| "none".to_string()),
+            "__egress".to_string(),
+        ]
     }
 }
 

@@ -29,6 +29,10 @@ pub struct EgressPlan {
     /// The program and arguments that serve them (`agentctl [--store S]
     /// __egress`); the directory and `--ready-fd N` are appended.
     pub command: Vec<String>,
+    /// The egress process removes its directory when it ends (the Docker
+    /// backend's, which nothing else outlives to remove).
+    #[serde(default)]
+    pub owns_dir: bool,
 }
 
 impl EgressPlan {
@@ -121,11 +125,14 @@ pub struct EgressProcess {
 
 impl EgressProcess {
     /// Starts the plan's command with `dir` (where `egress.json` is) and
-    /// `--ready-fd N` and the listeners at descriptors 3, 4, ..., and waits
+    /// `--ready-fd N`, the listeners at descriptors 3, 4, ... and `hold`
+    /// (a descriptor it keeps open for as long as it lives: the Docker
+    /// backend's netns holder ends when it closes) after them, and waits
     /// until it serves.
     pub fn start(
         plan: &EgressPlan,
         listeners: Vec<OwnedFd>,
+        hold: Option<OwnedFd>,
         dir: &Path,
     ) -> Result<EgressProcess, String> {
         let (program, args) = plan
@@ -142,6 +149,8 @@ impl EgressProcess {
         let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
         let mut fds = listeners;
         fds.push(ready_w);
+        let with_hold = hold.is_some();
+        fds.extend(hold);
         // Copies above any descriptor the child will be given, so that the
         // renumbering below never overwrites one it has yet to move.
         let high: Vec<OwnedFd> = fds
@@ -167,6 +176,9 @@ impl EgressProcess {
             .arg(dir)
             .arg("--ready-fd")
             .arg(ready_fd.to_string());
+        if with_hold {
+            cmd.arg("--hold-fd").arg((ready_fd + 1).to_string());
+        }
         cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log);
         // SAFETY: dup2 is async-signal-safe, and the targets (3, 4, ...)
         // are below every source (100 and up).
@@ -202,6 +214,19 @@ impl EgressProcess {
                 ))
             }
         }
+    }
+
+    /// Tells the process the sandbox's init on this host: it serves until
+    /// that process is gone, then ends, with no one left to stop it.
+    pub fn watch(&mut self, pid: u32) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut stdin = self._stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        writeln!(stdin, "{pid}")
+    }
+
+    /// Leaves the process running on its own (after [`Self::watch`]).
+    pub fn release(mut self) {
+        self.child.take();
     }
 
     pub fn stop(&mut self) {

@@ -17,21 +17,28 @@ use lifecycle::StoreLocation;
 /// log, so an agent looping on a denied host cannot fill the store.
 const MAX_RECORDED: u32 = 1000;
 
-pub fn egress(session_dir: &Path, ready_fd: RawFd, store: StoreLocation) -> Result<u8> {
+pub fn egress(
+    session_dir: &Path,
+    ready_fd: RawFd,
+    hold_fd: Option<RawFd>,
+    store: StoreLocation,
+) -> Result<u8> {
     let plan = sandbox::egress::EgressPlan::load(session_dir)
         .with_context(|| format!("cannot read {}/egress.json", session_dir.display()))?;
     let allow = policy::egress::Allowlist::parse(&plan.allow)?;
     let planted = take_planted(&plan.transparent_ports)?;
-    // SAFETY: the helper passed the ready pipe at this number, and nothing
-    // else in this process owns it.
+    // SAFETY: the starter passed the ready pipe (and the descriptor to hold)
+    // at these numbers, and nothing else in this process owns them.
     let ready = unsafe { OwnedFd::from_raw_fd(ready_fd) };
+    let _hold = hold_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let session = plan.session.clone();
+    let plan_owns_dir = plan.owns_dir;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the egress proxy's runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let record = lifecycle::events_to_record(store, session);
         let recorded = AtomicU32::new(0);
         let on_denied = Arc::new(move |d: egress::proxy::Denial, via: &'static str| {
@@ -76,25 +83,67 @@ pub fn egress(session_dir: &Path, ready_fd: RawFd, store: StoreLocation) -> Resu
                 Ok(r) => r.context("the egress proxy stopped"),
                 Err(e) => Err(anyhow::anyhow!("the egress proxy failed: {e}")),
             },
-            // The helper holds this process's stdin: when it is gone, so
-            // is whoever would stop this process.
+            // The starter holds this process's stdin, and may say on it
+            // which process is the sandbox: this one ends with it, or with
+            // the starter when it says nothing.
             end = sandbox_end() => {
                 tracing::debug!("egress: {end}");
                 Ok(())
             }
         }
-    })?;
+    });
+    if plan_owns_dir {
+        let _ = std::fs::remove_dir_all(session_dir);
+    }
+    served?;
     Ok(0)
 }
 
-/// Returns when stdin closes: the process that started this one (the
-/// session's helper) is gone, and no one is left to stop this one.
+/// Reads the sandbox's pid from stdin and waits until that process is
+/// gone; returns when stdin closes without one (the starter is gone).
 async fn sandbox_end() -> String {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 64];
-    while stdin.read(&mut buf).await.unwrap_or(0) > 0 {}
-    "the session's helper is gone".into()
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    if stdin.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return "the session's starter is gone".into();
+    }
+    let Ok(pid) = line.trim().parse::<i32>() else {
+        return format!("not a pid: {line:?}");
+    };
+    // SAFETY: pidfd_open with a plain pid; the result is a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return format!("process {pid} is gone");
+    }
+    // SAFETY: a fresh descriptor from pidfd_open, owned here.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // A pidfd turns readable when its process exits.
+    let _ = tokio::task::spawn_blocking(move || {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        while let Err(nix::errno::Errno::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
+    })
+    .await;
+    format!("process {pid} exited")
+}
+
+/// `agentctl __egress-plant`: inside the Docker backend's netns holder,
+/// makes the listeners here, sends them to `send_to`, and stays (holding
+/// the sandbox's network namespace) until the other end closes.
+pub fn plant(send_to: &Path, ports: &[u16]) -> Result<u8> {
+    use std::io::Read;
+    let fds = sandbox::egress::make_listeners(ports).map_err(anyhow::Error::msg)?;
+    let mut conn = std::os::unix::net::UnixStream::connect(send_to)
+        .with_context(|| format!("cannot reach the launcher at {}", send_to.display()))?;
+    sandbox::egress::send_fds(std::os::fd::AsRawFd::as_raw_fd(&conn), &fds)
+        .context("cannot hand over the listeners")?;
+    drop(fds);
+    let mut byte = [0u8; 1];
+    // Blocks until the other end closes.
+    let _ = conn.read(&mut byte);
+    Ok(0)
 }
 
 /// The descriptors from 3 up, each checked to be the socket it should be

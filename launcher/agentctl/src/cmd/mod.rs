@@ -89,7 +89,10 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
         Command::Egress {
             session_dir,
             ready_fd,
-        } => egress::egress(&session_dir, ready_fd, lc.store.clone()),
+            hold_fd,
+        } => egress::egress(&session_dir, ready_fd, hold_fd, lc.store.clone()),
+        // Inside a container: nothing of the lifecycle is built for it.
+        Command::EgressPlant { send_to, ports } => egress::plant(&send_to, &ports),
     }
 }
 
