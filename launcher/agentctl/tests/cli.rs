@@ -98,7 +98,16 @@ fn explain_shows_masks_reasons_and_env_names_never_values() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert!(env.contains(&"ANTHROPIC_API_KEY"), "{env:?}");
-    assert_eq!(v["network"], "bridge");
+    assert_eq!(v["network"], "allowlist");
+    assert!(
+        v["network_allow"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "api.anthropic.com"),
+        "{}",
+        v["network_allow"]
+    );
     assert!(
         v["network_reason"]
             .as_str()
@@ -118,7 +127,8 @@ fn explain_shows_masks_reasons_and_env_names_never_values() {
     assert!(!t.contains("sk-ant-do-not-print"));
     assert!(t.contains("dotenv file (built-in rule `.env*`)"), "{t}");
     assert!(
-        t.contains("network    bridge: Claude Code must reach"),
+        t.contains("network    allowlist: Claude Code must reach")
+            && t.contains("api.anthropic.com                "),
         "{t}"
     );
 }
