@@ -66,7 +66,14 @@ pub struct Config {
     /// How long a client has to send its request head or its ClientHello.
     pub handshake_timeout: Duration,
     pub on_denied: Arc<dyn Fn(Denial) + Send + Sync>,
+    /// Connections open at once, shared by every listener of a session:
+    /// past it a new one is closed at once (and refused on record), so a
+    /// flood of connections cannot take the proxy's descriptors.
+    pub tunnels: Arc<tokio::sync::Semaphore>,
 }
+
+/// Connections a session may hold open at once (see [`Config::tunnels`]).
+pub const MAX_TUNNELS: usize = 512;
 
 /// Largest request head read (the request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -96,11 +103,24 @@ async fn accept_each<F, Fut>(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(permit) = cfg.tunnels.clone().try_acquire_owned() else {
+            (cfg.on_denied)(Denial {
+                host: String::new(),
+                port: conn.local_addr().map_or(0, |a| a.port()),
+                reason: format!(
+                    "more than {} connections open at once; this one was closed",
+                    MAX_TUNNELS
+                ),
+            });
+            drop(conn);
+            continue;
+        };
         let fut = serve_one(conn, cfg.clone());
         tokio::spawn(async move {
             if let Err(e) = fut.await {
                 tracing::debug!("egress ({what}): {e}");
             }
+            drop(permit);
         });
     }
 }

@@ -43,8 +43,10 @@ pub async fn serve(
     }
     tls_ports.sort_unstable();
     tls_ports.dedup();
+    let tunnels = Arc::new(tokio::sync::Semaphore::new(proxy::MAX_TUNNELS));
     let config = |via: &'static str| {
         let on_denied = on_denied.clone();
+        let tunnels = tunnels.clone();
         Arc::new(Config {
             allow: allow.clone(),
             host_addresses: host_addresses(),
@@ -52,6 +54,7 @@ pub async fn serve(
             tls_ports: tls_ports.clone(),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             on_denied: Arc::new(move |d| on_denied(d, via)),
+            tunnels,
         })
     };
     let stub = Arc::new(Stub::new(allow.clone()));

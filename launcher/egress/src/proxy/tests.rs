@@ -107,6 +107,7 @@ async fn lab(extra_rules: &[&str]) -> Lab {
         tls_ports: vec![port],
         handshake_timeout: Duration::from_secs(2),
         on_denied: Arc::new(move |x| d.lock().unwrap().push(x)),
+        tunnels: Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS)),
     });
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = l.local_addr().unwrap();
@@ -372,6 +373,7 @@ async fn a_tool_that_ignores_proxies_reaches_allowed_names_through_the_stubs_add
         tls_ports: vec![port],
         handshake_timeout: Duration::from_secs(2),
         on_denied: Arc::new(move |x| d.lock().unwrap().push(x)),
+        tunnels: Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS)),
     });
     let l = TcpListener::bind(("0.0.0.0", port)).await.unwrap();
     tokio::spawn(serve_transparent(l, cfg, fakes));
@@ -410,6 +412,7 @@ async fn socks5_connects_by_the_same_rules_and_nothing_else() {
         tls_ports: vec![],
         handshake_timeout: Duration::from_secs(2),
         on_denied: Arc::new(|_| {}),
+        tunnels: Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS)),
     });
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -451,4 +454,46 @@ async fn socks5_connects_by_the_same_rules_and_nothing_else() {
     let mut m = [0u8; 2];
     s.read_exact(&mut m).await.unwrap();
     assert_eq!(m, [5, 0xff]);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_refused_on_record() {
+    let denied = Arc::new(Mutex::new(Vec::new()));
+    let d = denied.clone();
+    let cfg = Arc::new(Config {
+        allow: Allowlist::parse(&["tls.lab.example"]).unwrap(),
+        host_addresses: Vec::new(),
+        resolver: Arc::new(SystemResolver),
+        tls_ports: vec![443],
+        handshake_timeout: Duration::from_secs(30),
+        on_denied: Arc::new(move |x| d.lock().unwrap().push(x)),
+        tunnels: Arc::new(tokio::sync::Semaphore::new(2)),
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve(l, cfg));
+    // Two connections that say nothing hold both places.
+    let _a = TcpStream::connect(addr).await.unwrap();
+    let _b = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("the third connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let d = denied.lock().unwrap().clone();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].reason.contains("connections open at once"), "{d:?}");
+    // A place freed is a place taken again.
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut e = TcpStream::connect(addr).await.unwrap();
+    e.write_all(b"CONNECT evil.example:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut line = [0u8; 12];
+    e.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"HTTP/1.1 403");
 }
