@@ -416,3 +416,125 @@ fn allowlist_holds_rootless() {
     };
     allowlist_holds(runner, "native");
 }
+
+/// A detached allowlist session: its listeners serve `exec` too, its
+/// refusals are on record, and `stop` leaves nothing behind (no egress
+/// process, no holder, no directory). No lab: a denied name is refused
+/// before any lookup.
+fn detached_session_ends_cleanly(backend: &str) {
+    let home = tempfile::Builder::new()
+        .prefix("agentctl-egress-detached")
+        .tempdir()
+        .unwrap();
+    let ws = home.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let store = format!("sqlite://{}", home.path().join("agentctl.db").display());
+    let agentctl = |args: &[&str]| {
+        let mut c = Runner::Current.agentctl(home.path(), &ws);
+        c.args(["--store", &store]).args(args);
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let out = agentctl(&[
+        "run",
+        "-d",
+        "--backend",
+        backend,
+        "--allow",
+        "api.example.com",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 32, "{}", text(&out.stdout));
+    let short = &id[..12];
+    let exec = agentctl(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "curl -s -o /dev/null -w '%{http_connect}' https://evil.example/; echo; \
+         getent hosts api.example.com; getent hosts evil.example || echo refused",
+    ]);
+    let said = text(&exec.stdout);
+    assert!(said.contains("403"), "{said} {}", text(&exec.stderr));
+    assert!(said.contains("127.1.0.1"), "{said}");
+    assert!(said.contains("refused"), "{said}");
+    let stop = agentctl(&["stop", &id]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    // The egress process ends with the sandbox (on Docker it watches the
+    // container's init): give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-af", &format!("__egress.*{short}")])
+            .output()
+            .unwrap();
+        let holders = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("name=agentctl-{short}-net"))
+            .output()
+            .map(|o| text(&o.stdout))
+            .unwrap_or_default();
+        // Runner::agentctl clears the environment: no TMPDIR, no XDG_RUNTIME_DIR.
+        let dirs = std::fs::read_dir("/tmp")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy() == format!("agentctl-egress-{short}"))
+            .count();
+        if text(&left.stdout).trim().is_empty() && holders.trim().is_empty() && dirs == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: processes {:?}, holders {holders:?}, directories {dirs}",
+            text(&left.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let audit = agentctl(&["audit", "--json", &id]);
+    let v: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "egress_denied" && e["data"]["host"] == "evil.example"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_detached_native_allowlist_session_ends_cleanly() {
+    if !require(is_root(), "root") {
+        return;
+    }
+    detached_session_ends_cleanly("native");
+}
+
+#[test]
+fn a_detached_docker_allowlist_session_ends_cleanly() {
+    if !require(is_root() && docker_available(), "root and a Docker engine") {
+        return;
+    }
+    detached_session_ends_cleanly("docker");
+}
+
+#[test]
+fn a_remote_engine_refuses_the_allowlist_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["--store", "none", "run", "--backend", "docker"])
+        .args(["--allow", "api.example.com", "--", "true"])
+        .env("DOCKER_HOST", "tcp://127.0.0.1:9")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("DOCKER_HOST=tcp://127.0.0.1:9"), "{err}");
+    assert!(err.contains("--backend native"), "{err}");
+}
