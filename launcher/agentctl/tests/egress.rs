@@ -504,6 +504,8 @@ fn detached_session_ends_cleanly(backend: &str) {
             .any(|e| e["kind"] == "egress_denied" && e["data"]["host"] == "evil.example"),
         "{v}"
     );
+    let rm = agentctl(&["rm", &id]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
 }
 
 #[test]

@@ -68,21 +68,6 @@ pub(crate) fn check_local() -> Result<(), BackendError> {
     }
 }
 
-/// This host's top-level symlinks (`/bin -> usr/bin`), for a holder that
-/// runs agentctl from the host's /usr whatever the session's image.
-fn host_symlinks() -> Vec<(PathBuf, PathBuf)> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/") {
-        for e in rd.flatten() {
-            if let Ok(t) = std::fs::read_link(e.path()) {
-                out.push((e.path(), t));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn bind(source: &Path, target: &str, read_only: bool) -> Mount {
     Mount {
         target: Some(target.into()),
@@ -262,7 +247,11 @@ async fn create_holder(
     dir: &Path,
     ports: &[u16],
 ) -> Result<String, BackendError> {
-    let image = crate::host_root_image(docker, &host_symlinks()).await?;
+    // The host-root image of host-root sessions (the same symlinks, so the
+    // same image): agentctl runs from the host's /usr whatever the
+    // session's image.
+    let (_, links) = sandbox::plan::rootfs();
+    let image = crate::host_root_image(docker, &links).await?;
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();

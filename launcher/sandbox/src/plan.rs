@@ -893,7 +893,9 @@ fn check_destination(dest: &Path) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn rootfs() -> (Vec<PathBuf>, Vec<(PathBuf, PathBuf)>) {
+/// The host's system directories a host-root sandbox binds, and its
+/// top-level symlinks (`/bin -> usr/bin`).
+pub fn rootfs() -> (Vec<PathBuf>, Vec<(PathBuf, PathBuf)>) {
     let mut binds = Vec::new();
     let mut links = Vec::new();
     for dir in ROOTFS_DIRS {
