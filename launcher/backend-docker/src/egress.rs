@@ -207,30 +207,19 @@ pub(crate) async fn start(
     made
 }
 
-/// Every socket's network namespace is the holder's (SIOCGSKNS gives a
-/// descriptor of a socket's namespace).
+/// Every socket is one of the holder's network namespace: its inode is
+/// listed in that namespace's TCP or UDP table (/proc/<holder>/net/...).
+/// Needs no privilege (the holder runs as this user), unlike asking the
+/// kernel for a socket's namespace (SIOCGSKNS wants CAP_NET_ADMIN).
 fn same_netns(fds: &[OwnedFd], holder_pid: u32) -> Result<(), BackendError> {
-    use std::os::unix::fs::MetadataExt;
-    const SIOCGSKNS: libc::c_ulong = 0x894C;
-    let want = std::fs::metadata(format!("/proc/{holder_pid}/ns/net"))
-        .map_err(|e| BackendError::io("cannot read the holder's network namespace", e))?
-        .ino();
+    let mut listed = std::collections::HashSet::new();
+    for table in ["tcp", "udp"] {
+        let text = std::fs::read_to_string(format!("/proc/{holder_pid}/net/{table}"))
+            .map_err(|e| BackendError::io("cannot read the holder's sockets", e))?;
+        listed.extend(socket_inodes(&text));
+    }
     for fd in fds {
-        // SAFETY: an ioctl on a socket we own; it returns a new descriptor.
-        let ns = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSKNS as _) };
-        if ns < 0 {
-            return Err(BackendError::io(
-                "cannot check a listener's network namespace",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: the descriptor the ioctl just made.
-        let ns = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ns) };
-        let got = std::fs::File::from(ns)
-            .metadata()
-            .map_err(|e| BackendError::io("cannot check a listener's network namespace", e))?
-            .ino();
-        if got != want {
+        if !listed.contains(&inode_of(fd)?) {
             return Err(refuse(
                 "a listener handed over is not in the network holder's namespace".into(),
                 "someone else reached the socket; check who can write to the runtime directory",
@@ -238,6 +227,25 @@ fn same_netns(fds: &[OwnedFd], holder_pid: u32) -> Result<(), BackendError> {
         }
     }
     Ok(())
+}
+
+/// The inodes in a /proc/net/{tcp,udp} table (the tenth column).
+fn socket_inodes(table: &str) -> impl Iterator<Item = u64> + '_ {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(9)?.parse().ok())
+}
+
+fn inode_of(fd: &OwnedFd) -> Result<u64, BackendError> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::from(
+        fd.try_clone()
+            .map_err(|e| BackendError::io("cannot check a listener", e))?,
+    );
+    f.metadata()
+        .map(|m| m.ino())
+        .map_err(|e| BackendError::io("cannot check a listener", e))
 }
 
 async fn create_holder(
@@ -335,5 +343,21 @@ impl Network {
             .map_err(|e| BackendError::io("cannot hand the session to the egress proxy", e))?;
         self.process.release();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_is_found_in_its_own_namespace_and_nothing_else_is() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = std::process::id();
+        same_netns(&[OwnedFd::from(tcp), OwnedFd::from(udp)], me).unwrap();
+        // A pipe is no socket of any namespace.
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        assert!(same_netns(&[r], me).is_err());
     }
 }
