@@ -107,6 +107,22 @@ fn policy_is_pure() {
 }
 
 #[test]
+fn the_vmm_seam_knows_no_sandbox() {
+    forbid(
+        "vmm",
+        &[
+            "policy",
+            "sandbox",
+            "store",
+            "lifecycle",
+            "backend-native",
+            "backend-docker",
+            "tokio",
+        ],
+    );
+}
+
+#[test]
 fn the_egress_proxy_knows_no_sandbox_and_no_store() {
     // It is handed sockets, rules and a callback for refusals; where the
     // sockets came from and where refusals go is its caller's business.
