@@ -57,8 +57,10 @@ pub struct Denial {
 
 pub struct Config {
     pub allow: Allowlist,
-    /// This host's own addresses, never reached through a name.
-    pub host_addresses: Vec<IpAddr>,
+    /// This host's own addresses, never reached through a name; read at
+    /// each decision, since an interface can gain an address while a
+    /// session runs.
+    pub host_addresses: fn() -> Vec<IpAddr>,
     pub resolver: Arc<dyn Resolve>,
     /// Ports whose tunnels must open with a ClientHello naming the allowed
     /// name (443, and any other the caller knows to be TLS).
@@ -428,11 +430,9 @@ async fn open(cfg: &Config, raw: &str, port: u16) -> Result<(TcpStream, Option<S
                 .await
                 .map_err(|e| format!("{name} does not resolve: {e}"))?;
             let mut last = format!("{name} resolved to no address");
+            let own = (cfg.host_addresses)();
             for ip in addrs {
-                match cfg
-                    .allow
-                    .decide_resolved(&name, ip, port, &cfg.host_addresses)
-                {
+                match cfg.allow.decide_resolved(&name, ip, port, &own) {
                     Decision::Deny(why) => last = why,
                     Decision::Allow(_) => {
                         match TcpStream::connect(SocketAddr::new(ip, port)).await {

@@ -49,7 +49,7 @@ pub async fn serve(
         let tunnels = tunnels.clone();
         Arc::new(Config {
             allow: allow.clone(),
-            host_addresses: host_addresses(),
+            host_addresses,
             resolver: resolver.clone(),
             tls_ports: tls_ports.clone(),
             handshake_timeout: HANDSHAKE_TIMEOUT,

@@ -183,4 +183,4 @@ fn client_hello(body: &[u8]) -> Hello {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -113,15 +113,6 @@ impl<'de> Deserialize<'de> for NetworkEntry {
     }
 }
 
-impl NetworkEntry {
-    pub fn mode(&self) -> NetworkMode {
-        match self {
-            NetworkEntry::Mode(m) => *m,
-            NetworkEntry::Allow(_) => NetworkMode::Allowlist,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountEntry {

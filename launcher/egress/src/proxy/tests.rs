@@ -102,7 +102,7 @@ async fn lab(extra_rules: &[&str]) -> Lab {
     let d = denied.clone();
     let cfg = Arc::new(Config {
         allow: Allowlist::parse(&rules).unwrap(),
-        host_addresses: Vec::new(),
+        host_addresses: Vec::new,
         resolver: dns.clone(),
         tls_ports: vec![port],
         handshake_timeout: Duration::from_secs(2),
@@ -146,23 +146,7 @@ async fn read_all(s: &mut TcpStream) -> Vec<u8> {
     out
 }
 
-fn client_hello(name: &str) -> Vec<u8> {
-    use rustls::pki_types::ServerName;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let mut conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from(name.to_string()).unwrap(),
-    )
-    .unwrap();
-    let mut wire = Vec::new();
-    conn.write_tls(&mut wire).unwrap();
-    wire
-}
+use crate::sni::tests::client_hello;
 
 #[tokio::test]
 async fn an_allowed_name_is_tunnelled() {
@@ -368,7 +352,7 @@ async fn a_tool_that_ignores_proxies_reaches_allowed_names_through_the_stubs_add
     let d = denied.clone();
     let cfg = Arc::new(Config {
         allow,
-        host_addresses: Vec::new(),
+        host_addresses: Vec::new,
         resolver: dns.clone(),
         tls_ports: vec![port],
         handshake_timeout: Duration::from_secs(2),
@@ -407,7 +391,7 @@ async fn socks5_connects_by_the_same_rules_and_nothing_else() {
             format!("127.0.0.1/32:{}", lab.port),
         ])
         .unwrap(),
-        host_addresses: Vec::new(),
+        host_addresses: Vec::new,
         resolver: lab.dns.clone(),
         tls_ports: vec![],
         handshake_timeout: Duration::from_secs(2),
@@ -462,7 +446,7 @@ async fn connections_past_the_cap_are_closed_and_refused_on_record() {
     let d = denied.clone();
     let cfg = Arc::new(Config {
         allow: Allowlist::parse(&["tls.lab.example"]).unwrap(),
-        host_addresses: Vec::new(),
+        host_addresses: Vec::new,
         resolver: Arc::new(SystemResolver),
         tls_ports: vec![443],
         handshake_timeout: Duration::from_secs(30),

@@ -143,8 +143,9 @@ fn an_endless_hello_is_refused_not_waited_for() {
     assert!(matches!(parse(&big), Hello::Refused(_)));
 }
 
-#[test]
-fn a_real_clients_hello_names_its_server() {
+/// The ClientHello a real client (rustls) sends for `name`; the proxy's
+/// tests use it too.
+pub(crate) fn client_hello(name: &str) -> Vec<u8> {
     use std::sync::Arc;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -152,10 +153,16 @@ fn a_real_clients_hello_names_its_server() {
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("registry.npmjs.org").unwrap();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut wire = Vec::new();
     conn.write_tls(&mut wire).unwrap();
+    wire
+}
+
+#[test]
+fn a_real_clients_hello_names_its_server() {
+    let wire = client_hello("registry.npmjs.org");
     assert_eq!(parse(&wire), Hello::Name("registry.npmjs.org".into()));
     // A byte at a time.
     for cut in 0..wire.len() {
