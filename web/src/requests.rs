@@ -213,7 +213,7 @@ pub fn validate(
         None => None,
         Some(b) => Some(
             b.parse::<store::Backend>()
-                .map_err(|_| bad(format!("backend \"{b}\": use native or docker")))?,
+                .map_err(|_| bad(format!("backend \"{b}\": use native, docker or vm")))?,
         ),
     };
     if let Some(i) = &ask.image

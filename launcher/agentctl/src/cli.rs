@@ -185,6 +185,9 @@ pub enum Command {
     /// Internal: the single-threaded session helper.
     #[command(name = "__native-helper", hide = true)]
     NativeHelper { session_dir: PathBuf },
+    /// Internal: owns one microVM session (QEMU and its guest).
+    #[command(name = "__vm-helper", hide = true)]
+    VmHelper { session_dir: PathBuf },
     /// Internal: serves the listeners the native helper planted in an
     /// allowlist session's network namespace (descriptors 3 and up).
     #[command(name = "__egress", hide = true)]
@@ -388,6 +391,15 @@ pub enum BackendKind {
     Native,
     /// The Docker Engine at DOCKER_HOST or the default socket.
     Docker,
+    /// A QEMU microVM with its own kernel (KVM when usable, TCG otherwise).
+    Vm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -475,6 +487,10 @@ pub struct RunArgs {
     /// them, e.g. no delegated cgroup).
     #[arg(long)]
     pub no_limits: bool,
+    /// The vm backend's acceleration: KVM when this host has hardware
+    /// virtualisation (auto), or QEMU's software emulation (tcg).
+    #[arg(long, value_enum, env = "AGENTCTL_VM_ACCEL")]
+    pub accel: Option<AccelArg>,
     /// Do not allocate a terminal even when stdin and stdout are terminals.
     #[arg(long)]
     pub no_tty: bool,

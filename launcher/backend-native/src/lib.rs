@@ -78,7 +78,7 @@ impl Dirs {
 
     /// Creates the directories, private to the user. Refuses a base that
     /// someone else owns: another user could otherwise plant a bundle.
-    fn ensure(&self) -> Result<(), BackendError> {
+    pub fn ensure(&self) -> Result<(), BackendError> {
         for dir in [&self.base, &self.sessions(), &self.state()] {
             fs::DirBuilder::new()
                 .recursive(true)

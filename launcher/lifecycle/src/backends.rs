@@ -46,6 +46,17 @@ impl HostBackends {
         b
     }
 
+    /// The microVM backend; `AGENTCTL_VM_ACCEL` (what `run --accel`
+    /// sets) chooses the acceleration.
+    pub fn vm(&self) -> backend_vm::VmBackend {
+        let mut b = backend_vm::VmBackend::new(vec![
+            self.self_exe.to_string_lossy().into_owned(),
+            "__vm-helper".to_string(),
+        ]);
+        b.accel = backend_vm::accel_from_env();
+        b
+    }
+
     /// `agentctl [--store S] __egress`: what serves an allowlist session's
     /// listeners, recording its refusals in this store.
     fn egress_command(&self) -> Vec<String> {
@@ -63,6 +74,7 @@ impl Backends for HostBackends {
         match kind {
             store::Backend::Native => Box::new(self.native()),
             store::Backend::Docker => Box::new(self.docker()),
+            store::Backend::Vm => Box::new(self.vm()),
         }
     }
 }

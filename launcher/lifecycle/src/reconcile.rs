@@ -150,7 +150,11 @@ impl Lifecycle {
     /// Sandboxes of either backend that no session record claims.
     pub fn orphans(&self) -> Result<Vec<FoundOrphan>> {
         let mut candidates = Vec::new();
-        for kind in [store::Backend::Native, store::Backend::Docker] {
+        for kind in [
+            store::Backend::Native,
+            store::Backend::Docker,
+            store::Backend::Vm,
+        ] {
             for orphan in self.backend(kind).orphans(&|_| false)? {
                 candidates.push(FoundOrphan {
                     backend: kind,

@@ -390,7 +390,7 @@ impl SessionStore {
             // next attempt finds the migration applied.
             Pool::Sqlite(p) => {
                 let mut attempt = 1;
-                loop {
+                let r = loop {
                     match SQLITE_MIGRATIONS.run(p).await {
                         Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))
                             if attempt < 5 =>
@@ -400,6 +400,10 @@ impl SessionStore {
                         }
                         r => break r,
                     }
+                };
+                match r {
+                    Ok(()) => widen_sqlite_backends(p).await,
+                    e => e,
                 }
             }
         };
@@ -1660,6 +1664,111 @@ impl EventRow {
             hash: self.hash,
         }
     }
+}
+
+/// Lets a SQLite store's sessions say backend `vm` (the microVM backend).
+///
+/// SQLite cannot change a CHECK constraint in place, so the table is
+/// rebuilt as its ALTER TABLE documentation prescribes: from its own
+/// definition with the one check widened, rows copied, the old table
+/// dropped, the new one renamed, its indexes made again. The drop needs
+/// foreign keys off (or it would cascade to every event, output and sample
+/// that refers to `sessions` by name), and that pragma does nothing inside
+/// a transaction, where sqlx's SQLite migrator runs every migration: so
+/// this runs here, after the migrations, on one connection, under the
+/// migration lock. The references are checked before it commits. A store
+/// that already allows `vm` is left alone.
+/// The rebuild itself, in one transaction: true when it committed, false
+/// when the references did not hold (rolled back).
+fn rebuild_sessions<'a>(
+    conn: &'a mut sqlx::SqliteConnection,
+    create: &'a str,
+    indexes: &'a [String],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + 'a>> {
+    // Boxed: sqlx's executors in a plain async fn make every caller's
+    // future fail the higher-ranked Send check at tokio::spawn.
+    Box::pin(async move {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let steps = [
+            create,
+            "INSERT INTO sessions_new SELECT * FROM sessions",
+            "DROP TABLE sessions",
+            "ALTER TABLE sessions_new RENAME TO sessions",
+        ];
+        for step in steps.into_iter().chain(indexes.iter().map(String::as_str)) {
+            sqlx::query(step).execute(&mut *conn).await?;
+        }
+        let broken = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&mut *conn)
+            .await?;
+        if broken.is_empty() {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(true)
+        } else {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            Ok(false)
+        }
+    })
+}
+
+fn widen_sqlite_backends(
+    pool: &sqlx::SqlitePool,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), MigrateError>> + Send + '_>> {
+    Box::pin(async move {
+        const OLD: &str = "CHECK (backend IN ('native', 'docker'))";
+        const NEW: &str = "CHECK (backend IN ('native', 'docker', 'vm'))";
+        let mut conn = pool.acquire().await.map_err(MigrateError::Execute)?;
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'sessions'",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(MigrateError::Execute)?;
+        let Some(table) = table.filter(|t| t.contains(OLD)) else {
+            return Ok(());
+        };
+        let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'sessions' AND sql IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(MigrateError::Execute)?;
+        let Some(create) = table
+            .strip_prefix("CREATE TABLE sessions")
+            .map(|rest| format!("CREATE TABLE sessions_new{}", rest.replacen(OLD, NEW, 1)))
+        else {
+            return Err(MigrateError::Source(
+                format!("the sessions table's definition is not one agentctl wrote: {table}")
+                    .into(),
+            ));
+        };
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await
+            .map_err(MigrateError::Execute)?;
+        let rebuilt = rebuild_sessions(&mut conn, &create, &indexes).await;
+        if rebuilt.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        let on = sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *conn)
+            .await;
+        match rebuilt {
+        Ok(true) => on.map(drop).map_err(MigrateError::Execute),
+        Ok(false) => Err(MigrateError::Source(
+            "widening the sessions table for the vm backend would break references; nothing was changed"
+                .into(),
+        )),
+        Err(e) => {
+            // A connection whose foreign keys could not be turned back on
+            // must not serve anyone.
+            if on.is_err() {
+                conn.detach();
+            }
+            Err(MigrateError::Execute(e))
+        }
+    }
+    })
 }
 
 #[cfg(test)]

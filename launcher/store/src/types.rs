@@ -98,6 +98,8 @@ impl FromStr for Status {
 pub enum Backend {
     Native,
     Docker,
+    /// A QEMU microVM with its own kernel.
+    Vm,
 }
 
 impl Backend {
@@ -105,6 +107,7 @@ impl Backend {
         match self {
             Backend::Native => "native",
             Backend::Docker => "docker",
+            Backend::Vm => "vm",
         }
     }
 }
@@ -122,7 +125,12 @@ impl FromStr for Backend {
         match s {
             "native" => Ok(Backend::Native),
             "docker" => Ok(Backend::Docker),
-            _ => Err(StoreError::invalid("backend", s, "use native or docker")),
+            "vm" => Ok(Backend::Vm),
+            _ => Err(StoreError::invalid(
+                "backend",
+                s,
+                "use native, docker or vm",
+            )),
         }
     }
 }

@@ -87,17 +87,41 @@ impl ModuleTree {
         })
     }
 
+    /// Whether the tree has the module as a file, or the kernel has it
+    /// built in (`modules.builtin`).
+    pub fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name) || self.builtin(name)
+    }
+
+    /// Built into the kernel: nothing to load.
+    pub fn builtin(&self, name: &str) -> bool {
+        std::fs::read_to_string(self.root.join("modules.builtin"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| module_name(l) == name)
+    }
+
     /// The modules `wanted` and everything they depend on, dependencies
     /// first, each once: the order `insmod` needs. Paths relative to the
     /// tree.
     pub fn in_order(&self, wanted: &[&str]) -> Result<Vec<String>, String> {
+        let wanted: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !self.builtin(w))
+            .collect();
+        let wanted = &wanted[..];
         let deps = |name: &str| -> Result<(String, Vec<String>), String> {
             let rel = self
                 .by_name
                 .get(name)
                 .ok_or_else(|| format!("module {name} is not in {}", self.root.display()))?;
             let bytes = std::fs::read(self.root.join(rel)).map_err(|e| format!("{rel}: {e}"))?;
-            Ok((rel.clone(), module_depends(&bytes)))
+            let needs = module_depends(&bytes)
+                .into_iter()
+                .filter(|d| !self.builtin(d))
+                .collect();
+            Ok((rel.clone(), needs))
         };
         order(wanted, deps)
     }

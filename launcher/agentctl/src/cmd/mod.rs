@@ -39,9 +39,10 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
     let lc = std::cell::LazyCell::new(|| wiring::lifecycle(store));
     let store = &lc;
     match command {
-        c @ (Command::Init { .. } | Command::NativeExec { .. } | Command::NativeHelper { .. }) => {
-            internal(c)
-        }
+        c @ (Command::Init { .. }
+        | Command::NativeExec { .. }
+        | Command::NativeHelper { .. }
+        | Command::VmHelper { .. }) => internal(c),
         Command::Run(args) => run::run(args, store),
         Command::Ps(args) => ps::ps(args, store),
         // A service of the stack has a name no session id can have.
@@ -136,6 +137,10 @@ fn internal(command: Command) -> Result<u8> {
         }
         Command::NativeHelper { session_dir } => {
             let code = backend_native::helper_main(&session_dir);
+            Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
+        }
+        Command::VmHelper { session_dir } => {
+            let code = backend_vm::helper_main(&session_dir);
             Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
         }
         _ => anyhow::bail!("not an internal command"),

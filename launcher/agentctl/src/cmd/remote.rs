@@ -426,6 +426,7 @@ fn run(c: &Client, args: RunArgs) -> Result<u8> {
         body["backend"] = json!(match b {
             BackendKind::Native => "native",
             BackendKind::Docker => "docker",
+            BackendKind::Vm => "vm",
         });
     }
     let asked = Instant::now();

@@ -8,13 +8,20 @@ use lifecycle::Lifecycle;
 use sandbox::RunOptions;
 
 use super::wiring::{backend_kind, plural, request};
-use crate::cli::{BackendKind, RunArgs};
+use crate::cli::{AccelArg, BackendKind, RunArgs};
 
 pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
     if args.git.is_some() || !args.labels.is_empty() {
         anyhow::bail!(
             "--git and --label ask a team server's workers; give --server URL (or AGENTCTL_SERVER)"
         );
+    }
+    if let Some(a) = args.accel {
+        backend_vm::set_accel(match a {
+            AccelArg::Auto => vmm::AccelChoice::Auto,
+            AccelArg::Kvm => vmm::AccelChoice::Kvm,
+            AccelArg::Tcg => vmm::AccelChoice::Tcg,
+        });
     }
     let req = request(&args.policy, args.command.clone());
     let launch = lc.prepare_asked(

@@ -43,6 +43,7 @@ pub fn backend_kind(b: BackendKind) -> store::Backend {
     match b {
         BackendKind::Native => store::Backend::Native,
         BackendKind::Docker => store::Backend::Docker,
+        BackendKind::Vm => store::Backend::Vm,
     }
 }
 

@@ -1,0 +1,473 @@
+//! The microVM backend: a session in a QEMU virtual machine with its own
+//! kernel, under the same plan as a container.
+//!
+//! The host builds the plan's view of the file system (workspace, masks,
+//! read-only host paths; `tree.rs`) in a private mount namespace and QEMU
+//! exports it over 9p: the guest never sees what the plan hides, and
+//! cannot write what the plan makes read-only, whatever it runs. The
+//! guest agent (launcher/vm-guest, PID 1 of an initramfs written per
+//! session, `guest.rs`) runs the command with no capabilities,
+//! no_new_privs, the same seccomp filter (compiled here, `seccomp.rs`)
+//! and the plan's limits in the guest's cgroup; the VM gets the memory
+//! and vCPUs the limits allow. The session helper (`helper.rs`, `agentctl
+//! __vm-helper`) owns QEMU and speaks to the guest.
+//!
+//! What this backend refuses rather than runs weaker: the `host` network
+//! (a VM has no host network to share), networks other than `none` for
+//! now, a Docker socket, images, and detached sessions (not built yet).
+
+pub mod guest;
+pub mod helper;
+pub mod plan;
+pub mod seccomp;
+pub mod tree;
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::Command;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use policy::NetworkMode;
+use sandbox::backend::{
+    Backend, BackendError, ExitStatus, Handle, Liveness, Observer, Orphan, RunOptions,
+};
+use sandbox::spec::SandboxSpec;
+use vmm::{AccelChoice, Probe};
+
+pub use helper::helper_main;
+
+static ACCEL: std::sync::OnceLock<AccelChoice> = std::sync::OnceLock::new();
+
+/// `run --accel`: the acceleration every VM of this process asks for.
+pub fn set_accel(choice: AccelChoice) {
+    let _ = ACCEL.set(choice);
+}
+
+/// `run --accel`, else `AGENTCTL_VM_ACCEL` (`auto`, `kvm` or `tcg`), or
+/// what is wrong with the variable.
+pub fn accel_from_env() -> Result<AccelChoice, String> {
+    if let Some(a) = ACCEL.get() {
+        return Ok(*a);
+    }
+    match std::env::var("AGENTCTL_VM_ACCEL").as_deref() {
+        Err(_) | Ok("") | Ok("auto") => Ok(AccelChoice::Auto),
+        Ok("tcg") => Ok(AccelChoice::Tcg),
+        Ok("kvm") => Ok(AccelChoice::Kvm),
+        Ok(other) => Err(format!("AGENTCTL_VM_ACCEL={other:?}: use auto, kvm or tcg")),
+    }
+}
+
+/// How long a guest may take to boot: TCG on a loaded 2-core machine
+/// takes seconds; far more means something is wrong.
+const BOOT_TIMEOUT_SECS: u64 = 180;
+
+pub struct VmBackend {
+    /// `agentctl __vm-helper`; the session directory is appended.
+    pub helper: Vec<String>,
+    pub dirs: backend_native::Dirs,
+    /// The acceleration asked for, or why the setting is not one.
+    pub accel: Result<AccelChoice, String>,
+    /// `qemu-system-x86_64`, or a path to it.
+    pub qemu: PathBuf,
+    /// Where kernels are looked for (`guest::search_roots`).
+    pub kernel_roots: Vec<PathBuf>,
+}
+
+/// What preflight found: the kernel, QEMU, the acceleration and the
+/// notice to show about it.
+struct Host {
+    kernel: guest::Kernel,
+    qemu: PathBuf,
+    accel: vmm::Accel,
+    notice: Option<String>,
+}
+
+impl VmBackend {
+    pub fn new(helper: Vec<String>) -> VmBackend {
+        VmBackend {
+            helper,
+            dirs: backend_native::Dirs::for_current_user(),
+            accel: Ok(AccelChoice::Auto),
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            kernel_roots: guest::search_roots(),
+        }
+    }
+
+    fn control(
+        control: &'static str,
+        reason: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> BackendError {
+        BackendError::Control {
+            control,
+            reason: reason.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// Everything the session needs from this host, or the first thing
+    /// missing, named with the package or setting that provides it.
+    fn check(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<Host, BackendError> {
+        match spec.network {
+            NetworkMode::None => {}
+            NetworkMode::Host => {
+                return Err(Self::control(
+                    "network",
+                    "a VM has no host network to share: `host` would give the guest the host's interfaces, which only a container can",
+                    "use --network none on the vm backend, or another backend for the host network",
+                ));
+            }
+            other => {
+                return Err(Self::control(
+                    "network",
+                    format!("the vm backend runs only `--network none` so far (asked: {other})"),
+                    "use --network none, or the native or docker backend for this network",
+                ));
+            }
+        }
+        if spec.docker {
+            return Err(Self::control(
+                "docker socket",
+                "the vm backend cannot give a guest the Docker proxy's socket yet",
+                "leave `docker: true` out of the profile, or use the native or docker backend",
+            ));
+        }
+        if let Some(image) = &spec.image {
+            return Err(Self::control(
+                "image",
+                format!(
+                    "the vm backend runs from the host's root filesystem only so far (asked: {image})"
+                ),
+                "leave out --image, or use the native or docker backend",
+            ));
+        }
+        if opts.no_limits {
+            return Err(Self::control(
+                "limits",
+                "a VM always has the plan's memory and vCPUs: --no-limits has nothing to leave out",
+                "leave out --no-limits",
+            ));
+        }
+        let qemu = find_program(&self.qemu).ok_or_else(|| {
+            Self::control(
+                "virtual machine monitor",
+                format!("{} is not installed", self.qemu.display()),
+                "apt-get install qemu-system-x86",
+            )
+        })?;
+        let kernel = guest::find_kernel(&self.kernel_roots)
+            .map_err(|e| Self::control("guest kernel", e, guest::no_kernel_fix()))?;
+        let asked = self
+            .accel
+            .clone()
+            .map_err(|e| Self::control("acceleration", e, "unset it, or set auto, kvm or tcg"))?;
+        let (accel, notice) = Probe::host()
+            .choose(asked)
+            .map_err(|e| Self::control("acceleration", e.to_string(), "--accel tcg"))?;
+        if !std::path::Path::new("/proc/self/ns/user").exists() {
+            return Err(Self::control(
+                "user namespace",
+                "this kernel has no user namespaces: the VM's file tree is built in one",
+                "a kernel with CONFIG_USER_NS",
+            ));
+        }
+        Ok(Host {
+            kernel,
+            qemu,
+            accel,
+            notice,
+        })
+    }
+
+    /// Writes the session directory: the plan, the initramfs, and what
+    /// masks are made of. Returns it.
+    fn prepare(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        host: &Host,
+    ) -> Result<PathBuf, BackendError> {
+        self.dirs.ensure()?;
+        let dir = self.dirs.sessions().join(spec.session.as_str());
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e| BackendError::io(what, e)
+        };
+        let scratch = dir.join(helper::SCRATCH);
+        fs::create_dir(&scratch).map_err(io("cannot create the scratch directory"))?;
+        // Readable by the namespace's uid 0 (the session's host identity).
+        fs::set_permissions(&scratch, fs::Permissions::from_mode(0o755)).map_err(io("scratch"))?;
+        fs::write(scratch.join("empty"), b"").map_err(io("the empty file masks are made of"))?;
+        fs::set_permissions(scratch.join("empty"), fs::Permissions::from_mode(0o444))
+            .map_err(io("scratch"))?;
+        fs::DirBuilder::new()
+            .mode(0o555)
+            .create(scratch.join("empty.d"))
+            .map_err(io("the empty directory masks are made of"))?;
+        fs::create_dir(dir.join(helper::ROOT)).map_err(io("cannot create the tree's root"))?;
+        guest::write_initramfs(&host.kernel, &dir.join(helper::INITRD)).map_err(|e| {
+            BackendError::Runtime(format!("cannot write the guest's initramfs: {e}"))
+        })?;
+        let bpf = seccomp::to_bpf(&spec.seccomp)
+            .map_err(|e| Self::control("seccomp", e.to_string(), "report this as a bug"))?;
+        let (tree, _) = plan::tree(spec);
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let vm = plan::VmPlan {
+            session: spec.session.to_string(),
+            tree,
+            start: plan::start(spec, opts.tty, (24, 80), bpf, nofile()),
+            host_uid: spec.identity.host_uid,
+            host_gid: spec.identity.host_gid,
+            kernel: host.kernel.vmlinuz.clone(),
+            initrd: dir.join(helper::INITRD),
+            memory_mib: plan::memory_mib(spec),
+            vcpus: plan::vcpus(spec, host_cpus),
+            accel: match host.accel {
+                vmm::Accel::Kvm => "kvm".into(),
+                vmm::Accel::Tcg => "tcg".into(),
+            },
+            qemu: host.qemu.clone(),
+            output_copy: opts.output_copy.clone(),
+            boot_timeout_secs: BOOT_TIMEOUT_SECS,
+        };
+        let json = serde_json::to_vec(&vm).map_err(|e| BackendError::Runtime(e.to_string()))?;
+        fs::write(dir.join(helper::PLAN_FILE), json).map_err(io("cannot write the VM plan"))?;
+        Ok(dir)
+    }
+
+    fn spawn_helper(
+        &self,
+        dir: &std::path::Path,
+        status: &std::os::fd::OwnedFd,
+    ) -> Result<std::process::Child, BackendError> {
+        let (program, args) = self
+            .helper
+            .split_first()
+            .ok_or_else(|| BackendError::Runtime("no helper command configured".into()))?;
+        let fd = status.as_raw_fd();
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(dir)
+            .env(helper::STATUS_FD_ENV, fd.to_string());
+        // SAFETY: clearing FD_CLOEXEC on one descriptor and prctl are
+        // async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                // A foreground session ends with its launcher.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .map_err(|e| BackendError::io(format!("cannot start the session helper {program}"), e))
+    }
+}
+
+fn find_program(p: &std::path::Path) -> Option<PathBuf> {
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(p))
+        .find(|c| c.is_file())
+}
+
+fn nofile() -> (u64, u64) {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 4096))
+}
+
+impl Backend for VmBackend {
+    fn name(&self) -> &'static str {
+        "vm"
+    }
+
+    fn preflight(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<(), BackendError> {
+        self.check(spec, opts).map(drop)
+    }
+
+    fn run(
+        &self,
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        observer: &dyn Observer,
+    ) -> Result<ExitStatus, BackendError> {
+        let host = self.check(spec, opts)?;
+        if let Some(n) = &host.notice {
+            eprintln!("agentctl: {n}");
+        }
+        let dir = match self.prepare(spec, opts, &host) {
+            Ok(d) => d,
+            Err(e) => {
+                helper::remove_session_dir(&self.dirs.sessions().join(spec.session.as_str()));
+                return Err(e);
+            }
+        };
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+        ] {
+            mask.add(s);
+        }
+        let mut old = SigSet::empty();
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
+            .map_err(|e| BackendError::Runtime(format!("cannot block signals: {e}")))?;
+        let result = self.supervise(&dir, &mask, observer);
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+        // The helper removes it; after a helper that died, we do.
+        helper::remove_session_dir(&dir);
+        result
+    }
+
+    fn start_detached(
+        &self,
+        _spec: &SandboxSpec,
+        _opts: &RunOptions,
+        _on_exit: &[String],
+    ) -> Result<Handle, BackendError> {
+        Err(Self::control(
+            "detached session",
+            "the vm backend runs sessions in the foreground only so far",
+            "leave out -d, or use the native or docker backend",
+        ))
+    }
+
+    fn stop(&self, _handle: &Handle, _timeout: std::time::Duration) -> Result<(), BackendError> {
+        Err(BackendError::Runtime(
+            "the vm backend has no detached sessions to stop".into(),
+        ))
+    }
+
+    fn exec(
+        &self,
+        _handle: &Handle,
+        _command: &[String],
+        _tty: bool,
+    ) -> Result<ExitStatus, BackendError> {
+        Err(BackendError::Runtime(
+            "the vm backend has no detached sessions to exec in".into(),
+        ))
+    }
+
+    fn logs(
+        &self,
+        _handle: &Handle,
+        _follow: bool,
+        _out: &mut dyn std::io::Write,
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Runtime(
+            "the vm backend keeps no logs of its own: see `agentctl logs` from the store".into(),
+        ))
+    }
+
+    fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError> {
+        // A foreground session's helper dies with its launcher.
+        let dir = self.dirs.sessions().join(&handle.session);
+        Ok(if dir.exists() {
+            Liveness::Running
+        } else {
+            Liveness::Gone
+        })
+    }
+
+    fn remove(&self, handle: &Handle) -> Result<(), BackendError> {
+        helper::remove_session_dir(&self.dirs.sessions().join(&handle.session));
+        Ok(())
+    }
+
+    fn orphans(&self, _known: &dyn Fn(&str) -> bool) -> Result<Vec<Orphan>, BackendError> {
+        Ok(Vec::new())
+    }
+}
+
+impl VmBackend {
+    /// Starts the helper and waits for its report, passing termination
+    /// requests on meanwhile.
+    fn supervise(
+        &self,
+        dir: &std::path::Path,
+        mask: &SigSet,
+        observer: &dyn Observer,
+    ) -> Result<ExitStatus, BackendError> {
+        let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
+        let sigfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| BackendError::Runtime(format!("cannot create a signalfd: {e}")))?;
+        let mut child = self.spawn_helper(dir, &status_w)?;
+        drop(status_w);
+        observer.forked();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let mut lines = String::new();
+        let mut status_file = fs::File::from(status_r);
+        let mut outcome: Option<Result<ExitStatus, BackendError>> = None;
+        while outcome.is_none() {
+            let mut fds = [
+                PollFd::new(status_file.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(BackendError::Runtime(format!("poll: {e}"))),
+            }
+            let status_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+            while let Ok(Some(info)) = sigfd.read_signal() {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                // Ctrl-C from the terminal reached the helper already (same
+                // process group); pass on what was sent to us by pid, and
+                // every SIGTERM and SIGHUP.
+                let from_process =
+                    info.ssi_code == libc::SI_USER || info.ssi_code == libc::SI_QUEUE;
+                if from_process || matches!(sig, Signal::SIGTERM | Signal::SIGHUP) {
+                    let _ = nix::sys::signal::kill(pid, sig);
+                    observer.signal(sig.as_str());
+                }
+            }
+            if !status_ready {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            let n = std::io::Read::read(&mut status_file, &mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            lines.push_str(&String::from_utf8_lossy(&buf[..n]));
+            while let Some(i) = lines.find('\n') {
+                let line: String = lines.drain(..=i).collect();
+                let line = line.trim_end();
+                if let Some(p) = line.strip_prefix("started ") {
+                    let _ = p;
+                    observer.started(None);
+                } else if let Some(c) = line.strip_prefix("exited ") {
+                    outcome = Some(Ok(ExitStatus::Code(c.parse().unwrap_or(125))));
+                } else if let Some(m) = line.strip_prefix("error ") {
+                    outcome = Some(Err(BackendError::Runtime(m.to_string())));
+                }
+            }
+        }
+        let waited = child.wait();
+        outcome.unwrap_or_else(|| {
+            Err(BackendError::Runtime(format!(
+                "the VM session helper ended without a status ({})",
+                waited.map_or_else(|e| e.to_string(), |s| s.to_string())
+            )))
+        })
+    }
+}
