@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use vm_guest::{
@@ -124,6 +124,7 @@ fn boot() -> io::Result<fs::File> {
             proc::load_module(&format!("/{m}"))?;
         }
     }
+    loopback_up()?;
     fs::create_dir_all(SANDBOX)?;
     // The virtio devices are probed as their modules load; give the 9p
     // channel a moment to register under TCG.
@@ -156,6 +157,30 @@ fn boot() -> io::Result<fs::File> {
         std::thread::sleep(Duration::from_millis(20));
     };
     fs::OpenOptions::new().read(true).write(true).open(&port)
+}
+
+/// The guest has no network device; its loopback is up, as a
+/// container's is.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a socket for the ioctls; ifreq is plain data, zeroed, with
+    // its name set; the calls read and write only it.
+    unsafe {
+        let s = cvt(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let sock = std::os::fd::OwnedFd::from_raw_fd(s);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))
+            .map_err(|e| io::Error::new(e.kind(), format!("bringing up lo: {e}")))?;
+    }
+    Ok(())
 }
 
 /// `/dev/vportNpM` whose name is the agent's (udev's by-name links are

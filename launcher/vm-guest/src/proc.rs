@@ -300,6 +300,35 @@ fn read_info(r: OwnedFd) -> io::Result<()> {
     }
 }
 
+/// Closes every descriptor but `keep`, in a forked child: the agent's own
+/// (the port, other streams' pipes) must not live on in a waiter, where a
+/// copy of a stdin pipe's write end would keep the command from ever
+/// reading its end of file.
+fn close_all_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().map(|f| *f as u32).collect();
+    keep.sort_unstable();
+    let mut from = 0u32;
+    for k in keep {
+        if k > from {
+            // SAFETY: close_range closes descriptors; it touches no memory.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+        }
+        from = k + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+}
+
+impl ChildStdio {
+    fn fds(&self) -> [RawFd; 3] {
+        [
+            self.stdin.as_raw_fd(),
+            self.stdout.as_raw_fd(),
+            self.stderr.as_raw_fd(),
+        ]
+    }
+}
+
 fn fork() -> io::Result<libc::pid_t> {
     // SAFETY: the agent is single-threaded; every child leaves with _exit.
     cvt(unsafe { libc::fork() })
@@ -320,8 +349,16 @@ pub fn spawn_sandbox(
     let (pid_r, pid_w) = pipe()?;
     let c = fork()?;
     if c == 0 {
-        drop(info_r);
-        drop(pid_r);
+        let mut keep = child.fds().to_vec();
+        keep.extend([
+            0,
+            1,
+            2,
+            status.as_raw_fd(),
+            info_w.as_raw_fd(),
+            pid_w.as_raw_fd(),
+        ]);
+        close_all_except(&keep);
         if let Err(e) = join_cgroup(cgroup) {
             fail(&info_w, "joining the sandbox's cgroup", e);
         }
@@ -627,7 +664,9 @@ pub fn spawn_exec(
     let (info_r, info_w) = pipe()?;
     let e = fork()?;
     if e == 0 {
-        drop(info_r);
+        let mut keep = child.fds().to_vec();
+        keep.extend([0, 1, 2, status.as_raw_fd(), info_w.as_raw_fd()]);
+        close_all_except(&keep);
         if let Err(err) = join_sandbox(init, cgroup) {
             fail(&info_w, "joining the sandbox", err);
         }

@@ -150,7 +150,12 @@ impl Runner {
             )
             .env("LANG", "C.UTF-8")
             .current_dir(cwd);
-        for var in ["AGENTCTL_LOG", "AGENTCTL_IMAGES"] {
+        for var in [
+            "AGENTCTL_LOG",
+            "AGENTCTL_IMAGES",
+            "AGENTCTL_VM_KERNEL_DIR",
+            "AGENTCTL_VM_ACCEL",
+        ] {
             if let Ok(v) = std::env::var(var) {
                 cmd.env(var, v);
             }
@@ -182,6 +187,51 @@ fn whoami() -> String {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| "root".into())
+}
+
+/// Whether the vm backend can run here: QEMU, and a guest kernel where
+/// AGENTCTL_VM_KERNEL_DIR says (.ci/test unpacks Debian's).
+pub fn vm_available() -> bool {
+    let qemu = Command::new("sh")
+        .args(["-c", "command -v qemu-system-x86_64"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let kernel = std::env::var_os("AGENTCTL_VM_KERNEL_DIR")
+        .map(PathBuf::from)
+        .is_some_and(|d| d.join("boot").is_dir());
+    require(
+        qemu && kernel,
+        "qemu-system-x86_64 (apt-get install qemu-system-x86) and a guest kernel at AGENTCTL_VM_KERNEL_DIR (.ci/test unpacks one)",
+    )
+}
+
+/// Processes whose command line holds `needle` (a session id): a VM's
+/// QEMU names its session directory.
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && !cmd.contains("cargo") {
+            found.push(format!(
+                "{}: {}",
+                e.file_name().to_string_lossy(),
+                cmd.trim()
+            ));
+        }
+    }
+    found
 }
 
 /// Runs `cmd`, feeding `stdin`, and returns everything it printed.
