@@ -188,6 +188,16 @@ pub enum Command {
     /// Internal: owns one microVM session (QEMU and its guest).
     #[command(name = "__vm-helper", hide = true)]
     VmHelper { session_dir: PathBuf },
+    /// Internal: runs a command in a running microVM session, through its
+    /// helper.
+    #[command(name = "__vm-exec", hide = true)]
+    VmExec {
+        session_dir: PathBuf,
+        #[arg(long)]
+        tty: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Internal: serves the listeners the native helper planted in an
     /// allowlist session's network namespace (descriptors 3 and up).
     #[command(name = "__egress", hide = true)]

@@ -117,6 +117,7 @@ fn the_vmm_seam_knows_no_sandbox() {
             "lifecycle",
             "backend-native",
             "backend-docker",
+            "backend-vm",
             "tokio",
         ],
     );
@@ -184,10 +185,51 @@ fn the_plan_knows_no_container_runtime() {
 
 #[test]
 fn each_backend_knows_only_its_own_runtime() {
-    forbid("backend-native", &["bollard", "tokio", "backend-docker"]);
+    forbid(
+        "backend-native",
+        &["bollard", "tokio", "backend-docker", "backend-vm", "vmm"],
+    );
     forbid(
         "backend-docker",
-        &["libcontainer", "oci-spec", "backend-native"],
+        &[
+            "libcontainer",
+            "oci-spec",
+            "backend-native",
+            "backend-vm",
+            "vmm",
+        ],
+    );
+    forbid(
+        "backend-vm",
+        &[
+            "libcontainer",
+            "oci-spec",
+            "bollard",
+            "tokio",
+            "backend-native",
+            "backend-docker",
+            "store",
+            "lifecycle",
+        ],
+    );
+}
+
+/// The guest agent is built static and runs alone in the guest: it knows
+/// the protocol and the kernel, nothing of agentctl's host side.
+#[test]
+fn the_guest_agent_is_small_and_knows_no_host_crate() {
+    forbid(
+        "vm-guest",
+        &[
+            "policy",
+            "sandbox",
+            "vmm",
+            "store",
+            "nix",
+            "tokio",
+            "lifecycle",
+            "backend-vm",
+        ],
     );
 }
 
@@ -346,7 +388,7 @@ fn a_backend_never_reads_a_profile() {
         "HomeEntry",
         "SecretRules",
     ];
-    for krate in ["backend-native", "backend-docker"] {
+    for krate in ["backend-native", "backend-docker", "backend-vm"] {
         for (path, text) in sources(&workspace_root().join("launcher").join(krate).join("src")) {
             for f in forbidden {
                 assert!(

@@ -191,7 +191,7 @@ fn lifecycle(db: &Db, backend: &str) {
             "--",
             "sh",
             "-c",
-            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            "trap 'exit 0' TERM; : > trap-set; while true; do sleep 0.1; done",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -217,6 +217,14 @@ fn lifecycle(db: &Db, backend: &str) {
     assert_eq!(live["detached"], false, "{tag} {live}");
     assert!(live["started_at"].is_i64(), "{tag} {live}");
     let fid = live["id"].as_str().unwrap().to_string();
+    // Running is on record once the command starts; its trap is set a
+    // moment later (seconds, in a VM under emulation).
+    let trap_set = c.ws.path().join("trap-set");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !trap_set.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&trap_set);
     c.ok(&["stop", "-t", "5", &fid]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -374,6 +382,92 @@ fn lifecycle_docker() {
     }
     for db in both_stores() {
         lifecycle(&db, "docker");
+    }
+}
+
+#[test]
+fn lifecycle_vm() {
+    if !support::vm_available() {
+        return;
+    }
+    for db in both_stores() {
+        lifecycle(&db, "vm");
+    }
+}
+
+/// The vm backend's sessions after their launcher or supervisor died: a
+/// foreground launcher killed while its VM boots or runs takes the VM
+/// with it, a detached session whose helper is killed is lost, and
+/// reconciliation leaves no QEMU, no session directory and no orphan.
+#[test]
+fn vm_killed_launchers_and_supervisors_are_reconciled() {
+    if !support::vm_available() {
+        return;
+    }
+    let db = sqlite();
+    let c = Ctl::new(&db);
+    for delay_ms in [0u64, 300, 3000] {
+        let mut child = c
+            .cmd(&["run", "-q", "--backend", "vm", "--", "sleep", "31"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let id = c
+        .ok(&["run", "-d", "-q", "--backend", "vm", "--", "sleep", "31"])
+        .trim()
+        .to_string();
+    let helper = c.session(&id)["helper_pid"].as_u64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sessions = loop {
+        let sessions = c.sessions();
+        if sessions
+            .iter()
+            .all(|s| s["status"] != "running" && s["status"] != "created")
+            || Instant::now() > deadline
+        {
+            break sessions;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ended = ["exited", "failed", "stopped", "lost"];
+    for s in &sessions {
+        assert!(
+            ended.contains(&s["status"].as_str().unwrap()),
+            "not reconciled: {s}"
+        );
+        let sid = s["id"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let left = loop {
+            let mut left = leftovers_of(sid);
+            left.extend(support::processes_with(sid));
+            if left.is_empty() || Instant::now() > deadline {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(left.is_empty(), "left behind by {sid}: {left:?}");
+    }
+    assert_eq!(
+        c.session(&id)["status"],
+        "lost",
+        "a dead supervisor's session is lost"
+    );
+    let orphans = c.ok(&["ps", "--orphans"]);
+    for s in &sessions {
+        let short = &s["id"].as_str().unwrap()[..12];
+        assert!(!orphans.contains(short), "{short} is an orphan: {orphans}");
     }
 }
 

@@ -15,9 +15,10 @@
 //! ends, and reports to the launcher on a pipe, one line per event:
 //! `started PID`, `exited CODE`, or `error MESSAGE`.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -25,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sandbox::termfilter::{Mode as TermMode, TermOutput};
 use vm_guest::{Exit, Frame, Ready, to_guest, to_host};
 
 use crate::plan::VmPlan;
+use crate::relay::{self, RelayError};
 
 /// The descriptor number of the status pipe, in the helper's environment.
 pub const STATUS_FD_ENV: &str = "AGENTCTL_VM_STATUS_FD";
@@ -40,16 +41,12 @@ pub const QEMU_LOG: &str = "qemu.log";
 pub const INITRD: &str = "initrd.cpio";
 pub const ROOT: &str = "root";
 pub const SCRATCH: &str = "scratch";
-
-/// Signals the helper passes on to the command.
-const FORWARDED: [i32; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
+/// Held by the helper for its life.
+pub const LOCK_FILE: &str = "lock";
+pub const PID_FILE: &str = "helper.pid";
+pub const QEMU_PID_FILE: &str = "qemu.pid";
+/// Where a detached session's helper takes execs.
+pub const CONTROL_SOCKET: &str = "ctl.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
@@ -68,6 +65,13 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HelperError {
     move |source| HelperError::Io { context, source }
 }
 
+fn relay_err(what: &str) -> impl FnOnce(RelayError) -> HelperError + '_ {
+    move |e| match e {
+        RelayError::Gone => HelperError::Failed("the guest went away (QEMU ended)".into()),
+        e => HelperError::Failed(format!("{what}: {e}")),
+    }
+}
+
 /// Reports to the launcher, one line per event.
 struct Status(Option<fs::File>);
 
@@ -77,6 +81,12 @@ impl Status {
             .ok()
             .and_then(|v| v.parse::<RawFd>().ok())
             .filter(|fd| *fd > 2);
+        // Close-on-exec again (the launcher cleared it to pass it here):
+        // QEMU must not hold the launcher's pipe open.
+        if let Some(fd) = fd {
+            // SAFETY: fcntl on a descriptor we were given.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
         // SAFETY: the launcher passed this descriptor to us for this use.
         Status(fd.map(|fd| unsafe { fs::File::from_raw_fd(fd) }))
     }
@@ -87,10 +97,34 @@ impl Status {
             let _ = f.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes());
         }
     }
+
+    /// The launcher is told nothing more (a detached session's launcher
+    /// has returned).
+    fn close(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Whether a live helper supervises the session in `dir`.
+pub fn supervised(dir: &Path) -> bool {
+    fslock::held(&dir.join(LOCK_FILE))
 }
 
 pub fn helper_main(dir: &Path) -> i32 {
     let mut status = Status::from_env();
+    // Held for the helper's life: "is this session supervised" is one
+    // non-blocking flock, immune to pid reuse.
+    let _lock = match fslock::try_exclusive(&dir.join(LOCK_FILE)) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            status.say("error another helper supervises this session");
+            return 125;
+        }
+        Err(e) => {
+            status.say(&format!("error cannot lock {}: {e}", dir.display()));
+            return 125;
+        }
+    };
     let plan: VmPlan = match fs::read(dir.join(PLAN_FILE))
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -104,37 +138,65 @@ pub fn helper_main(dir: &Path) -> i32 {
             return 125;
         }
     };
+    let _ = fs::write(dir.join(PID_FILE), std::process::id().to_string());
     let mut session = Session {
         dir: dir.to_path_buf(),
         plan,
         qemu: None,
-        terminal: None,
     };
     let code = match session.run(&mut status) {
         Ok(code) => code,
         Err(e) => {
+            // A detached session's launcher is gone: its log says why.
+            if session.plan.detached {
+                eprintln!("agentctl: {e}");
+            }
             status.say(&format!("error {e}"));
             125
         }
     };
     session.stop_qemu(Duration::from_secs(5));
-    session.restore_terminal();
+    if let Some(f) = &session.plan.exit_file {
+        // Before the directory goes, so that a reader sees the session
+        // ended rather than vanished.
+        let _ = fs::write(f, code.to_string());
+    }
     remove_session_dir(dir);
+    run_on_exit(&session.plan.on_exit, code);
     code
+}
+
+fn run_on_exit(argv: &[String], code: i32) {
+    let Some((program, args)) = argv.split_first() else {
+        return;
+    };
+    match std::process::Command::new(program)
+        .args(args)
+        .env("AGENTCTL_EXIT_CODE", code.to_string())
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("agentctl: recording the session's end failed ({s})"),
+        Err(e) => eprintln!("agentctl: cannot record the session's end: {e}"),
+    }
 }
 
 struct Session {
     dir: PathBuf,
     plan: VmPlan,
     qemu: Option<libc::pid_t>,
-    terminal: Option<nix::sys::termios::Termios>,
 }
+
+/// Execs' clients, by their stream number in the guest.
+type Clients = Arc<Mutex<HashMap<u32, UnixStream>>>;
 
 impl Session {
     fn run(&mut self, status: &mut Status) -> Result<i32, HelperError> {
         let started = Instant::now();
         let qemu = self.spawn_qemu()?;
         self.qemu = Some(qemu);
+        let _ = fs::write(self.dir.join(QEMU_PID_FILE), qemu.to_string());
         let mut stream = self.connect(qemu)?;
         let ready = self.wait_ready(&mut stream)?;
         tracing::debug!(
@@ -143,18 +205,19 @@ impl Session {
             started.elapsed().as_millis(),
             ready.uptime_ms
         );
-        status.say(&format!("started {qemu}"));
         let tty = self.plan.start.tty;
         let mut start = self.plan.start.clone();
-        if tty && let Some((rows, cols)) = terminal_size() {
+        if tty && let Some((rows, cols)) = relay::terminal_size() {
             start.rows = rows;
             start.cols = cols;
         }
+        // Signals blocked before any thread starts; the relay reads them.
+        let mask = relay::block_signals();
         Frame::json(to_guest::START, 0, &start)
             .write_to(&mut stream)
             .map_err(io_err("sending the command to the guest"))?;
         loop {
-            let f = read_frame(&mut stream)?;
+            let f = relay::read_frame(&mut stream).map_err(relay_err("starting the command"))?;
             match f.kind {
                 to_host::STARTED => break,
                 to_host::ERROR => {
@@ -166,14 +229,38 @@ impl Session {
                 _ => {}
             }
         }
-        if tty && io::stdin().is_terminal() {
-            self.raw_terminal();
+        status.say(&format!("started {qemu}"));
+        if self.plan.detached {
+            status.close();
         }
-        let exit = self.relay(
+        let writer = Arc::new(Mutex::new(
             stream.try_clone().map_err(io_err("the agent socket"))?,
+        ));
+        let clients: Clients = Arc::new(Mutex::new(HashMap::new()));
+        if self.plan.detached {
+            self.serve_execs(writer.clone(), clients.clone())?;
+        }
+        let raw = relay::RawTerminal::new(tty);
+        let routed = clients.clone();
+        let exit = relay::relay(
             &mut stream,
-        )?;
-        let _ = Frame::new(to_guest::POWEROFF, 0, Vec::new()).write_to(&mut stream);
+            writer.clone(),
+            mask,
+            tty,
+            self.plan.output_copy.as_deref(),
+            &move |f| route(&routed, f),
+        );
+        drop(raw);
+        let exit = match exit {
+            Ok(e) => e,
+            // QEMU was killed (`stop` after its grace period): the command
+            // went with it.
+            Err(RelayError::Gone) => Exit::Signal(libc::SIGKILL),
+            Err(e) => return Err(relay_err("relaying the session")(e)),
+        };
+        if let Ok(mut w) = writer.lock() {
+            let _ = Frame::new(to_guest::POWEROFF, 0, Vec::new()).write_to(&mut *w);
+        }
         let code = match exit {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
@@ -181,11 +268,35 @@ impl Session {
         // The guest powers off; QEMU is gone before the launcher hears the
         // code, so nothing of the session outlives its end.
         self.stop_qemu(Duration::from_secs(10));
-        self.restore_terminal();
         status.say(&format!("exited {code}"));
         Ok(code)
     }
 
+    /// Serves `agentctl __vm-exec` on the control socket: each client's
+    /// frames go to the guest as a stream of its own, and that stream's
+    /// frames come back to it.
+    fn serve_execs(
+        &self,
+        writer: Arc<Mutex<UnixStream>>,
+        clients: Clients,
+    ) -> Result<(), HelperError> {
+        let path = self.dir.join(CONTROL_SOCKET);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(io_err(format!("cannot listen on {}", path.display())))?;
+        // The session directory is the user's alone (0700); the socket too.
+        let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+        let env = self.plan.start.env.clone();
+        let cwd = self.plan.start.cwd.clone();
+        std::thread::spawn(move || {
+            let next = std::sync::atomic::AtomicU32::new(1);
+            for conn in listener.incoming().flatten() {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (w, c, env, cwd) = (writer.clone(), clients.clone(), env.clone(), cwd.clone());
+                std::thread::spawn(move || serve_exec(conn, id, w, c, env, cwd));
+            }
+        });
+        Ok(())
+    }
     /// Forks the process that builds the tree and becomes QEMU.
     fn spawn_qemu(&mut self) -> Result<libc::pid_t, HelperError> {
         let argv = self.qemu_argv()?;
@@ -325,7 +436,7 @@ impl Session {
         stream
             .set_read_timeout(Some(timeout))
             .map_err(io_err("the agent socket"))?;
-        let f = read_frame(stream).map_err(|e| {
+        let f = relay::read_frame(stream).map_err(|e| {
             HelperError::Failed(format!(
                 "the guest did not come up within {} s ({e}); its console: {}",
                 timeout.as_secs(),
@@ -342,66 +453,6 @@ impl Session {
             )));
         }
         f.parse().map_err(io_err("the guest's READY"))
-    }
-
-    /// Copies stdin to the guest and the command's output to ours until
-    /// the guest says how it ended. Signals and window sizes go to the
-    /// guest as they come.
-    fn relay(&self, writer: UnixStream, reader: &mut UnixStream) -> Result<Exit, HelperError> {
-        let writer = Arc::new(Mutex::new(writer));
-        let tty = self.plan.start.tty;
-        // Blocked in every thread from here, read by one.
-        let mut mask = nix::sys::signal::SigSet::empty();
-        for s in FORWARDED {
-            if let Ok(sig) = nix::sys::signal::Signal::try_from(s) {
-                mask.add(sig);
-            }
-        }
-        mask.add(nix::sys::signal::Signal::SIGWINCH);
-        let _ = mask.thread_block();
-        {
-            let w = writer.clone();
-            std::thread::spawn(move || forward_signals(mask, w, tty));
-        }
-        {
-            let w = writer.clone();
-            std::thread::spawn(move || forward_stdin(w));
-        }
-        let mut out = TermOutput::new(
-            if tty {
-                true
-            } else {
-                io::stdout().is_terminal()
-            },
-            if tty {
-                TermMode::Interactive
-            } else {
-                TermMode::Text
-            },
-        );
-        let mut err = TermOutput::new(io::stderr().is_terminal(), TermMode::Text);
-        let mut copy = sandbox::OutputCopy::open(self.plan.output_copy.as_deref());
-        loop {
-            let f = read_frame(reader)?;
-            match f.kind {
-                to_host::STDOUT if f.stream == 0 => {
-                    copy.write(&f.payload);
-                    let mut o = io::stdout().lock();
-                    let _ = out.write(&f.payload, &mut o);
-                    let _ = o.flush();
-                }
-                to_host::STDERR if f.stream == 0 => {
-                    copy.write(&f.payload);
-                    let mut e = io::stderr().lock();
-                    let _ = err.write(&f.payload, &mut e);
-                    let _ = e.flush();
-                }
-                to_host::EXIT if f.stream == 0 => {
-                    return f.parse().map_err(io_err("the guest's EXIT"));
-                }
-                _ => {}
-            }
-        }
     }
 
     fn qemu_gone(&self, pid: libc::pid_t) -> bool {
@@ -428,24 +479,6 @@ impl Session {
         let _ = nix::sys::wait::waitpid(pid, None);
     }
 
-    fn raw_terminal(&mut self) {
-        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
-        if let Ok(old) = tcgetattr(io::stdin()) {
-            let mut raw = old.clone();
-            cfmakeraw(&mut raw);
-            if tcsetattr(io::stdin(), SetArg::TCSANOW, &raw).is_ok() {
-                self.terminal = Some(old);
-            }
-        }
-    }
-
-    fn restore_terminal(&mut self) {
-        if let Some(old) = self.terminal.take() {
-            let _ =
-                nix::sys::termios::tcsetattr(io::stdin(), nix::sys::termios::SetArg::TCSANOW, &old);
-        }
-    }
-
     fn tail(&self, name: &str) -> String {
         let text = fs::read_to_string(self.dir.join(name)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -461,64 +494,82 @@ impl Session {
     }
 }
 
-fn read_frame(stream: &mut UnixStream) -> Result<Frame, HelperError> {
-    match Frame::read_from(stream) {
-        Ok(Some(f)) => Ok(f),
-        Ok(None) => Err(HelperError::Failed(
-            "the guest went away (QEMU ended)".into(),
-        )),
-        Err(e) => Err(io_err("reading from the guest")(e)),
+/// A frame of an exec's stream, to its client (as its stream 0). Its
+/// client is forgotten once the exec ended.
+fn route(clients: &Clients, f: Frame) {
+    let Ok(mut map) = clients.lock() else { return };
+    let done = f.kind == to_host::EXIT || f.kind == to_host::ERROR;
+    if let Some(c) = map.get_mut(&f.stream) {
+        let _ = Frame::new(f.kind, 0, f.payload).write_to(c);
+    }
+    if done {
+        map.remove(&f.stream);
     }
 }
 
-fn terminal_size() -> Option<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
+/// One exec client: its START (the command, whether it wants a terminal)
+/// with the session's environment and directory filled in, then its
+/// input, signals and sizes as stream `id`. A client that goes away
+/// before its command ended hangs it up (SIGHUP), as a closed terminal
+/// would.
+fn serve_exec(
+    mut conn: UnixStream,
+    id: u32,
+    writer: Arc<Mutex<UnixStream>>,
+    clients: Clients,
+    env: Vec<String>,
+    cwd: String,
+) {
+    let Ok(Some(first)) = Frame::read_from(&mut conn) else {
+        return;
     };
-    // SAFETY: TIOCGWINSZ writes a winsize struct we own.
-    let r = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
-}
-
-fn forward_signals(mask: nix::sys::signal::SigSet, w: Arc<Mutex<UnixStream>>, tty: bool) {
+    let Ok(mut start) = first.parse::<vm_guest::Start>() else {
+        let _ = Frame::new(to_host::ERROR, 0, b"a bad exec request".to_vec()).write_to(&mut conn);
+        return;
+    };
+    if first.kind != to_guest::START || start.argv.is_empty() {
+        let _ = Frame::new(to_host::ERROR, 0, b"a bad exec request".to_vec()).write_to(&mut conn);
+        return;
+    }
+    start.env = env;
+    start.cwd = cwd;
+    start.sandbox = None;
+    let Ok(back) = conn.try_clone() else { return };
+    if let Ok(mut m) = clients.lock() {
+        m.insert(id, back);
+    }
+    let send = |f: Frame| -> bool {
+        writer
+            .lock()
+            .map(|mut w| f.write_to(&mut *w).is_ok())
+            .unwrap_or(false)
+    };
+    if !send(Frame::json(to_guest::START, id, &start)) {
+        return;
+    }
     loop {
-        let Ok(sig) = mask.wait() else { continue };
-        let frame = if sig == nix::sys::signal::Signal::SIGWINCH {
-            if !tty {
-                continue;
+        match Frame::read_from(&mut conn) {
+            Ok(Some(f))
+                if matches!(
+                    f.kind,
+                    to_guest::STDIN | to_guest::STDIN_EOF | to_guest::SIGNAL | to_guest::RESIZE
+                ) =>
+            {
+                if !send(Frame::new(f.kind, id, f.payload)) {
+                    return;
+                }
             }
-            let Some((rows, cols)) = terminal_size() else {
-                continue;
-            };
-            let mut p = rows.to_le_bytes().to_vec();
-            p.extend_from_slice(&cols.to_le_bytes());
-            Frame::new(to_guest::RESIZE, 0, p)
-        } else {
-            Frame::new(to_guest::SIGNAL, 0, (sig as u32).to_le_bytes().to_vec())
-        };
-        let Ok(mut s) = w.lock() else { return };
-        if frame.write_to(&mut *s).is_err() {
-            return;
+            Ok(Some(_)) => {}
+            _ => break,
         }
     }
-}
-
-fn forward_stdin(w: Arc<Mutex<UnixStream>>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut stdin = io::stdin().lock();
-    loop {
-        let frame = match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => Frame::new(to_guest::STDIN_EOF, 0, Vec::new()),
-            Ok(n) => Frame::new(to_guest::STDIN, 0, buf[..n].to_vec()),
-        };
-        let eof = frame.kind == to_guest::STDIN_EOF;
-        let Ok(mut s) = w.lock() else { return };
-        if frame.write_to(&mut *s).is_err() || eof {
-            return;
-        }
+    let still_running = clients.lock().map(|m| m.contains_key(&id)).unwrap_or(false);
+    if still_running {
+        send(Frame::new(
+            to_guest::SIGNAL,
+            id,
+            (libc::SIGHUP as u32).to_le_bytes().to_vec(),
+        ));
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod guest;
 pub mod helper;
 pub mod plan;
+pub mod relay;
 pub mod seccomp;
 pub mod tree;
 
@@ -68,7 +69,13 @@ const BOOT_TIMEOUT_SECS: u64 = 180;
 pub struct VmBackend {
     /// `agentctl __vm-helper`; the session directory is appended.
     pub helper: Vec<String>,
-    pub dirs: backend_native::Dirs,
+    /// `agentctl __vm-exec`; the session directory, `--tty`, `--` and the
+    /// command are appended.
+    pub exec_helper: Vec<String>,
+    /// Where detached sessions' output is kept (shared with the native
+    /// backend: `agentctl logs` reads it from there).
+    pub logs: PathBuf,
+    pub dirs: sandbox::dirs::Dirs,
     /// The acceleration asked for, or why the setting is not one.
     pub accel: Result<AccelChoice, String>,
     /// `qemu-system-x86_64`, or a path to it.
@@ -88,9 +95,15 @@ struct Host {
 
 impl VmBackend {
     pub fn new(helper: Vec<String>) -> VmBackend {
+        let exec_helper = helper
+            .first()
+            .map(|exe| vec![exe.clone(), "__vm-exec".to_string()])
+            .unwrap_or_default();
         VmBackend {
             helper,
-            dirs: backend_native::Dirs::for_current_user(),
+            exec_helper,
+            logs: sandbox::dirs::default_logs_dir(),
+            dirs: sandbox::dirs::Dirs::for_current_user(),
             accel: Ok(AccelChoice::Auto),
             qemu: PathBuf::from("qemu-system-x86_64"),
             kernel_roots: guest::search_roots(),
@@ -145,13 +158,10 @@ impl VmBackend {
                 "leave out --image, or use the native or docker backend",
             ));
         }
-        if opts.no_limits {
-            return Err(Self::control(
-                "limits",
-                "a VM always has the plan's memory and vCPUs: --no-limits has nothing to leave out",
-                "leave out --no-limits",
-            ));
-        }
+        // --no-limits is for hosts that cannot apply limits; a VM always
+        // can (its memory and vCPUs, its own cgroup), so they stay: the
+        // safer reading of the flag here.
+        let _ = opts.no_limits;
         let qemu = find_program(&self.qemu).ok_or_else(|| {
             Self::control(
                 "virtual machine monitor",
@@ -192,7 +202,12 @@ impl VmBackend {
         host: &Host,
     ) -> Result<PathBuf, BackendError> {
         self.dirs.ensure()?;
-        let dir = self.dirs.sessions().join(spec.session.as_str());
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.sessions())
+            .map_err(|e| BackendError::io("cannot create the VM sessions' directory", e))?;
+        let dir = self.session_dir(spec.session.as_str());
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -237,16 +252,30 @@ impl VmBackend {
             qemu: host.qemu.clone(),
             output_copy: opts.output_copy.clone(),
             boot_timeout_secs: BOOT_TIMEOUT_SECS,
+            detached: false,
+            on_exit: Vec::new(),
+            exit_file: Some(self.dirs.exits().join(spec.session.as_str())),
         };
         let json = serde_json::to_vec(&vm).map_err(|e| BackendError::Runtime(e.to_string()))?;
         fs::write(dir.join(helper::PLAN_FILE), json).map_err(io("cannot write the VM plan"))?;
         Ok(dir)
     }
 
+    /// VM sessions live apart from the native backend's (whose orphan
+    /// sweep would otherwise take them for its own).
+    fn sessions(&self) -> PathBuf {
+        self.dirs.base.join("vm")
+    }
+
+    fn session_dir(&self, id: &str) -> PathBuf {
+        self.sessions().join(id)
+    }
+
     fn spawn_helper(
         &self,
         dir: &std::path::Path,
         status: &std::os::fd::OwnedFd,
+        log: Option<&std::path::Path>,
     ) -> Result<std::process::Child, BackendError> {
         let (program, args) = self
             .helper
@@ -257,6 +286,25 @@ impl VmBackend {
         cmd.args(args)
             .arg(dir)
             .env(helper::STATUS_FD_ENV, fd.to_string());
+        let detached = log.is_some();
+        if let Some(log) = log {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Private from the start, and never through a link planted
+            // where the log goes.
+            let out = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(log)
+                .map_err(|e| BackendError::io(format!("cannot open {}", log.display()), e))?;
+            let err = out
+                .try_clone()
+                .map_err(|e| BackendError::io("cannot open the log", e))?;
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err);
+        }
         // SAFETY: clearing FD_CLOEXEC on one descriptor and prctl are
         // async-signal-safe.
         unsafe {
@@ -264,8 +312,14 @@ impl VmBackend {
             cmd.pre_exec(move || {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                // A foreground session ends with its launcher.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if detached {
+                    // Its own session: no terminal signals, and it
+                    // outlives the launcher.
+                    libc::setsid();
+                } else {
+                    // A foreground session ends with its launcher.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                }
                 Ok(())
             });
         }
@@ -312,7 +366,7 @@ impl Backend for VmBackend {
         let dir = match self.prepare(spec, opts, &host) {
             Ok(d) => d,
             Err(e) => {
-                helper::remove_session_dir(&self.dirs.sessions().join(spec.session.as_str()));
+                helper::remove_session_dir(&self.session_dir(spec.session.as_str()));
                 return Err(e);
             }
         };
@@ -337,66 +391,289 @@ impl Backend for VmBackend {
 
     fn start_detached(
         &self,
-        _spec: &SandboxSpec,
-        _opts: &RunOptions,
-        _on_exit: &[String],
+        spec: &SandboxSpec,
+        opts: &RunOptions,
+        on_exit: &[String],
     ) -> Result<Handle, BackendError> {
-        Err(Self::control(
-            "detached session",
-            "the vm backend runs sessions in the foreground only so far",
-            "leave out -d, or use the native or docker backend",
-        ))
+        // A detached session's output goes to its log, which its
+        // supervisor follows into the store.
+        let opts = RunOptions {
+            tty: false,
+            output_copy: None,
+            ..opts.clone()
+        };
+        let host = self.check(spec, &opts)?;
+        if let Some(n) = &host.notice {
+            eprintln!("agentctl: {n}");
+        }
+        let id = spec.session.as_str();
+        let dir = match self.prepare(spec, &opts, &host) {
+            Ok(d) => d,
+            Err(e) => {
+                helper::remove_session_dir(&self.session_dir(id));
+                return Err(e);
+            }
+        };
+        let started = self.start_helper_detached(&dir, id, on_exit);
+        if started.is_err() && !helper::supervised(&dir) {
+            helper::remove_session_dir(&dir);
+        }
+        started
     }
 
-    fn stop(&self, _handle: &Handle, _timeout: std::time::Duration) -> Result<(), BackendError> {
-        Err(BackendError::Runtime(
-            "the vm backend has no detached sessions to stop".into(),
-        ))
+    fn stop(&self, handle: &Handle, timeout: std::time::Duration) -> Result<(), BackendError> {
+        let dir = self.session_dir(&handle.session);
+        if !helper::supervised(&dir) {
+            return Ok(());
+        }
+        let pid = read_pid(&dir.join(helper::PID_FILE))
+            .or(handle.helper_pid.map(|p| p as i32))
+            .ok_or_else(|| BackendError::Runtime("the session's helper is unknown".into()))?;
+        // The helper passes SIGTERM on to the command.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM)
+            .map_err(|e| BackendError::Runtime(format!("cannot signal the session: {e}")))?;
+        if wait_unsupervised(&dir, timeout) {
+            return Ok(());
+        }
+        // Still running after the grace period: the VM goes, and the
+        // command with it; the helper records a kill.
+        if let Some(qemu) = read_pid(&dir.join(helper::QEMU_PID_FILE))
+            && process_names(qemu, &dir)
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), Signal::SIGKILL);
+        }
+        if wait_unsupervised(&dir, std::time::Duration::from_secs(15)) {
+            Ok(())
+        } else {
+            Err(BackendError::Runtime(
+                "the session did not stop after its VM was killed".into(),
+            ))
+        }
     }
 
     fn exec(
         &self,
-        _handle: &Handle,
-        _command: &[String],
-        _tty: bool,
+        handle: &Handle,
+        command: &[String],
+        tty: bool,
     ) -> Result<ExitStatus, BackendError> {
-        Err(BackendError::Runtime(
-            "the vm backend has no detached sessions to exec in".into(),
-        ))
+        let dir = self.session_dir(&handle.session);
+        if !helper::supervised(&dir) {
+            return Err(BackendError::Runtime(format!(
+                "session {} is not running",
+                handle.session
+            )));
+        }
+        let (program, args) = self
+            .exec_helper
+            .split_first()
+            .ok_or_else(|| BackendError::Runtime("no exec helper configured".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).arg(&dir);
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg("--").args(command);
+        let status = cmd
+            .status()
+            .map_err(|e| BackendError::io("cannot start the exec helper", e))?;
+        Ok(ExitStatus::Code(status.code().unwrap_or(125)))
     }
 
     fn logs(
         &self,
-        _handle: &Handle,
-        _follow: bool,
-        _out: &mut dyn std::io::Write,
+        handle: &Handle,
+        follow: bool,
+        out: &mut dyn std::io::Write,
     ) -> Result<(), BackendError> {
-        Err(BackendError::Runtime(
-            "the vm backend keeps no logs of its own: see `agentctl logs` from the store".into(),
-        ))
+        use std::io::Read;
+        let path = handle
+            .log_path
+            .clone()
+            .unwrap_or_else(|| self.logs.join(format!("{}.log", handle.session)));
+        let mut file = fs::File::open(&path).map_err(|e| {
+            BackendError::io(
+                format!(
+                    "no output kept for this session ({}); only detached sessions' output is kept",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        let dir = self.session_dir(&handle.session);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| BackendError::io("cannot read the log", e))?;
+            if n > 0 {
+                out.write_all(&buf[..n])
+                    .and_then(|()| out.flush())
+                    .map_err(|e| BackendError::io("cannot write", e))?;
+                continue;
+            }
+            if !follow || !helper::supervised(&dir) {
+                // One last read: the session may have written and ended since.
+                let mut rest = Vec::new();
+                let _ = file.read_to_end(&mut rest);
+                let _ = out.write_all(&rest);
+                let _ = out.flush();
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError> {
-        // A foreground session's helper dies with its launcher.
-        let dir = self.dirs.sessions().join(&handle.session);
-        Ok(if dir.exists() {
-            Liveness::Running
-        } else {
-            Liveness::Gone
-        })
+        let dir = self.session_dir(&handle.session);
+        if dir.exists() && helper::supervised(&dir) {
+            return Ok(Liveness::Running);
+        }
+        // The helper writes the exit code before it removes the session
+        // directory: while it does, the session has ended, not vanished.
+        Ok(
+            match fs::read_to_string(self.dirs.exits().join(&handle.session))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                Some(code) => Liveness::Exited(ExitStatus::Code(code)),
+                None => Liveness::Gone,
+            },
+        )
+    }
+
+    fn forget_exit(&self, handle: &Handle) {
+        let _ = fs::remove_file(self.dirs.exits().join(&handle.session));
     }
 
     fn remove(&self, handle: &Handle) -> Result<(), BackendError> {
-        helper::remove_session_dir(&self.dirs.sessions().join(&handle.session));
+        let dir = self.session_dir(&handle.session);
+        if dir.exists() && !helper::supervised(&dir) {
+            // QEMU dies with its helper (parent-death signal); make sure.
+            if let Some(qemu) = read_pid(&dir.join(helper::QEMU_PID_FILE))
+                && process_names(qemu, &dir)
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), Signal::SIGKILL);
+            }
+            helper::remove_session_dir(&dir);
+        }
+        let _ = fs::remove_file(self.dirs.exits().join(&handle.session));
+        let _ = fs::remove_file(self.logs.join(format!("{}.log", handle.session)));
         Ok(())
     }
 
-    fn orphans(&self, _known: &dyn Fn(&str) -> bool) -> Result<Vec<Orphan>, BackendError> {
-        Ok(Vec::new())
+    fn orphans(&self, known: &dyn Fn(&str) -> bool) -> Result<Vec<Orphan>, BackendError> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.sessions()) else {
+            return Ok(out);
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if known(&id) {
+                continue;
+            }
+            let running = helper::supervised(&e.path());
+            out.push(Orphan {
+                what: format!(
+                    "VM session directory {}{}",
+                    e.path().display(),
+                    if running { " (running)" } else { "" }
+                ),
+                session: id,
+            });
+        }
+        Ok(out)
     }
 }
 
+fn read_pid(path: &std::path::Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether process `pid` is still this session's (its command line names
+/// the session directory), not a reused pid.
+fn process_names(pid: i32, dir: &std::path::Path) -> bool {
+    let needle = dir.to_string_lossy().into_owned();
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+        .unwrap_or(false)
+}
+
+fn wait_unsupervised(dir: &std::path::Path, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while helper::supervised(dir) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    true
+}
+
 impl VmBackend {
+    /// Rewrites the plan for the background, starts the helper with its
+    /// output going to the session's log, and returns once the command
+    /// runs.
+    fn start_helper_detached(
+        &self,
+        dir: &std::path::Path,
+        id: &str,
+        on_exit: &[String],
+    ) -> Result<Handle, BackendError> {
+        let plan_path = dir.join(helper::PLAN_FILE);
+        let mut plan: plan::VmPlan = fs::read(&plan_path)
+            .map_err(|e| BackendError::io("cannot read the VM plan", e))
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| BackendError::Runtime(e.to_string()))
+            })?;
+        plan.detached = true;
+        plan.on_exit = on_exit.to_vec();
+        let json = serde_json::to_vec(&plan).map_err(|e| BackendError::Runtime(e.to_string()))?;
+        fs::write(&plan_path, json).map_err(|e| BackendError::io("cannot write the VM plan", e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.logs)
+            .map_err(|e| BackendError::io(format!("cannot create {}", self.logs.display()), e))?;
+        // A session's output may hold what the agent printed of the
+        // workspace: the logs stay the user's alone.
+        let _ = fs::set_permissions(&self.logs, fs::Permissions::from_mode(0o700));
+        let log = self.logs.join(format!("{id}.log"));
+        let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
+        let mut child = self.spawn_helper(dir, &status_w, Some(&log))?;
+        drop(status_w);
+        // The helper closes its end once the command runs (or it failed).
+        let mut lines = String::new();
+        let _ = std::io::Read::read_to_string(&mut fs::File::from(status_r), &mut lines);
+        for line in lines.lines() {
+            if line.starts_with("started ") {
+                // The helper lives on, in a session of its own; its lock
+                // says whether it does.
+                std::thread::spawn(move || child.wait());
+                return Ok(Handle {
+                    session: id.to_string(),
+                    helper_pid: read_pid(&dir.join(helper::PID_FILE)).map(|p| p as u32),
+                    container_id: None,
+                    log_path: Some(log),
+                });
+            }
+            if let Some(m) = line.strip_prefix("error ") {
+                let _ = child.wait();
+                return Err(BackendError::Runtime(format!(
+                    "the session failed to start: {m}"
+                )));
+            }
+        }
+        let _ = child.wait();
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        Err(BackendError::Runtime(format!(
+            "the session helper died while starting: {}",
+            tail.join(" / ")
+        )))
+    }
+
     /// Starts the helper and waits for its report, passing termination
     /// requests on meanwhile.
     fn supervise(
@@ -409,7 +686,7 @@ impl VmBackend {
             .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
         let sigfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| BackendError::Runtime(format!("cannot create a signalfd: {e}")))?;
-        let mut child = self.spawn_helper(dir, &status_w)?;
+        let mut child = self.spawn_helper(dir, &status_w, None)?;
         drop(status_w);
         observer.forked();
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);

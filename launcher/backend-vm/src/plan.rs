@@ -68,6 +68,14 @@ pub struct VmPlan {
     pub output_copy: Option<PathBuf>,
     /// Seconds the guest may take to say it is ready.
     pub boot_timeout_secs: u64,
+    /// Runs in the background: output to the helper's own stdout (the
+    /// log), execs through the control socket.
+    pub detached: bool,
+    /// Run after the session ended and its VM is gone, with
+    /// `AGENTCTL_EXIT_CODE` (records a detached session's end).
+    pub on_exit: Vec<String>,
+    /// Where the exit code is kept until the store has it.
+    pub exit_file: Option<PathBuf>,
 }
 
 /// Memory the guest's kernel and agent need beside the sandbox's limit.

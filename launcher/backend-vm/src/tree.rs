@@ -365,12 +365,13 @@ pub fn build(root: &Path, scratch: &Path, ops: &[TreeOp]) -> Result<(), TreeErro
                 }
             }
             TreeOp::Mask { path, dir } => {
-                let dest = match open_in(&root_fd, path) {
-                    Ok(d) => d,
-                    // Gone since planning: nothing left to hide.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(err("opening the secret", path)(e)),
-                };
+                // Gone since planning is not "nothing to hide": the secret
+                // may live on under another name the scan never saw
+                // (`mv .env notes.txt`). Refused, as a symlink there is.
+                let dest = open_in(&root_fd, path).map_err(err(
+                    "the secret moved or changed since the scan; run the session again:",
+                    path,
+                ))?;
                 let source = if *dir { &empty_dir } else { &empty_file };
                 let src =
                     open_path(libc::AT_FDCWD, source, 0, 0).map_err(err("opening", source))?;

@@ -8,6 +8,7 @@
 //! to the backend crates, which read a `SandboxSpec` and nothing else.
 
 pub mod backend;
+pub mod dirs;
 pub mod egress;
 mod error;
 #[cfg(feature = "fixtures")]

@@ -474,13 +474,10 @@ fn build_root(root: &str, setup: &SandboxSetup) -> io::Result<()> {
     for d in ["pts", "shm"] {
         fs::create_dir(format!("{dev}/{d}"))?;
     }
-    mount(
-        "devpts",
-        &format!("{dev}/pts"),
-        "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
-    )?;
+    // The guest's own devpts, not a new instance: the terminals the agent
+    // opens for streams live there, and a command's `tty` must find its
+    // own. Nothing but the sandbox uses terminals in this guest.
+    mount("/dev/pts", &format!("{dev}/pts"), "", libc::MS_BIND, "")?;
     mount(
         "shm",
         &format!("{dev}/shm"),

@@ -42,7 +42,8 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
         c @ (Command::Init { .. }
         | Command::NativeExec { .. }
         | Command::NativeHelper { .. }
-        | Command::VmHelper { .. }) => internal(c),
+        | Command::VmHelper { .. }
+        | Command::VmExec { .. }) => internal(c),
         Command::Run(args) => run::run(args, store),
         Command::Ps(args) => ps::ps(args, store),
         // A service of the stack has a name no session id can have.
@@ -141,6 +142,14 @@ fn internal(command: Command) -> Result<u8> {
         }
         Command::VmHelper { session_dir } => {
             let code = backend_vm::helper_main(&session_dir);
+            Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
+        }
+        Command::VmExec {
+            session_dir,
+            tty,
+            command,
+        } => {
+            let code = backend_vm::relay::exec_main(&session_dir, tty, command);
             Ok(u8::try_from(code).unwrap_or(backend_native::LAUNCHER_FAILURE as u8))
         }
         _ => anyhow::bail!("not an internal command"),

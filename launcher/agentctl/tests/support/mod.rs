@@ -261,7 +261,7 @@ pub fn session_id(stderr: &str) -> Option<String> {
 /// cgroups, its mounts.
 pub fn leftovers(base: &Path, short_id: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for sub in ["sessions", "state"] {
+    for sub in ["sessions", "state", "vm"] {
         if let Ok(entries) = std::fs::read_dir(base.join(sub)) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(short_id) {

@@ -1,0 +1,264 @@
+//! The vm backend through the real binary, beyond the conformance suite
+//! (which runs on it unchanged): what a VM adds over a container (its own
+//! kernel), what it refuses and how it says so, and its terminal.
+//!
+//! Skips loudly without QEMU or a guest kernel; fails under CI=true.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use support::{binary, is_root, require, text, vm_available};
+
+fn agentctl(ws: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(["--store", "none"])
+        .args(args)
+        .current_dir(ws)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn host_file(p: &str) -> String {
+    std::fs::read_to_string(p).unwrap().trim().to_string()
+}
+
+/// The stand-in for a guest-kernel escape: a container shares the host's
+/// kernel, so what the kernel knows of the host reaches it (here the
+/// host's boot id, its kernel release and its uptime; a kernel bug would
+/// reach further). In the VM the same reads answer from the guest's own
+/// kernel: nothing of the host's.
+#[test]
+fn the_guest_kernel_is_not_the_hosts() {
+    if !vm_available() || !require(is_root(), "root (the native backend's comparison run)") {
+        return;
+    }
+    let ws = tempfile::tempdir().unwrap();
+    let probe = [
+        "sh",
+        "-c",
+        "cat /proc/sys/kernel/random/boot_id; uname -r; cut -d' ' -f1 /proc/uptime; cat /proc/modules | cut -d' ' -f1 | sort | tr '\\n' ,",
+    ];
+    let host_boot = host_file("/proc/sys/kernel/random/boot_id");
+    let host_release = host_file("/proc/sys/kernel/osrelease");
+    let host_uptime: f64 = host_file("/proc/uptime")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut native = vec!["run", "-q", "--backend", "native", "--"];
+    native.extend(probe);
+    let o = agentctl(ws.path(), &native);
+    assert!(o.status.success(), "native: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    // In a container: the host's own values.
+    assert_eq!(lines[0], host_boot, "native: {out}");
+    assert_eq!(lines[1], host_release, "native: {out}");
+
+    let mut vm = vec!["run", "-q", "--backend", "vm", "--"];
+    vm.extend(probe);
+    let o = agentctl(ws.path(), &vm);
+    assert!(o.status.success(), "vm: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "vm: {out} {}", text(&o.stderr));
+    assert_ne!(lines[0], host_boot, "the VM read the host's boot id: {out}");
+    assert_eq!(lines[0].len(), 36, "a boot id of its own: {out}");
+    assert_ne!(
+        lines[1], host_release,
+        "the VM runs the host's kernel: {out}"
+    );
+    let guest_uptime: f64 = lines[2].parse().unwrap();
+    assert!(
+        guest_uptime < host_uptime && guest_uptime < 600.0,
+        "the guest's uptime is its own ({guest_uptime} s; the host's {host_uptime} s)"
+    );
+    // The guest's modules are the few agentctl loads, none of the host's.
+    let host_modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    for m in lines[3].split(',').filter(|m| !m.is_empty()) {
+        assert!(
+            [
+                "9p",
+                "9pnet",
+                "9pnet_virtio",
+                "virtio_console",
+                "virtio_pci",
+                "netfs",
+                "fscache"
+            ]
+            .contains(&m)
+                || m.starts_with("virtio"),
+            "an unexpected module in the guest: {m} ({})",
+            lines[3]
+        );
+    }
+    if host_modules.contains("kvm") {
+        assert!(
+            !lines[3].contains("kvm"),
+            "the host's modules in the guest: {}",
+            lines[3]
+        );
+    }
+}
+
+/// What the vm backend cannot do it refuses before anything starts, naming
+/// why and the fix; nothing falls back to a container.
+#[test]
+fn refusals_name_the_fix_and_nothing_falls_back() {
+    if !vm_available() {
+        return;
+    }
+    let ws = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "run",
+                "-q",
+                "--backend",
+                "vm",
+                "--network",
+                "host",
+                "--",
+                "true",
+            ],
+            "a VM has no host network",
+        ),
+        (
+            vec![
+                "run",
+                "-q",
+                "--backend",
+                "vm",
+                "--network",
+                "bridge",
+                "--",
+                "true",
+            ],
+            "--network none",
+        ),
+        (
+            vec![
+                "run",
+                "-q",
+                "--backend",
+                "vm",
+                "--image",
+                "debian:bookworm",
+                "--",
+                "true",
+            ],
+            "host's root filesystem only",
+        ),
+    ];
+    for (args, says) in cases {
+        let o = agentctl(ws.path(), &args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(
+            err.contains(says) && err.contains("fix:"),
+            "{args:?}: {err}"
+        );
+    }
+    // A missing guest kernel names the package.
+    let o = Command::new(binary())
+        .args([
+            "--store",
+            "none",
+            "run",
+            "-q",
+            "--backend",
+            "vm",
+            "--",
+            "true",
+        ])
+        .env("AGENTCTL_VM_KERNEL_DIR", ws.path().join("no-kernel-here"))
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("linux-image-amd64"), "{err}");
+    // QEMU missing: the package.
+    let o = Command::new(binary())
+        .args([
+            "--store",
+            "none",
+            "run",
+            "-q",
+            "--backend",
+            "vm",
+            "--",
+            "true",
+        ])
+        .env("PATH", "/nonexistent")
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+    // KVM asked for on a host whose KVM cannot run ordinary guests.
+    if let Some(why) = vmm::Probe::host().kvm_unusable() {
+        let o = agentctl(
+            ws.path(),
+            &[
+                "run",
+                "-q",
+                "--backend",
+                "vm",
+                "--accel",
+                "kvm",
+                "--",
+                "true",
+            ],
+        );
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(err.contains("--accel tcg"), "{why}: {err}");
+    }
+    // Nothing of these attempts was left running.
+    assert!(
+        support::processes_with("qemu-system")
+            .iter()
+            .all(|p| !p.contains(&ws.path().display().to_string()))
+    );
+}
+
+/// With a terminal, the command gets one of the guest's own, sized like
+/// the caller's, and a typed Ctrl-C interrupts it (the terminal is in raw
+/// mode on the host; the guest's line discipline makes the signal).
+#[test]
+fn a_terminal_of_the_guests_own() {
+    if !vm_available()
+        || !require(
+            Command::new("script").arg("--version").output().is_ok(),
+            "script from util-linux (a pseudo-terminal for agentctl)",
+        )
+    {
+        return;
+    }
+    let ws = tempfile::tempdir().unwrap();
+    let inner = format!(
+        "stty cols 91 rows 33; {} --store none run -q --backend vm -- sh -c 'tty; stty size; test -t 0 && echo stdin-is-a-tty'",
+        binary().display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .current_dir(ws.path())
+        .envs(std::env::vars())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out} {}", text(&o.stderr));
+    assert!(out.contains("/dev/pts/"), "no terminal in the guest: {out}");
+    assert!(
+        out.contains("33 91"),
+        "the caller's size did not reach the guest: {out}"
+    );
+    assert!(out.contains("stdin-is-a-tty"), "{out}");
+}
