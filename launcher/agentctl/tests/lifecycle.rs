@@ -1033,8 +1033,11 @@ fn exec_and_run_never_hand_the_sandbox_a_host_descriptor() {
     std::fs::write(&input, "typed by the user\n").unwrap();
     let probe = "readlink /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2; \
                  (sleep 1; echo LATE-WRITE; echo LATE-ERR >&2) & echo done";
-    for backend in ["native", "docker"] {
+    for backend in ["native", "docker", "vm"] {
         if backend == "docker" && !require(docker_available(), "a Docker daemon") {
+            continue;
+        }
+        if backend == "vm" && !support::vm_available() {
             continue;
         }
         let run_with_files = |args: &[&str], tag: &str| -> (String, String) {

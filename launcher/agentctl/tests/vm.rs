@@ -228,9 +228,9 @@ fn refusals_name_the_fix_and_nothing_falls_back() {
     );
 }
 
-/// With a terminal, the command gets one of the guest's own, sized like
-/// the caller's, and a typed Ctrl-C interrupts it (the terminal is in raw
-/// mode on the host; the guest's line discipline makes the signal).
+/// With a terminal, the command gets one of the guest's own (the host's
+/// terminal is in raw mode; the guest's line discipline does the rest),
+/// sized like the caller's.
 #[test]
 fn a_terminal_of_the_guests_own() {
     if !vm_available()

@@ -368,10 +368,20 @@ pub fn build(root: &Path, scratch: &Path, ops: &[TreeOp]) -> Result<(), TreeErro
                 // Gone since planning is not "nothing to hide": the secret
                 // may live on under another name the scan never saw
                 // (`mv .env notes.txt`). Refused, as a symlink there is.
-                let dest = open_in(&root_fd, path).map_err(err(
-                    "the secret moved or changed since the scan; run the session again:",
-                    path,
-                ))?;
+                let dest = match open_in(&root_fd, path) {
+                    Ok(d) => d,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(TreeError {
+                            what: "the secret",
+                            path: format!(
+                                "{} was to be masked but is gone from the sandbox (moved or removed since the scan); start the session again",
+                                path.display()
+                            ),
+                            source: e,
+                        });
+                    }
+                    Err(e) => return Err(err("cannot mask (a symlink there now?)", path)(e)),
+                };
                 let source = if *dir { &empty_dir } else { &empty_file };
                 let src =
                     open_path(libc::AT_FDCWD, source, 0, 0).map_err(err("opening", source))?;
