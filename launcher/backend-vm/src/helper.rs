@@ -110,6 +110,35 @@ pub fn supervised(dir: &Path) -> bool {
     fslock::held(&dir.join(LOCK_FILE))
 }
 
+/// Where the helper appends one JSON line of boot phases per session when
+/// set (`cargo xtask bench-vm`): milliseconds since the helper started.
+pub const PHASES_ENV: &str = "AGENTCTL_VM_PHASES";
+
+/// When each step of a session happened, for the benchmark.
+#[derive(Default, serde::Serialize)]
+struct Phases {
+    /// The tree built and QEMU executed.
+    qemu_started_ms: f64,
+    /// The agent's socket answered.
+    connected_ms: f64,
+    /// The guest agent said it is ready.
+    ready_ms: f64,
+    /// The guest kernel's own uptime at that point.
+    guest_uptime_ms: u64,
+    /// The command runs.
+    command_started_ms: f64,
+    /// The guest reported its end.
+    command_exited_ms: f64,
+    /// QEMU is gone.
+    qemu_gone_ms: f64,
+    memory_mib: u32,
+    vcpus: u32,
+}
+
+fn since(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
 pub fn helper_main(dir: &Path) -> i32 {
     let mut status = Status::from_env();
     // Held for the helper's life: "is this session supervised" is one
@@ -141,8 +170,14 @@ pub fn helper_main(dir: &Path) -> i32 {
     let _ = fs::write(dir.join(PID_FILE), std::process::id().to_string());
     let mut session = Session {
         dir: dir.to_path_buf(),
+        phases: Phases {
+            memory_mib: plan.memory_mib,
+            vcpus: plan.vcpus,
+            ..Phases::default()
+        },
         plan,
         qemu: None,
+        t0: Instant::now(),
     };
     let code = match session.run(&mut status) {
         Ok(code) => code,
@@ -156,6 +191,12 @@ pub fn helper_main(dir: &Path) -> i32 {
         }
     };
     session.stop_qemu(Duration::from_secs(5));
+    if let Some(path) = std::env::var_os(PHASES_ENV)
+        && let Ok(line) = serde_json::to_string(&session.phases)
+        && let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
     if let Some(f) = &session.plan.exit_file {
         // Before the directory goes, so that a reader sees the session
         // ended rather than vanished.
@@ -186,6 +227,8 @@ struct Session {
     dir: PathBuf,
     plan: VmPlan,
     qemu: Option<libc::pid_t>,
+    t0: Instant,
+    phases: Phases,
 }
 
 /// Execs' clients, by their stream number in the guest.
@@ -196,9 +239,13 @@ impl Session {
         let started = Instant::now();
         let qemu = self.spawn_qemu()?;
         self.qemu = Some(qemu);
+        self.phases.qemu_started_ms = since(self.t0);
         let _ = fs::write(self.dir.join(QEMU_PID_FILE), qemu.to_string());
         let mut stream = self.connect(qemu)?;
+        self.phases.connected_ms = since(self.t0);
         let ready = self.wait_ready(&mut stream)?;
+        self.phases.ready_ms = since(self.t0);
+        self.phases.guest_uptime_ms = ready.uptime_ms;
         tracing::debug!(
             "guest {} ready after {} ms (guest uptime {} ms)",
             ready.kernel,
@@ -229,6 +276,7 @@ impl Session {
                 _ => {}
             }
         }
+        self.phases.command_started_ms = since(self.t0);
         status.say(&format!("started {qemu}"));
         if self.plan.detached {
             status.close();
@@ -258,6 +306,7 @@ impl Session {
             Err(RelayError::Gone) => Exit::Signal(libc::SIGKILL),
             Err(e) => return Err(relay_err("relaying the session")(e)),
         };
+        self.phases.command_exited_ms = since(self.t0);
         if let Ok(mut w) = writer.lock() {
             let _ = Frame::new(to_guest::POWEROFF, 0, Vec::new()).write_to(&mut *w);
         }
@@ -268,6 +317,7 @@ impl Session {
         // The guest powers off; QEMU is gone before the launcher hears the
         // code, so nothing of the session outlives its end.
         self.stop_qemu(Duration::from_secs(10));
+        self.phases.qemu_gone_ms = since(self.t0);
         status.say(&format!("exited {code}"));
         Ok(code)
     }

@@ -49,6 +49,17 @@ fn main() {
             power_off();
         }
     };
+    // The benchmark's bare-QEMU baseline (`cargo xtask bench-vm`): the
+    // same kernel and initramfs, booted to the point where the agent would
+    // serve, then off.
+    if fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|w| w == "agentctl.bench=poweroff")
+    {
+        say(READY_MARK);
+        power_off();
+    }
     if let Err(e) = Agent::new(port).serve() {
         say(&format!("{e}"));
     }

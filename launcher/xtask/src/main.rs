@@ -26,6 +26,7 @@ mod stack;
 mod stats;
 mod team;
 mod unpack;
+mod vm;
 mod web;
 
 use std::path::{Path, PathBuf};
@@ -174,6 +175,14 @@ enum Task {
     /// The allowlist network's egress proxy against a direct connection
     /// (as root: it makes network namespaces); prints a markdown section.
     BenchEgress,
+    /// `agentctl run --backend vm -- true` against bare QEMU booting the
+    /// same kernel and initramfs, with the session's boot phases; prints a
+    /// markdown section.
+    BenchVm {
+        /// Runs of each, interleaved.
+        #[arg(long, default_value_t = vm::DEFAULT_RUNS)]
+        runs: usize,
+    },
     /// The Docker Engine API through `agentctl proxy`, through HAProxy
     /// configured as Tecnativa's docker-socket-proxy, and on the daemon's
     /// own socket: `_ping`, `containers/json` and streamed logs; prints a
@@ -320,6 +329,16 @@ fn run(task: Task) -> Result<()> {
                 cmd.push_str(&format!(" --queued {queued}"));
             }
             print!("{}", team::section(&report, &cmd)?);
+        }
+        Task::BenchVm { runs } => {
+            ensure!(runs >= 5, "at least 5 runs");
+            let ctx = prepare(&["qemu-system-x86_64"])?;
+            let report = vm::bench_vm(&ctx, runs)?;
+            let mut cmd = String::from("cargo xtask bench-vm");
+            if runs != vm::DEFAULT_RUNS {
+                cmd.push_str(&format!(" --runs {runs}"));
+            }
+            print!("{}", vm::section(&report, &cmd)?);
         }
         Task::BenchEgress => {
             let ctx = prepare(&["python3", "ip", "unshare", "nsenter", "pgrep"])?;
