@@ -1733,8 +1733,10 @@ fn widen_sqlite_backends(
     .fetch_all(&mut *conn)
     .await
     .map_err(MigrateError::Execute)?;
+        // SQLite keeps the name as written, quoted once a table was renamed.
         let Some(create) = table
             .strip_prefix("CREATE TABLE sessions")
+            .or_else(|| table.strip_prefix("CREATE TABLE \"sessions\""))
             .map(|rest| format!("CREATE TABLE sessions_new{}", rest.replacen(OLD, NEW, 1)))
         else {
             return Err(MigrateError::Source(

@@ -68,6 +68,14 @@ const COMMITTED: &[(&str, &str)] = &[
         "postgres/0007_team_queue.sql",
         "df7bf7301b180203c8b870a5933cd77a1137525f16a07d7f1078f5687fd98417",
     ),
+    (
+        "sqlite/0008_vm_backend.sql",
+        "dd21c78f847de62b995e6575769fbc45261c60bc34d55b504e43000a6ee739d1",
+    ),
+    (
+        "postgres/0008_vm_backend.sql",
+        "6dffea8afea16c720053b3bfef55888601ec5ce73e92d7bc29b3295236003068",
+    ),
 ];
 
 fn migrations_dir() -> PathBuf {

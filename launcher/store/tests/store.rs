@@ -28,7 +28,103 @@ both!(
     concurrent_appends,
     concurrent_appends_from_processes,
     concurrent_creates,
+    a_store_from_before_the_vm_backend_takes_vm_sessions,
 );
+
+/// A store made before the microVM backend (its check allows only native
+/// and docker) opens, keeps every session and event, and takes `vm`
+/// sessions. SQLite's table is rebuilt with foreign keys off: the events
+/// must not cascade away with the old table.
+async fn a_store_from_before_the_vm_backend_takes_vm_sessions(db: &Db) {
+    let store = db.store().await;
+    let old = new_id();
+    create_at(&store, &old, 1_000).await;
+    store
+        .append_event(&old, NewEvent::new("started"))
+        .await
+        .unwrap();
+    drop(store);
+    // Back to the schema of migration 7.
+    if let Db::Sqlite { path, .. } = db {
+        use sqlx::Connection;
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(false);
+        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        let table: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE name = 'sessions'")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        let narrowed = table
+            .replace("CREATE TABLE \"sessions\"", "CREATE TABLE sessions")
+            .replacen(
+                "CREATE TABLE sessions",
+                "CREATE TABLE sessions_old_check",
+                1,
+            )
+            .replace("'native', 'docker', 'vm'", "'native', 'docker'");
+        assert!(narrowed.contains("('native', 'docker')"), "{narrowed}");
+        for step in [
+            narrowed.as_str(),
+            "INSERT INTO sessions_old_check SELECT * FROM sessions",
+            "DROP TABLE sessions",
+            "ALTER TABLE sessions_old_check RENAME TO sessions",
+        ] {
+            sqlx::query(step).execute(&mut c).await.unwrap();
+        }
+        c.close().await.unwrap();
+    } else {
+        for t in ["sessions", "workers", "session_requests"] {
+            db.exec(&format!(
+                "ALTER TABLE {t} DROP CONSTRAINT {t}_backend_check, \
+                 ADD CONSTRAINT {t}_backend_check CHECK (backend IN ('native', 'docker'))"
+            ))
+            .await;
+        }
+        db.exec("DELETE FROM _sqlx_migrations WHERE version = 8")
+            .await;
+    }
+    let mut vm = session(&new_id());
+    vm.backend = Backend::Vm;
+    // The old check refuses a vm session, as the upgrade must fix.
+    let refused = {
+        let direct = match db {
+            Db::Sqlite { path, .. } => {
+                use sqlx::Connection;
+                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+                sqlx::query(
+                    "INSERT INTO sessions (id, profile, backend, workspace, command, user_name, uid, host, created_at, status, detached, policy_sha256, events_count, events_head) \
+                     SELECT ?, profile, 'vm', workspace, command, user_name, uid, host, created_at, status, detached, policy_sha256, 0, events_head FROM sessions LIMIT 1",
+                )
+                .bind(&vm.id)
+                .execute(&mut c)
+                .await
+                .is_err()
+            }
+            Db::Postgres(_) => true,
+        };
+        direct
+    };
+    assert!(refused, "the narrowed table took a vm session");
+
+    let store = db.store().await;
+    let s = store.create_session(&vm, created()).await.unwrap();
+    assert_eq!(s.backend, Backend::Vm);
+    assert_eq!(store.get(&vm.id).await.unwrap().backend, Backend::Vm);
+    let events = store.events(&old).await.unwrap();
+    assert_eq!(events.len(), 2, "the old session's events survived");
+    assert_eq!(store.get(&old).await.unwrap().backend, Backend::Native);
+    // The references still hold and still cascade.
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM session_events WHERE session_id NOT IN (SELECT id FROM sessions)"
+        )
+        .await,
+        0
+    );
+}
 
 async fn create_get_list(db: &Db) {
     let store = db.store().await;
