@@ -88,13 +88,12 @@ async fn a_store_from_before_the_vm_backend_takes_vm_sessions(db: &Db) {
     let mut vm = session(&new_id());
     vm.backend = Backend::Vm;
     // The old check refuses a vm session, as the upgrade must fix.
-    let refused = {
-        let direct = match db {
-            Db::Sqlite { path, .. } => {
-                use sqlx::Connection;
-                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-                sqlx::query(
+    let refused = match db {
+        Db::Sqlite { path, .. } => {
+            use sqlx::Connection;
+            let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            sqlx::query(
                     "INSERT INTO sessions (id, profile, backend, workspace, command, user_name, uid, host, created_at, status, detached, policy_sha256, events_count, events_head) \
                      SELECT ?, profile, 'vm', workspace, command, user_name, uid, host, created_at, status, detached, policy_sha256, 0, events_head FROM sessions LIMIT 1",
                 )
@@ -102,10 +101,8 @@ async fn a_store_from_before_the_vm_backend_takes_vm_sessions(db: &Db) {
                 .execute(&mut c)
                 .await
                 .is_err()
-            }
-            Db::Postgres(_) => true,
-        };
-        direct
+        }
+        Db::Postgres(_) => true,
     };
     assert!(refused, "the narrowed table took a vm session");
 
