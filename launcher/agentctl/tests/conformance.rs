@@ -710,6 +710,30 @@ fn native_from_a_docker_save_archive() {
     with_fresh_image_cache(|| conformance(Backend::image("native", &source), Runner::Current));
 }
 
+/// The vm backend from an image in the native cache (a `docker save`
+/// archive pulled into a fresh cache): the tree's root is an overlay of
+/// the unpacked image, built on the host.
+#[test]
+fn vm_from_a_docker_save_archive() {
+    if !support::vm_available() {
+        return;
+    }
+    let Some(image) = support::test_image() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let o = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker save: {}", text(&o.stderr));
+    let source = format!("docker-archive:{}", archive.display());
+    with_fresh_image_cache(|| conformance(Backend::image("vm", &source), Runner::Current));
+}
+
 /// Regression (issue 9, item 12): files the host runs later were writable.
 /// An agent appended `core.fsmonitor` to `.git/config`, wrote a hook,
 /// pointed `.git/commondir` at a repository of its own, or moved `.git`

@@ -141,19 +141,6 @@ fn refusals_name_the_fix_and_nothing_falls_back() {
             ],
             "--network none",
         ),
-        (
-            vec![
-                "run",
-                "-q",
-                "--backend",
-                "vm",
-                "--image",
-                "debian:bookworm",
-                "--",
-                "true",
-            ],
-            "host's root filesystem only",
-        ),
     ];
     for (args, says) in cases {
         let o = agentctl(ws.path(), &args);

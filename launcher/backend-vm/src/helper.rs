@@ -365,6 +365,7 @@ impl Session {
         let root = self.dir.join(ROOT);
         let scratch = self.dir.join(SCRATCH);
         let ops = self.plan.tree.clone();
+        let image = self.plan.image_rootfs.clone();
         // SAFETY: the helper is single-threaded here (a fresh exec that has
         // started no thread yet); the child leaves by exec or _exit.
         match unsafe { nix::unistd::fork() }
@@ -372,7 +373,17 @@ impl Session {
         {
             nix::unistd::ForkResult::Child => {
                 drop((sync_r, go_w, info_r));
-                let code = qemu_child(&argv, &root, &scratch, &ops, log, sync_w, go_r, info_w);
+                let code = qemu_child(
+                    &argv,
+                    &root,
+                    &scratch,
+                    &ops,
+                    image.as_deref(),
+                    log,
+                    sync_w,
+                    go_r,
+                    info_w,
+                );
                 // SAFETY: leaving the forked child.
                 unsafe { libc::_exit(code) }
             }
@@ -632,6 +643,7 @@ fn qemu_child(
     root: &Path,
     scratch: &Path,
     ops: &[crate::plan::TreeOp],
+    image: Option<&Path>,
     log: fs::File,
     sync: OwnedFd,
     go: OwnedFd,
@@ -676,7 +688,7 @@ fn qemu_child(
             io::Error::last_os_error()
         ));
     }
-    if let Err(e) = crate::tree::build(root, scratch, ops) {
+    if let Err(e) = crate::tree::build(root, scratch, ops, image) {
         return fail(&e.to_string());
     }
     if let Err(e) = drop_privileges() {

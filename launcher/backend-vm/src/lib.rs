@@ -14,7 +14,8 @@
 //!
 //! What this backend refuses rather than runs weaker: the `host` network
 //! (a VM has no host network to share), networks other than `none` for
-//! now, a Docker socket, images, and detached sessions (not built yet).
+//! now, and a Docker socket. `--image` runs from the native backend's
+//! image cache, under an overlay the host builds.
 
 pub mod guest;
 pub mod helper;
@@ -82,18 +83,43 @@ pub struct VmBackend {
     pub qemu: PathBuf,
     /// Where kernels are looked for (`guest::search_roots`).
     pub kernel_roots: Vec<PathBuf>,
+    /// The native backend's image cache, which `--image` sessions run
+    /// from (the unpacked root filesystem, under an overlay).
+    pub images: PathBuf,
+    /// Shown the progress of an image pull.
+    pub progress: Box<dyn image_store::Progress>,
 }
 
 /// What preflight found: the kernel, QEMU, the acceleration and the
 /// notice to show about it.
 struct Host {
     kernel: guest::Kernel,
+    image: Option<image_store::Image>,
     qemu: PathBuf,
     accel: vmm::Accel,
     notice: Option<String>,
 }
 
 impl VmBackend {
+    /// The image a session runs from: from the native cache, or pulled and
+    /// unpacked into it (the same cache and the same checks as the native
+    /// backend's).
+    fn image(&self, reference: &str) -> Result<image_store::Image, BackendError> {
+        let fail = |e: image_store::ImageError| BackendError::Control {
+            control: "image",
+            reason: format!("cannot use image {reference}: {e}"),
+            fix: "check the reference (`agentctl image ls` lists the cache), or pull it with \
+                  `agentctl image pull`"
+                .into(),
+        };
+        let store = image_store::ImageCache::open(&self.images).map_err(fail)?;
+        if let Some(image) = store.get(reference).map_err(fail)? {
+            return Ok(image);
+        }
+        let source: image_store::ImageSource = reference.parse().map_err(fail)?;
+        store.pull(&source, self.progress.as_ref()).map_err(fail)
+    }
+
     pub fn new(helper: Vec<String>) -> VmBackend {
         let exec_helper = helper
             .first()
@@ -107,6 +133,8 @@ impl VmBackend {
             accel: Ok(AccelChoice::Auto),
             qemu: PathBuf::from("qemu-system-x86_64"),
             kernel_roots: guest::search_roots(),
+            images: image_store::ImageCache::default_root(),
+            progress: Box::new(image_store::NoProgress),
         }
     }
 
@@ -149,15 +177,6 @@ impl VmBackend {
                 "leave `docker: true` out of the profile, or use the native or docker backend",
             ));
         }
-        if let Some(image) = &spec.image {
-            return Err(Self::control(
-                "image",
-                format!(
-                    "the vm backend runs from the host's root filesystem only so far (asked: {image})"
-                ),
-                "leave out --image, or use the native or docker backend",
-            ));
-        }
         // --no-limits is for hosts that cannot apply limits; a VM always
         // can (its memory and vCPUs, its own cgroup), so they stay: the
         // safer reading of the flag here.
@@ -185,8 +204,10 @@ impl VmBackend {
                 "a kernel with CONFIG_USER_NS",
             ));
         }
+        let image = spec.image.as_deref().map(|r| self.image(r)).transpose()?;
         Ok(Host {
             kernel,
+            image,
             qemu,
             accel,
             notice,
@@ -228,6 +249,9 @@ impl VmBackend {
             .create(scratch.join("empty.d"))
             .map_err(io("the empty directory masks are made of"))?;
         fs::create_dir(dir.join(helper::ROOT)).map_err(io("cannot create the tree's root"))?;
+        if host.image.is_some() {
+            fs::create_dir(scratch.join("overlay")).map_err(io("the image's overlay"))?;
+        }
         guest::write_initramfs(&host.kernel, &dir.join(helper::INITRD)).map_err(|e| {
             BackendError::Runtime(format!("cannot write the guest's initramfs: {e}"))
         })?;
@@ -238,7 +262,16 @@ impl VmBackend {
         let vm = plan::VmPlan {
             session: spec.session.to_string(),
             tree,
-            start: plan::start(spec, opts.tty, (24, 80), bpf, nofile()),
+            start: plan::start(
+                spec,
+                opts.tty,
+                (24, 80),
+                bpf,
+                nofile(),
+                host.image
+                    .as_ref()
+                    .and_then(|i| i.config.env.iter().find_map(|e| e.strip_prefix("PATH="))),
+            ),
             host_uid: spec.identity.host_uid,
             host_gid: spec.identity.host_gid,
             kernel: host.kernel.vmlinuz.clone(),
@@ -255,6 +288,7 @@ impl VmBackend {
             detached: false,
             on_exit: Vec::new(),
             exit_file: Some(self.dirs.exits().join(spec.session.as_str())),
+            image_rootfs: host.image.as_ref().map(|i| i.rootfs.clone()),
         };
         let json = serde_json::to_vec(&vm).map_err(|e| BackendError::Runtime(e.to_string()))?;
         fs::write(dir.join(helper::PLAN_FILE), json).map_err(io("cannot write the VM plan"))?;

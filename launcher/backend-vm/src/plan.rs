@@ -76,6 +76,9 @@ pub struct VmPlan {
     pub on_exit: Vec<String>,
     /// Where the exit code is kept until the store has it.
     pub exit_file: Option<PathBuf>,
+    /// An image session's unpacked root filesystem (the native image
+    /// cache's, never written): the tree's root is an overlay of it.
+    pub image_rootfs: Option<PathBuf>,
 }
 
 /// Memory the guest's kernel and agent need beside the sandbox's limit.
@@ -170,11 +173,21 @@ pub fn start(
     size: (u16, u16),
     seccomp_bpf: Vec<u8>,
     nofile: (u64, u64),
+    image_path: Option<&str>,
 ) -> Start {
     let (_, tmpfs) = tree(spec);
     Start {
         argv: spec.command.clone(),
-        env: spec.env_pairs().map(|(k, v)| format!("{k}={v}")).collect(),
+        // An image's own PATH replaces the plan's default one, as on the
+        // container backends.
+        env: spec
+            .env
+            .iter()
+            .map(|e| match (image_path, e.name.as_str(), &e.source) {
+                (Some(p), "PATH", policy::env::EnvSource::Base) => format!("PATH={p}"),
+                _ => format!("{}={}", e.name, e.value.0),
+            })
+            .collect(),
         cwd: spec.cwd.to_string_lossy().into_owned(),
         tty,
         rows: size.0,

@@ -281,19 +281,59 @@ fn mount_tmpfs(dest: &OwnedFd, mode: u32, size: Option<u64>) -> io::Result<()> {
 
 /// Builds the tree at `root` (an empty directory of the session's own).
 /// `scratch` holds the empty file and directory that masks are made of.
-pub fn build(root: &Path, scratch: &Path, ops: &[TreeOp]) -> Result<(), TreeError> {
+pub fn build(
+    root: &Path,
+    scratch: &Path,
+    ops: &[TreeOp],
+    image: Option<&Path>,
+) -> Result<(), TreeError> {
     let root_c = cpath(root).map_err(err("the tree's root", root))?;
-    // SAFETY: NUL-terminated strings.
-    check(unsafe {
-        libc::mount(
-            c"tmpfs".as_ptr(),
-            root_c.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"mode=755,size=4m".as_ptr().cast(),
-        )
-    } as libc::c_long)
-    .map_err(err("mounting the tree's root on", root))?;
+    let tmpfs_on = |at: &CString, what: &Path| -> Result<(), TreeError> {
+        // SAFETY: NUL-terminated strings.
+        check(unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                at.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=755,size=16m".as_ptr().cast(),
+            )
+        } as libc::c_long)
+        .map(drop)
+        .map_err(err("mounting a tmpfs on", what))
+    };
+    match image {
+        None => tmpfs_on(&root_c, root)?,
+        Some(lower) => {
+            // The image's root under an overlay whose upper layer is a
+            // tmpfs of this namespace: mount points are made there, the
+            // cache is never written, and it all goes with the namespace.
+            let layer = scratch.join("overlay");
+            let layer_c = cpath(&layer).map_err(err("the overlay", &layer))?;
+            tmpfs_on(&layer_c, &layer)?;
+            for d in ["upper", "work"] {
+                std::fs::create_dir(layer.join(d)).map_err(err("making", &layer.join(d)))?;
+            }
+            let data = CString::new(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                layer.join("upper").display(),
+                layer.join("work").display()
+            ))
+            .map_err(|_| err("the overlay of", lower)(io::ErrorKind::InvalidInput.into()))?;
+            // SAFETY: NUL-terminated strings.
+            check(unsafe {
+                libc::mount(
+                    c"overlay".as_ptr(),
+                    root_c.as_ptr(),
+                    c"overlay".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_ptr().cast(),
+                )
+            } as libc::c_long)
+            .map_err(err("mounting the image's overlay on", root))?;
+        }
+    }
     // The session's own directories are agentctl's, not the agent's: they
     // are opened as they are.
     let root_fd =

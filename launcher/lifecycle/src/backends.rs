@@ -54,6 +54,8 @@ impl HostBackends {
             "__vm-helper".to_string(),
         ]);
         b.accel = backend_vm::accel_from_env();
+        b.images = self.images.clone();
+        b.progress = (self.progress)();
         b
     }
 
