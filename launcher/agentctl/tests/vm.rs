@@ -249,3 +249,76 @@ fn a_terminal_of_the_guests_own() {
     );
     assert!(out.contains("stdin-is-a-tty"), "{out}");
 }
+
+/// QEMU is the layer between the guest and the host: it runs with no
+/// capability, no_new_privs and its seccomp sandbox, and in a root of its
+/// own holding /usr and the session, none of the user's files. A guest
+/// that escaped its kernel and then QEMU would find nothing else.
+#[test]
+fn qemu_runs_confined() {
+    if !vm_available() || !require(is_root(), "root (to look into QEMU's root through /proc)") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("host-secret"), "SECRET").unwrap();
+    let ws = home.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let store = home.path().join("store.db");
+    let store_url = format!("sqlite://{}", store.display());
+    let agentctl = |args: &[&str]| {
+        Command::new(binary())
+            .args(["--store", &store_url])
+            .args(args)
+            .current_dir(&ws)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = agentctl(&["run", "-d", "-q", "--backend", "vm", "--", "sleep", "120"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_string();
+    let qemu = support::processes_with(&id)
+        .into_iter()
+        .find(|p| p.contains("qemu-system"))
+        .and_then(|p| p.split(':').next().map(str::to_string))
+        .expect("QEMU runs");
+    let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
+    for want in [
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(status.contains(want), "QEMU's {want:?} missing:\n{status}");
+    }
+    let root = std::path::PathBuf::from(format!("/proc/{qemu}/root"));
+    let top: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for absent in ["home", "root", "tmp", "var", "srv"] {
+        assert!(
+            !top.contains(&absent.to_string()),
+            "QEMU sees /{absent}: {top:?}"
+        );
+    }
+    assert!(
+        !root
+            .join(home.path().strip_prefix("/").unwrap())
+            .join("host-secret")
+            .exists(),
+        "QEMU sees the user's files"
+    );
+    let etc: Vec<String> = std::fs::read_dir(root.join("etc"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(etc, ["ld.so.cache"], "QEMU's /etc");
+    let o = agentctl(&["stop", "-t", "1", &id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = agentctl(&["rm", &id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}

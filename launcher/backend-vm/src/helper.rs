@@ -34,9 +34,14 @@ use crate::relay::{self, RelayError};
 /// The descriptor number of the status pipe, in the helper's environment.
 pub const STATUS_FD_ENV: &str = "AGENTCTL_VM_STATUS_FD";
 pub const PLAN_FILE: &str = "vm.json";
-pub const AGENT_SOCKET: &str = "agent.sock";
-pub const QMP_SOCKET: &str = "qmp.sock";
-pub const CONSOLE_LOG: &str = "console.log";
+/// What QEMU itself writes lives in `run/`, the one directory of the
+/// session it can write in its own root (`jail.rs`).
+pub const RUN: &str = "run";
+pub const AGENT_SOCKET: &str = "run/agent.sock";
+pub const QMP_SOCKET: &str = "run/qmp.sock";
+pub const CONSOLE_LOG: &str = "run/console.log";
+/// The mount point of QEMU's own root.
+pub const JAIL: &str = "jail";
 pub const QEMU_LOG: &str = "qemu.log";
 pub const INITRD: &str = "initrd.cpio";
 pub const ROOT: &str = "root";
@@ -373,12 +378,18 @@ impl Session {
         {
             nix::unistd::ForkResult::Child => {
                 drop((sync_r, go_w, info_r));
+                let jail = Jail {
+                    dir: self.dir.clone(),
+                    kernel: self.plan.kernel.clone(),
+                    kvm: self.plan.accel == "kvm",
+                };
                 let code = qemu_child(
                     &argv,
                     &root,
                     &scratch,
                     &ops,
                     image.as_deref(),
+                    &jail,
                     log,
                     sync_w,
                     go_r,
@@ -637,6 +648,13 @@ fn serve_exec(
 /// The forked child: user and mount namespaces, the tree, no privileges,
 /// then QEMU. Returns only on failure (the code to leave with), after
 /// writing why to `info`.
+/// What QEMU's own root holds.
+struct Jail {
+    dir: PathBuf,
+    kernel: PathBuf,
+    kvm: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn qemu_child(
     argv: &[CString],
@@ -644,6 +662,7 @@ fn qemu_child(
     scratch: &Path,
     ops: &[crate::plan::TreeOp],
     image: Option<&Path>,
+    jail: &Jail,
     log: fs::File,
     sync: OwnedFd,
     go: OwnedFd,
@@ -691,13 +710,26 @@ fn qemu_child(
     if let Err(e) = crate::tree::build(root, scratch, ops, image) {
         return fail(&e.to_string());
     }
-    if let Err(e) = drop_privileges() {
-        return fail(&format!("cannot drop QEMU's privileges: {e}"));
-    }
+    // /dev/null for QEMU's stdin, opened while the host's /dev is there.
     let null = match fs::File::open("/dev/null") {
         Ok(f) => f,
         Err(e) => return fail(&format!("/dev/null: {e}")),
     };
+    if let Err(e) = crate::jail::enter(
+        &jail.dir.join(JAIL),
+        &[jail.dir.join(RUN)],
+        &[
+            jail.dir.join(ROOT),
+            jail.dir.join(INITRD),
+            jail.kernel.clone(),
+        ],
+        if jail.kvm { &["/dev/kvm"] } else { &[] },
+    ) {
+        return fail(&e.to_string());
+    }
+    if let Err(e) = drop_privileges() {
+        return fail(&format!("cannot drop QEMU's privileges: {e}"));
+    }
     // SAFETY: dup2 onto the standard descriptors.
     unsafe {
         libc::dup2(null.as_raw_fd(), 0);

@@ -19,6 +19,7 @@
 
 pub mod guest;
 pub mod helper;
+mod jail;
 pub mod plan;
 pub mod relay;
 pub mod seccomp;
@@ -249,6 +250,8 @@ impl VmBackend {
             .create(scratch.join("empty.d"))
             .map_err(io("the empty directory masks are made of"))?;
         fs::create_dir(dir.join(helper::ROOT)).map_err(io("cannot create the tree's root"))?;
+        fs::create_dir(dir.join(helper::RUN)).map_err(io("cannot create the VMM's directory"))?;
+        fs::create_dir(dir.join(helper::JAIL)).map_err(io("cannot create the VMM's root"))?;
         if host.image.is_some() {
             fs::create_dir(scratch.join("overlay")).map_err(io("the image's overlay"))?;
         }
