@@ -322,3 +322,65 @@ fn qemu_runs_confined() {
     let o = agentctl(&["rm", &id]);
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+/// `backend: vm` in a profile runs its sessions in a VM without
+/// `--backend`; a `--backend` that says otherwise is refused, not obeyed
+/// into a weaker sandbox.
+#[test]
+fn a_profile_can_ask_for_the_vm() {
+    if !vm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("in-a-vm.yaml");
+    std::fs::write(&profile, "extends: generic\nbackend: vm\n").unwrap();
+    let profile = profile.to_string_lossy().into_owned();
+    let o = agentctl(
+        dir.path(),
+        &[
+            "run",
+            "-q",
+            "--profile",
+            &profile,
+            "--",
+            "cat",
+            "/proc/sys/kernel/osrelease",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_ne!(
+        text(&o.stdout).trim(),
+        host_file("/proc/sys/kernel/osrelease"),
+        "the profile's session ran on the host's kernel"
+    );
+    let o = agentctl(
+        dir.path(),
+        &[
+            "run",
+            "-q",
+            "--profile",
+            &profile,
+            "--backend",
+            "native",
+            "--",
+            "true",
+        ],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("backend: vm") && err.contains("--backend native"),
+        "{err}"
+    );
+    // A profile file with a backend agentctl does not have names it.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "extends: generic\nbackend: firecracker\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.yaml").to_string_lossy().into_owned();
+    let o = agentctl(dir.path(), &["run", "-q", "--profile", &bad, "--", "true"]);
+    let err = text(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("bad.yaml") && err.contains("backend"), "{err}");
+}

@@ -46,7 +46,7 @@ impl Lifecycle {
         backend: store::Backend,
         detached: bool,
     ) -> Result<Launch<'_>> {
-        self.prepare_asked(plan, backend, detached, &serde_json::json!({}))
+        self.prepare_asked(plan, Some(backend), detached, &serde_json::json!({}))
     }
 
     /// [`prepare`](Self::prepare), with what the request asked beyond its
@@ -54,7 +54,7 @@ impl Lifecycle {
     pub fn prepare_asked(
         &self,
         plan: impl FnOnce() -> Result<SandboxSpec>,
-        backend: store::Backend,
+        backend: Option<store::Backend>,
         detached: bool,
         asked: &serde_json::Value,
     ) -> Result<Launch<'_>> {
@@ -63,6 +63,7 @@ impl Lifecycle {
         let opening = self.store.keeps_records().then(|| Opening::start(self));
         let mut spec = plan()?;
         tracing::debug!("planned");
+        let backend = choose_backend(backend, &spec)?;
         after_plan_handshake();
         if detached && !self.store.keeps_records() {
             return Err(Error::Refused(
@@ -143,6 +144,11 @@ impl Launch<'_> {
     }
 
     /// The plan as the sandbox gets it (with the Docker socket, if any).
+    /// The backend the session runs on (asked for, or the profile's).
+    pub fn backend(&self) -> store::Backend {
+        self.backend
+    }
+
     pub fn spec(&self) -> &SandboxSpec {
         &self.spec
     }
@@ -367,5 +373,26 @@ fn output_copy(runtime: &std::path::Path, id: &str) -> Option<std::path::PathBuf
             );
             None
         }
+    }
+}
+
+/// The backend a session runs on: the caller's choice, else the profile's
+/// (`backend:`), else native. A caller's choice that contradicts the
+/// profile's is refused: a profile that asks for a VM's own kernel must
+/// not end up in a container without anyone saying so.
+fn choose_backend(asked: Option<store::Backend>, spec: &SandboxSpec) -> Result<store::Backend> {
+    let wanted = spec.backend.map(|b| match b {
+        policy::BackendName::Native => store::Backend::Native,
+        policy::BackendName::Docker => store::Backend::Docker,
+        policy::BackendName::Vm => store::Backend::Vm,
+    });
+    match (asked, wanted) {
+        (Some(a), Some(w)) if a != w => Err(Error::Refused(format!(
+            "profile {} runs on the {w} backend (`backend: {w}`); --backend {a} (or AGENTCTL_BACKEND) would run it on another: leave it out, or use a profile without `backend:`",
+            spec.profile
+        ))),
+        (Some(a), _) => Ok(a),
+        (None, Some(w)) => Ok(w),
+        (None, None) => Ok(store::Backend::Native),
     }
 }

@@ -24,5 +24,6 @@ pub use resolve::{
     resolve,
 };
 pub use types::{
-    AccessMode, ByteSize, Cpus, EnvPattern, HostFileKind, NetworkMode, ProfilePath, UserSpec,
+    AccessMode, BackendName, ByteSize, Cpus, EnvPattern, HostFileKind, NetworkMode, ProfilePath,
+    UserSpec,
 };

@@ -51,6 +51,9 @@ pub struct ProfileFile {
     /// Run from this OCI image instead of the host's root filesystem: a
     /// registry reference, `oci:DIR[:TAG]` or `docker-archive:FILE[:TAG]`.
     pub image: Option<String>,
+    /// The backend this profile's sessions run on (`native`, `docker` or
+    /// `vm`); `--backend` may not say otherwise.
+    pub backend: Option<crate::types::BackendName>,
     /// Give the agent a Docker socket (agentctl's proxy, role `session`):
     /// it may run containers of its own, under this profile's policy.
     pub docker: Option<bool>,

@@ -94,6 +94,9 @@ pub struct Policy {
     pub user: UserSpec,
     /// An image to run from; `None` runs from the host's root filesystem.
     pub image: Option<String>,
+    /// The backend the profile asks for; `None` leaves it to the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::types::BackendName>,
     /// The agent gets a Docker socket through agentctl's proxy.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub docker: bool,
@@ -125,6 +128,7 @@ impl Default for Policy {
             },
             user: UserSpec::Host,
             image: None,
+            backend: None,
             docker: false,
             writable_host_files: Vec::new(),
         }
@@ -264,6 +268,9 @@ fn apply(policy: &mut Policy, layer: ProfileFile) {
     }
     if let Some(i) = layer.image {
         policy.image = Some(i);
+    }
+    if let Some(b) = layer.backend {
+        policy.backend = Some(b);
     }
 }
 

@@ -80,6 +80,27 @@ impl fmt::Display for HostFileKind {
     }
 }
 
+/// Which backend a profile asks for (`backend:`): the sessions of a profile
+/// that needs a VM's own kernel say so, and a different `--backend` is
+/// refused rather than run in a weaker sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    Native,
+    Docker,
+    Vm,
+}
+
+impl std::fmt::Display for BackendName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendName::Native => "native",
+            BackendName::Docker => "docker",
+            BackendName::Vm => "vm",
+        })
+    }
+}
+
 /// The sandbox's network. `None` is the default: a network namespace with
 /// only a loopback interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -49,6 +49,7 @@ pub fn spec(network: NetworkMode) -> SandboxSpec {
         ],
         env_refused: vec![],
         image: None,
+        backend: None,
         rootfs_binds: vec!["/usr".into(), "/etc".into()],
         rootfs_symlinks: vec![(PathBuf::from("/bin"), PathBuf::from("usr/bin"))],
         mounts: vec![

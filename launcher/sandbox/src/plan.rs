@@ -606,6 +606,7 @@ pub fn plan(req: PlanRequest, host: &HostFacts) -> Result<SandboxSpec, PlanError
             .collect(),
         env_refused: env.refused,
         image,
+        backend: policy.backend,
         rootfs_binds,
         rootfs_symlinks,
         mounts,

@@ -252,6 +252,10 @@ pub struct SandboxSpec {
     /// The OCI image whose filesystem is the read-only root; `None` for the
     /// host's own directories below.
     pub image: Option<String>,
+    /// The backend the profile asks for (`backend:`); a caller that asks
+    /// for another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<policy::BackendName>,
     /// Host directories and symlinks that form the read-only root, e.g.
     /// `/usr` bound and `/bin -> usr/bin` recreated.
     pub rootfs_binds: Vec<PathBuf>,

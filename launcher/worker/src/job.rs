@@ -198,7 +198,7 @@ pub fn run(job: Job, lc: &mut Lifecycle) -> i32 {
             }
             Ok(spec)
         },
-        job.backend,
+        Some(job.backend),
         false,
         &asked,
     );

@@ -8,7 +8,7 @@ use lifecycle::Lifecycle;
 use sandbox::RunOptions;
 
 use super::wiring::{backend_kind, plural, request};
-use crate::cli::{AccelArg, BackendKind, RunArgs};
+use crate::cli::{AccelArg, RunArgs};
 
 pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
     if args.git.is_some() || !args.labels.is_empty() {
@@ -26,7 +26,7 @@ pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
     let req = request(&args.policy, args.command.clone());
     let launch = lc.prepare_asked(
         || lc.plan(&req),
-        backend_kind(args.backend.unwrap_or(BackendKind::Native)),
+        args.backend.map(backend_kind),
         args.detach,
         &req.asked(),
     )?;
@@ -59,7 +59,7 @@ pub fn run(args: RunArgs, lc: &Lifecycle) -> Result<u8> {
     if spec.network == policy::NetworkMode::Host {
         let why = match sandbox::landlock::abstract_unix_scoping() {
             Err(why) => Some(why),
-            Ok(()) if args.backend == Some(BackendKind::Docker) && spec.image.is_some() => {
+            Ok(()) if launch.backend() == store::Backend::Docker && spec.image.is_some() => {
                 Some("an image's own init cannot apply Landlock".to_string())
             }
             Ok(()) => None,
