@@ -212,7 +212,7 @@ pub fn run_session(cfg: HelperConfig, status: Option<OwnedFd>) -> i32 {
     drop(lock);
     let on_exit = std::mem::take(&mut session.cfg.on_exit);
     if !on_exit.is_empty() {
-        run_on_exit(&on_exit, code);
+        sandbox::detached::run_on_exit(&on_exit, code);
     }
     code
 }
@@ -400,22 +400,6 @@ fn take_lock(session_dir: &Path) -> Result<fslock::Lock, NativeError> {
 /// True when a live helper holds the lock of the session in `session_dir`.
 pub fn supervised(session_dir: &Path) -> bool {
     fslock::held(&session_dir.join(LOCK_FILE))
-}
-
-fn run_on_exit(argv: &[String], code: i32) {
-    let Some((program, args)) = argv.split_first() else {
-        return;
-    };
-    match std::process::Command::new(program)
-        .args(args)
-        .env("AGENTCTL_EXIT_CODE", code.to_string())
-        .stdin(std::process::Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("agentctl: recording the session's end failed ({s})"),
-        Err(e) => eprintln!("agentctl: cannot record the session's end: {e}"),
-    }
 }
 
 /// Points stdin and stdout at /dev/null, so that a pipeline reading the

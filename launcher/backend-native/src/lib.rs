@@ -19,7 +19,7 @@ mod relay;
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -259,18 +259,7 @@ impl NativeBackend {
             .env(helper::STATUS_FD_ENV, fd.to_string());
         let detached = log.is_some();
         if let Some(log) = log {
-            // Private from the start (0600), and never through a link
-            // planted where the log goes.
-            let out = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(log)
-                .map_err(|e| BackendError::io(format!("cannot open {}", log.display()), e))?;
-            let err = out
-                .try_clone()
-                .map_err(|e| BackendError::io("cannot open the log", e))?;
+            let (out, err) = sandbox::detached::open_log(log)?;
             cmd.stdin(std::process::Stdio::null())
                 .stdout(out)
                 .stderr(err);

@@ -7,7 +7,7 @@
 //! reuse.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ pub fn start_detached(
     fs::write(cfg.session_dir.join(HelperConfig::FILE), json)
         .map_err(|e| BackendError::io("cannot write the helper config", e))?;
 
-    private_dir(&b.logs)?;
+    sandbox::detached::private_dir(&b.logs)?;
     let log = b.logs.join(format!("{id}.log"));
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
@@ -71,7 +71,7 @@ pub fn start_detached(
                 let _ = child.wait();
                 return Err(BackendError::Runtime(format!(
                     "the session failed to start (code {code}): {}",
-                    last_lines(&log, 3)
+                    sandbox::detached::last_lines(&log, 3)
                 )));
             }
             Ok(None) => {}
@@ -82,42 +82,11 @@ pub fn start_detached(
                 }
                 return Err(BackendError::Runtime(format!(
                     "the session helper died while starting: {}",
-                    last_lines(&log, 3)
+                    sandbox::detached::last_lines(&log, 3)
                 )));
             }
         }
     }
-}
-
-/// Creates the directory of kept logs private to its owner (0700), and
-/// makes an existing one private too: a session's output may hold what the
-/// agent printed of the workspace, and other users must not read it even
-/// when a parent directory is opened up.
-fn private_dir(dir: &Path) -> Result<(), BackendError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |e| BackendError::io(format!("cannot create {}", dir.display()), e);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    let meta = fs::symlink_metadata(dir).map_err(err)?;
-    if !meta.is_dir() {
-        return Err(BackendError::Runtime(format!(
-            "{} is not a directory; move it away so agentctl can keep session logs there",
-            dir.display()
-        )));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
-    }
-    Ok(())
-}
-
-fn last_lines(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" / ")
 }
 
 fn session_dir(b: &NativeBackend, id: &str) -> PathBuf {
@@ -227,39 +196,8 @@ pub fn logs(
         .log_path
         .clone()
         .unwrap_or_else(|| b.logs.join(format!("{}.log", handle.session)));
-    let mut file = fs::File::open(&path).map_err(|e| {
-        BackendError::io(
-            format!(
-                "no output kept for this session ({}); only detached sessions' output is kept",
-                path.display()
-            ),
-            e,
-        )
-    })?;
     let dir = session_dir(b, &handle.session);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| BackendError::io("cannot read the log", e))?;
-        if n > 0 {
-            out.write_all(&buf[..n])
-                .and_then(|()| out.flush())
-                .map_err(|e| BackendError::io("cannot write", e))?;
-            continue;
-        }
-        if !follow || !supervised(&dir) {
-            // One last read: the session may have written and ended since.
-            let pos = file.stream_position().unwrap_or(0);
-            let _ = file.seek(SeekFrom::Start(pos));
-            let mut rest = Vec::new();
-            let _ = file.read_to_end(&mut rest);
-            let _ = out.write_all(&rest);
-            let _ = out.flush();
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sandbox::detached::copy_log(&path, follow, &|| supervised(&dir), out)
 }
 
 pub fn liveness(b: &NativeBackend, id: &str) -> Liveness {

@@ -208,24 +208,8 @@ pub fn helper_main(dir: &Path) -> i32 {
         let _ = fs::write(f, code.to_string());
     }
     remove_session_dir(dir);
-    run_on_exit(&session.plan.on_exit, code);
+    sandbox::detached::run_on_exit(&session.plan.on_exit, code);
     code
-}
-
-fn run_on_exit(argv: &[String], code: i32) {
-    let Some((program, args)) = argv.split_first() else {
-        return;
-    };
-    match std::process::Command::new(program)
-        .args(args)
-        .env("AGENTCTL_EXIT_CODE", code.to_string())
-        .stdin(std::process::Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("agentctl: recording the session's end failed ({s})"),
-        Err(e) => eprintln!("agentctl: cannot record the session's end: {e}"),
-    }
 }
 
 struct Session {

@@ -325,19 +325,7 @@ impl VmBackend {
             .env(helper::STATUS_FD_ENV, fd.to_string());
         let detached = log.is_some();
         if let Some(log) = log {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Private from the start, and never through a link planted
-            // where the log goes.
-            let out = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(log)
-                .map_err(|e| BackendError::io(format!("cannot open {}", log.display()), e))?;
-            let err = out
-                .try_clone()
-                .map_err(|e| BackendError::io("cannot open the log", e))?;
+            let (out, err) = sandbox::detached::open_log(log)?;
             cmd.stdin(std::process::Stdio::null())
                 .stdout(out)
                 .stderr(err);
@@ -523,42 +511,12 @@ impl Backend for VmBackend {
         follow: bool,
         out: &mut dyn std::io::Write,
     ) -> Result<(), BackendError> {
-        use std::io::Read;
         let path = handle
             .log_path
             .clone()
             .unwrap_or_else(|| self.logs.join(format!("{}.log", handle.session)));
-        let mut file = fs::File::open(&path).map_err(|e| {
-            BackendError::io(
-                format!(
-                    "no output kept for this session ({}); only detached sessions' output is kept",
-                    path.display()
-                ),
-                e,
-            )
-        })?;
         let dir = self.session_dir(&handle.session);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| BackendError::io("cannot read the log", e))?;
-            if n > 0 {
-                out.write_all(&buf[..n])
-                    .and_then(|()| out.flush())
-                    .map_err(|e| BackendError::io("cannot write", e))?;
-                continue;
-            }
-            if !follow || !helper::supervised(&dir) {
-                // One last read: the session may have written and ended since.
-                let mut rest = Vec::new();
-                let _ = file.read_to_end(&mut rest);
-                let _ = out.write_all(&rest);
-                let _ = out.flush();
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        sandbox::detached::copy_log(&path, follow, &|| helper::supervised(&dir), out)
     }
 
     fn liveness(&self, handle: &Handle) -> Result<Liveness, BackendError> {
@@ -667,14 +625,7 @@ impl VmBackend {
         plan.on_exit = on_exit.to_vec();
         let json = serde_json::to_vec(&plan).map_err(|e| BackendError::Runtime(e.to_string()))?;
         fs::write(&plan_path, json).map_err(|e| BackendError::io("cannot write the VM plan", e))?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.logs)
-            .map_err(|e| BackendError::io(format!("cannot create {}", self.logs.display()), e))?;
-        // A session's output may hold what the agent printed of the
-        // workspace: the logs stay the user's alone.
-        let _ = fs::set_permissions(&self.logs, fs::Permissions::from_mode(0o700));
+        sandbox::detached::private_dir(&self.logs)?;
         let log = self.logs.join(format!("{id}.log"));
         let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| BackendError::Runtime(format!("cannot create a pipe: {e}")))?;
@@ -703,11 +654,9 @@ impl VmBackend {
             }
         }
         let _ = child.wait();
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(3).collect();
         Err(BackendError::Runtime(format!(
             "the session helper died while starting: {}",
-            tail.join(" / ")
+            sandbox::detached::last_lines(&log, 3)
         )))
     }
 

@@ -8,6 +8,7 @@
 //! to the backend crates, which read a `SandboxSpec` and nothing else.
 
 pub mod backend;
+pub mod detached;
 pub mod dirs;
 pub mod egress;
 mod error;
