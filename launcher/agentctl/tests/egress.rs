@@ -216,6 +216,7 @@ impl Lab {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .env("LANG", "C.UTF-8")
+            .envs(std::env::var_os("AGENTCTL_VM_KERNEL_DIR").map(|d| ("AGENTCTL_VM_KERNEL_DIR", d)))
             .env(
                 "USER",
                 match runner {
@@ -409,6 +410,16 @@ fn allowlist_holds_on_docker() {
     allowlist_holds(Runner::Current, "docker");
 }
 
+/// The same lab and attacks against a VM's guest: QEMU's user-mode
+/// network in a namespace holding only the planted listeners.
+#[test]
+fn allowlist_holds_on_vm() {
+    if !vm_available() {
+        return;
+    }
+    allowlist_holds(Runner::Current, "vm");
+}
+
 #[test]
 fn allowlist_holds_rootless() {
     let Some(runner) = Runner::unprivileged() else {
@@ -460,7 +471,14 @@ fn detached_session_ends_cleanly(backend: &str) {
     ]);
     let said = text(&exec.stdout);
     assert!(said.contains("403"), "{said} {}", text(&exec.stderr));
-    assert!(said.contains("127.1.0.1"), "{said}");
+    // The DNS stub's first fake address: a VM's guest gets one it can
+    // route to its gateway.
+    let fake = if backend == "vm" {
+        "198.18.0.1"
+    } else {
+        "127.1.0.1"
+    };
+    assert!(said.contains(fake), "{said}");
     assert!(said.contains("refused"), "{said}");
     let stop = agentctl(&["stop", &id]);
     assert!(stop.status.success(), "{}", text(&stop.stderr));
@@ -522,6 +540,14 @@ fn a_detached_docker_allowlist_session_ends_cleanly() {
         return;
     }
     detached_session_ends_cleanly("docker");
+}
+
+#[test]
+fn a_detached_vm_allowlist_session_ends_cleanly() {
+    if !vm_available() {
+        return;
+    }
+    detached_session_ends_cleanly("vm");
 }
 
 #[test]

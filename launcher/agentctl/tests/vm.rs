@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use support::{binary, is_root, require, text, vm_available};
+use support::{Runner, binary, is_root, require, text, vm_available};
 
 fn agentctl(ws: &Path, args: &[&str]) -> Output {
     Command::new(binary())
@@ -114,34 +114,19 @@ fn refusals_name_the_fix_and_nothing_falls_back() {
         return;
     }
     let ws = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "run",
-                "-q",
-                "--backend",
-                "vm",
-                "--network",
-                "host",
-                "--",
-                "true",
-            ],
-            "a VM has no host network",
-        ),
-        (
-            vec![
-                "run",
-                "-q",
-                "--backend",
-                "vm",
-                "--network",
-                "bridge",
-                "--",
-                "true",
-            ],
-            "--network none",
-        ),
-    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![(
+        vec![
+            "run",
+            "-q",
+            "--backend",
+            "vm",
+            "--network",
+            "host",
+            "--",
+            "true",
+        ],
+        "a VM has no host network",
+    )];
     for (args, says) in cases {
         let o = agentctl(ws.path(), &args);
         let err = text(&o.stderr);
@@ -383,4 +368,150 @@ fn a_profile_can_ask_for_the_vm() {
     let err = text(&o.stderr);
     assert_ne!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("bad.yaml") && err.contains("backend"), "{err}");
+}
+
+/// The host's first global IPv4 address: traffic to it stays on this
+/// machine, but it is not the loopback a bridged sandbox is cut off from.
+fn host_address() -> Option<String> {
+    let o = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    text(&o.stdout)
+        .lines()
+        .find_map(|l| l.split_whitespace().nth(3))
+        .and_then(|a| a.split('/').next())
+        .map(str::to_string)
+}
+
+/// `--network bridge`: QEMU's user-mode network in QEMU's own network
+/// namespace, which slirp4netns connects out. The guest reaches a service
+/// on the host's own address and a name through its DNS forwarder's
+/// chain, and not the host's loopback: neither through the gateway (QEMU's
+/// loopback, in its namespace) nor through slirp4netns (told not to).
+fn bridge_reaches_out_but_not_the_hosts_loopback(runner: Runner) {
+    if !vm_available()
+        || !require(
+            std::path::Path::new("/usr/bin/slirp4netns").exists(),
+            "slirp4netns (`apt-get install slirp4netns`)",
+        )
+    {
+        return;
+    }
+    let addr = host_address();
+    if !require(addr.is_some(), "a global IPv4 address on this host") {
+        return;
+    }
+    let addr = addr.unwrap();
+    let private = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let public = std::net::TcpListener::bind(format!("{addr}:0")).unwrap();
+    let (p_private, p_public) = (
+        private.local_addr().unwrap().port(),
+        public.local_addr().unwrap().port(),
+    );
+    let served = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut c, _) = public.accept().unwrap();
+        c.write_all(b"hello-from-the-host\n").unwrap();
+    });
+    let home = tempfile::tempdir().unwrap();
+    let ws = home.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    runner.own_home(home.path());
+    let script = format!(
+        "cat /etc/resolv.conf; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; \
+         python3 -c '\nimport socket\nfor host, port in ((\"10.0.2.2\", {p_private}), (\"127.0.0.1\", {p_private}), (\"{addr}\", {p_public})):\n    s = socket.socket(); s.settimeout(10)\n    try:\n        s.connect((host, port)); print(\"reached\", host, s.recv(100).decode().strip())\n    except OSError as e:\n        print(\"blocked\", host, e)\n'"
+    );
+    let o = runner
+        .agentctl(home.path(), &ws)
+        .args(["--store", "none", "run", "-q", "--backend", "vm"])
+        .args(["--network", "bridge", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out} {}", text(&o.stderr));
+    assert!(out.contains("nameserver 10.0.2.3"), "{out}");
+    assert!(out.lines().any(|l| l == "eth0"), "no network card: {out}");
+    assert!(
+        out.contains(&format!("reached {addr} hello-from-the-host")),
+        "the bridge does not reach out: {out}"
+    );
+    assert!(
+        out.contains("blocked 10.0.2.2"),
+        "the host's loopback is reachable: {out}"
+    );
+    assert!(out.contains("blocked 127.0.0.1"), "{out}");
+    served.join().unwrap();
+    drop(private);
+    // No slirp4netns is left serving a VM that is gone (other tests' VMs
+    // may be running now).
+    for p in support::processes_with("--userns-path=/proc/") {
+        let target = p
+            .split("--userns-path=/proc/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            std::path::Path::new("/proc").join(&target).exists(),
+            "slirp4netns outlived its VM: {p}"
+        );
+    }
+}
+
+#[test]
+fn bridge_on_vm_as_root() {
+    if !require(is_root(), "root") {
+        return;
+    }
+    bridge_reaches_out_but_not_the_hosts_loopback(Runner::Current);
+}
+
+#[test]
+fn bridge_on_vm_rootless() {
+    let Some(runner) = Runner::unprivileged() else {
+        return;
+    };
+    bridge_reaches_out_but_not_the_hosts_loopback(runner);
+}
+
+/// Shared writable mappings of files in the exported tree (SQLite's WAL
+/// index, pip's download cache, linkers) work: 9p without a cache refuses
+/// them with EINVAL, which broke pip in a VM until the guest mounted the
+/// tree with `cache=mmap`.
+#[test]
+fn shared_mappings_of_workspace_files_work() {
+    if !vm_available() {
+        return;
+    }
+    let ws = tempfile::tempdir().unwrap();
+    let o = agentctl(
+        ws.path(),
+        &[
+            "run",
+            "-q",
+            "--backend",
+            "vm",
+            "--",
+            "python3",
+            "-c",
+            "import mmap, sqlite3\n\
+             f = open('m.bin', 'w+b'); f.write(b'x' * 4096); f.flush()\n\
+             m = mmap.mmap(f.fileno(), 0); m[0:5] = b'hello'; m.flush(); print('mmap', bytes(m[0:5]).decode())\n\
+             c = sqlite3.connect('w.db'); print('journal', c.execute('pragma journal_mode=wal').fetchone()[0])\n\
+             c.execute('create table t(x)'); c.execute('insert into t values (42)'); c.commit()\n\
+             print('rows', c.execute('select x from t').fetchone()[0])",
+        ],
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out} {}", text(&o.stderr));
+    assert!(out.contains("mmap hello"), "{out}");
+    assert!(out.contains("journal wal"), "{out}");
+    assert!(out.contains("rows 42"), "{out}");
+    // The host sees what the guest wrote through the mapping.
+    assert_eq!(
+        &std::fs::read(ws.path().join("m.bin")).unwrap()[..5],
+        b"hello"
+    );
 }

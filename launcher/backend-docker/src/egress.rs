@@ -105,6 +105,7 @@ pub(crate) async fn start(
         transparent_ports: sandbox::egress::transparent_ports(&allow),
         command: command.to_vec(),
         owns_dir: true,
+        fake_net: None,
     };
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)

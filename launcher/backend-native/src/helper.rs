@@ -435,7 +435,7 @@ struct Session {
     status: Option<OwnedFd>,
     container: Option<Container>,
     hierarchy: Option<Hierarchy>,
-    slirp: Option<net::Slirp>,
+    slirp: Option<sandbox::slirp::Slirp>,
     egress: Option<sandbox::egress::EgressProcess>,
     saved_termios: Option<termios::Termios>,
 }
@@ -541,7 +541,10 @@ impl Session {
         if self.cfg.network == NetworkMode::Bridge {
             let bin = net::find_slirp4netns()
                 .ok_or("slirp4netns is not installed; install it or use --network none|host")?;
-            self.slirp = Some(net::Slirp::start(&bin, pid, &self.cfg.session_dir)?);
+            self.slirp = Some(
+                sandbox::slirp::Slirp::start(&bin, pid, false, &self.cfg.session_dir)
+                    .map_err(NativeError::check)?,
+            );
         }
         if self.cfg.network == NetworkMode::Allowlist {
             // Without its listeners and their proxy the session would be

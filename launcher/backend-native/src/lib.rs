@@ -197,31 +197,7 @@ impl NativeBackend {
 
     /// The egress plan of an `allowlist` session; None for other networks.
     fn egress_plan(&self, spec: &SandboxSpec) -> Result<Option<EgressPlan>, BackendError> {
-        if spec.network != policy::NetworkMode::Allowlist {
-            return Ok(None);
-        }
-        let refuse = |reason: String| BackendError::Control {
-            control: "network",
-            reason,
-            fix: "check the profile's network.allow rules (`agentctl explain`)".into(),
-        };
-        let allow = policy::egress::Allowlist::parse(&spec.network_allow)
-            .map_err(|e| refuse(e.to_string()))?;
-        if allow.rules.is_empty() {
-            return Err(refuse("the allowlist network has no rules".into()));
-        }
-        if self.egress.is_empty() {
-            return Err(refuse(
-                "this launcher cannot serve the allowlist network (no egress command)".into(),
-            ));
-        }
-        Ok(Some(EgressPlan {
-            session: spec.session.to_string(),
-            allow: spec.network_allow.clone(),
-            transparent_ports: sandbox::egress::transparent_ports(&allow),
-            command: self.egress.clone(),
-            owns_dir: false,
-        }))
+        EgressPlan::for_spec(spec, &self.egress, None)
     }
 
     fn spawn_helper(

@@ -7,21 +7,19 @@
 use crate::error::{Context as _, NativeError};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
 /// The address slirp4netns's DNS forwarder answers on.
-pub const SLIRP_DNS: &str = "10.0.2.3";
+pub const SLIRP_DNS: &str = sandbox::slirp::DNS;
 
 /// Finds the slirp4netns binary.
 pub fn find_slirp4netns() -> Option<PathBuf> {
-    crate::find_program("slirp4netns")
+    sandbox::slirp::find()
 }
 
 /// Brings up `lo` inside the network namespace of `pid`. Joining a network
@@ -97,86 +95,6 @@ fn set_up(name: &str) -> Result<(), nix::Error> {
         }
     }
     Ok(())
-}
-
-/// A running slirp4netns serving one sandbox.
-pub struct Slirp {
-    child: Child,
-}
-
-impl Slirp {
-    /// Starts slirp4netns for the network namespace of `pid` and waits
-    /// until the interface inside is configured.
-    pub fn start(binary: &Path, pid: i32, session_dir: &Path) -> Result<Slirp, NativeError> {
-        let (ready_r, ready_w) = nix::unistd::pipe().ctx("pipe")?;
-        let ready_fd = ready_w.as_raw_fd();
-        let mut cmd = Command::new(binary);
-        cmd.args([
-            "--configure",
-            "--mtu=65520",
-            "--disable-host-loopback",
-            "--enable-sandbox",
-            "--enable-seccomp",
-        ])
-        .arg(format!("--ready-fd={ready_fd}"))
-        .arg(pid.to_string())
-        .arg("tap0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            File::create(session_dir.join("slirp4netns.log"))
-                .map(Stdio::from)
-                .unwrap_or(Stdio::null()),
-        );
-        // SAFETY: the closure only clears FD_CLOEXEC on an fd we own, which
-        // is async-signal-safe.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                let flags = libc::fcntl(ready_fd, libc::F_GETFD);
-                libc::fcntl(ready_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .ctx(format!("cannot start {}", binary.display()))?;
-        drop(ready_w);
-        let mut byte = [0u8; 1];
-        let mut ready = File::from(ready_r);
-        match ready.read(&mut byte) {
-            Ok(1) => Ok(Slirp { child }),
-            _ => {
-                let log = std::fs::read_to_string(session_dir.join("slirp4netns.log"))
-                    .unwrap_or_default();
-                let mut slirp = Slirp { child };
-                slirp.stop();
-                if log.contains("/dev/net/tun") {
-                    return Err(NativeError::check(format!(
-                        "slirp4netns cannot open /dev/net/tun ({}); most distributions make it \
-                         mode 0666 for rootless networking: `sudo chmod 0666 /dev/net/tun`, \
-                         or use --network none|host",
-                        log.lines().next().unwrap_or("")
-                    )));
-                }
-                Err(NativeError::check(format!(
-                    "slirp4netns did not come up: {}",
-                    log.lines().collect::<Vec<_>>().join(" / ")
-                )))
-            }
-        }
-    }
-
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Slirp {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Makes the `allowlist` network's listeners inside the network namespace

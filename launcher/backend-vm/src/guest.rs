@@ -12,6 +12,22 @@ pub const GUEST_AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agentct
 /// Modules the guest needs; Debian builds them as modules.
 const MODULES: &[&str] = &["virtio_pci", "virtio_console", "9pnet_virtio", "9p"];
 
+/// The network card's modules, loaded when the VM has one.
+const NET_MODULES: &[&str] = &["virtio_net"];
+
+/// Whether `kernel` can drive the user-mode network's card.
+pub fn check_net_modules(kernel: &Kernel) -> Result<(), String> {
+    let tree = ModuleTree::open(&kernel.modules)
+        .map_err(|e| format!("{}: {e}", kernel.modules.display()))?;
+    match NET_MODULES.iter().find(|m| !tree.has(m)) {
+        None => Ok(()),
+        Some(m) => Err(format!(
+            "{} has no {m} module, which the guest's network card needs",
+            kernel.vmlinuz.display()
+        )),
+    }
+}
+
 /// A kernel and its modules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kernel {
@@ -113,11 +129,16 @@ fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Writes the initramfs for `kernel` to `path` (mode 0600).
-pub fn write_initramfs(kernel: &Kernel, path: &Path) -> Result<(), String> {
+/// Writes the initramfs for `kernel` to `path` (mode 0600), with the
+/// network card's modules when `network`.
+pub fn write_initramfs(kernel: &Kernel, path: &Path, network: bool) -> Result<(), String> {
     let tree = ModuleTree::open(&kernel.modules)
         .map_err(|e| format!("{}: {e}", kernel.modules.display()))?;
-    let order = tree.in_order(MODULES)?;
+    let mut wanted: Vec<&str> = MODULES.to_vec();
+    if network {
+        wanted.extend_from_slice(NET_MODULES);
+    }
+    let order = tree.in_order(&wanted)?;
     let mut entries = Vec::new();
     for d in ["proc", "sys", "dev", "sandbox", "m"] {
         entries.push(Entry::Dir {

@@ -46,6 +46,9 @@ pub const QEMU_LOG: &str = "qemu.log";
 pub const INITRD: &str = "initrd.cpio";
 pub const ROOT: &str = "root";
 pub const SCRATCH: &str = "scratch";
+/// The resolv.conf of QEMU's own root (in the scratch directory): where
+/// QEMU's user-mode network forwards the guest's DNS queries.
+pub const QEMU_RESOLV: &str = "qemu-resolv.conf";
 /// Held by the helper for its life.
 pub const LOCK_FILE: &str = "lock";
 pub const PID_FILE: &str = "helper.pid";
@@ -183,6 +186,8 @@ pub fn helper_main(dir: &Path) -> i32 {
         plan,
         qemu: None,
         t0: Instant::now(),
+        slirp: None,
+        egress: None,
     };
     let code = match session.run(&mut status) {
         Ok(code) => code,
@@ -196,6 +201,12 @@ pub fn helper_main(dir: &Path) -> i32 {
         }
     };
     session.stop_qemu(Duration::from_secs(5));
+    // Their logs are in the directory about to go; nothing is left
+    // serving a namespace that is gone.
+    session.slirp.take();
+    if let Some(mut e) = session.egress.take() {
+        e.stop();
+    }
     if let Some(path) = std::env::var_os(PHASES_ENV)
         && let Ok(line) = serde_json::to_string(&session.phases)
         && let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path)
@@ -218,6 +229,11 @@ struct Session {
     qemu: Option<libc::pid_t>,
     t0: Instant,
     phases: Phases,
+    /// The bridge network's way out, for QEMU's namespace.
+    slirp: Option<sandbox::slirp::Slirp>,
+    /// The allowlist network's proxy, serving the listeners in QEMU's
+    /// namespace.
+    egress: Option<sandbox::egress::EgressProcess>,
 }
 
 /// Execs' clients, by their stream number in the guest.
@@ -227,7 +243,6 @@ impl Session {
     fn run(&mut self, status: &mut Status) -> Result<i32, HelperError> {
         let started = Instant::now();
         let qemu = self.spawn_qemu()?;
-        self.qemu = Some(qemu);
         self.phases.qemu_started_ms = since(self.t0);
         let _ = fs::write(self.dir.join(QEMU_PID_FILE), qemu.to_string());
         let mut stream = self.connect(qemu)?;
@@ -351,6 +366,15 @@ impl Session {
         let (sync_r, sync_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
         let (info_r, info_w) = pipe()?;
+        // The allowlist's listeners come back from the child on this.
+        let (fds_ours, fds_theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| HelperError::Failed(format!("socketpair: {e}")))?;
+        let network = self.plan.network.clone();
         let root = self.dir.join(ROOT);
         let scratch = self.dir.join(SCRATCH);
         let ops = self.plan.tree.clone();
@@ -361,11 +385,13 @@ impl Session {
             .map_err(|e| HelperError::Failed(format!("fork: {e}")))?
         {
             nix::unistd::ForkResult::Child => {
-                drop((sync_r, go_w, info_r));
+                drop((sync_r, go_w, info_r, fds_ours));
                 let jail = Jail {
                     dir: self.dir.clone(),
                     kernel: self.plan.kernel.clone(),
                     kvm: self.plan.accel == "kvm",
+                    resolv_conf: (network != crate::plan::VmNetwork::None)
+                        .then(|| scratch.join(QEMU_RESOLV)),
                 };
                 let code = qemu_child(
                     &argv,
@@ -374,6 +400,8 @@ impl Session {
                     &ops,
                     image.as_deref(),
                     &jail,
+                    &network,
+                    fds_theirs,
                     log,
                     sync_w,
                     go_r,
@@ -383,7 +411,7 @@ impl Session {
                 unsafe { libc::_exit(code) }
             }
             nix::unistd::ForkResult::Parent { child } => {
-                drop((sync_w, go_r, info_w));
+                drop((sync_w, go_r, info_w, fds_theirs));
                 let pid = child.as_raw();
                 let mut b = [0u8; 1];
                 if fs::File::from(sync_r).read_exact(&mut b).is_ok() {
@@ -391,13 +419,52 @@ impl Session {
                     let _ = fs::File::from(go_w).write_all(if maps.is_ok() { b"g" } else { b"x" });
                     maps?;
                 }
+                // Before the child's end of the tree: it sends them (or
+                // closes its end, failing) before it builds the tree.
+                let planted = match &network {
+                    crate::plan::VmNetwork::Allowlist { transparent_ports } => Some(
+                        sandbox::egress::recv_fds(fds_ours.as_raw_fd()).map(|(fds, _)| {
+                            (fds.len() == 3 + transparent_ports.len()).then_some(fds)
+                        }),
+                    ),
+                    _ => None,
+                };
+                drop(fds_ours);
                 let mut msg = String::new();
                 let _ = fs::File::from(info_r).read_to_string(&mut msg);
                 if !msg.is_empty() {
                     let _ = nix::sys::wait::waitpid(child, None);
                     return Err(HelperError::Failed(format!(
-                        "cannot build the sandbox's file tree for the VM: {msg}"
+                        "cannot set up the VM's file tree or network: {msg}"
                     )));
+                }
+                self.qemu = Some(pid);
+                match (&network, planted) {
+                    (crate::plan::VmNetwork::Bridge { slirp4netns }, _) => {
+                        self.slirp = Some(
+                            sandbox::slirp::Slirp::start(slirp4netns, pid, true, &self.dir)
+                                .map_err(HelperError::Failed)?,
+                        );
+                    }
+                    (crate::plan::VmNetwork::Allowlist { .. }, Some(Ok(Some(fds)))) => {
+                        let plan = sandbox::egress::EgressPlan::load(&self.dir)
+                            .map_err(io_err("cannot read the egress plan"))?;
+                        self.egress = Some(
+                            sandbox::egress::EgressProcess::start(&plan, fds, None, &self.dir)
+                                .map_err(HelperError::Failed)?,
+                        );
+                    }
+                    (crate::plan::VmNetwork::Allowlist { .. }, got) => {
+                        return Err(HelperError::Failed(format!(
+                            "cannot make the allowlist network's listeners for the VM ({}); \
+                             refusing to start",
+                            match got {
+                                Some(Err(e)) => e.to_string(),
+                                _ => "not all of them came back".into(),
+                            }
+                        )));
+                    }
+                    (crate::plan::VmNetwork::None, _) => {}
                 }
                 Ok(pid)
             }
@@ -446,6 +513,7 @@ impl Session {
             agent_socket: self.dir.join(AGENT_SOCKET),
             control_socket: self.dir.join(QMP_SOCKET),
             console_log: self.dir.join(CONSOLE_LOG),
+            user_net: self.plan.network != crate::plan::VmNetwork::None,
         };
         let driver = vmm::qemu::Qemu {
             program: self.plan.qemu.clone().into_os_string(),
@@ -637,6 +705,8 @@ struct Jail {
     dir: PathBuf,
     kernel: PathBuf,
     kvm: bool,
+    /// Bound at /etc/resolv.conf (a networked VM's DNS forwarder).
+    resolv_conf: Option<PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -647,6 +717,8 @@ fn qemu_child(
     ops: &[crate::plan::TreeOp],
     image: Option<&Path>,
     jail: &Jail,
+    network: &crate::plan::VmNetwork,
+    fds: OwnedFd,
     log: fs::File,
     sync: OwnedFd,
     go: OwnedFd,
@@ -662,8 +734,16 @@ fn qemu_child(
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::setsid();
     }
+    // A networked VM's QEMU gets a network namespace of its own, owned
+    // by its user namespace: QEMU's user-mode network reaches only what
+    // is made there (`net.rs`).
+    let netns = if *network == crate::plan::VmNetwork::None {
+        0
+    } else {
+        libc::CLONE_NEWNET
+    };
     // SAFETY: unshare takes flags.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | netns) } != 0 {
         return fail(&format!(
             "cannot make a user and mount namespace: {} (unprivileged user namespaces must be allowed)",
             io::Error::last_os_error()
@@ -674,6 +754,17 @@ fn qemu_child(
     if fs::File::from(go).read_exact(&mut b).is_err() || b[0] != b'g' {
         return fail("the helper could not map the user namespace");
     }
+    if netns != 0 {
+        if let Err(e) = crate::net::loopback_up() {
+            return fail(&format!("QEMU's network namespace: {e}"));
+        }
+        if let crate::plan::VmNetwork::Allowlist { transparent_ports } = network
+            && let Err(e) = crate::net::plant_listeners(transparent_ports, fds.as_raw_fd())
+        {
+            return fail(&e);
+        }
+    }
+    drop(fds);
     // Nothing mounted here reaches the host's namespace.
     // SAFETY: NUL-terminated strings.
     if unsafe {
@@ -708,6 +799,7 @@ fn qemu_child(
             jail.kernel.clone(),
         ],
         if jail.kvm { &["/dev/kvm"] } else { &[] },
+        jail.resolv_conf.as_deref(),
     ) {
         return fail(&e.to_string());
     }

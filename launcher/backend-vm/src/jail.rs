@@ -91,12 +91,14 @@ fn bind_same(jail: &Path, p: &Path, writable: bool) -> Result<(), JailError> {
 
 /// Pivots into QEMU's root at `jail` (an empty directory of the session's
 /// own): `writable` paths (the session directory) and `readable` ones
-/// (the kernel) keep their paths; `devices` (e.g. /dev/kvm) are bound in.
+/// (the kernel) keep their paths; `devices` (e.g. /dev/kvm) are bound in;
+/// `resolv_conf`, when given, is QEMU's /etc/resolv.conf (read-only).
 pub fn enter(
     jail: &Path,
     writable: &[PathBuf],
     readable: &[PathBuf],
     devices: &[&str],
+    resolv_conf: Option<&Path>,
 ) -> Result<(), JailError> {
     mount(
         Some(Path::new("tmpfs")),
@@ -122,6 +124,20 @@ pub fn enter(
         if Path::new(f).exists() {
             bind_same(jail, Path::new(f), false)?;
         }
+    }
+    if let Some(src) = resolv_conf {
+        let at = jail.join("etc/resolv.conf");
+        std::fs::create_dir_all(jail.join("etc")).map_err(fail("making", &at))?;
+        std::fs::write(&at, b"").map_err(fail("making", &at))?;
+        mount(Some(src), &at, None, libc::MS_BIND, None).map_err(fail("binding", src))?;
+        mount(
+            None,
+            &at,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            None,
+        )
+        .map_err(fail("making read-only", src))?;
     }
     // QEMU reads its own status and the CPU and memory topology.
     bind_same(jail, Path::new("/proc"), false)?;

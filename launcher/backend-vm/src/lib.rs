@@ -12,14 +12,19 @@
 //! and vCPUs the limits allow. The session helper (`helper.rs`, `agentctl
 //! __vm-helper`) owns QEMU and speaks to the guest.
 //!
+//! Networks: `none` gives the guest no network card; `bridge` and
+//! `allowlist` give it QEMU's user-mode network with QEMU in a network
+//! namespace of its own (`net.rs`): slirp4netns connects it out without
+//! the host's loopback, or only the egress proxy's listeners are there.
+//!
 //! What this backend refuses rather than runs weaker: the `host` network
-//! (a VM has no host network to share), networks other than `none` for
-//! now, and a Docker socket. `--image` runs from the native backend's
+//! (a VM has no host network to share), and a Docker socket. `--image` runs from the native backend's
 //! image cache, under an overlay the host builds.
 
 pub mod guest;
 pub mod helper;
 mod jail;
+mod net;
 pub mod plan;
 pub mod relay;
 pub mod seccomp;
@@ -89,6 +94,10 @@ pub struct VmBackend {
     pub images: PathBuf,
     /// Shown the progress of an image pull.
     pub progress: Box<dyn image_store::Progress>,
+    /// How to serve an `allowlist` session's listeners: the agentctl
+    /// binary, its global arguments and `__egress`. Empty: such sessions
+    /// are refused.
+    pub egress: Vec<String>,
 }
 
 /// What preflight found: the kernel, QEMU, the acceleration and the
@@ -99,6 +108,8 @@ struct Host {
     qemu: PathBuf,
     accel: vmm::Accel,
     notice: Option<String>,
+    network: plan::VmNetwork,
+    egress: Option<sandbox::egress::EgressPlan>,
 }
 
 impl VmBackend {
@@ -136,6 +147,7 @@ impl VmBackend {
             kernel_roots: guest::search_roots(),
             images: image_store::ImageCache::default_root(),
             progress: Box::new(image_store::NoProgress),
+            egress: Vec::new(),
         }
     }
 
@@ -154,23 +166,39 @@ impl VmBackend {
     /// Everything the session needs from this host, or the first thing
     /// missing, named with the package or setting that provides it.
     fn check(&self, spec: &SandboxSpec, opts: &RunOptions) -> Result<Host, BackendError> {
-        match spec.network {
-            NetworkMode::None => {}
+        let network = match spec.network {
+            NetworkMode::None => plan::VmNetwork::None,
             NetworkMode::Host => {
                 return Err(Self::control(
                     "network",
                     "a VM has no host network to share: `host` would give the guest the host's interfaces, which only a container can",
-                    "use --network none on the vm backend, or another backend for the host network",
+                    "use --network none or bridge on the vm backend, or another backend for the host network",
                 ));
             }
-            other => {
-                return Err(Self::control(
-                    "network",
-                    format!("the vm backend runs only `--network none` so far (asked: {other})"),
-                    "use --network none, or the native or docker backend for this network",
-                ));
-            }
-        }
+            NetworkMode::Bridge => plan::VmNetwork::Bridge {
+                slirp4netns: sandbox::slirp::find().ok_or_else(|| {
+                    Self::control(
+                        "network",
+                        "the vm backend's bridge network needs slirp4netns, which is not installed",
+                        "apt-get install slirp4netns, or use --network none",
+                    )
+                })?,
+            },
+            NetworkMode::Allowlist => plan::VmNetwork::Allowlist {
+                transparent_ports: Vec::new(),
+            },
+        };
+        let egress = sandbox::egress::EgressPlan::for_spec(
+            spec,
+            &self.egress,
+            Some(sandbox::egress::VM_FAKE_NET),
+        )?;
+        let network = match (network, &egress) {
+            (plan::VmNetwork::Allowlist { .. }, Some(e)) => plan::VmNetwork::Allowlist {
+                transparent_ports: e.transparent_ports.clone(),
+            },
+            (n, _) => n,
+        };
         if spec.docker {
             return Err(Self::control(
                 "docker socket",
@@ -191,6 +219,10 @@ impl VmBackend {
         })?;
         let kernel = guest::find_kernel(&self.kernel_roots)
             .map_err(|e| Self::control("guest kernel", e, guest::no_kernel_fix()))?;
+        if network != plan::VmNetwork::None {
+            guest::check_net_modules(&kernel)
+                .map_err(|e| Self::control("guest kernel", e, guest::no_kernel_fix()))?;
+        }
         let asked = self
             .accel
             .clone()
@@ -212,6 +244,8 @@ impl VmBackend {
             qemu,
             accel,
             notice,
+            network,
+            egress,
         })
     }
 
@@ -255,12 +289,37 @@ impl VmBackend {
         if host.image.is_some() {
             fs::create_dir(scratch.join("overlay")).map_err(io("the image's overlay"))?;
         }
-        guest::write_initramfs(&host.kernel, &dir.join(helper::INITRD)).map_err(|e| {
-            BackendError::Runtime(format!("cannot write the guest's initramfs: {e}"))
-        })?;
+        let networked = host.network != plan::VmNetwork::None;
+        guest::write_initramfs(&host.kernel, &dir.join(helper::INITRD), networked).map_err(
+            |e| BackendError::Runtime(format!("cannot write the guest's initramfs: {e}")),
+        )?;
         let bpf = seccomp::to_bpf(&spec.seccomp)
             .map_err(|e| Self::control("seccomp", e.to_string(), "report this as a bug"))?;
-        let (tree, _) = plan::tree(spec);
+        let (mut tree, _) = plan::tree(spec);
+        if networked {
+            // The guest asks QEMU's DNS forwarder; QEMU asks slirp4netns's
+            // (bridge) or the egress proxy's stub (allowlist) in its own
+            // namespace, through the resolv.conf of its own root.
+            let write = |name: &str, ns: &str| {
+                let p = scratch.join(name);
+                fs::write(&p, format!("nameserver {ns}\n"))
+                    .and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(0o444)))
+                    .map_err(io("cannot write resolv.conf"))
+                    .map(|()| p)
+            };
+            let guest_resolv = write("resolv.conf", &vmm::user_net::DNS.to_string())?;
+            write(
+                helper::QEMU_RESOLV,
+                &match host.network {
+                    plan::VmNetwork::Allowlist { .. } => sandbox::egress::DNS.ip().to_string(),
+                    _ => sandbox::slirp::DNS.to_string(),
+                },
+            )?;
+            plan::add_resolv_conf(&mut tree, guest_resolv);
+        }
+        if let Some(e) = &host.egress {
+            e.save(&dir).map_err(io("cannot write the egress plan"))?;
+        }
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let vm = plan::VmPlan {
             session: spec.session.to_string(),
@@ -292,6 +351,7 @@ impl VmBackend {
             on_exit: Vec::new(),
             exit_file: Some(self.dirs.exits().join(spec.session.as_str())),
             image_rootfs: host.image.as_ref().map(|i| i.rootfs.clone()),
+            network: host.network.clone(),
         };
         let json = serde_json::to_vec(&vm).map_err(|e| BackendError::Runtime(e.to_string()))?;
         fs::write(dir.join(helper::PLAN_FILE), json).map_err(io("cannot write the VM plan"))?;

@@ -48,6 +48,22 @@ pub enum TreeOp {
     },
 }
 
+/// The VM's network, as the helper sets it up (`net.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum VmNetwork {
+    /// No network card at all.
+    #[default]
+    None,
+    /// QEMU's user-mode network, in QEMU's own network namespace, which
+    /// slirp4netns connects out (the host's loopback cut off).
+    Bridge { slirp4netns: PathBuf },
+    /// QEMU's user-mode network, in QEMU's own network namespace, which
+    /// holds only the egress proxy's listeners (`egress.json` in the
+    /// session directory says what they serve).
+    Allowlist { transparent_ports: Vec<u16> },
+}
+
 /// What the helper needs to build the tree and run the VM.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VmPlan {
@@ -79,6 +95,8 @@ pub struct VmPlan {
     /// An image session's unpacked root filesystem (the native image
     /// cache's, never written): the tree's root is an overlay of it.
     pub image_rootfs: Option<PathBuf>,
+    #[serde(default)]
+    pub network: VmNetwork,
 }
 
 /// Memory the guest's kernel and agent need beside the sandbox's limit.
@@ -163,6 +181,26 @@ pub fn tree(spec: &SandboxSpec) -> (Vec<TreeOp>, Vec<Tmpfs>) {
     (ops, guest)
 }
 
+/// Binds the generated `resolv.conf` at /etc/resolv.conf, before the
+/// masks (which stay last).
+pub fn add_resolv_conf(tree: &mut Vec<TreeOp>, source: PathBuf) {
+    let at = tree
+        .iter()
+        .position(|op| matches!(op, TreeOp::Mask { .. }))
+        .unwrap_or(tree.len());
+    tree.insert(
+        at,
+        TreeOp::Bind {
+            source,
+            path: "/etc/resolv.conf".into(),
+            file: true,
+            writable: false,
+            // agentctl's own file, in the session's private directory.
+            follow: true,
+        },
+    );
+}
+
 /// Stream 0 as the guest runs it. The command runs as the guest's uid 0
 /// (QEMU runs in a user namespace that maps 0 to the session's host
 /// identity, so what the guest owns the host user owns), with no
@@ -176,6 +214,7 @@ pub fn start(
     image_path: Option<&str>,
 ) -> Start {
     let (_, tmpfs) = tree(spec);
+    let gateway_proxy_env = sandbox::egress::proxy_env_at(vmm::user_net::GATEWAY);
     Start {
         argv: spec.command.clone(),
         // An image's own PATH replaces the plan's default one, as on the
@@ -185,6 +224,15 @@ pub fn start(
             .iter()
             .map(|e| match (image_path, e.name.as_str(), &e.source) {
                 (Some(p), "PATH", policy::env::EnvSource::Base) => format!("PATH={p}"),
+                // The allowlist's proxies are at the guest's gateway,
+                // which QEMU connects to its own namespace's loopback,
+                // where they are planted.
+                (_, name, policy::env::EnvSource::Network) => {
+                    match gateway_proxy_env.iter().find(|(n, _)| *n == name) {
+                        Some((n, v)) => format!("{n}={v}"),
+                        None => format!("{}={}", e.name, e.value.0),
+                    }
+                }
                 _ => format!("{}={}", e.name, e.value.0),
             })
             .collect(),
@@ -201,9 +249,13 @@ pub fn start(
             memory_bytes: spec.limits.memory_bytes,
             nofile,
             seccomp_bpf,
-            // The guest has no network device: its /sys shows only its
-            // own virtual hardware.
+            // The guest's own /sys: its virtual hardware only.
             sysfs: true,
+            net: (spec.network != policy::NetworkMode::None).then_some(vm_guest::GuestNet {
+                address: vmm::user_net::GUEST,
+                prefix: vmm::user_net::PREFIX,
+                gateway: vmm::user_net::GATEWAY,
+            }),
         }),
     }
 }

@@ -5,8 +5,8 @@
 //! no query of the sandbox reaches a real resolver, so DNS carries no
 //! tunnel out.
 //!
-//! A: the name's fake IPv4 (from 127.1.0.0/16, the same for the name for
-//! the sandbox's life). AAAA and other types of an allowed name: no data
+//! A: the name's fake IPv4 (from a /16 the backend chose, 127.1.0.0/16
+//! in a container, the same for the name for the sandbox's life). AAAA and other types of an allowed name: no data
 //! (NOERROR, empty), so clients fall back to IPv4. Anything malformed,
 //! more than one question, or not a standard query: FORMERR or NOTIMP.
 
@@ -25,17 +25,39 @@ const RCODE_REFUSED: u8 = 5;
 /// enough that a client does not ask on every connection.
 const TTL: u32 = 60;
 
+/// Where fake addresses come from unless a backend says otherwise: in a
+/// container's own network namespace every 127.0.0.0/8 address is local,
+/// so the transparent listeners on 0.0.0.0 receive them.
+pub const DEFAULT_FAKE_NET: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 0);
+
 /// Names to fake addresses and back, shared with the transparent
 /// listeners.
-#[derive(Default)]
 pub struct FakeIps {
+    /// The /16 the addresses come from.
+    net: u32,
     by_name: HashMap<String, Ipv4Addr>,
     by_ip: HashMap<Ipv4Addr, String>,
 }
 
+impl Default for FakeIps {
+    fn default() -> FakeIps {
+        FakeIps::from_net(DEFAULT_FAKE_NET)
+    }
+}
+
 impl FakeIps {
-    /// The name's address, made on first use: 127.1.0.1, 127.1.0.2, …
-    /// None once 65,534 names have one.
+    /// Addresses from the /16 that `net` starts (its last two octets are
+    /// ignored).
+    pub fn from_net(net: Ipv4Addr) -> FakeIps {
+        FakeIps {
+            net: u32::from(net) & 0xffff_0000,
+            by_name: HashMap::new(),
+            by_ip: HashMap::new(),
+        }
+    }
+
+    /// The name's address, made on first use: 127.1.0.1, 127.1.0.2, … (in
+    /// the default /16). None once 65,534 names have one.
     pub fn assign(&mut self, name: &str) -> Option<Ipv4Addr> {
         if let Some(ip) = self.by_name.get(name) {
             return Some(*ip);
@@ -44,7 +66,7 @@ impl FakeIps {
         if n >= 0xffff {
             return None;
         }
-        let ip = Ipv4Addr::from(0x7f01_0000 | n);
+        let ip = Ipv4Addr::from(self.net | n);
         self.by_name.insert(name.to_string(), ip);
         self.by_ip.insert(ip, name.to_string());
         Some(ip)
@@ -73,9 +95,15 @@ pub enum Outcome {
 
 impl Stub {
     pub fn new(allow: Allowlist) -> Stub {
+        Stub::with_fake_net(allow, DEFAULT_FAKE_NET)
+    }
+
+    /// A stub whose fake addresses come from the /16 at `net` (a VM's
+    /// guest cannot send 127.0.0.0/8 out of itself).
+    pub fn with_fake_net(allow: Allowlist, net: Ipv4Addr) -> Stub {
         Stub {
             allow,
-            fakes: Default::default(),
+            fakes: std::sync::Arc::new(Mutex::new(FakeIps::from_net(net))),
         }
     }
 

@@ -20,6 +20,10 @@ pub struct Planted {
     pub socks: std::net::TcpListener,
     pub dns: std::net::UdpSocket,
     pub transparent: Vec<std::net::TcpListener>,
+    /// The /16 the DNS stub's fake addresses come from: local in the
+    /// namespace the listeners were made in, so connections to them reach
+    /// the transparent listeners (`dns::DEFAULT_FAKE_NET` for containers).
+    pub fake_net: std::net::Ipv4Addr,
 }
 
 /// How long a client has to send its request or its ClientHello.
@@ -57,7 +61,7 @@ pub async fn serve(
             tunnels,
         })
     };
-    let stub = Arc::new(Stub::new(allow.clone()));
+    let stub = Arc::new(Stub::with_fake_net(allow.clone(), planted.fake_net));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(proxy::serve(listener(planted.http)?, config("http")));
     tasks.spawn(proxy::serve_socks(

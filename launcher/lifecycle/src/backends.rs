@@ -56,6 +56,7 @@ impl HostBackends {
         b.accel = backend_vm::accel_from_env();
         b.images = self.images.clone();
         b.progress = (self.progress)();
+        b.egress = self.egress_command();
         b
     }
 

@@ -33,6 +33,12 @@ pub struct EgressPlan {
     /// backend's, which nothing else outlives to remove).
     #[serde(default)]
     pub owns_dir: bool,
+    /// The /16 the DNS stub gives fake addresses from; None: 127.1.0.0/16,
+    /// local in a container's own network namespace. A VM's guest routes
+    /// its loopback range nowhere, so the vm backend names one its
+    /// VMM's namespace makes local ([`VM_FAKE_NET`]).
+    #[serde(default)]
+    pub fake_net: Option<Ipv4Addr>,
 }
 
 impl EgressPlan {
@@ -53,6 +59,44 @@ impl EgressPlan {
     pub fn load(dir: &Path) -> std::io::Result<EgressPlan> {
         let text = std::fs::read(dir.join(Self::FILE))?;
         serde_json::from_slice(&text).map_err(std::io::Error::other)
+    }
+}
+
+impl EgressPlan {
+    /// The plan of `spec`'s session when its network is `allowlist`
+    /// (None for other networks), served by `command` (`agentctl
+    /// __egress`), or why the allowlist cannot be served: no rules, a rule
+    /// that does not parse, no command. Refused, never run open.
+    pub fn for_spec(
+        spec: &crate::spec::SandboxSpec,
+        command: &[String],
+        fake_net: Option<Ipv4Addr>,
+    ) -> Result<Option<EgressPlan>, crate::backend::BackendError> {
+        if spec.network != policy::NetworkMode::Allowlist {
+            return Ok(None);
+        }
+        let refuse = |reason: String| crate::backend::BackendError::Control {
+            control: "network",
+            reason,
+            fix: "check the profile's network.allow rules (`agentctl explain`)".into(),
+        };
+        let allow = Allowlist::parse(&spec.network_allow).map_err(|e| refuse(e.to_string()))?;
+        if allow.rules.is_empty() {
+            return Err(refuse("the allowlist network has no rules".into()));
+        }
+        if command.is_empty() {
+            return Err(refuse(
+                "this launcher cannot serve the allowlist network (no egress command)".into(),
+            ));
+        }
+        Ok(Some(EgressPlan {
+            session: spec.session.to_string(),
+            allow: spec.network_allow.clone(),
+            transparent_ports: transparent_ports(&allow),
+            command: command.to_vec(),
+            owns_dir: false,
+            fake_net,
+        }))
     }
 }
 
@@ -243,6 +287,11 @@ impl Drop for EgressProcess {
     }
 }
 
+/// The fake addresses of a VM's allowlist network: 198.18.0.0/15 is set
+/// aside for benchmarking (RFC 2544) and routed nowhere real, so nothing
+/// the agent could mean is shadowed.
+pub const VM_FAKE_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+
 /// The HTTP proxy (CONNECT and absolute-form `http://`).
 pub const HTTP_PROXY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3128);
 /// SOCKS5, CONNECT only.
@@ -270,8 +319,14 @@ pub fn transparent_ports(allow: &Allowlist) -> Vec<u16> {
 /// The variables that send tools to the proxy: the usual ones in both
 /// cases, and those of tools that read only their own.
 pub fn proxy_env() -> Vec<(&'static str, String)> {
-    let http = format!("http://{HTTP_PROXY}");
-    let socks = format!("socks5h://{SOCKS_PROXY}");
+    proxy_env_at(*HTTP_PROXY.ip())
+}
+
+/// [`proxy_env`] with the proxies at `host` instead of the sandbox's
+/// loopback (a VM's guest reaches them through its gateway).
+pub fn proxy_env_at(host: Ipv4Addr) -> Vec<(&'static str, String)> {
+    let http = format!("http://{host}:{}", HTTP_PROXY.port());
+    let socks = format!("socks5h://{host}:{}", SOCKS_PROXY.port());
     let no_proxy = "localhost,127.0.0.1,::1".to_string();
     let mut vars = Vec::new();
     for name in [

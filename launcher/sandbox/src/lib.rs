@@ -20,6 +20,7 @@ pub mod pins;
 pub mod plan;
 pub mod prepare;
 pub mod scan;
+pub mod slirp;
 pub mod spec;
 pub mod termfilter;
 

@@ -203,6 +203,19 @@ pub struct SandboxSetup {
     /// Give the sandbox a /sys (its own network namespace: the guest's
     /// devices only).
     pub sysfs: bool,
+    /// The guest's network card and how to configure it; None: the VM has
+    /// none (only `lo`).
+    #[serde(default)]
+    pub net: Option<GuestNet>,
+}
+
+/// A static IPv4 configuration for the guest's one network card (`eth0`,
+/// the VMM's user-mode network): no DHCP client in the guest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GuestNet {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
 }
 
 /// How a stream's command ended.

@@ -146,7 +146,10 @@ fn boot() -> io::Result<fs::File> {
             SANDBOX,
             "9p",
             libc::MS_NOSUID | libc::MS_NODEV,
-            "trans=virtio,version=9p2000.L,msize=512000,access=any,posixacl",
+            // cache=mmap: shared writable mappings (SQLite's WAL index, pip's
+            // cache, linkers) need page cache for mmap; nothing else is
+            // cached, so the host's view stays the truth.
+            "trans=virtio,version=9p2000.L,msize=512000,access=any,posixacl,cache=mmap",
         ) {
             Ok(()) => break,
             Err(e) if Instant::now() < deadline => {
@@ -170,8 +173,74 @@ fn boot() -> io::Result<fs::File> {
     fs::OpenOptions::new().read(true).write(true).open(&port)
 }
 
-/// The guest has no network device; its loopback is up, as a
-/// container's is.
+/// The guest's network card, when the plan gives it one: `eth0` with the
+/// plan's address, up, and a default route through the gateway. The card
+/// is probed as its module loads; under TCG that takes a moment.
+fn net_up(net: &vm_guest::GuestNet) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::path::Path::new("/sys/class/net/eth0").exists() {
+        if Instant::now() > deadline {
+            return Err(io::Error::other("the guest has no network card (eth0)"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sin = |a: std::net::Ipv4Addr| {
+        // SAFETY: sockaddr_in is plain data; zero is valid.
+        let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        s.sin_family = libc::AF_INET as libc::sa_family_t;
+        s.sin_addr.s_addr = u32::from(a).to_be();
+        s
+    };
+    let as_sockaddr = |s: libc::sockaddr_in| {
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux and
+        // the kernel reads the former through the latter.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(s) }
+    };
+    let mask = std::net::Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(net.prefix))
+            .unwrap_or(0),
+    );
+    // SAFETY: a socket for the ioctls; ifreq and rtentry are plain data,
+    // zeroed, with their fields set; the calls read and write only them.
+    unsafe {
+        let s = cvt(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let sock = std::os::fd::OwnedFd::from_raw_fd(s);
+        let ifreq = || {
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (i, b) in b"eth0".iter().enumerate() {
+                req.ifr_name[i] = *b as libc::c_char;
+            }
+            req
+        };
+        let what = |w: &'static str| {
+            move |e: io::Error| io::Error::new(e.kind(), format!("eth0: {w}: {e}"))
+        };
+        let mut req = ifreq();
+        req.ifr_ifru.ifru_addr = as_sockaddr(sin(net.address));
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &req)).map_err(what("address"))?;
+        let mut req = ifreq();
+        req.ifr_ifru.ifru_netmask = as_sockaddr(sin(mask));
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK, &req)).map_err(what("netmask"))?;
+        let mut req = ifreq();
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req)).map_err(what("flags"))?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req)).map_err(what("up"))?;
+        let mut rt: libc::rtentry = std::mem::zeroed();
+        rt.rt_dst = as_sockaddr(sin(std::net::Ipv4Addr::UNSPECIFIED));
+        rt.rt_genmask = as_sockaddr(sin(std::net::Ipv4Addr::UNSPECIFIED));
+        rt.rt_gateway = as_sockaddr(sin(net.gateway));
+        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt)).map_err(what("default route"))?;
+    }
+    Ok(())
+}
+
+/// The guest's loopback is up, as a container's is.
 fn loopback_up() -> io::Result<()> {
     // SAFETY: a socket for the ioctls; ifreq is plain data, zeroed, with
     // its name set; the calls read and write only it.
@@ -448,6 +517,9 @@ impl Agent {
         let (status_r, status_w) = proc::pipe()?;
         let waiter = match (&start.sandbox, &self.sandbox) {
             (Some(setup), None) => {
+                if let Some(net) = &setup.net {
+                    net_up(net)?;
+                }
                 proc::cgroup_setup(CGROUP, setup.pids, setup.memory_bytes)?;
                 let init = proc::spawn_sandbox(SANDBOX, CGROUP, setup, &start, child, status_w)?;
                 self.sandbox = Some((init, setup.clone()));

@@ -10,6 +10,7 @@ pub mod initramfs;
 pub mod qemu;
 
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 pub use accel::{Accel, AccelChoice, Probe};
@@ -50,6 +51,23 @@ pub struct VmConfig {
     pub control_socket: PathBuf,
     /// Where the guest's console goes.
     pub console_log: PathBuf,
+    /// A user-mode network device ([`user_net`]); none when false.
+    pub user_net: bool,
+}
+
+/// The user-mode network's addresses: the VMM's own TCP/IP stack answers
+/// for the gateway and the DNS forwarder and makes the guest's
+/// connections with sockets of the VMM process, so the network namespace
+/// the VMM runs in decides where they can go (the host's loopback is the
+/// gateway's, which is why the vm backend runs QEMU in a namespace of its
+/// own). Fixed, so the guest configures itself without DHCP.
+pub mod user_net {
+    use super::Ipv4Addr;
+    pub const NETWORK: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 0);
+    pub const PREFIX: u8 = 24;
+    pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+    pub const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+    pub const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 }
 
 /// A virtual machine monitor, run as an external process. Drivers say how
@@ -58,6 +76,6 @@ pub trait VmmDriver {
     /// The VMM's name, for messages (`qemu`).
     fn name(&self) -> &'static str;
     /// The program and arguments that run `cfg`. The VM has no network
-    /// device unless the config asks for one (it cannot yet).
+    /// device unless the config asks for the user-mode one.
     fn command(&self, cfg: &VmConfig) -> Result<Vec<OsString>, VmmError>;
 }

@@ -1,7 +1,8 @@
 //! QEMU as the VMM: q35 with virtio-pci (Debian's kernels find their
 //! devices there without a custom config; `-M microvm` needs
 //! virtio-mmio devices on the command line, which they do not read),
-//! nothing QEMU would add by default, no network device, host directories
+//! nothing QEMU would add by default, no network device unless asked (then
+//! QEMU's user-mode network on virtio-net, IPv4 only), host directories
 //! over 9p with read-only enforced by QEMU, the agent's channel on a
 //! virtio-serial port, and QMP for control.
 
@@ -119,6 +120,18 @@ impl VmmDriver for Qemu {
             a.push("-device".into());
             a.push(format!("virtio-9p-pci,fsdev=fs{i},mount_tag={}", s.tag));
         }
+        if cfg.user_net {
+            use crate::user_net::*;
+            a.push("-netdev".into());
+            // No IPv6 (the sandbox's other networks have none either), no
+            // TFTP, SMB or forwarded ports: only what the guest dials.
+            a.push(format!(
+                "user,id=net0,ipv6=off,net={NETWORK}/{PREFIX},host={GATEWAY},dns={DNS},dhcpstart={GUEST}"
+            ));
+            a.push("-device".into());
+            // No option ROM: the guest boots its kernel directly.
+            a.push("virtio-net-pci,netdev=net0,romfile=".into());
+        }
         let mut out = vec![self.program.clone()];
         out.extend(a.into_iter().map(OsString::from));
         Ok(out)
@@ -159,6 +172,7 @@ mod tests {
             agent_socket: "/run/s/agent.sock".into(),
             control_socket: "/run/s/qmp.sock".into(),
             console_log: "/run/s/console.log".into(),
+            user_net: false,
         }
     }
 
@@ -187,6 +201,30 @@ mod tests {
         );
         assert!(joined.contains(&format!("name={AGENT_PORT}")), "{joined}");
         assert!(joined.contains("-append console=ttyS0 quiet"), "{joined}");
+    }
+
+    #[test]
+    fn a_user_network_is_virtio_ipv4_only() {
+        let mut c = cfg();
+        c.user_net = true;
+        let argv: Vec<String> = Qemu::default()
+            .command(&c)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = argv.join(" ");
+        assert!(
+            joined.contains(
+                "-netdev user,id=net0,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3"
+            ),
+            "{joined}"
+        );
+        assert!(joined.contains("virtio-net-pci,netdev=net0"), "{joined}");
+        assert!(
+            !joined.contains("hostfwd") && !joined.contains("tftp"),
+            "{joined}"
+        );
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn a_guest_boots_with_its_own_kernel_and_host_enforced_shares() {
         agent_socket: work.path().join("agent.sock"),
         control_socket: work.path().join("qmp.sock"),
         console_log: work.path().join("console.log"),
+        user_net: false,
     };
     let argv = vmm::qemu::Qemu::default().command(&cfg).unwrap();
     let mut child = Command::new(&argv[0])

@@ -67,7 +67,7 @@ pub fn bench_vm(ctx: &Ctx, runs: usize) -> Result<VmReport> {
     let share = bare_dir.join("root");
     std::fs::create_dir(&share)?;
     let initrd = bare_dir.join("initrd.cpio");
-    backend_vm::guest::write_initramfs(&kernel, &initrd).map_err(anyhow::Error::msg)?;
+    backend_vm::guest::write_initramfs(&kernel, &initrd, false).map_err(anyhow::Error::msg)?;
 
     let (mut bare_ms, mut agentctl_ms) = (Vec::new(), Vec::new());
     for i in 0..runs {
@@ -155,6 +155,7 @@ fn bare_run(
         agent_socket: dir.join("agent.sock"),
         control_socket: dir.join("qmp.sock"),
         console_log: console.clone(),
+        user_net: false,
     };
     let argv = vmm::qemu::Qemu::default().command(&cfg)?;
     let t = Instant::now();

@@ -26,7 +26,10 @@ pub fn egress(
     let plan = sandbox::egress::EgressPlan::load(session_dir)
         .with_context(|| format!("cannot read {}/egress.json", session_dir.display()))?;
     let allow = policy::egress::Allowlist::parse(&plan.allow)?;
-    let planted = take_planted(&plan.transparent_ports)?;
+    let mut planted = take_planted(&plan.transparent_ports)?;
+    if let Some(net) = plan.fake_net {
+        planted.fake_net = net;
+    }
     // SAFETY: the starter passed the ready pipe (and the descriptor to hold)
     // at these numbers, and nothing else in this process owns them.
     let ready = unsafe { OwnedFd::from_raw_fd(ready_fd) };
@@ -183,6 +186,7 @@ fn take_planted(transparent: &[u16]) -> Result<egress::session::Planted> {
             .enumerate()
             .map(|(i, p)| tcp(6 + i as RawFd, *p))
             .collect::<Result<_>>()?,
+        fake_net: egress::dns::DEFAULT_FAKE_NET,
     })
 }
 

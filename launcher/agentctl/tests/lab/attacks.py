@@ -23,8 +23,21 @@ import sys
 import time
 
 CA = os.environ["LAB_CA"]
-PROXY = ("127.0.0.1", 3128)
-SOCKS = ("127.0.0.1", 1080)
+
+
+def where(var):
+    """(host, port) of a proxy variable: the sandbox's loopback in a
+    container, the guest's gateway in a VM."""
+    hostport = os.environ[var].split("://", 1)[1].rstrip("/")
+    host, port = hostport.rsplit(":", 1)
+    return host, int(port)
+
+
+PROXY = where("HTTP_PROXY")
+SOCKS = where("ALL_PROXY")
+# The DNS stub, as the sandbox's resolver is told to reach it.
+STUB = next((l.split()[1], 53) for l in open("/etc/resolv.conf")
+            if l.startswith("nameserver"))
 results = []
 
 
@@ -122,7 +135,7 @@ def client_hello(sni):
     return out.read()
 
 
-def dns_query(name, qtype, server=("127.0.0.1", 53)):
+def dns_query(name, qtype, server=STUB):
     q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
     for label in name.split("."):
         b = label.encode()
@@ -179,7 +192,7 @@ def _():
 
 @check("socks5h through the SOCKS listener", "allowed")
 def _():
-    rc, out = curl("--noproxy", "*", "--socks5-hostname", "127.0.0.1:1080",
+    rc, out = curl("--noproxy", "*", "--socks5-hostname", f"{SOCKS[0]}:{SOCKS[1]}",
                    "https://api.anthropic.com/")
     return rc == 0 and "lab-ok https" in out, out
 
@@ -371,9 +384,10 @@ def _():
         return True, e
 
 
-@check("transparent 443 to a loopback address the stub never gave", "attack")
+@check("transparent 443 to a fake-range address the stub never gave", "attack")
 def _():
-    s = socket.create_connection(("127.0.0.9", 443), timeout=5)
+    given = socket.gethostbyname("api.anthropic.com").rsplit(".", 1)[0]
+    s = socket.create_connection((given + ".209", 443), timeout=5)
     return tls_refused(s, "api.anthropic.com")
 
 
@@ -433,10 +447,15 @@ def _():
 
 @check("UDP to an allowed server (QUIC on 443)", "attack")
 def _():
+    # In a container the datagram cannot even leave (no route); a VM's
+    # guest has a gateway, whose namespace has no way out. Either way no
+    # answer comes, and the lab's counters show nothing arrived.
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
     try:
         s.sendto(b"\xc0" + b"q" * 1200, ("11.0.0.10", 443))
-        return False, "sent"
+        s.recv(10)
+        return False, "answered"
     except OSError as e:
         return True, e
 
@@ -513,7 +532,7 @@ def _():
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind(("127.0.0.1", 3128))
+        s.bind(PROXY)
         s.listen(1)
         return False, "bound"
     except OSError as e:
