@@ -123,6 +123,28 @@ fn the_vmm_seam_knows_no_sandbox() {
     );
 }
 
+/// Session cgroups are kernel files: the native backend's sandbox and the
+/// vm backend's QEMU share the code, which knows no runtime, no VMM and
+/// no store.
+#[test]
+fn cgroups_know_no_runtime_and_no_store() {
+    forbid(
+        "cgroups",
+        &[
+            "libcontainer",
+            "oci-spec",
+            "bollard",
+            "tokio",
+            "vmm",
+            "store",
+            "lifecycle",
+            "backend-native",
+            "backend-docker",
+            "backend-vm",
+        ],
+    );
+}
+
 #[test]
 fn the_egress_proxy_knows_no_sandbox_and_no_store() {
     // It is handed sockets, rules and a callback for refusals; where the

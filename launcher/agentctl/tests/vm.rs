@@ -515,3 +515,106 @@ fn shared_mappings_of_workspace_files_work() {
         b"hello"
     );
 }
+
+/// QEMU's own cgroup: the VM's memory plus QEMU's own and TCG's code
+/// cache, the plan's CPU (1.5 CPUs: two vCPUs, held to 1.5 by the
+/// quota), QEMU's threads; read from the kernel while it runs, gone with
+/// the session.
+#[test]
+fn qemu_is_held_by_a_cgroup_of_the_vms_size() {
+    if !vm_available() || !require(is_root(), "root (reading any cgroup)") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let ws = home.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let profile = home.path().join("small.yaml");
+    std::fs::write(
+        &profile,
+        "extends: generic\nlimits:\n  pids: 64\n  memory: 512m\n  cpus: 1.5\n",
+    )
+    .unwrap();
+    let store_url = format!("sqlite://{}", home.path().join("store.db").display());
+    let agentctl = |args: &[&str]| {
+        Command::new(binary())
+            .args(["--store", &store_url])
+            .args(args)
+            .current_dir(&ws)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = agentctl(&[
+        "run",
+        "-d",
+        "-q",
+        "--backend",
+        "vm",
+        "--profile",
+        &profile.to_string_lossy(),
+        "--",
+        "sleep",
+        "120",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_string();
+    let qemu = support::processes_with(&id)
+        .into_iter()
+        .find(|p| p.contains("qemu-system"))
+        .and_then(|p| p.split(':').next().map(str::to_string))
+        .expect("QEMU runs");
+    let cgroups = std::fs::read_to_string(format!("/proc/{qemu}/cgroup")).unwrap();
+    let v1 = |controller: &str| {
+        cgroups.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| std::path::PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}")))
+        })
+    };
+    // The guest: 512 MiB and 192 for its kernel; QEMU: 256 of its own and
+    // 256 of TCG's code cache (this host has no usable KVM).
+    let want_memory: u64 = (512 + 192 + 256 + 256) << 20;
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).unwrap().trim().to_string();
+    let dirs = match v1("memory") {
+        Some(memory) => {
+            assert!(
+                memory.to_string_lossy().contains(&id),
+                "QEMU is not in a cgroup of its session: {cgroups}"
+            );
+            assert_eq!(
+                read(memory.join("memory.limit_in_bytes")),
+                want_memory.to_string()
+            );
+            let pids = v1("pids").unwrap();
+            assert_eq!(read(pids.join("pids.max")), "130");
+            let cpu = v1("cpu").unwrap();
+            assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "150000");
+            vec![memory, pids, cpu]
+        }
+        None => {
+            let path = cgroups
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .expect("a cgroup v2 entry");
+            let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup{path}"));
+            assert_eq!(read(dir.join("memory.max")), want_memory.to_string());
+            assert_eq!(read(dir.join("pids.max")), "130");
+            assert_eq!(read(dir.join("cpu.max")), "150000 100000");
+            vec![dir]
+        }
+    };
+    let o = agentctl(&["stop", "-t", "1", &id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = agentctl(&["rm", &id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for d in dirs {
+        assert!(
+            !d.exists(),
+            "QEMU's cgroup outlived the session: {}",
+            d.display()
+        );
+    }
+}

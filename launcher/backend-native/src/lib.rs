@@ -212,21 +212,7 @@ impl NativeBackend {
             .ok_or_else(|| BackendError::Runtime("no helper command configured".into()))?;
         let fd = status.as_raw_fd();
         let mut cmd = if matches!(cfg.cgroup, cgroup::CgroupMode::DelegatedV2 { .. }) {
-            // A scope of its own, delegated by systemd, to hold the session's
-            // cgroup (cgroup v2 lets a user move processes only within a
-            // subtree it was given).
-            let mut c = Command::new("systemd-run");
-            c.args([
-                "--user",
-                "--scope",
-                "--quiet",
-                "--collect",
-                "-p",
-                "Delegate=yes",
-                "--",
-            ])
-            .arg(program);
-            c
+            cgroup::delegated_scope_command(program)
         } else {
             Command::new(program)
         };
@@ -542,15 +528,6 @@ pub(crate) fn private_mount_namespace(extra: nix::sched::CloneFlags) -> nix::Res
         MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None::<&str>,
     )
-}
-
-/// Finds a program on PATH or in the usual system directories.
-pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// The launcher's own open-files limit, for the sandbox to inherit.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use sandbox::{BackendError, RunOptions, SandboxSpec};
 
-use crate::cgroup::{self, CgroupMode, Hierarchy};
+use crate::cgroup::{self, CgroupMode};
 use crate::net;
 
 /// Host settings that decide whether an unprivileged user may create a
@@ -111,108 +111,17 @@ fn cgroup_mode(
     opts: &RunOptions,
     rootless: bool,
 ) -> Result<CgroupMode, BackendError> {
-    let id = spec.session.as_str();
-    let uid = spec.identity.invoker_uid;
-    let hierarchy = cgroup::detect().map_err(|e| BackendError::Control {
+    cgroup::mode_for(
+        spec.session.as_str(),
+        spec.identity.invoker_uid,
+        rootless,
+        opts.no_limits,
+    )
+    .map_err(|r| BackendError::Control {
         control: "resource limits",
-        reason: format!("cannot read the cgroup layout: {e}"),
-        fix: "mount cgroupfs at /sys/fs/cgroup".into(),
-    })?;
-    let both_fixes = |what: String| BackendError::Control {
-        control: "resource limits",
-        reason: what,
-        fix: "run `sudo agentctl setup` once to delegate a cgroup to your user, \
-              or pass --no-limits to run without pids, memory and cpu limits"
-            .into(),
-    };
-    if !rootless {
-        if !opts.no_limits {
-            missing_controllers(&hierarchy).map_err(|m| BackendError::Control {
-                control: "resource limits",
-                reason: format!("the {m} cgroup controller is not available"),
-                fix: "enable it in the kernel, or pass --no-limits".into(),
-            })?;
-        }
-        let path = format!("/agentctl/{id}");
-        return Ok(if opts.no_limits {
-            CgroupMode::Unlimited { path }
-        } else {
-            CgroupMode::Runtime { path }
-        });
-    }
-    match &hierarchy {
-        Hierarchy::V1 { mounts } => {
-            let missing = cgroup::v1_missing_delegation(mounts, uid);
-            let path = format!("{}/{id}", cgroup::v1_delegated_base(uid));
-            if missing.is_empty() {
-                Ok(if opts.no_limits {
-                    CgroupMode::Unlimited { path }
-                } else {
-                    CgroupMode::DelegatedV1 { path }
-                })
-            } else if opts.no_limits {
-                Ok(CgroupMode::Hidden { path })
-            } else {
-                Err(both_fixes(format!(
-                    "cgroup v1 has no subtree delegated to uid {uid} ({} is missing or not writable)",
-                    missing[0].display()
-                )))
-            }
-        }
-        Hierarchy::V2 => {
-            let own = cgroup::own_v2_cgroup().unwrap_or_default();
-            if opts.no_limits {
-                return Ok(CgroupMode::Unlimited {
-                    path: format!("{own}/agentctl-{id}"),
-                });
-            }
-            // The helper runs in a scope of its own that systemd delegates
-            // to the user; the session's cgroup is made inside it then.
-            if systemd_user_manager() {
-                Ok(CgroupMode::DelegatedV2 {
-                    path: String::new(),
-                })
-            } else {
-                Err(both_fixes(format!(
-                    "cgroup v2: your cgroup {own} is not delegated to you, and there is no \
-                     systemd user manager to delegate one (`systemd-run --user --scope`)"
-                )))
-            }
-        }
-    }
-}
-
-/// True when `systemd-run --user` can reach the user's systemd manager.
-fn systemd_user_manager() -> bool {
-    let bus = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(|d| Path::new(&d).join("bus").exists())
-        .unwrap_or(false);
-    bus && crate::find_program("systemd-run").is_some()
-}
-
-/// The first limit controller the host lacks, if any.
-fn missing_controllers(h: &Hierarchy) -> Result<(), &'static str> {
-    match h {
-        Hierarchy::V1 { mounts } => {
-            for c in cgroup::LIMIT_CONTROLLERS {
-                if !mounts.iter().any(|m| m.controllers.iter().any(|x| x == c)) {
-                    return Err(c);
-                }
-            }
-            Ok(())
-        }
-        Hierarchy::V2 => {
-            let avail =
-                fs::read_to_string(Path::new(cgroup::CGROUP_ROOT).join("cgroup.controllers"))
-                    .unwrap_or_default();
-            for c in cgroup::LIMIT_CONTROLLERS {
-                if !avail.split_whitespace().any(|a| a == *c) {
-                    return Err(c);
-                }
-            }
-            Ok(())
-        }
-    }
+        reason: r.reason,
+        fix: r.fix,
+    })
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub const SCRATCH: &str = "scratch";
 /// The resolv.conf of QEMU's own root (in the scratch directory): where
 /// QEMU's user-mode network forwards the guest's DNS queries.
 pub const QEMU_RESOLV: &str = "qemu-resolv.conf";
+/// The path of QEMU's cgroup, once made (removed with the session, also
+/// after a helper that was killed).
+pub const CGROUP_FILE: &str = "cgroup";
 /// Held by the helper for its life.
 pub const LOCK_FILE: &str = "lock";
 pub const PID_FILE: &str = "helper.pid";
@@ -415,9 +418,14 @@ impl Session {
                 let pid = child.as_raw();
                 let mut b = [0u8; 1];
                 if fs::File::from(sync_r).read_exact(&mut b).is_ok() {
-                    let maps = self.write_maps(pid);
-                    let _ = fs::File::from(go_w).write_all(if maps.is_ok() { b"g" } else { b"x" });
-                    maps?;
+                    // QEMU's cgroup before it runs anything of its own.
+                    let ready = self.join_cgroup(pid).and_then(|()| self.write_maps(pid));
+                    let _ = fs::File::from(go_w).write_all(if ready.is_ok() { b"g" } else { b"x" });
+                    if let Err(e) = ready {
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(child, None);
+                        return Err(e);
+                    }
                 }
                 // Before the child's end of the tree: it sends them (or
                 // closes its end, failing) before it builds the tree.
@@ -469,6 +477,27 @@ impl Session {
                 Ok(pid)
             }
         }
+    }
+
+    /// Makes QEMU's cgroup, puts the child that becomes QEMU in it, and
+    /// reads both back from the kernel: a limit that did not take refuses
+    /// the session.
+    fn join_cgroup(&self, pid: libc::pid_t) -> Result<(), HelperError> {
+        let Some(cg) = &self.plan.vmm_cgroup else {
+            return Ok(());
+        };
+        let refuse = |e: String| {
+            HelperError::Failed(format!(
+                "cannot put QEMU in a cgroup with its limits: {e}; refusing to start"
+            ))
+        };
+        let hierarchy = cgroups::detect().map_err(|e| refuse(e.to_string()))?;
+        let path = cgroups::create_for(&cg.mode, &hierarchy, &cg.limits, "vmm")
+            .map_err(|e| refuse(e.to_string()))?
+            .ok_or_else(|| refuse("no cgroup was made".into()))?;
+        let _ = fs::write(self.dir.join(CGROUP_FILE), &path);
+        cgroups::join(&hierarchy, &path, pid).map_err(|e| refuse(e.to_string()))?;
+        cgroups::verify(&hierarchy, &path, pid, &cg.limits).map_err(refuse)
     }
 
     /// The child's uid 0 is the session's host identity, and nothing else
@@ -880,6 +909,14 @@ fn drop_privileges() -> io::Result<()> {
 /// anything be mounted there after all, it is left alone, not emptied.
 pub fn remove_session_dir(dir: &Path) {
     use std::os::unix::fs::MetadataExt;
+    // QEMU's cgroup (empty once QEMU is gone; the kernel may take a moment
+    // to let go of it).
+    if let Ok(path) = fs::read_to_string(dir.join(CGROUP_FILE))
+        && !path.trim().is_empty()
+        && let Ok(h) = cgroups::detect()
+    {
+        cgroups::remove_waiting(&h, path.trim());
+    }
     let Ok(top) = fs::symlink_metadata(dir) else {
         return;
     };

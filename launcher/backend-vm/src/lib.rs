@@ -110,6 +110,7 @@ struct Host {
     notice: Option<String>,
     network: plan::VmNetwork,
     egress: Option<sandbox::egress::EgressPlan>,
+    cgroup: cgroups::CgroupMode,
 }
 
 impl VmBackend {
@@ -206,10 +207,27 @@ impl VmBackend {
                 "leave `docker: true` out of the profile, or use the native or docker backend",
             ));
         }
-        // --no-limits is for hosts that cannot apply limits; a VM always
-        // can (its memory and vCPUs, its own cgroup), so they stay: the
-        // safer reading of the flag here.
-        let _ = opts.no_limits;
+        // QEMU's cgroup, decided as a container's is: root makes it, a
+        // user needs one delegated (`agentctl setup`, or systemd on v2).
+        // --no-limits goes without it; the VM keeps its size and the
+        // guest's cgroup its limits (a VM always has a size: the safer
+        // reading of the flag here).
+        let cgroup = cgroups::mode_for(
+            spec.session.as_str(),
+            spec.identity.invoker_uid,
+            !nix::unistd::geteuid().is_root(),
+            opts.no_limits,
+        )
+        .map_err(|r| {
+            Self::control(
+                "resource limits",
+                format!("QEMU's cgroup: {}", r.reason),
+                format!(
+                    "{} (on the vm backend --no-limits leaves out only QEMU's own cgroup: the VM keeps its size and the guest's cgroup the limits)",
+                    r.fix
+                ),
+            )
+        })?;
         let qemu = find_program(&self.qemu).ok_or_else(|| {
             Self::control(
                 "virtual machine monitor",
@@ -246,6 +264,7 @@ impl VmBackend {
             notice,
             network,
             egress,
+            cgroup,
         })
     }
 
@@ -352,6 +371,15 @@ impl VmBackend {
             exit_file: Some(self.dirs.exits().join(spec.session.as_str())),
             image_rootfs: host.image.as_ref().map(|i| i.rootfs.clone()),
             network: host.network.clone(),
+            vmm_cgroup: host.cgroup.limited().then(|| {
+                plan::VmmCgroup::new(
+                    host.cgroup.clone(),
+                    spec,
+                    plan::memory_mib(spec),
+                    plan::vcpus(spec, host_cpus),
+                    host.accel,
+                )
+            }),
         };
         let json = serde_json::to_vec(&vm).map_err(|e| BackendError::Runtime(e.to_string()))?;
         fs::write(dir.join(helper::PLAN_FILE), json).map_err(io("cannot write the VM plan"))?;
@@ -379,7 +407,18 @@ impl VmBackend {
             .split_first()
             .ok_or_else(|| BackendError::Runtime("no helper command configured".into()))?;
         let fd = status.as_raw_fd();
-        let mut cmd = Command::new(program);
+        // QEMU's cgroup on a user's cgroup v2 is made in the helper's own
+        // scope, which systemd delegates.
+        let scoped = fs::read(dir.join(helper::PLAN_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<plan::VmPlan>(&b).ok())
+            .and_then(|p| p.vmm_cgroup)
+            .is_some_and(|c| matches!(c.mode, cgroups::CgroupMode::DelegatedV2 { .. }));
+        let mut cmd = if scoped {
+            cgroups::delegated_scope_command(program)
+        } else {
+            Command::new(program)
+        };
         cmd.args(args)
             .arg(dir)
             .env(helper::STATUS_FD_ENV, fd.to_string());

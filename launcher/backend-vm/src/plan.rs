@@ -64,6 +64,35 @@ pub enum VmNetwork {
     Allowlist { transparent_ports: Vec<u16> },
 }
 
+/// QEMU's own cgroup: who makes it (the same modes as a container's
+/// cgroup) and its limits (the VM's memory and QEMU's own, the plan's CPU,
+/// QEMU's threads).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmmCgroup {
+    pub mode: cgroups::CgroupMode,
+    pub limits: sandbox::spec::LimitsPlan,
+}
+
+impl VmmCgroup {
+    pub fn new(
+        mode: cgroups::CgroupMode,
+        spec: &SandboxSpec,
+        memory_mib: u32,
+        vcpus: u32,
+        accel: vmm::Accel,
+    ) -> VmmCgroup {
+        VmmCgroup {
+            mode,
+            limits: sandbox::spec::LimitsPlan {
+                pids: vmm::PROCESS_THREADS + vcpus,
+                memory_bytes: vmm::process_memory_mib(memory_mib, accel) << 20,
+                cpu_millis: spec.limits.cpu_millis,
+                containers: 0,
+            },
+        }
+    }
+}
+
 /// What the helper needs to build the tree and run the VM.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VmPlan {
@@ -97,6 +126,9 @@ pub struct VmPlan {
     pub image_rootfs: Option<PathBuf>,
     #[serde(default)]
     pub network: VmNetwork,
+    /// QEMU's cgroup; None with `--no-limits` (the VM keeps its size).
+    #[serde(default)]
+    pub vmm_cgroup: Option<VmmCgroup>,
 }
 
 /// Memory the guest's kernel and agent need beside the sandbox's limit.

@@ -55,6 +55,30 @@ pub struct VmConfig {
     pub user_net: bool,
 }
 
+/// TCG's cache of translated code, fixed (QEMU's default is 1 GiB) so
+/// that the VMM process's own memory has a known bound.
+pub const TCG_CODE_CACHE_MIB: u32 = 256;
+
+/// What the VMM process needs beside the guest's memory: its own heap,
+/// device emulation and file-server buffers.
+pub const PROCESS_OVERHEAD_MIB: u32 = 256;
+
+/// Threads the VMM process may hold beside one per vCPU: its main loop,
+/// RCU, I/O and the file server's worker pool (QEMU's holds up to 64).
+pub const PROCESS_THREADS: u32 = 128;
+
+/// The memory a VMM process running a guest of `memory_mib` may use in
+/// all: the guest's, the process's own, and TCG's code cache (the cgroup
+/// limit the vm backend puts on it).
+pub fn process_memory_mib(memory_mib: u32, accel: Accel) -> u64 {
+    u64::from(memory_mib)
+        + u64::from(PROCESS_OVERHEAD_MIB)
+        + match accel {
+            Accel::Tcg => u64::from(TCG_CODE_CACHE_MIB),
+            Accel::Kvm => 0,
+        }
+}
+
 /// The user-mode network's addresses: the VMM's own TCP/IP stack answers
 /// for the gateway and the DNS forwarder and makes the guest's
 /// connections with sockets of the VMM process, so the network namespace

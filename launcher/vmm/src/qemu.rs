@@ -53,7 +53,7 @@ impl VmmDriver for Qemu {
             "-accel".into(),
             match cfg.accel {
                 Accel::Kvm => "kvm".into(),
-                Accel::Tcg => "tcg".into(),
+                Accel::Tcg => format!("tcg,tb-size={}", crate::TCG_CODE_CACHE_MIB),
             },
             "-cpu".into(),
             match cfg.accel {
@@ -190,7 +190,10 @@ mod tests {
             !joined.contains("-netdev") && !joined.contains("-nic"),
             "{joined}"
         );
-        assert!(joined.contains("-accel tcg -cpu max"), "{joined}");
+        assert!(
+            joined.contains("-accel tcg,tb-size=256 -cpu max"),
+            "{joined}"
+        );
         assert!(
             joined.contains("local,id=fs0,path=/w,,odd,security_model=none -device"),
             "{joined}"
