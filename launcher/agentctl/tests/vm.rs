@@ -618,3 +618,88 @@ fn qemu_is_held_by_a_cgroup_of_the_vms_size() {
         );
     }
 }
+
+/// A networked VM's resolver is bound over /etc/resolv.conf even where
+/// that is a symlink (systemd-resolved's hosts, many images): the mount
+/// goes over the link itself, which is never followed. The image here is
+/// made for the test: busybox, and /etc/resolv.conf a link to a file it
+/// does not have.
+#[test]
+fn a_networked_vm_gets_its_resolver_over_a_symlinked_resolv_conf() {
+    if !vm_available()
+        || !require(
+            support::docker_available(),
+            "a Docker engine (docker import, save)",
+        )
+        || !require(
+            std::path::Path::new("/bin/busybox").exists(),
+            "busybox-static (`apt-get install busybox-static`)",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs.tar");
+    let script = r#"
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w") as t:
+    def add_dir(name):
+        i = tarfile.TarInfo(name); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)
+    def add_link(name, target):
+        i = tarfile.TarInfo(name); i.type = tarfile.SYMTYPE; i.linkname = target; t.addfile(i)
+    for d in ["bin", "etc", "run", "tmp", "root", "proc", "dev", "sys"]:
+        add_dir(d)
+    t.add("/bin/busybox", "bin/busybox")
+    for tool in ["sh", "cat", "readlink"]:
+        add_link("bin/" + tool, "busybox")
+    add_link("etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+    i = tarfile.TarInfo("etc/passwd"); body = b"root:x:0:0:root:/root:/bin/sh\n"
+    i.size = len(body); i.mode = 0o644; t.addfile(i, io.BytesIO(body))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let tag = format!("agentctl-test/resolv-link:{}", std::process::id());
+    let o = Command::new("docker")
+        .args(["import", "-c", "ENV PATH=/bin"])
+        .arg(&rootfs)
+        .arg(&tag)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker import: {}", text(&o.stderr));
+    let archive = dir.path().join("image.tar");
+    let o = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(&tag)
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", &tag]).output();
+    assert!(o.status.success(), "docker save: {}", text(&o.stderr));
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let o = Command::new(binary())
+        .args(["--store", "none", "run", "-q", "--backend", "vm"])
+        .args(["--network", "bridge", "--image"])
+        .arg(format!("docker-archive:{}", archive.display()))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "readlink /etc/resolv.conf; cat /etc/resolv.conf",
+        ])
+        .env("AGENTCTL_IMAGES", dir.path().join("images"))
+        .current_dir(&ws)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out} {}", text(&o.stderr));
+    assert!(
+        out.contains("nameserver 10.0.2.3"),
+        "the guest has no resolver: {out}"
+    );
+}

@@ -32,6 +32,11 @@ pub enum TreeOp {
         /// Whether symlinks on the way to `source` are followed: never
         /// for a source in the workspace, which the agent controls.
         follow: bool,
+        /// The mount point may be a symlink of the host's own (a
+        /// resolv.conf a resolver manages): mounted over the link itself,
+        /// which is never followed.
+        #[serde(default)]
+        over_link: bool,
     },
     /// A tmpfs on the host side (something of the plan is mounted below
     /// it, so the guest cannot mount it itself).
@@ -181,6 +186,7 @@ pub fn tree(spec: &SandboxSpec) -> (Vec<TreeOp>, Vec<Tmpfs>) {
                 file: *file,
                 writable: m.writable,
                 follow: !path.starts_with(&spec.workspace),
+                over_link: false,
             }),
             MountSource::Tmpfs { size, mode } => {
                 if m.purpose == MountPurpose::Tmp && !below(&m.destination) {
@@ -229,6 +235,8 @@ pub fn add_resolv_conf(tree: &mut Vec<TreeOp>, source: PathBuf) {
             writable: false,
             // agentctl's own file, in the session's private directory.
             follow: true,
+            // systemd-resolved's hosts link /etc/resolv.conf to its own.
+            over_link: true,
         },
     );
 }

@@ -371,6 +371,7 @@ pub fn build(
                 file,
                 writable,
                 follow,
+                over_link,
             } => {
                 // In the agent's reach (the workspace), a symlink is never
                 // followed; elsewhere (a dotfile manager's ~/.gitconfig) it
@@ -387,8 +388,31 @@ pub fn build(
                     attrs |= MOUNT_ATTR_RDONLY;
                 }
                 let tree = clone_tree(&src, attrs).map_err(err("binding", source))?;
-                make_path(&root_fd, path, *file).map_err(err("making the mount point", path))?;
-                let dest = open_in(&root_fd, path).map_err(err("opening the mount point", path))?;
+                // Over a link: the link itself (O_PATH | O_NOFOLLOW with
+                // RESOLVE_NO_SYMLINKS opens it, not what it names); a
+                // mount over it is what the guest's lookups then find.
+                let existing = if *over_link {
+                    match open_path(
+                        root_fd.as_raw_fd(),
+                        relative(path).map_err(err("opening the mount point", path))?,
+                        RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+                        libc::O_NOFOLLOW,
+                    ) {
+                        Ok(fd) => Some(fd),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                        Err(e) => return Err(err("opening the mount point", path)(e)),
+                    }
+                } else {
+                    None
+                };
+                let dest = match existing {
+                    Some(fd) => fd,
+                    None => {
+                        make_path(&root_fd, path, *file)
+                            .map_err(err("making the mount point", path))?;
+                        open_in(&root_fd, path).map_err(err("opening the mount point", path))?
+                    }
+                };
                 move_onto(&tree, &dest).map_err(err("mounting on", path))?;
             }
             TreeOp::Tmpfs {
