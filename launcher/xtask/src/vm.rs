@@ -222,7 +222,10 @@ pub fn section(r: &VmReport, cmd: &str) -> Result<String> {
     let _ = writeln!(o, "| phase | at | step |");
     let _ = writeln!(o, "|---|---:|---:|");
     let keys = [
-        ("tree built, QEMU started", "qemu_started_ms"),
+        (
+            "tree built, QEMU's cgroup made and joined, QEMU started",
+            "qemu_started_ms",
+        ),
         ("agent socket answers", "connected_ms"),
         ("guest agent ready (kernel booted, modules, 9p)", "ready_ms"),
         ("command started", "command_started_ms"),
