@@ -146,6 +146,26 @@ pub enum Command {
     Explain(ExplainArgs),
     /// List the available profiles.
     Profiles(ProfilesArgs),
+    /// Check this host for every feature: user namespaces, seccomp, cgroup
+    /// limits for this user, the session store, slirp4netns, the Docker
+    /// engine, Compose, QEMU and a guest kernel, the browser tests' parts.
+    /// Each line says OK or what to do; exits 1 when sessions cannot run.
+    Doctor(DoctorArgs),
+    /// Print the completion script for a shell: `source <(agentctl
+    /// completions bash)`, or save it where the shell looks
+    /// (/usr/share/bash-completion/completions/agentctl,
+    /// a directory of $fpath as _agentctl, ~/.config/fish/completions/).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write agentctl's man pages (agentctl.1 and one per command, e.g.
+    /// agentctl-run.1) to a directory.
+    Man {
+        /// Where to write them.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Delegate a cgroup subtree to a user, so that unprivileged sessions
     /// get resource limits (run once, as root).
     Setup(SetupArgs),
@@ -587,6 +607,14 @@ pub struct ExplainArgs {
 
 #[derive(Args, Debug)]
 pub struct ProfilesArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// One JSON object: the user, the kernel, and each finding (check,
+    /// needed_for, ok, detail, fix).
     #[arg(long)]
     pub json: bool,
 }

@@ -37,7 +37,13 @@ fn main() -> ExitCode {
     match cmd::dispatch(cli.command, store, cli.server) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("agentctl: {err:#}");
+            let text = format!("{err:#}");
+            eprintln!("agentctl: {text}");
+            // A control this host could not apply: the user learns about
+            // the rest at once rather than one refusal at a time.
+            if text.contains("\n  fix: ") {
+                eprintln!("  `agentctl doctor` checks this host for every feature at once");
+            }
             ExitCode::from(LAUNCHER_FAILURE)
         }
     }

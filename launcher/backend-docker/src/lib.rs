@@ -67,6 +67,22 @@ impl DockerBackend {
         })
     }
 
+    /// The engine's version and the API version agreed on (`agentctl
+    /// doctor`), or why it cannot be reached, with the fix.
+    pub fn engine(&self) -> Result<(String, String), BackendError> {
+        self.block_on(async {
+            let docker = connect().await?;
+            let v = docker.client_version();
+            let server = docker
+                .version()
+                .await
+                .ok()
+                .and_then(|v| v.version)
+                .unwrap_or_else(|| "?".into());
+            Ok((server, format!("{}.{}", v.major_version, v.minor_version)))
+        })
+    }
+
     /// Connects to `DOCKER_HOST` (unix or tcp) or the default socket, and
     /// agrees on an API version the daemon speaks: Debian 12's engine
     /// speaks 1.41, bollard would otherwise ask for 1.53.

@@ -33,8 +33,8 @@ pub mod testing;
 
 pub use error::StoreError;
 pub use store::{
-    ConnectOptions, EVENTS_CHANNEL, Listener, OUTPUT_CHANNEL, SessionStore, check_user_name,
-    hostname, now_ms, utc,
+    ConnectOptions, EVENTS_CHANNEL, Listener, OUTPUT_CHANNEL, SchemaStatus, SessionStore,
+    check_user_name, hostname, now_ms, utc,
 };
 pub use types::{
     AccountEvent, Attention, Backend, BrokenLink, DbKind, Event, EventFilter, ListQuery, NewEvent,
@@ -72,3 +72,17 @@ pub const EVENT_KINDS: &[&str] = &[
     "policy_denied",
     "egress_denied",
 ];
+
+/// The database file of a `sqlite://` store URL; None for Postgres or a
+/// URL that is not a store's.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    match url::parse(url) {
+        Ok(url::Target::Sqlite(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// `url` with its password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    url::redact(url)
+}

@@ -254,6 +254,37 @@ struct EventRow {
     hash: String,
 }
 
+/// A store's schema against this agentctl's migrations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Migrations applied to the store.
+    pub applied: Vec<i64>,
+    /// Migrations that failed halfway (a store to repair).
+    pub failed: Vec<i64>,
+    /// Migrations this agentctl has.
+    pub known: Vec<i64>,
+}
+
+impl SchemaStatus {
+    /// Migrations this agentctl would apply on its next open.
+    pub fn pending(&self) -> Vec<i64> {
+        self.known
+            .iter()
+            .filter(|v| !self.applied.contains(v))
+            .copied()
+            .collect()
+    }
+
+    /// Migrations of a newer agentctl, which this one refuses to open.
+    pub fn unknown(&self) -> Vec<i64> {
+        self.applied
+            .iter()
+            .filter(|v| !self.known.contains(v))
+            .copied()
+            .collect()
+    }
+}
+
 impl SessionStore {
     /// Opens the store at `url` (`sqlite://PATH` or `postgres://...`) and
     /// brings its schema up to date.
@@ -356,6 +387,40 @@ impl SessionStore {
                 let v = v.split_whitespace().next().unwrap_or(&v).to_string();
                 format!("PostgreSQL {v}")
             }
+        })
+    }
+
+    /// How this store's schema stands against this agentctl's migrations,
+    /// read without changing anything (`agentctl doctor`; open with
+    /// `migrate: false`).
+    pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        const APPLIED: &str = "SELECT version, success FROM _sqlx_migrations ORDER BY version";
+        type Applied = Result<Vec<(i64, bool)>, sqlx::Error>;
+        let (rows, known): (Applied, Vec<i64>) = match &self.pool {
+            Pool::Sqlite(p) => (
+                sqlx::query_as(APPLIED).fetch_all(p).await,
+                SQLITE_MIGRATIONS.iter().map(|m| m.version).collect(),
+            ),
+            Pool::Postgres(p) => (
+                sqlx::query_as(APPLIED).fetch_all(p).await,
+                POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect(),
+            ),
+        };
+        let rows = match rows {
+            Ok(r) => r,
+            // No table yet: a store nothing has been written to.
+            Err(sqlx::Error::Database(e))
+                if e.message().contains("no such table")
+                    || e.code().as_deref() == Some("42P01") =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(SchemaStatus {
+            applied: rows.iter().filter(|r| r.1).map(|r| r.0).collect(),
+            failed: rows.iter().filter(|r| !r.1).map(|r| r.0).collect(),
+            known,
         })
     }
 

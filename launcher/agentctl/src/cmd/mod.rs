@@ -3,6 +3,8 @@
 
 mod admin;
 mod bundle;
+mod completions;
+mod doctor;
 mod egress;
 mod explain;
 mod image;
@@ -36,6 +38,7 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
     // beside a sandbox before it is whole: nothing of the lifecycle is built
     // for them (its user lookup would load NSS modules from the sandbox's
     // root into agentctl's init), so it is built on first use.
+    let location = store.clone();
     let lc = std::cell::LazyCell::new(|| wiring::lifecycle(store));
     let store = &lc;
     match command {
@@ -45,6 +48,9 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
         | Command::VmHelper { .. }
         | Command::VmExec { .. }) => internal(c),
         Command::Run(args) => run::run(args, store),
+        Command::Doctor(args) => doctor::doctor(args, &location),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { dir } => completions::man(&dir),
         Command::Ps(args) => ps::ps(args, store),
         // A service of the stack has a name no session id can have.
         Command::Logs {
