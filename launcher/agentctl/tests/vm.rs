@@ -302,6 +302,17 @@ fn qemu_runs_confined() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(etc, ["ld.so.cache"], "QEMU's /etc");
+    // QEMU's /proc is its own PID namespace's: no host process (the
+    // helper, the user's shell) whose environment, root or descriptors a
+    // QEMU exploit could read through it, on kernels that would let a
+    // process of the same user do so across user namespaces.
+    let pids: Vec<String> = std::fs::read_dir(root.join("proc"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    assert_eq!(pids, ["1"], "QEMU's /proc shows host processes");
     let o = agentctl(&["stop", "-t", "1", &id]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = agentctl(&["rm", &id]);

@@ -771,8 +771,15 @@ fn qemu_child(
     } else {
         libc::CLONE_NEWNET
     };
+    // A PID namespace of its own too, for the process forked below: the
+    // /proc of QEMU's root shows QEMU alone, not the user's other
+    // processes (their environment, root and descriptors are one
+    // same-uid access away on some kernels).
     // SAFETY: unshare takes flags.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | netns) } != 0 {
+    if unsafe {
+        libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | netns)
+    } != 0
+    {
         return fail(&format!(
             "cannot make a user and mount namespace: {} (unprivileged user namespaces must be allowed)",
             io::Error::last_os_error()
@@ -782,6 +789,42 @@ fn qemu_child(
     let mut b = [0u8; 1];
     if fs::File::from(go).read_exact(&mut b).is_err() || b[0] != b'g' {
         return fail("the helper could not map the user namespace");
+    }
+    // This process stays outside the new PID namespace (unshare moves
+    // only children): it forks QEMU-to-be as that namespace's PID 1 and
+    // waits for it, so the helper's child is still what ends when QEMU
+    // does, and killing it kills QEMU (parent-death signal).
+    // SAFETY: single-threaded; the child continues below, this process
+    // only waits and leaves.
+    match unsafe { libc::fork() } {
+        -1 => {
+            return fail(&format!(
+                "cannot start QEMU's PID namespace: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        0 => {
+            // SAFETY: prctl with plain values.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        }
+        pid => {
+            drop((fds, log, info));
+            // Nothing of the helper's stays open here: the launcher's
+            // status pipe above all, whose end the launcher reads to.
+            // SAFETY: close_range on descriptors this process never uses
+            // again (it leaves with _exit, running no destructor).
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            let mut status = 0;
+            // SAFETY: waiting for the child just forked.
+            while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            return if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+        }
     }
     if netns != 0 {
         if let Err(e) = crate::net::loopback_up() {
@@ -835,11 +878,15 @@ fn qemu_child(
     if let Err(e) = drop_privileges() {
         return fail(&format!("cannot drop QEMU's privileges: {e}"));
     }
-    // SAFETY: dup2 onto the standard descriptors.
+    // SAFETY: dup2 onto the standard descriptors; close_range marks every
+    // other descriptor close-on-exec: QEMU starts with stdin, stdout and
+    // stderr only.
     unsafe {
         libc::dup2(null.as_raw_fd(), 0);
         libc::dup2(log.as_raw_fd(), 1);
         libc::dup2(log.as_raw_fd(), 2);
+        const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
     }
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());

@@ -1,8 +1,9 @@
 //! QEMU's own root: after the tree is built, the process that becomes
 //! QEMU pivots into a fresh tmpfs holding only what QEMU needs (the
 //! host's /usr read-only and its top-level links, the dynamic loader's
-//! cache, /proc and /sys, a few device nodes, the session directory and
-//! the kernel, at their own paths). A guest that escaped its kernel and
+//! cache, a /proc of QEMU's own PID namespace and the host's /sys, a few
+//! device nodes, the session directory and the kernel, at their own
+//! paths). A guest that escaped its kernel and
 //! then QEMU would still see none of the user's files: the layer
 //! Firecracker's jailer adds, for QEMU.
 
@@ -139,8 +140,19 @@ pub fn enter(
         )
         .map_err(fail("making read-only", src))?;
     }
-    // QEMU reads its own status and the CPU and memory topology.
-    bind_same(jail, Path::new("/proc"), false)?;
+    // QEMU reads its own status and the CPU and memory topology: a /proc
+    // of its own PID namespace (it is PID 1 there), which shows no host
+    // process, and the host's /sys read-only.
+    let proc = jail.join("proc");
+    std::fs::create_dir(&proc).map_err(fail("making", &proc))?;
+    mount(
+        Some(Path::new("proc")),
+        &proc,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(fail("mounting", &proc))?;
     bind_same(jail, Path::new("/sys"), false)?;
     let dev = jail.join("dev");
     std::fs::create_dir(&dev).map_err(fail("making", &dev))?;

@@ -112,8 +112,12 @@ impl VmmDriver for Qemu {
                 )));
             }
             a.push("-fsdev".into());
+            // multidevs=remap: the tree spans several host file systems
+            // (binds, tmpfs); without it their inode numbers collide in
+            // the guest's 9p client, which then takes one file for
+            // another (a working directory "nonexistent").
             a.push(format!(
-                "local,id=fs{i},path={},security_model=none{}",
+                "local,id=fs{i},path={},security_model=none,multidevs=remap{}",
                 opt_value(&s.host_path)?,
                 if s.read_only { ",readonly=on" } else { "" }
             ));
@@ -195,11 +199,13 @@ mod tests {
             "{joined}"
         );
         assert!(
-            joined.contains("local,id=fs0,path=/w,,odd,security_model=none -device"),
+            joined
+                .contains("local,id=fs0,path=/w,,odd,security_model=none,multidevs=remap -device"),
             "{joined}"
         );
         assert!(
-            joined.contains("local,id=fs1,path=/usr,security_model=none,readonly=on"),
+            joined
+                .contains("local,id=fs1,path=/usr,security_model=none,multidevs=remap,readonly=on"),
             "{joined}"
         );
         assert!(joined.contains(&format!("name={AGENT_PORT}")), "{joined}");
