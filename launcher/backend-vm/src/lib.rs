@@ -429,11 +429,16 @@ impl VmBackend {
                 .stdout(out)
                 .stderr(err);
         }
-        // SAFETY: clearing FD_CLOEXEC on one descriptor and prctl are
+        // SAFETY: close_range, fcntl on one descriptor, setsid and prctl are
         // async-signal-safe.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(move || {
+                // The helper gets its standard descriptors and the status
+                // pipe, nothing else this launcher happened to inherit
+                // (a detached helper would hold it for the session's life).
+                const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
                 if detached {
