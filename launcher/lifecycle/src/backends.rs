@@ -93,3 +93,13 @@ pub fn image_root() -> PathBuf {
 pub fn self_path() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
+
+/// The Docker engine's version and the API version agreed on with it, or
+/// why it cannot be reached and what to do (`agentctl doctor`).
+pub fn docker_engine() -> Result<(String, String), (String, String)> {
+    match backend_docker::DockerBackend::new(PathBuf::new()).engine() {
+        Ok(v) => Ok(v),
+        Err(sandbox::BackendError::Control { reason, fix, .. }) => Err((reason, fix)),
+        Err(e) => Err((e.to_string(), "check the Docker engine".into())),
+    }
+}

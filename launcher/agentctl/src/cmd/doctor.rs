@@ -385,13 +385,9 @@ fn bridge_network() -> Finding {
 fn docker_engine() -> Finding {
     const CHECK: &str = "docker-engine";
     const FOR: &str = "--backend docker, the Docker proxy, agentctl up";
-    let backend = backend_docker::DockerBackend::new(std::path::PathBuf::new());
-    match backend.engine() {
+    match lifecycle::backends::docker_engine() {
         Ok((version, api)) => Finding::ok(CHECK, FOR, format!("Docker {version}, API {api}")),
-        Err(sandbox::BackendError::Control { reason, fix, .. }) => {
-            Finding::missing(CHECK, FOR, reason, fix)
-        }
-        Err(e) => Finding::missing(CHECK, FOR, e.to_string(), "check the Docker engine"),
+        Err((reason, fix)) => Finding::missing(CHECK, FOR, reason, fix),
     }
 }
 
