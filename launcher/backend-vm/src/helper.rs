@@ -880,13 +880,19 @@ fn qemu_child(
     }
     // SAFETY: dup2 onto the standard descriptors; close_range marks every
     // other descriptor close-on-exec: QEMU starts with stdin, stdout and
-    // stderr only.
+    // stderr only, or not at all.
     unsafe {
-        libc::dup2(null.as_raw_fd(), 0);
-        libc::dup2(log.as_raw_fd(), 1);
-        libc::dup2(log.as_raw_fd(), 2);
         const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+        if libc::dup2(null.as_raw_fd(), 0) < 0
+            || libc::dup2(log.as_raw_fd(), 1) < 0
+            || libc::dup2(log.as_raw_fd(), 2) < 0
+            || libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0
+        {
+            return fail(&format!(
+                "cannot give QEMU only its standard descriptors: {}",
+                io::Error::last_os_error()
+            ));
+        }
     }
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());

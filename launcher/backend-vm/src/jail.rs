@@ -66,8 +66,14 @@ fn mount(
 /// Binds host path `p` at the same path under `jail`, read-only unless
 /// `writable`.
 fn bind_same(jail: &Path, p: &Path, writable: bool) -> Result<(), JailError> {
+    bind_at(jail, p, p, writable)
+}
+
+/// Binds host path `p` at path `inside` under `jail`, read-only unless
+/// `writable`.
+fn bind_at(jail: &Path, p: &Path, inside: &Path, writable: bool) -> Result<(), JailError> {
     let meta = std::fs::metadata(p).map_err(fail("reading", p))?;
-    let at = jail.join(p.strip_prefix("/").unwrap_or(p));
+    let at = jail.join(inside.strip_prefix("/").unwrap_or(inside));
     if meta.is_dir() {
         std::fs::create_dir_all(&at).map_err(fail("making", &at))?;
     } else {
@@ -127,18 +133,7 @@ pub fn enter(
         }
     }
     if let Some(src) = resolv_conf {
-        let at = jail.join("etc/resolv.conf");
-        std::fs::create_dir_all(jail.join("etc")).map_err(fail("making", &at))?;
-        std::fs::write(&at, b"").map_err(fail("making", &at))?;
-        mount(Some(src), &at, None, libc::MS_BIND, None).map_err(fail("binding", src))?;
-        mount(
-            None,
-            &at,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-            None,
-        )
-        .map_err(fail("making read-only", src))?;
+        bind_at(jail, src, Path::new("/etc/resolv.conf"), false)?;
     }
     // QEMU reads its own status and the CPU and memory topology: a /proc
     // of its own PID namespace (it is PID 1 there), which shows no host

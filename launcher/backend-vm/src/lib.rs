@@ -438,7 +438,9 @@ impl VmBackend {
                 // pipe, nothing else this launcher happened to inherit
                 // (a detached helper would hold it for the session's life).
                 const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
                 if detached {
@@ -457,7 +459,9 @@ impl VmBackend {
     }
 }
 
-fn find_program(p: &std::path::Path) -> Option<PathBuf> {
+/// `p` itself when it names a path, else the first `p` on PATH: how this
+/// backend finds QEMU.
+pub fn find_program(p: &std::path::Path) -> Option<PathBuf> {
     if p.components().count() > 1 {
         return p.is_file().then(|| p.to_path_buf());
     }

@@ -455,9 +455,7 @@ fn systemd_user_manager() -> bool {
     let bus = std::env::var_os("XDG_RUNTIME_DIR")
         .map(|d| Path::new(&d).join("bus").exists())
         .unwrap_or(false);
-    bus && std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .chain([PathBuf::from("/usr/bin")])
-        .any(|d| d.join("systemd-run").is_file())
+    bus && sandbox::find_program("systemd-run").is_some()
 }
 
 /// The first limit controller the host lacks, if any.

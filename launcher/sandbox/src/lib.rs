@@ -29,5 +29,15 @@ pub use backend::{
     RunOptions,
 };
 pub use error::PlanError;
+
+/// A program on PATH, or in /usr/bin or /usr/local/bin when PATH lacks
+/// them.
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/local/bin".into()])
+        .map(|d: std::path::PathBuf| d.join(name))
+        .find(|p| p.is_file())
+}
 pub use plan::{HostFacts, PlanRequest, plan, policy_hash};
 pub use spec::SandboxSpec;

@@ -14,11 +14,7 @@ pub const DNS: &str = "10.0.2.3";
 
 /// The slirp4netns binary on PATH (or /usr/bin, /usr/local/bin).
 pub fn find() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join("slirp4netns"))
-        .find(|p| p.is_file())
+    crate::find_program("slirp4netns")
 }
 
 /// A running slirp4netns serving one network namespace. Killed when

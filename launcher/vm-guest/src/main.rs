@@ -173,6 +173,51 @@ fn boot() -> io::Result<fs::File> {
     fs::OpenOptions::new().read(true).write(true).open(&port)
 }
 
+/// A socket for interface ioctls.
+fn ioctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    unsafe {
+        let s = cvt(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        Ok(OwnedFd::from_raw_fd(s))
+    }
+}
+
+/// An ifreq naming `name` (a short, NUL-free interface name).
+fn ifreq(name: &[u8]) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in req.ifr_name.iter_mut().zip(name) {
+        *d = *b as libc::c_char;
+    }
+    req
+}
+
+/// Brings interface `name` up.
+fn link_up(sock: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    let mut req = ifreq(name);
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
+    }
+    Ok(())
+}
+
+fn sockaddr(a: std::net::Ipv4Addr) -> libc::sockaddr {
+    // SAFETY: sockaddr_in is plain data; zero is valid.
+    let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    s.sin_family = libc::AF_INET as libc::sa_family_t;
+    s.sin_addr.s_addr = u32::from(a).to_be();
+    // SAFETY: sockaddr_in and sockaddr have the same size on Linux and the
+    // kernel reads the former through the latter.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(s) }
+}
+
 /// The guest's network card, when the plan gives it one: `eth0` with the
 /// plan's address, up, and a default route through the gateway. The card
 /// is probed as its module loads; under TCG that takes a moment.
@@ -184,57 +229,37 @@ fn net_up(net: &vm_guest::GuestNet) -> io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sin = |a: std::net::Ipv4Addr| {
-        // SAFETY: sockaddr_in is plain data; zero is valid.
-        let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        s.sin_family = libc::AF_INET as libc::sa_family_t;
-        s.sin_addr.s_addr = u32::from(a).to_be();
-        s
-    };
-    let as_sockaddr = |s: libc::sockaddr_in| {
-        // SAFETY: sockaddr_in and sockaddr have the same size on Linux and
-        // the kernel reads the former through the latter.
-        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(s) }
-    };
     let mask = std::net::Ipv4Addr::from(
         u32::MAX
             .checked_shl(32 - u32::from(net.prefix))
             .unwrap_or(0),
     );
-    // SAFETY: a socket for the ioctls; ifreq and rtentry are plain data,
-    // zeroed, with their fields set; the calls read and write only them.
+    let what =
+        |w: &'static str| move |e: io::Error| io::Error::new(e.kind(), format!("eth0: {w}: {e}"));
+    let sock = ioctl_socket()?;
+    let mut addr = ifreq(b"eth0");
+    addr.ifr_ifru.ifru_addr = sockaddr(net.address);
+    let mut netmask = ifreq(b"eth0");
+    netmask.ifr_ifru.ifru_netmask = sockaddr(mask);
+    // SAFETY: rtentry is plain data; zero is a valid value.
+    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_genmask = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_gateway = sockaddr(net.gateway);
+    rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: each request reads the structure given, which we own.
     unsafe {
-        let s = cvt(libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
-        let sock = std::os::fd::OwnedFd::from_raw_fd(s);
-        let ifreq = || {
-            let mut req: libc::ifreq = std::mem::zeroed();
-            for (i, b) in b"eth0".iter().enumerate() {
-                req.ifr_name[i] = *b as libc::c_char;
-            }
-            req
-        };
-        let what = |w: &'static str| {
-            move |e: io::Error| io::Error::new(e.kind(), format!("eth0: {w}: {e}"))
-        };
-        let mut req = ifreq();
-        req.ifr_ifru.ifru_addr = as_sockaddr(sin(net.address));
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &req)).map_err(what("address"))?;
-        let mut req = ifreq();
-        req.ifr_ifru.ifru_netmask = as_sockaddr(sin(mask));
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK, &req)).map_err(what("netmask"))?;
-        let mut req = ifreq();
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req)).map_err(what("flags"))?;
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req)).map_err(what("up"))?;
-        let mut rt: libc::rtentry = std::mem::zeroed();
-        rt.rt_dst = as_sockaddr(sin(std::net::Ipv4Addr::UNSPECIFIED));
-        rt.rt_genmask = as_sockaddr(sin(std::net::Ipv4Addr::UNSPECIFIED));
-        rt.rt_gateway = as_sockaddr(sin(net.gateway));
-        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &addr)).map_err(what("address"))?;
+        cvt(libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFNETMASK,
+            &netmask,
+        ))
+        .map_err(what("netmask"))?;
+    }
+    link_up(&sock, b"eth0").map_err(what("up"))?;
+    // SAFETY: SIOCADDRT reads the rtentry we own.
+    unsafe {
         cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt)).map_err(what("default route"))?;
     }
     Ok(())
@@ -242,25 +267,8 @@ fn net_up(net: &vm_guest::GuestNet) -> io::Result<()> {
 
 /// The guest's loopback is up, as a container's is.
 fn loopback_up() -> io::Result<()> {
-    // SAFETY: a socket for the ioctls; ifreq is plain data, zeroed, with
-    // its name set; the calls read and write only it.
-    unsafe {
-        let s = cvt(libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
-        let sock = std::os::fd::OwnedFd::from_raw_fd(s);
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))
-            .map_err(|e| io::Error::new(e.kind(), format!("bringing up lo: {e}")))?;
-    }
-    Ok(())
+    link_up(&ioctl_socket()?, b"lo")
+        .map_err(|e| io::Error::new(e.kind(), format!("bringing up lo: {e}")))
 }
 
 /// `/dev/vportNpM` whose name is the agent's (udev's by-name links are

@@ -407,10 +407,8 @@ fn compose_tool() -> Finding {
 
 fn vm() -> Vec<Finding> {
     const FOR: &str = "--backend vm";
-    let qemu = match std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
-    {
+    // Looked up as the backend looks it up (PATH only).
+    let qemu = match backend_vm::find_program(Path::new("qemu-system-x86_64")) {
         None => Finding::missing(
             "qemu",
             FOR,
@@ -435,6 +433,7 @@ fn vm() -> Vec<Finding> {
 fn browser() -> Finding {
     const CHECK: &str = "browser";
     const FOR: &str = "developers: the dashboard's browser tests";
+    // The tests find them on PATH.
     let on_path = |name: &str| {
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .any(|d| d.join(name).is_file())
