@@ -474,7 +474,7 @@ async fn verifying_every_chain_shows_progress_and_the_broken_one() {
     let victim = &ids[77];
     {
         use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let mut c = sqlx_sqlite::SqliteConnection::connect(&url).await.unwrap();
         sqlx::query("UPDATE session_events SET actor = 'someone else' WHERE session_id = $1")
             .bind(victim)
             .execute(&mut c)

@@ -21,8 +21,35 @@
 //! The store takes plain values and knows nothing of sandboxes or
 //! backends. It logs with `tracing`, never an event's data.
 
+/// Declares a struct a query's rows decode into, by column name, for either
+/// driver: what `#[derive(sqlx::FromRow)]` would write, without sqlx's
+/// proc macro (which compiles a second copy of sqlx and both drivers for
+/// the build host).
+macro_rules! row_struct {
+    ($(#[$meta:meta])* struct $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        struct $name {
+            $($field: $ty),*
+        }
+
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $name
+        where
+            &'r str: sqlx::ColumnIndex<R>,
+            $($ty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>),*
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?),*
+                })
+            }
+        }
+    };
+}
+pub(crate) use row_struct;
+
 pub mod chain;
 mod error;
+mod migrations;
 pub mod queue;
 mod store;
 mod types;

@@ -12,20 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
+use sqlx_sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tracing::{debug, info, warn};
 
 use crate::chain::{self, Fields, GENESIS, StoredEvent};
+use crate::migrations::Schema;
 use crate::types::*;
 use crate::url::{self, Target};
 use crate::{EVENT_KINDS, MAX_CANDIDATES, StoreError};
-
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
-pub(crate) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// The Postgres channel a notice of new events goes to: `<id> <kind>,…`.
 pub const EVENTS_CHANNEL: &str = "agentctl_events";
@@ -164,51 +162,53 @@ pub struct SessionStore {
     write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct SessionRow {
-    id: String,
-    profile: String,
-    backend: String,
-    image: Option<String>,
-    workspace: String,
-    command: String,
-    user_name: String,
-    uid: i64,
-    host: String,
-    created_at: i64,
-    started_at: Option<i64>,
-    ended_at: Option<i64>,
-    status: String,
-    exit_code: Option<i32>,
-    detached: bool,
-    policy: String,
-    policy_sha256: String,
-    helper_pid: Option<i64>,
-    container_id: Option<String>,
-    log_path: Option<String>,
-    events_count: i64,
-    events_head: String,
-    heartbeat_at: Option<i64>,
+crate::row_struct! {
+    struct SessionRow {
+        id: String,
+        profile: String,
+        backend: String,
+        image: Option<String>,
+        workspace: String,
+        command: String,
+        user_name: String,
+        uid: i64,
+        host: String,
+        created_at: i64,
+        started_at: Option<i64>,
+        ended_at: Option<i64>,
+        status: String,
+        exit_code: Option<i32>,
+        detached: bool,
+        policy: String,
+        policy_sha256: String,
+        helper_pid: Option<i64>,
+        container_id: Option<String>,
+        log_path: Option<String>,
+        events_count: i64,
+        events_head: String,
+        heartbeat_at: Option<i64>,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct SummaryRow {
-    id: String,
-    profile: String,
-    backend: String,
-    image: Option<String>,
-    workspace: String,
-    command: String,
-    user_name: String,
-    host: String,
-    created_at: i64,
-    started_at: Option<i64>,
-    ended_at: Option<i64>,
-    status: String,
-    exit_code: Option<i32>,
-    detached: bool,
-    events_count: i64,
-    heartbeat_at: Option<i64>,
+crate::row_struct! {
+    struct SummaryRow {
+        id: String,
+        profile: String,
+        backend: String,
+        image: Option<String>,
+        workspace: String,
+        command: String,
+        user_name: String,
+        host: String,
+        created_at: i64,
+        started_at: Option<i64>,
+        ended_at: Option<i64>,
+        status: String,
+        exit_code: Option<i32>,
+        detached: bool,
+        events_count: i64,
+        heartbeat_at: Option<i64>,
+    }
 }
 
 impl SummaryRow {
@@ -242,16 +242,17 @@ impl SummaryRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    session_id: String,
-    seq: i64,
-    at: i64,
-    kind: String,
-    actor: Option<String>,
-    data: String,
-    prev_hash: String,
-    hash: String,
+crate::row_struct! {
+    struct EventRow {
+        session_id: String,
+        seq: i64,
+        at: i64,
+        kind: String,
+        actor: Option<String>,
+        data: String,
+        prev_hash: String,
+        hash: String,
+    }
 }
 
 /// A store's schema against this agentctl's migrations.
@@ -399,11 +400,11 @@ impl SessionStore {
         let (rows, known): (Applied, Vec<i64>) = match &self.pool {
             Pool::Sqlite(p) => (
                 sqlx::query_as(APPLIED).fetch_all(p).await,
-                SQLITE_MIGRATIONS.iter().map(|m| m.version).collect(),
+                Schema::Sqlite.versions(),
             ),
             Pool::Postgres(p) => (
                 sqlx::query_as(APPLIED).fetch_all(p).await,
-                POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect(),
+                Schema::Postgres.versions(),
             ),
         };
         let rows = match rows {
@@ -449,14 +450,26 @@ impl SessionStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let result = match &self.pool {
             // Postgres' migrator holds an advisory lock while it works.
-            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
+            Pool::Postgres(p) => match Schema::Postgres.migrator(None).await {
+                Ok(m) => m.run(p).await,
+                Err(e) => Err(e),
+            },
             // SQLite's does not: two processes opening a new store at once
             // can both try the first migration, and the loser fails. Its
             // next attempt finds the migration applied.
             Pool::Sqlite(p) => {
+                let migrator =
+                    match Schema::Sqlite.migrator(None).await {
+                        Ok(m) => m,
+                        Err(e) => return Err(StoreError::Migrate {
+                            hint: "this agentctl's embedded migrations are inconsistent; report it"
+                                .into(),
+                            source: e,
+                        }),
+                    };
                 let mut attempt = 1;
                 let r = loop {
-                    match SQLITE_MIGRATIONS.run(p).await {
+                    match migrator.run(p).await {
                         Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))
                             if attempt < 5 =>
                         {
@@ -1428,7 +1441,7 @@ async fn open_sqlite(path: &Path, size: u32) -> Result<SqlitePool, StoreError> {
 /// checkpoints off its path instead ([`SessionStore::checkpoint`]), and
 /// SQLite itself once the log passes `wal_autocheckpoint` pages. Nothing
 /// is less durable: a commit is durable once it is in the log.
-async fn keep_wal_on_close(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+async fn keep_wal_on_close(conn: &mut sqlx_sqlite::SqliteConnection) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
     // SAFETY: `db` is this connection's open handle, held locked for the
@@ -1746,7 +1759,7 @@ impl EventRow {
 /// The rebuild itself, in one transaction: true when it committed, false
 /// when the references did not hold (rolled back).
 fn rebuild_sessions<'a>(
-    conn: &'a mut sqlx::SqliteConnection,
+    conn: &'a mut sqlx_sqlite::SqliteConnection,
     create: &'a str,
     indexes: &'a [String],
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + 'a>> {
@@ -1777,7 +1790,7 @@ fn rebuild_sessions<'a>(
 }
 
 fn widen_sqlite_backends(
-    pool: &sqlx::SqlitePool,
+    pool: &sqlx_sqlite::SqlitePool,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), MigrateError>> + Send + '_>> {
     Box::pin(async move {
         const OLD: &str = "CHECK (backend IN ('native', 'docker'))";

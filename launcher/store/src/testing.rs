@@ -372,19 +372,10 @@ pub fn with_database(url: &str, name: &str) -> String {
 /// Brings the Postgres store at `url` up to migration `version` and no
 /// further: the schema an earlier agentctl left, for tests of upgrades.
 pub async fn migrate_postgres_through(url: &str, version: i64) -> Result<(), String> {
-    let all = &crate::store::POSTGRES_MIGRATIONS;
-    let migrator = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(
-            all.migrations
-                .iter()
-                .filter(|m| m.version <= version)
-                .cloned()
-                .collect(),
-        ),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    };
+    let migrator = crate::migrations::Schema::Postgres
+        .migrator(Some(version))
+        .await
+        .map_err(|e| format!("cannot read the migrations: {e}"))?;
     let mut conn = sqlx::PgConnection::connect(url)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", crate::url::redact(url)))?;

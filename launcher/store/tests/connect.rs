@@ -115,8 +115,10 @@ async fn creates_a_private_sqlite_file_in_wal_mode() {
     assert!(wal.exists(), "no WAL next to the database");
     assert_eq!(mode(&wal), 0o600);
 
-    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
-    let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    let opts = sqlx_sqlite::SqliteConnectOptions::new().filename(&path);
+    let mut c = sqlx_sqlite::SqliteConnection::connect_with(&opts)
+        .await
+        .unwrap();
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut c)
         .await

@@ -47,10 +47,12 @@ async fn a_store_from_before_the_vm_backend_takes_vm_sessions(db: &Db) {
     // Back to the schema of migration 7.
     if let Db::Sqlite { path, .. } = db {
         use sqlx::Connection;
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        let opts = sqlx_sqlite::SqliteConnectOptions::new()
             .filename(path)
             .foreign_keys(false);
-        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        let mut c = sqlx_sqlite::SqliteConnection::connect_with(&opts)
+            .await
+            .unwrap();
         let table: String =
             sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE name = 'sessions'")
                 .fetch_one(&mut c)
@@ -91,8 +93,10 @@ async fn a_store_from_before_the_vm_backend_takes_vm_sessions(db: &Db) {
     let refused = match db {
         Db::Sqlite { path, .. } => {
             use sqlx::Connection;
-            let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-            let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            let opts = sqlx_sqlite::SqliteConnectOptions::new().filename(path);
+            let mut c = sqlx_sqlite::SqliteConnection::connect_with(&opts)
+                .await
+                .unwrap();
             sqlx::query(
                     "INSERT INTO sessions (id, profile, backend, workspace, command, user_name, uid, host, created_at, status, detached, policy_sha256, events_count, events_head) \
                      SELECT ?, profile, 'vm', workspace, command, user_name, uid, host, created_at, status, detached, policy_sha256, 0, events_head FROM sessions LIMIT 1",

@@ -43,12 +43,13 @@ fn check_sha256(what: &'static str, hex: &str) -> Result<(), StoreError> {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    name: String,
-    role: String,
-    created_at: i64,
-    changed_at: i64,
+crate::row_struct! {
+    struct UserRow {
+        name: String,
+        role: String,
+        created_at: i64,
+        changed_at: i64,
+    }
 }
 
 impl UserRow {
@@ -67,15 +68,16 @@ impl UserRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: String,
-    user_name: String,
-    label: String,
-    scope: String,
-    created_at: i64,
-    last_used_at: Option<i64>,
-    revoked_at: Option<i64>,
+crate::row_struct! {
+    struct TokenRow {
+        id: String,
+        user_name: String,
+        label: String,
+        scope: String,
+        created_at: i64,
+        last_used_at: Option<i64>,
+        revoked_at: Option<i64>,
+    }
 }
 
 impl From<TokenRow> for Token {

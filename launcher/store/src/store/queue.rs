@@ -23,27 +23,28 @@ const REQUEST_COLUMNS: &str = "r.id, r.user_name, r.actor, r.profile, r.workspac
      r.workspace, r.git_ref, r.command, r.image, r.backend, r.labels::text, r.state, \
      r.worker_id, r.attempts, r.created_at, r.claimed_at, r.started_at, r.finished_at, r.reason";
 
-#[derive(sqlx::FromRow)]
-struct RequestRow {
-    id: String,
-    user_name: String,
-    actor: String,
-    profile: String,
-    workspace_kind: String,
-    workspace: String,
-    git_ref: Option<String>,
-    command: String,
-    image: Option<String>,
-    backend: Option<String>,
-    labels: String,
-    state: String,
-    worker_id: Option<String>,
-    attempts: i32,
-    created_at: i64,
-    claimed_at: Option<i64>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    reason: Option<String>,
+crate::row_struct! {
+    struct RequestRow {
+        id: String,
+        user_name: String,
+        actor: String,
+        profile: String,
+        workspace_kind: String,
+        workspace: String,
+        git_ref: Option<String>,
+        command: String,
+        image: Option<String>,
+        backend: Option<String>,
+        labels: String,
+        state: String,
+        worker_id: Option<String>,
+        attempts: i32,
+        created_at: i64,
+        claimed_at: Option<i64>,
+        started_at: Option<i64>,
+        finished_at: Option<i64>,
+        reason: Option<String>,
+    }
 }
 
 fn corrupt(id: &str, field: &'static str, reason: impl ToString) -> StoreError {
@@ -101,20 +102,21 @@ impl RequestRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct WorkerRow {
-    id: String,
-    name: String,
-    host: String,
-    backend: String,
-    labels: String,
-    capacity: i32,
-    state: String,
-    started_at: i64,
-    heartbeat_at: i64,
-    reason: Option<String>,
-    claimed: i64,
-    running: i64,
+crate::row_struct! {
+    struct WorkerRow {
+        id: String,
+        name: String,
+        host: String,
+        backend: String,
+        labels: String,
+        capacity: i32,
+        state: String,
+        started_at: i64,
+        heartbeat_at: i64,
+        reason: Option<String>,
+        claimed: i64,
+        running: i64,
+    }
 }
 
 impl WorkerRow {

@@ -73,8 +73,10 @@ impl Db {
     pub async fn exec(&self, sql: &str) -> u64 {
         match self {
             Db::Sqlite { path, .. } => {
-                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+                let opts = sqlx_sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx_sqlite::SqliteConnection::connect_with(&opts)
+                    .await
+                    .unwrap();
                 let n = sqlx::query(sql)
                     .execute(&mut c)
                     .await
@@ -100,8 +102,10 @@ impl Db {
     pub async fn count(&self, sql: &str) -> i64 {
         match self {
             Db::Sqlite { path, .. } => {
-                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+                let opts = sqlx_sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx_sqlite::SqliteConnection::connect_with(&opts)
+                    .await
+                    .unwrap();
                 sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
             }
             Db::Postgres(db) => {
