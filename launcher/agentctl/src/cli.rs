@@ -142,6 +142,10 @@ pub enum Command {
     /// Internal: a container healthcheck (GET URL, success on 2xx).
     #[command(name = "__probe", hide = true)]
     Probe { url: String },
+    /// Internal: prints a backtrace of itself, to check that this binary's
+    /// backtraces find its debug file (file and line of every frame).
+    #[command(name = "__backtrace", hide = true)]
+    Backtrace,
     /// Print the sandbox plan without running anything.
     Explain(ExplainArgs),
     /// List the available profiles.

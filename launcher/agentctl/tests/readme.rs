@@ -1,8 +1,8 @@
 //! README's first screen works as written: the `sh` blocks under "Check
 //! this host" and "30-second demo" run, word for word, with this build's
 //! agentctl first on PATH, as root and as an unprivileged user (the one
-//! `agentctl setup` was run for). The install block is the .deb's and
-//! cargo's business: it is not run here.
+//! `agentctl setup` was run for). The install block's script is what
+//! .ci/test's package step runs (its .deb is tests/package.rs's).
 
 mod support;
 
@@ -11,25 +11,14 @@ use std::process::Command;
 
 use support::{Runner, binary, text};
 
-/// The first ```sh block after the heading `## {heading}`.
-fn block(readme: &str, heading: &str) -> String {
-    let start = readme
-        .find(&format!("\n## {heading}\n"))
-        .unwrap_or_else(|| panic!("README has no section {heading:?}"));
-    let rest = &readme[start..];
-    let open = rest.find("```sh\n").expect("a sh block") + "```sh\n".len();
-    let close = rest[open..].find("```").expect("the block's end");
-    rest[open..open + close].to_string()
-}
-
 fn run_first_screen(runner: Runner) {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .unwrap();
     let script = format!(
         "set -e\n{}\n{}",
-        block(&readme, "Check this host"),
-        block(&readme, "30-second demo")
+        support::readme_block(&readme, "Check this host"),
+        support::readme_block(&readme, "30-second demo")
     );
     assert!(script.contains("agentctl doctor"), "{script}");
     let home = tempfile::tempdir().unwrap();

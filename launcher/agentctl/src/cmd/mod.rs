@@ -94,6 +94,11 @@ pub fn dispatch(command: Command, store: StoreLocation, server: Option<String>) 
         Command::Down { volumes, yes } => stack::down(volumes, yes),
         Command::Status { json } => stack::status(json),
         Command::Probe { url } => stack::probe(&url),
+        Command::Backtrace => {
+            // What a panic under RUST_BACKTRACE=1 would show, without one.
+            println!("{}", std::backtrace::Backtrace::force_capture());
+            Ok(0)
+        }
         Command::Egress {
             session_dir,
             ready_fd,

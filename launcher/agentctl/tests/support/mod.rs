@@ -429,3 +429,14 @@ pub fn serve(cmd: &mut Command) -> (std::process::Child, String) {
         .to_string();
     (child, addr)
 }
+
+/// The first ```sh block after README's heading `## {heading}`.
+pub fn readme_block(readme: &str, heading: &str) -> String {
+    let start = readme
+        .find(&format!("\n## {heading}\n"))
+        .unwrap_or_else(|| panic!("README has no section {heading:?}"));
+    let rest = &readme[start..];
+    let open = rest.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let close = rest[open..].find("```").expect("the block's end");
+    rest[open..open + close].to_string()
+}
