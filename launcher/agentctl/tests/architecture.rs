@@ -304,6 +304,52 @@ fn the_proxy_speaks_http_itself_and_knows_no_store() {
     );
 }
 
+/// Issue 17's cuts stay cut: no second sqlx built for its proc macro, no
+/// protobuf for libcontainer's checkpoints (the rust-criu that is linked is
+/// launcher/criu-stub), no bundled SQLite. Asked of `cargo tree`, which
+/// resolves features as a build does (`cargo metadata` lists optional
+/// dependencies a build leaves out).
+#[test]
+fn the_build_stays_lean() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "agentctl",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .args(["--target", env!("AGENTCTL_TARGET"), "--format", "{p} {f}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    for heavy in ["sqlx-macros ", "sqlx-macros-core ", "protobuf "] {
+        assert!(
+            !tree.lines().any(|l| l.starts_with(heavy)),
+            "agentctl builds {heavy}again (see docs/BENCHMARKS.md, First five minutes)"
+        );
+    }
+    let criu = tree
+        .lines()
+        .find(|l| l.starts_with("rust-criu "))
+        .expect("libcontainer links rust-criu");
+    assert!(criu.contains("launcher/criu-stub"), "{criu}");
+    let sqlite = tree
+        .lines()
+        .find(|l| l.starts_with("libsqlite3-sys "))
+        .expect("the store links SQLite");
+    let features: Vec<&str> = sqlite.split(' ').nth(2).unwrap_or("").split(',').collect();
+    assert!(!features.contains(&"bundled"), "{sqlite}");
+}
+
 #[test]
 fn the_check_can_fail() {
     // backend-native does depend on libcontainer: the walk must see it.
