@@ -68,7 +68,7 @@ objcopy --strip-all --add-gnu-debuglink="$stage/agentctl.debug" "$built" "$stage
 "$stage/agentctl" completions bash >"$stage/agentctl.bash"
 "$stage/agentctl" completions zsh >"$stage/_agentctl"
 "$stage/agentctl" completions fish >"$stage/agentctl.fish"
-"$stage/agentctl" man --dir "$stage/man" 2>/dev/null
+out=$("$stage/agentctl" man --dir "$stage/man" 2>&1) || die "the man pages: $out"
 
 if [[ $prefix == /usr ]]; then
     debug_file=/usr/lib/debug/.build-id/${build_id:0:2}/${build_id:2}.debug
