@@ -781,7 +781,7 @@ fn qemu_child(
     } != 0
     {
         return fail(&format!(
-            "cannot make a user and mount namespace: {} (unprivileged user namespaces must be allowed)",
+            "cannot make QEMU's user, mount and PID namespaces: {} (unprivileged user namespaces must be allowed)",
             io::Error::last_os_error()
         ));
     }
@@ -808,12 +808,17 @@ fn qemu_child(
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
         }
         pid => {
-            drop((fds, log, info));
             // Nothing of the helper's stays open here: the launcher's
-            // status pipe above all, whose end the launcher reads to.
-            // SAFETY: close_range on descriptors this process never uses
-            // again (it leaves with _exit, running no destructor).
-            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            // status pipe above all, whose end the launcher reads to (a
+            // detached launcher would wait for the session's end). This
+            // process never uses them again and leaves with _exit.
+            if let Err(e) = crate::close_from_3(false) {
+                // SAFETY: killing the child just forked.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return fail(&format!("cannot close the helper's descriptors: {e}"));
+            }
+            // Closed above: their owners must not close the numbers again.
+            std::mem::forget((fds, log, info));
             let mut status = 0;
             // SAFETY: waiting for the child just forked.
             while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
@@ -882,11 +887,10 @@ fn qemu_child(
     // other descriptor close-on-exec: QEMU starts with stdin, stdout and
     // stderr only, or not at all.
     unsafe {
-        const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
         if libc::dup2(null.as_raw_fd(), 0) < 0
             || libc::dup2(log.as_raw_fd(), 1) < 0
             || libc::dup2(log.as_raw_fd(), 2) < 0
-            || libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0
+            || crate::close_from_3(true).is_err()
         {
             return fail(&format!(
                 "cannot give QEMU only its standard descriptors: {}",

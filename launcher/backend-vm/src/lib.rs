@@ -437,10 +437,7 @@ impl VmBackend {
                 // The helper gets its standard descriptors and the status
                 // pipe, nothing else this launcher happened to inherit
                 // (a detached helper would hold it for the session's life).
-                const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
-                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                close_from_3(true)?;
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
                 if detached {
@@ -470,6 +467,21 @@ pub fn find_program(p: &std::path::Path) -> Option<PathBuf> {
         .split(':')
         .map(|d| std::path::Path::new(d).join(p))
         .find(|c| c.is_file())
+}
+
+/// Closes every descriptor from 3 up, or with `cloexec` marks them
+/// close-on-exec (what a process about to exec keeps is then its
+/// standard descriptors and what it clears the flag on afterwards). Async-
+/// signal-safe: one system call.
+pub(crate) fn close_from_3(cloexec: bool) -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range takes plain values; the callers own no
+    // descriptor above 2 they still need (or clear the flag after).
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, flags) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn nofile() -> (u64, u64) {
