@@ -29,6 +29,8 @@ pub use backend::{
     RunOptions,
 };
 pub use error::PlanError;
+pub use plan::{HostFacts, PlanRequest, plan, policy_hash};
+pub use spec::SandboxSpec;
 
 /// A program on PATH, or in /usr/bin or /usr/local/bin when PATH lacks
 /// them.
@@ -39,5 +41,3 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
         .map(|d: std::path::PathBuf| d.join(name))
         .find(|p| p.is_file())
 }
-pub use plan::{HostFacts, PlanRequest, plan, policy_hash};
-pub use spec::SandboxSpec;

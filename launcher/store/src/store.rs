@@ -448,25 +448,24 @@ impl SessionStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        let schema = match &self.pool {
+            Pool::Sqlite(_) => Schema::Sqlite,
+            Pool::Postgres(_) => Schema::Postgres,
+        };
+        let migrator = schema
+            .migrator(None)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                hint: "this agentctl's embedded migrations are inconsistent; report it".into(),
+                source,
+            })?;
         let result = match &self.pool {
             // Postgres' migrator holds an advisory lock while it works.
-            Pool::Postgres(p) => match Schema::Postgres.migrator(None).await {
-                Ok(m) => m.run(p).await,
-                Err(e) => Err(e),
-            },
+            Pool::Postgres(p) => migrator.run(p).await,
             // SQLite's does not: two processes opening a new store at once
             // can both try the first migration, and the loser fails. Its
             // next attempt finds the migration applied.
             Pool::Sqlite(p) => {
-                let migrator =
-                    match Schema::Sqlite.migrator(None).await {
-                        Ok(m) => m,
-                        Err(e) => return Err(StoreError::Migrate {
-                            hint: "this agentctl's embedded migrations are inconsistent; report it"
-                                .into(),
-                            source: e,
-                        }),
-                    };
                 let mut attempt = 1;
                 let r = loop {
                     match migrator.run(p).await {
